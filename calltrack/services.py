@@ -1,0 +1,89 @@
+"""Long-running services that `calltrack serve` runs together in one process.
+
+Each entry names a factory ``factory(app) -> Service | None``; a factory returns
+None when its service is not configured (no AMI server, say).  The list is
+explicit: a service is added here by the issue that builds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import signal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from calltrack.context import AppContext
+
+logger = logging.getLogger(__name__)
+
+
+class Service(Protocol):
+    name: str
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until *stop* is set, then finish the work in flight and return."""
+
+    def reload(self) -> None:
+        """Re-read what can change without a restart (SIGHUP)."""
+
+
+# name -> "module:factory"
+SERVICES: dict[str, str] = {}
+
+
+def build_services(app: AppContext, only: Sequence[str] = ()) -> list[Service]:
+    unknown = [name for name in only if name not in SERVICES]
+    if unknown:
+        raise ValueError(f"unknown service(s): {', '.join(unknown)}; known: {', '.join(SERVICES) or 'none'}")
+    services = []
+    for name, target in SERVICES.items():
+        if only and name not in only:
+            continue
+        module, _, attr = target.partition(":")
+        factory = getattr(importlib.import_module(module), attr)
+        service = factory(app)
+        if service is not None:
+            services.append(service)
+    return services
+
+
+async def run_services(services: Sequence[Service], stop: asyncio.Event | None = None) -> int:
+    """Run *services* until SIGTERM/SIGINT (or *stop*); 0 on a clean stop, 1 if one failed."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):  # not the main thread
+            pass
+    try:
+        loop.add_signal_handler(signal.SIGHUP, lambda: [s.reload() for s in services])
+        installed.append(signal.SIGHUP)
+    except (NotImplementedError, RuntimeError):
+        pass
+    failed = False
+    tasks = {asyncio.create_task(s.run(stop), name=s.name): s for s in services}
+    try:
+        pending = set(tasks)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task.cancelled():
+                    continue
+                exc = task.exception()
+                if exc is not None:
+                    failed = True
+                    logger.error("service %s failed: %s", task.get_name(), exc, exc_info=exc)
+                elif not stop.is_set():
+                    logger.info("service %s ended", task.get_name())
+                if failed:
+                    stop.set()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    return 1 if failed else 0

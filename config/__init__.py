@@ -1,0 +1,35 @@
+"""Typed, frozen settings for every calltrack component, loaded from TOML.
+
+Only the standard library is used here so that every other package (and the
+classic AGI script, which must start fast) can import it cheaply.
+"""
+
+from __future__ import annotations
+
+from config.settings import (
+    AgiSettings,
+    AmiServer,
+    AmiSettings,
+    ConfigError,
+    DatabaseSettings,
+    NumberSettings,
+    PrivacySettings,
+    RecorderSettings,
+    Settings,
+    WebSettings,
+    load_settings,
+)
+
+__all__ = [
+    "AgiSettings",
+    "AmiServer",
+    "AmiSettings",
+    "ConfigError",
+    "DatabaseSettings",
+    "NumberSettings",
+    "PrivacySettings",
+    "RecorderSettings",
+    "Settings",
+    "WebSettings",
+    "load_settings",
+]

@@ -1,0 +1,357 @@
+"""Settings: frozen dataclasses, one per TOML table, filled by a strict loader.
+
+Where the file comes from, in order: an explicit path (``--config``), the
+``CALLTRACK_CONFIG`` environment variable, ``./calltrack.toml``,
+``/etc/calltrack/calltrack.toml``, else the built-in defaults.  An unknown key,
+a wrong type or an unreadable file raises :class:`ConfigError`, whose message is
+one line naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SEARCH_PATHS = (Path("calltrack.toml"), Path("/etc/calltrack/calltrack.toml"))
+
+
+class ConfigError(Exception):
+    """A settings problem, told in one line that names the file and the key."""
+
+    def __init__(self, source: str, key: str | None, message: str) -> None:
+        self.source = source
+        self.key = key
+        where = f"{source}: {key}: " if key else f"{source}: "
+        super().__init__(where + message)
+
+
+def _default_data_dir() -> Path:
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "calltrack"
+
+
+@dataclass(frozen=True)
+class GeneralSettings:
+    #: where the embedded database and other local state live
+    data_dir: Path = field(default_factory=_default_data_dir)
+    #: the Asterisk system name used in call keys when a peer does not say
+    system_name: str = "asterisk"
+    #: Python logging level for the daemons
+    log_level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    #: SQLAlchemy URL; empty means the embedded SQLite file in data_dir
+    url: str = ""
+    #: seconds to wait for a connection before giving up
+    connect_timeout: float = 5.0
+    #: log every SQL statement
+    echo: bool = False
+
+
+@dataclass(frozen=True)
+class NumberSettings:
+    #: region used to read numbers written without a country code
+    default_region: str = "US"
+    #: ring timeout given to new numbers, seconds
+    default_ring_timeout: int = 30
+    #: record calls to new numbers unless told otherwise
+    default_record: bool = True
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    #: a call to a pool number is attributed to a lease that ended at most this long before
+    attribution_grace_seconds: int = 300
+
+
+@dataclass(frozen=True)
+class AgiSettings:
+    #: host:port of the FastAGI server
+    listen: str = "127.0.0.1:4573"
+    #: Asterisk addresses allowed to connect; empty allows any
+    allowed_hosts: tuple[str, ...] = ()
+    #: answer from the database within this many milliseconds, or route by fallback
+    db_deadline_ms: int = 500
+    #: dial string used when nothing better is known
+    fallback_dial: str = ""
+    #: ring timeout used with fallback_dial, seconds
+    fallback_timeout: int = 30
+    #: seconds allowed for each read from Asterisk
+    read_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class AmiServer:
+    #: the Asterisk system name; calls are keyed by it
+    name: str = "asterisk"
+    host: str = "127.0.0.1"
+    port: int = 5038
+    username: str = "calltrack"
+    #: the secret in clear; prefer secret_file
+    secret: str = ""
+    #: a file holding the secret
+    secret_file: str = ""
+    tls: bool = False
+
+
+@dataclass(frozen=True)
+class AmiSettings:
+    #: one table per Asterisk server ([[ami.servers]])
+    servers: tuple[AmiServer, ...] = ()
+    #: events held in memory between the socket and the database
+    queue_size: int = 50_000
+    #: events written per database transaction
+    batch_size: int = 500
+    #: local append-only spool used while the database is away; empty means data_dir/ami-spool
+    spool_dir: str = ""
+    #: longest wait between reconnect attempts, seconds
+    reconnect_max_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class RecorderSettings:
+    #: where MixMonitor writes (CALLTRACK_RECORDING_FILE lives here)
+    spool_dir: Path = Path("/var/spool/asterisk/monitor/calltrack")
+    #: where archives are kept; empty means data_dir/recordings
+    archive_dir: str = ""
+    #: mp3, opus or flac
+    format: str = "mp3"
+    #: encoder bit rate for mp3 and opus
+    bitrate: str = "32k"
+    #: a spool file untouched this long is processed even without a call end, seconds
+    settle_seconds: int = 300
+    #: keep the spool WAV after a verified archive
+    keep_source: bool = False
+    #: the ffmpeg program (a name on PATH or an absolute path)
+    ffmpeg: str = "ffmpeg"
+    #: merge MixMonitor's per-direction files to stereo
+    dual_channel: bool = False
+    #: attempts before a recording is marked failed
+    max_attempts: int = 5
+    #: allowed difference between source and archive durations, seconds
+    verify_tolerance_seconds: float = 0.5
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    #: host:port of the web service (DNI script, API, dashboard)
+    listen: str = "127.0.0.1:8080"
+    #: reverse proxies whose X-Forwarded-* headers are believed
+    trusted_proxies: tuple[str, ...] = ()
+    #: secret for signed cookies; set it, or CALLTRACK_WEB_SECRET_KEY
+    secret_key: str = ""
+    #: lifetime of the first-party visitor cookie, days
+    cookie_days: int = 90
+    #: first-touch or last-touch
+    attribution: str = "first-touch"
+    #: seconds between heartbeats sent by dni.js
+    heartbeat_seconds: int = 30
+    #: session and heartbeat requests allowed per client address and minute
+    rate_limit_per_minute: int = 120
+    #: store visitor addresses truncated (/24 for IPv4, /48 for IPv6)
+    truncate_ip: bool = True
+
+
+@dataclass(frozen=True)
+class PrivacySettings:
+    #: days calls and sessions are kept when an account sets nothing; 0 keeps them
+    retention_days: int = 0
+    #: days recordings are kept when an account sets nothing; 0 keeps them
+    recording_retention_days: int = 0
+    #: look up caller location offline from the number
+    geocode: bool = True
+
+
+@dataclass(frozen=True)
+class Settings:
+    general: GeneralSettings = field(default_factory=GeneralSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    numbers: NumberSettings = field(default_factory=NumberSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    agi: AgiSettings = field(default_factory=AgiSettings)
+    ami: AmiSettings = field(default_factory=AmiSettings)
+    recorder: RecorderSettings = field(default_factory=RecorderSettings)
+    web: WebSettings = field(default_factory=WebSettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    #: the file these settings came from, or "<defaults>"
+    source: str = "<defaults>"
+
+    @property
+    def database_url(self) -> str:
+        """The configured URL, or the embedded SQLite file in the data folder."""
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{self.general.data_dir / 'calltrack.sqlite3'}"
+
+    @property
+    def archive_dir(self) -> Path:
+        if self.recorder.archive_dir:
+            return Path(self.recorder.archive_dir)
+        return self.general.data_dir / "recordings"
+
+    @property
+    def ami_spool_dir(self) -> Path:
+        if self.ami.spool_dir:
+            return Path(self.ami.spool_dir)
+        return self.general.data_dir / "ami-spool"
+
+    def replace(self, **sections: Any) -> Settings:
+        """A copy with some tables replaced (``replace(database=...)``)."""
+        return dataclasses.replace(self, **sections)
+
+
+# Environment variables that override one setting each (secrets and the database).
+ENV_OVERRIDES: Mapping[str, tuple[str, str]] = {
+    "CALLTRACK_DATABASE_URL": ("database", "url"),
+    "CALLTRACK_WEB_SECRET_KEY": ("web", "secret_key"),
+    "CALLTRACK_DATA_DIR": ("general", "data_dir"),
+    "CALLTRACK_SYSTEM_NAME": ("general", "system_name"),
+}
+
+
+def _type_name(tp: Any) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", Path: "a path"}
+    if tp in names:
+        return names[tp]
+    if typing.get_origin(tp) is tuple:
+        (inner, _) = typing.get_args(tp)
+        if dataclasses.is_dataclass(inner):
+            return "an array of tables"
+        return f"an array of {_type_name(inner).split(' ', 1)[1]}s"
+    return str(tp)
+
+
+def _convert(value: Any, tp: Any, source: str, key: str) -> Any:
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is Path:
+        if isinstance(value, str) and value:
+            return Path(value).expanduser()
+    elif typing.get_origin(tp) is tuple:
+        inner = typing.get_args(tp)[0]
+        if isinstance(value, list):
+            if dataclasses.is_dataclass(inner):
+                out = []
+                for i, item in enumerate(value):
+                    if not isinstance(item, dict):
+                        raise ConfigError(source, f"{key}[{i}]", "must be a table")
+                    out.append(_build(inner, item, source, f"{key}[{i}]"))
+                return tuple(out)
+            return tuple(_convert(v, inner, source, f"{key}[{i}]") for i, v in enumerate(value))
+    raise ConfigError(source, key, f"must be {_type_name(tp)}, not {value!r}")
+
+
+def _build(cls: Any, data: Mapping[str, Any], source: str, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls) if f.init and f.name != "source"}
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else key
+        if key not in known:
+            choices = ", ".join(sorted(known))
+            raise ConfigError(source, full, f"unknown key (known here: {choices})")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(source, full, "must be a table")
+            kwargs[key] = _build(tp, value, source, full)
+        else:
+            kwargs[key] = _convert(value, tp, source, full)
+    return cls(**kwargs)
+
+
+def _validate(settings: Settings) -> None:
+    src = settings.source
+    if settings.recorder.format not in ("mp3", "opus", "flac"):
+        raise ConfigError(src, "recorder.format", f"must be mp3, opus or flac, not {settings.recorder.format!r}")
+    if settings.web.attribution not in ("first-touch", "last-touch"):
+        raise ConfigError(src, "web.attribution", "must be first-touch or last-touch")
+    for key, listen in (("agi.listen", settings.agi.listen), ("web.listen", settings.web.listen)):
+        host, _, port = listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(src, key, f"must be HOST:PORT, not {listen!r}")
+    import phonenumbers  # local: phonenumbers is only needed for this check
+
+    region = settings.numbers.default_region
+    if region.upper() not in phonenumbers.SUPPORTED_REGIONS:
+        raise ConfigError(src, "numbers.default_region", f"unknown region {region!r} (use a code such as US, GB, DE)")
+    names = [s.name for s in settings.ami.servers]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise ConfigError(src, "ami.servers", f"server names must be unique; repeated: {', '.join(sorted(dupes))}")
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Path | None:
+    """The settings file to read, following the documented search order."""
+    environ = os.environ if environ is None else environ
+    if explicit:
+        return Path(explicit)
+    if environ.get("CALLTRACK_CONFIG"):
+        return Path(environ["CALLTRACK_CONFIG"])
+    for candidate in SEARCH_PATHS:
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read settings from *path* (or the search order), then apply environment overrides."""
+    environ = os.environ if environ is None else environ
+    found = find_config_file(path, environ)
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    if found is not None:
+        source = str(found)
+        try:
+            with open(found, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(source, None, "no such file") from None
+        except PermissionError:
+            raise ConfigError(source, None, "permission denied: the file is not readable") from None
+        except IsADirectoryError:
+            raise ConfigError(source, None, "is a folder, not a file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(source, None, f"not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(source, None, f"cannot be read: {exc.strerror}") from None
+    for env_name, (section, key) in ENV_OVERRIDES.items():
+        value = environ.get(env_name)
+        if value:
+            table = data.setdefault(section, {})
+            if not isinstance(table, dict):
+                raise ConfigError(source, section, "must be a table")
+            table[key] = value
+    settings: Settings = _build(Settings, data, source, "")
+    settings = dataclasses.replace(settings, source=source)
+    _validate(settings)
+    return settings
+
+
+def section_types() -> Mapping[str, type]:
+    """Each TOML table name with its dataclass (used by the sample-file test)."""
+    hints = typing.get_type_hints(Settings)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Settings) if dataclasses.is_dataclass(hints[f.name])}
+

@@ -1,0 +1,445 @@
+"""SQLAlchemy 2 models for the whole product.
+
+Times are stored as UTC (naive in the database, aware in Python) so SQLite and
+PostgreSQL behave the same.  Constraint names come from the naming convention,
+so migrations can refer to them by name on both databases.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timestamp stored as naive UTC and read back as aware UTC."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dt.datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
+
+
+# --- accounts and what they own -------------------------------------------------
+
+
+class Account(Base):
+    """A business customer (an agency manages several)."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    #: the key dni.js sends (data-account); not a secret
+    public_key: Mapped[str] = mapped_column(String(64), unique=True)
+    #: per-account retention windows; None means the settings' default
+    retention_days: Mapped[int | None]
+    recording_retention_days: Mapped[int | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    sources: Mapped[list[Source]] = relationship(back_populates="account", cascade="all, delete-orphan")
+
+
+class Source(Base):
+    """A marketing channel (Google Ads, a flyer, the website's organic traffic)."""
+
+    __tablename__ = "sources"
+    __table_args__ = (UniqueConstraint("account_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    medium: Mapped[str | None] = mapped_column(String(100))
+    campaign: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    account: Mapped[Account] = relationship(back_populates="sources")
+
+
+class NumberPool(Base):
+    """Numbers leased one per website visitor session (dynamic number insertion)."""
+
+    __tablename__ = "number_pools"
+    __table_args__ = (UniqueConstraint("account_id", "name"), CheckConstraint("hold_minutes > 0", name="hold_positive"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    #: the source calls get when no visitor session covers them
+    source_id: Mapped[int | None] = mapped_column(ForeignKey("sources.id", ondelete="SET NULL"))
+    name: Mapped[str] = mapped_column(String(200))
+    #: a number stays with a session this long after its last heartbeat
+    hold_minutes: Mapped[int] = mapped_column(Integer, default=30)
+    #: E.164 number shown when every pool number is leased
+    overflow_number: Mapped[str | None] = mapped_column(String(20))
+    overflow_count: Mapped[int] = mapped_column(Integer, default=0)
+    peak_leases: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    account: Mapped[Account] = relationship()
+    numbers: Mapped[list[TrackingNumber]] = relationship(back_populates="pool")
+
+
+class TrackingNumber(Base):
+    """A phone number that rings through calltrack, tied to a source or a pool."""
+
+    __tablename__ = "tracking_numbers"
+    __table_args__ = (
+        CheckConstraint("(source_id IS NULL) <> (pool_id IS NULL)", name="source_xor_pool"),
+        CheckConstraint("status IN ('active', 'released')", name="status"),
+        CheckConstraint("ring_timeout > 0", name="ring_timeout_positive"),
+        Index("ix_tracking_numbers_account_status", "account_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: E.164, unique: a number belongs to one account at a time
+    number: Mapped[str] = mapped_column(String(20), unique=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    source_id: Mapped[int | None] = mapped_column(ForeignKey("sources.id", ondelete="RESTRICT"), index=True)
+    pool_id: Mapped[int | None] = mapped_column(ForeignKey("number_pools.id", ondelete="RESTRICT"), index=True)
+    #: Asterisk dial string (PJSIP/100&PJSIP/101, Local/100@agents)
+    forward_to: Mapped[str] = mapped_column(String(500))
+    ring_timeout: Mapped[int] = mapped_column(Integer, default=30)
+    record: Mapped[bool] = mapped_column(Boolean, default=True)
+    whisper: Mapped[str | None] = mapped_column(String(500))
+    label: Mapped[str | None] = mapped_column(String(200))
+    #: business hours: {"mon": [["09:00", "17:00"]], ...} in the account's timezone; None = always open
+    schedule: Mapped[dict[str, Any] | None]
+    #: dial string used outside business hours
+    after_hours_forward_to: Mapped[str | None] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    #: when a pool lease last ended (least recently used first)
+    last_leased_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    released_at: Mapped[dt.datetime | None]
+
+    account: Mapped[Account] = relationship()
+    source: Mapped[Source | None] = relationship()
+    pool: Mapped[NumberPool | None] = relationship(back_populates="numbers")
+
+
+class Site(Base):
+    """A website origin allowed to call the DNI API for an account (CORS)."""
+
+    __tablename__ = "sites"
+    __table_args__ = (UniqueConstraint("account_id", "origin"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    origin: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class SourceRule(Base):
+    """How a website visit picks its source: param, referrer, referrer group or default."""
+
+    __tablename__ = "source_rules"
+    __table_args__ = (CheckConstraint("kind IN ('param', 'referrer', 'referrer_group', 'default')", name="kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(20))
+    #: param rules: "utm_source=google"; referrer: a host; referrer_group: search/social
+    pattern: Mapped[str] = mapped_column(String(500), default="")
+    #: lower runs first within a kind
+    priority: Mapped[int] = mapped_column(Integer, default=100)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class VisitorSession(Base):
+    """One website visit, with what it tells about where the visitor came from."""
+
+    __tablename__ = "visitor_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: the opaque id given to dni.js
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    visitor_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    source_id: Mapped[int | None] = mapped_column(ForeignKey("sources.id", ondelete="SET NULL"))
+    landing_url: Mapped[str | None] = mapped_column(Text)
+    referrer: Mapped[str | None] = mapped_column(Text)
+    utm_source: Mapped[str | None] = mapped_column(String(200))
+    utm_medium: Mapped[str | None] = mapped_column(String(200))
+    utm_campaign: Mapped[str | None] = mapped_column(String(200))
+    utm_term: Mapped[str | None] = mapped_column(String(200))
+    utm_content: Mapped[str | None] = mapped_column(String(200))
+    gclid: Mapped[str | None] = mapped_column(String(200))
+    gbraid: Mapped[str | None] = mapped_column(String(200))
+    wbraid: Mapped[str | None] = mapped_column(String(200))
+    pages_seen: Mapped[int] = mapped_column(Integer, default=1)
+    user_agent: Mapped[str | None] = mapped_column(String(500))
+    ip: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    source: Mapped[Source | None] = relationship()
+
+
+class PoolLease(Base):
+    """A pool number shown to one visitor session from leased_at until expires_at."""
+
+    __tablename__ = "pool_leases"
+    __table_args__ = (Index("ix_pool_leases_number_window", "number_id", "leased_at", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pool_id: Mapped[int] = mapped_column(ForeignKey("number_pools.id", ondelete="CASCADE"), index=True)
+    number_id: Mapped[int] = mapped_column(ForeignKey("tracking_numbers.id", ondelete="CASCADE"))
+    session_id: Mapped[int] = mapped_column(ForeignKey("visitor_sessions.id", ondelete="CASCADE"), index=True)
+    leased_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime]
+
+    number: Mapped[TrackingNumber] = relationship()
+    session: Mapped[VisitorSession] = relationship()
+
+
+# --- calls ------------------------------------------------------------------------
+
+
+class Call(Base):
+    """One inbound call, keyed by (Asterisk system name, linkedid)."""
+
+    __tablename__ = "calls"
+    __table_args__ = (
+        UniqueConstraint("system", "linkedid"),
+        Index("ix_calls_account_started", "account_id", "started_at"),
+        Index("ix_calls_caller", "caller_number"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    system: Mapped[str] = mapped_column(String(100))
+    linkedid: Mapped[str] = mapped_column(String(64))
+    #: uniqueid of the channel that ran the route (AGI, MixMonitor and Cdr use it)
+    uniqueid: Mapped[str | None] = mapped_column(String(64))
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    tracking_number_id: Mapped[int | None] = mapped_column(ForeignKey("tracking_numbers.id", ondelete="SET NULL"))
+    #: the dialled number as E.164 when it parses, else as Asterisk gave it
+    tracking_number: Mapped[str | None] = mapped_column(String(40))
+    source_id: Mapped[int | None] = mapped_column(ForeignKey("sources.id", ondelete="SET NULL"))
+    visitor_session_id: Mapped[int | None] = mapped_column(ForeignKey("visitor_sessions.id", ondelete="SET NULL"))
+    caller_number: Mapped[str | None] = mapped_column(String(64))
+    caller_name: Mapped[str | None] = mapped_column(String(200))
+    caller_location: Mapped[str | None] = mapped_column(String(200))
+    caller_country: Mapped[str | None] = mapped_column(String(2))
+    caller_line_type: Mapped[str | None] = mapped_column(String(40))
+    first_time: Mapped[bool | None]
+    #: the route handler's CALLTRACK_STATUS
+    route_status: Mapped[str | None] = mapped_column(String(20))
+    dial: Mapped[str | None] = mapped_column(String(500))
+    started_at: Mapped[dt.datetime | None]
+    ringing_at: Mapped[dt.datetime | None]
+    answered_at: Mapped[dt.datetime | None]
+    ended_at: Mapped[dt.datetime | None]
+    #: seconds
+    duration: Mapped[float | None] = mapped_column(Float)
+    ring_time: Mapped[float | None] = mapped_column(Float)
+    talk_time: Mapped[float | None] = mapped_column(Float)
+    answered_by: Mapped[str | None] = mapped_column(String(200))
+    hangup_cause: Mapped[int | None]
+    #: answered, missed, busy, abandoned, failed; None while live
+    disposition: Mapped[str | None] = mapped_column(String(16))
+    recording_file: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    legs: Mapped[list[CallLeg]] = relationship(back_populates="call", cascade="all, delete-orphan")
+    events: Mapped[list[CallEvent]] = relationship(back_populates="call", cascade="all, delete-orphan")
+
+
+class CallLeg(Base):
+    """One Asterisk channel of a call."""
+
+    __tablename__ = "call_legs"
+    __table_args__ = (UniqueConstraint("call_id", "uniqueid"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
+    uniqueid: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(200))
+    #: inbound, agent, local
+    role: Mapped[str | None] = mapped_column(String(16))
+    caller_number: Mapped[str | None] = mapped_column(String(64))
+    caller_name: Mapped[str | None] = mapped_column(String(200))
+    exten: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime | None]
+    answered_at: Mapped[dt.datetime | None]
+    hungup_at: Mapped[dt.datetime | None]
+    hangup_cause: Mapped[int | None]
+
+    call: Mapped[Call] = relationship(back_populates="legs")
+
+
+class CallEvent(Base):
+    """A line of a call's timeline (ringing, answered, transfer, hangup...)."""
+
+    __tablename__ = "call_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
+    at: Mapped[dt.datetime]
+    kind: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[dict[str, Any] | None]
+
+    call: Mapped[Call] = relationship(back_populates="events")
+
+
+class AmiEvent(Base):
+    """A raw AMI event as received, append-only; calls can be rebuilt from these."""
+
+    __tablename__ = "ami_events"
+    __table_args__ = (
+        UniqueConstraint("system", "event_key"),
+        Index("ix_ami_events_linkedid", "system", "linkedid"),
+        Index("ix_ami_events_received", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    system: Mapped[str] = mapped_column(String(100))
+    #: unique per system across reconnects and replays (connection id + arrival number)
+    event_key: Mapped[str] = mapped_column(String(100))
+    #: arrival order within the system
+    seq: Mapped[int] = mapped_column(BigInteger)
+    event: Mapped[str] = mapped_column(String(64))
+    uniqueid: Mapped[str | None] = mapped_column(String(64))
+    linkedid: Mapped[str | None] = mapped_column(String(64))
+    received_at: Mapped[dt.datetime]
+    #: every header of the event, in order
+    payload: Mapped[dict[str, Any]]
+
+
+class Recording(Base):
+    """An archived call recording, or one still on its way there."""
+
+    __tablename__ = "recordings"
+    __table_args__ = (
+        CheckConstraint("state IN ('pending', 'archived', 'failed', 'deleted')", name="state"),
+        UniqueConstraint("source_path"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: None for an orphan: a spool file whose call is unknown
+    call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id", ondelete="SET NULL"), index=True)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    source_path: Mapped[str] = mapped_column(String(500))
+    path: Mapped[str | None] = mapped_column(String(500))
+    format: Mapped[str | None] = mapped_column(String(8))
+    bytes: Mapped[int | None] = mapped_column(BigInteger)
+    duration: Mapped[float | None] = mapped_column(Float)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    archived_at: Mapped[dt.datetime | None]
+
+
+class SmsMessage(Base):
+    """A text message to or from a tracking number."""
+
+    __tablename__ = "sms_messages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    system: Mapped[str] = mapped_column(String(100))
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    tracking_number_id: Mapped[int | None] = mapped_column(ForeignKey("tracking_numbers.id", ondelete="SET NULL"))
+    source_id: Mapped[int | None] = mapped_column(ForeignKey("sources.id", ondelete="SET NULL"))
+    direction: Mapped[str] = mapped_column(String(8))
+    from_number: Mapped[str] = mapped_column(String(64))
+    to_number: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class CallerListEntry(Base):
+    """A caller number on a list: blocked (calls refused) or do-not-track (nothing stored)."""
+
+    __tablename__ = "caller_lists"
+    __table_args__ = (
+        UniqueConstraint("account_id", "number", "kind"),
+        CheckConstraint("kind IN ('blocked', 'do-not-track')", name="kind"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: None applies to every account
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    number: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class User(Base):
+    """A person who signs in to the dashboard."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(100), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(300))
+    #: admin sees every account; viewer only account_id
+    role: Mapped[str] = mapped_column(String(16), default="viewer")
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class AuditEntry(Base):
+    """Who did what: recordings played, data erased or exported, settings changed."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    #: a username, or "cli:<unix user>"
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(200))
+    detail: Mapped[dict[str, Any] | None]

@@ -1,0 +1,57 @@
+"""Phone numbers: parsing to E.164 and display, with the phonenumbers library."""
+
+from __future__ import annotations
+
+import phonenumbers
+
+from tracking.errors import InvalidInput
+
+# Characters people write around numbers; anything else makes the input suspicious.
+_ALLOWED = set("0123456789+-(). /\u00a0")
+
+
+def normalize(raw: str, region: str = "US") -> str:
+    """Return *raw* as E.164 (``+14045550100``) or raise InvalidInput.
+
+    ``+1 (404) 555-0100``, ``404.555.0100`` and ``14045550100`` give the same
+    result for region US.
+    """
+    text = (raw or "").strip()
+    if not text:
+        raise InvalidInput("empty phone number")
+    if not set(text) <= _ALLOWED:
+        raise InvalidInput(f"invalid phone number {raw!r}: only digits, spaces, + - ( ) . / are allowed")
+    digits = "".join(ch for ch in text if ch.isdigit())
+    candidates = [text]
+    # "14045550100" in NANP regions: a national number with its trunk/country prefix and no "+".
+    if not text.startswith("+") and digits:
+        candidates.append("+" + digits)
+    last_error = "not a valid number"
+    for candidate in candidates:
+        try:
+            parsed = phonenumbers.parse(candidate, region.upper())
+        except phonenumbers.NumberParseException as exc:
+            last_error = str(exc)
+            continue
+        if phonenumbers.is_valid_number(parsed):
+            return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+        last_error = "not a valid number for its region"
+    raise InvalidInput(f"invalid phone number {raw!r}: {last_error}")
+
+
+def try_normalize(raw: str | None, region: str = "US") -> str | None:
+    """E.164 when *raw* parses, else None (for caller IDs, which may be anything)."""
+    if not raw:
+        return None
+    try:
+        return normalize(raw, region)
+    except InvalidInput:
+        return None
+
+
+def display(e164: str, region: str = "US") -> str:
+    """The number as people of *region* write it: national for local numbers, else international."""
+    parsed = phonenumbers.parse(e164, None)
+    if phonenumbers.region_code_for_number(parsed) == region.upper():
+        return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL)
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)

@@ -1,0 +1,114 @@
+"""Number pools for dynamic number insertion: creation, membership, listing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, joinedload
+
+from config import Settings
+from schema.models import NumberPool, TrackingNumber
+from tracking import phone
+from tracking.accounts import get_account, get_source
+from tracking.errors import Conflict, InvalidInput
+from tracking.numbers import NumberFields, Resolver, existing_numbers
+
+MAX_HOLD_MINUTES = 24 * 60
+
+
+def create_pool(
+    session: Session,
+    settings: Settings,
+    name: str,
+    account_name: str,
+    hold_minutes: int,
+    *,
+    source: str | None = None,
+    overflow: str | None = None,
+) -> NumberPool:
+    account = get_account(session, account_name)
+    name = (name or "").strip()
+    if not name or any(ord(ch) < 32 for ch in name):
+        raise InvalidInput("pool name must not be empty or contain control characters")
+    if not 1 <= hold_minutes <= MAX_HOLD_MINUTES:
+        raise InvalidInput(f"invalid hold time {hold_minutes}: between 1 and {MAX_HOLD_MINUTES} minutes")
+    if session.scalar(select(NumberPool.id).where(NumberPool.account_id == account.id, NumberPool.name == name)):
+        raise Conflict(f"pool {name!r} already exists in account {account.name!r}")
+    pool = NumberPool(
+        account_id=account.id,
+        name=name,
+        hold_minutes=hold_minutes,
+        source_id=get_source(session, account, source).id if source else None,
+        overflow_number=phone.normalize(overflow, settings.numbers.default_region) if overflow else None,
+    )
+    session.add(pool)
+    session.flush()
+    return pool
+
+
+def add_numbers(
+    session: Session,
+    settings: Settings,
+    pool_name: str,
+    account_name: str,
+    numbers: list[str],
+    forward_to: str | None,
+    *,
+    timeout: int | None = None,
+    record: bool | None = None,
+) -> list[TrackingNumber]:
+    """Put *numbers* in the pool: new ones are created, the account's existing ones are moved in."""
+    if not numbers:
+        raise InvalidInput("give at least one number")
+    resolver = Resolver(session, settings)
+    account = resolver.account(account_name)
+    pool = resolver.pool(account, pool_name)
+    region = settings.numbers.default_region
+    e164s = [phone.normalize(n, region) for n in numbers]
+    dupes = {n for n in e164s if e164s.count(n) > 1}
+    if dupes:
+        raise InvalidInput(f"number given twice: {', '.join(sorted(dupes))}")
+    existing = existing_numbers(session, e164s)
+    out = []
+    for number in e164s:
+        tn = existing.get(number)
+        if tn is not None:
+            if tn.account_id != account.id:
+                raise Conflict(f"number {number} belongs to another account")
+            if tn.status != "active":
+                raise Conflict(f"number {number} is released; reactivate it with `calltrack numbers update --reactivate`")
+            tn.pool_id, tn.source_id = pool.id, None
+        else:
+            values = resolver.new_number_values(
+                NumberFields(number, account.name, pool=pool.name, forward_to=forward_to, timeout=timeout, record=record)
+            )
+            tn = TrackingNumber(**values)
+            session.add(tn)
+        out.append(tn)
+    session.flush()
+    return out
+
+
+def list_pools(session: Session, account_name: str | None = None) -> list[dict[str, Any]]:
+    sizes = dict(
+        session.execute(
+            select(TrackingNumber.pool_id, func.count())
+            .where(TrackingNumber.pool_id.is_not(None), TrackingNumber.status == "active")
+            .group_by(TrackingNumber.pool_id)
+        ).tuples()
+    )
+    query = select(NumberPool).options(joinedload(NumberPool.account)).order_by(NumberPool.name)
+    if account_name:
+        query = query.where(NumberPool.account_id == get_account(session, account_name).id)
+    return [
+        {
+            "name": pool.name,
+            "account": pool.account.name,
+            "hold_minutes": pool.hold_minutes,
+            "size": sizes.get(pool.id, 0),
+            "overflow_number": pool.overflow_number,
+            "overflow_count": pool.overflow_count,
+        }
+        for pool in session.scalars(query)
+    ]
