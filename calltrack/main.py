@@ -7,7 +7,6 @@ short commands start fast.
 from __future__ import annotations
 
 import importlib
-import sys
 from typing import Any
 
 import click
@@ -101,4 +100,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -62,7 +62,9 @@ def emit(rows: Sequence[dict[str, Any]], fmt: str, columns: Sequence[str] | None
 def emit_record(record: dict[str, Any], fmt: str = "table") -> None:
     """One object: `key: value` lines, or JSON/CSV like a one-row listing."""
     if fmt != "table":
-        click.echo(render([record], fmt) if fmt == "csv" else json.dumps(record, indent=2, ensure_ascii=False, default=str))
+        click.echo(
+            render([record], fmt) if fmt == "csv" else json.dumps(record, indent=2, ensure_ascii=False, default=str)
+        )
         return
     width = max(len(k) for k in record)
     for key, value in record.items():

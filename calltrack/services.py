@@ -50,6 +50,14 @@ def build_services(app: AppContext, only: Sequence[str] = ()) -> list[Service]:
     return services
 
 
+def _reload_all(services: Sequence[Service]) -> None:
+    for service in services:
+        try:
+            service.reload()
+        except Exception:
+            logger.exception("service %s failed to reload", service.name)
+
+
 async def run_services(services: Sequence[Service], stop: asyncio.Event | None = None) -> int:
     """Run *services* until SIGTERM/SIGINT (or *stop*); 0 on a clean stop, 1 if one failed."""
     stop = stop or asyncio.Event()
@@ -62,7 +70,7 @@ async def run_services(services: Sequence[Service], stop: asyncio.Event | None =
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
     try:
-        loop.add_signal_handler(signal.SIGHUP, lambda: [s.reload() for s in services])
+        loop.add_signal_handler(signal.SIGHUP, _reload_all, services)
         installed.append(signal.SIGHUP)
     except (NotImplementedError, RuntimeError):
         pass

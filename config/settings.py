@@ -300,7 +300,9 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(src, "ami.servers", f"server names must be unique; repeated: {', '.join(sorted(dupes))}")
 
 
-def find_config_file(explicit: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Path | None:
+def find_config_file(
+    explicit: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Path | None:
     """The settings file to read, following the documented search order."""
     environ = os.environ if environ is None else environ
     if explicit:
@@ -354,4 +356,3 @@ def section_types() -> Mapping[str, type]:
     """Each TOML table name with its dataclass (used by the sample-file test)."""
     hints = typing.get_type_hints(Settings)
     return {f.name: hints[f.name] for f in dataclasses.fields(Settings) if dataclasses.is_dataclass(hints[f.name])}
-

@@ -51,7 +51,9 @@ def _rows(fh: IO[str], path: str) -> Iterator[tuple[int, dict[str, str]]]:
     columns = [h.strip().lower() for h in header]
     unknown = [c for c in columns if c not in REQUIRED + OPTIONAL]
     if unknown:
-        raise CsvLineError(path, 1, f"unknown column(s) {', '.join(map(repr, unknown))}; known: {', '.join(REQUIRED + OPTIONAL)}")
+        raise CsvLineError(
+            path, 1, f"unknown column(s) {', '.join(map(repr, unknown))}; known: {', '.join(REQUIRED + OPTIONAL)}"
+        )
     missing = [c for c in REQUIRED if c not in columns]
     if "source" not in columns and "pool" not in columns:
         missing.append("source or pool")
@@ -83,7 +85,7 @@ def import_numbers(
     path: str | Path,
     *,
     update_existing: bool = False,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ImportResult:
     """Import the file in the current transaction; raise CsvLineError on the first bad line.
 
@@ -117,7 +119,9 @@ def import_numbers(
                 seen[e164] = line
                 parsed.append((line, fields, e164))
     except UnicodeDecodeError as exc:
-        raise InvalidInput(f"{shown}: not UTF-8 text ({exc.reason} at byte {exc.start}); nothing was imported") from None
+        raise InvalidInput(
+            f"{shown}: not UTF-8 text ({exc.reason} at byte {exc.start}); nothing was imported"
+        ) from None
     except OSError as exc:
         raise InvalidInput(f"{shown}: cannot be read: {exc.strerror}") from None
     if not parsed:
@@ -145,18 +149,16 @@ def import_numbers(
         except TrackingError as exc:
             raise CsvLineError(shown, line, str(exc)) from None
 
-    done = 0
+    total = len(new_rows) + len(changes)
     for start in range(0, len(new_rows), BATCH):
         batch = new_rows[start : start + BATCH]
         session.execute(insert(TrackingNumber), batch)
-        done += len(batch)
         if progress:
-            progress(len(batch))
+            progress(len(batch), total)
     for start in range(0, len(changes), BATCH):
         batch = changes[start : start + BATCH]
         session.execute(update(TrackingNumber), batch)
-        done += len(batch)
         if progress:
-            progress(len(batch))
+            progress(len(batch), total)
     session.expire_all()
     return ImportResult(added=len(new_rows), updated=len(changes))

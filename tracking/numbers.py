@@ -181,9 +181,7 @@ def find_number(session: Session, number: str, settings: Settings) -> TrackingNu
     e164 = phone.normalize(number, settings.numbers.default_region)
     found = session.scalar(
         select(TrackingNumber)
-        .options(
-            joinedload(TrackingNumber.account), joinedload(TrackingNumber.source), joinedload(TrackingNumber.pool)
-        )
+        .options(joinedload(TrackingNumber.account), joinedload(TrackingNumber.source), joinedload(TrackingNumber.pool))
         .where(TrackingNumber.number == e164)
     )
     if found is None:
@@ -241,9 +239,7 @@ def list_numbers(
 ) -> list[TrackingNumber]:
     query = (
         select(TrackingNumber)
-        .options(
-            joinedload(TrackingNumber.account), joinedload(TrackingNumber.source), joinedload(TrackingNumber.pool)
-        )
+        .options(joinedload(TrackingNumber.account), joinedload(TrackingNumber.source), joinedload(TrackingNumber.pool))
         .order_by(TrackingNumber.number)
     )
     if account:

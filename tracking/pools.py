@@ -77,11 +77,15 @@ def add_numbers(
             if tn.account_id != account.id:
                 raise Conflict(f"number {number} belongs to another account")
             if tn.status != "active":
-                raise Conflict(f"number {number} is released; reactivate it with `calltrack numbers update --reactivate`")
+                raise Conflict(
+                    f"number {number} is released; reactivate it with `calltrack numbers update --reactivate`"
+                )
             tn.pool_id, tn.source_id = pool.id, None
         else:
             values = resolver.new_number_values(
-                NumberFields(number, account.name, pool=pool.name, forward_to=forward_to, timeout=timeout, record=record)
+                NumberFields(
+                    number, account.name, pool=pool.name, forward_to=forward_to, timeout=timeout, record=record
+                )
             )
             tn = TrackingNumber(**values)
             session.add(tn)

@@ -35,7 +35,12 @@ def list_(app: AppContext, fmt: str) -> None:
 
     with app.session() as session:
         rows = [
-            {"name": a.name, "timezone": a.timezone, "public_key": a.public_key, "created_at": a.created_at.isoformat(timespec="seconds")}
+            {
+                "name": a.name,
+                "timezone": a.timezone,
+                "public_key": a.public_key,
+                "created_at": a.created_at.isoformat(timespec="seconds"),
+            }
             for a in list_accounts(session)
         ]
     emit(rows, fmt, ["name", "timezone", "public_key", "created_at"])

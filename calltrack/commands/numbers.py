@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import click
 
 from calltrack.context import AppContext, pass_app
@@ -10,7 +13,7 @@ from calltrack.output import emit, emit_record, format_option
 COLUMNS = ["number", "account", "source", "pool", "forward_to", "timeout", "record", "whisper", "label", "status"]
 
 
-def routing_options(f):  # type: ignore[no-untyped-def]
+def routing_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by `add` and `update`."""
     for option in reversed(
         [
@@ -58,7 +61,9 @@ def list_(app: AppContext, account: str | None, source: str | None, status: str 
 
     region = app.settings.numbers.default_region
     with app.session() as session:
-        rows = [number_record(tn, region) for tn in list_numbers(session, account=account, source=source, status=status)]
+        rows = [
+            number_record(tn, region) for tn in list_numbers(session, account=account, source=source, status=status)
+        ]
     emit(rows, fmt, None if fmt == "json" else COLUMNS)
 
 
@@ -115,17 +120,14 @@ def import_(app: AppContext, path: str, update_existing: bool) -> None:
     from tracking.number_import import import_numbers
 
     with app.session() as session:
-        bar = None
-        progress = None
-        if click.get_text_stream("stderr").isatty():
-            bar = click.progressbar(length=0, label="importing", file=click.get_text_stream("stderr"))
+        bars: list[Any] = []
 
-            def progress(n: int) -> None:
-                assert bar is not None
-                bar.length = (bar.length or 0) + n
-                bar.update(n)
+        def progress(done: int, total: int) -> None:
+            if not bars:
+                bars.append(click.progressbar(length=total, label="importing", file=click.get_text_stream("stderr")))
+            bars[0].update(done)
 
         result = import_numbers(session, app.settings, path, update_existing=update_existing, progress=progress)
-        if bar is not None:
+        for bar in bars:
             bar.render_finish()
     click.echo(f"imported {path}: {result.added} added, {result.updated} updated")

@@ -16,11 +16,15 @@ def group() -> None:
 @group.command("create")
 @click.argument("name")
 @click.option("--account", required=True, help="The account's name.")
-@click.option("--hold-minutes", type=int, required=True, help="How long a number stays with a visitor after their last heartbeat.")
+@click.option(
+    "--hold-minutes", type=int, required=True, help="How long a number stays with a visitor after their last heartbeat."
+)
 @click.option("--source", help="Source for calls no visitor session covers.")
 @click.option("--overflow", help="Number shown when every pool number is leased.")
 @pass_app
-def create(app: AppContext, name: str, account: str, hold_minutes: int, source: str | None, overflow: str | None) -> None:
+def create(
+    app: AppContext, name: str, account: str, hold_minutes: int, source: str | None, overflow: str | None
+) -> None:
     """Create a pool."""
     from tracking.pools import create_pool
 
@@ -38,7 +42,13 @@ def create(app: AppContext, name: str, account: str, hold_minutes: int, source: 
 @click.option("--record/--no-record", default=None, help="Record calls to new numbers.")
 @pass_app
 def add_numbers(
-    app: AppContext, pool: str, numbers: tuple[str, ...], account: str, forward_to: str | None, timeout: int | None, record: bool | None
+    app: AppContext,
+    pool: str,
+    numbers: tuple[str, ...],
+    account: str,
+    forward_to: str | None,
+    timeout: int | None,
+    record: bool | None,
 ) -> None:
     """Add numbers to a pool (new ones are created, the account's existing ones moved in)."""
     from tracking.pools import add_numbers as add
