@@ -1,0 +1,60 @@
+"""The call row, shared by the AGI route (which usually creates it) and the AMI listener.
+
+A call is keyed by (Asterisk system name, linkedid of the inbound channel).  Both
+writers use :func:`upsert_call`, an idempotent INSERT ... ON CONFLICT DO UPDATE
+that sets only the columns the writer knows, so either may arrive first and a
+retried AGI never creates a second call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from schema.models import Call, utcnow
+
+_COLUMNS = {c.name for c in Call.__table__.columns} - {"id", "system", "linkedid", "created_at"}
+
+
+def upsert_call(
+    session: Session,
+    system: str,
+    linkedid: str,
+    values: dict[str, Any],
+    *,
+    keep_existing: frozenset[str] | set[str] = frozenset(),
+) -> int:
+    """Create or update the call (system, linkedid) with *values*; return its id.
+
+    Columns named in *keep_existing* are only filled when still empty (NULL): a
+    second AGI run for the same call does not overwrite what the first decided.
+    """
+    unknown = set(values) - _COLUMNS
+    if unknown:
+        raise ValueError(f"not columns of calls: {', '.join(sorted(unknown))}")
+    now = utcnow()
+    row = {"system": system, "linkedid": linkedid, "created_at": now, "updated_at": now, **values}
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        stmt: Any = postgresql.insert(Call).values(row)
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(Call).values(row)
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise RuntimeError(f"unsupported database {dialect}")
+    table = Call.__table__
+    updates: dict[str, Any] = {"updated_at": now}
+    for key in values:
+        if key in keep_existing:
+            updates[key] = func.coalesce(table.c[key], stmt.excluded[key])
+        else:
+            updates[key] = stmt.excluded[key]
+    stmt = stmt.on_conflict_do_update(index_elements=["system", "linkedid"], set_=updates).returning(table.c.id)
+    call_id: int = session.execute(stmt).scalar_one()
+    return call_id
+
+
+def find_call(session: Session, system: str, linkedid: str) -> Call | None:
+    return session.scalar(select(Call).where(Call.system == system, Call.linkedid == linkedid))
