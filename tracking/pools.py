@@ -95,13 +95,12 @@ def add_numbers(
 
 
 def list_pools(session: Session, account_name: str | None = None) -> list[dict[str, Any]]:
-    sizes = dict(
-        session.execute(
-            select(TrackingNumber.pool_id, func.count())
-            .where(TrackingNumber.pool_id.is_not(None), TrackingNumber.status == "active")
-            .group_by(TrackingNumber.pool_id)
-        ).tuples()
+    counts = session.execute(
+        select(TrackingNumber.pool_id, func.count())
+        .where(TrackingNumber.pool_id.is_not(None), TrackingNumber.status == "active")
+        .group_by(TrackingNumber.pool_id)
     )
+    sizes = {pool_id: count for pool_id, count in counts}
     query = select(NumberPool).options(joinedload(NumberPool.account)).order_by(NumberPool.name)
     if account_name:
         query = query.where(NumberPool.account_id == get_account(session, account_name).id)

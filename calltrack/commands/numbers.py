@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -124,7 +125,7 @@ def import_(app: AppContext, path: str, update_existing: bool) -> None:
 
         def progress(done: int, total: int) -> None:
             if not bars:
-                bars.append(click.progressbar(length=total, label="importing", file=click.get_text_stream("stderr")))  # type: ignore[operator]
+                bars.append(click.progressbar(length=total, label="importing", file=sys.stderr))  # type: ignore[operator]
             bars[0].update(done)
 
         result = import_numbers(session, app.settings, path, update_existing=update_existing, progress=progress)

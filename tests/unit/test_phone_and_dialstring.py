@@ -1,0 +1,98 @@
+"""E.164 normalisation and dial-string validation: what a user types, what calltrack stores."""
+
+from __future__ import annotations
+
+import pytest
+
+from tracking import dialstring, phone
+from tracking.errors import InvalidInput
+
+
+@pytest.mark.parametrize(
+    "raw", ["+1 (404) 555-0100", "404.555.0100", "14045550100", "(404) 555-0100", " 404 555 0100 "]
+)
+def test_us_spellings_are_one_number(raw: str) -> None:
+    assert phone.normalize(raw, "US") == "+14045550100"
+
+
+def test_default_region_reads_national_numbers() -> None:
+    assert phone.normalize("020 7946 0958", "GB") == "+442079460958"
+    assert phone.normalize("+44 20 7946 0958", "US") == "+442079460958"
+    assert phone.normalize("030 901820", "DE") == "+4930901820"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "   ",
+        "12",
+        "555-0100",
+        "+1 404 555 01001",
+        "404-555-010O",
+        "404555O100",
+        "+999 1234567",
+        "abc",
+        "4045550100;1",
+        "404\n5550100",
+        "４０４５５５０１００",
+    ],
+)
+def test_invalid_numbers_are_refused_with_the_input_named(raw: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        phone.normalize(raw, "US")
+    assert "phone number" in str(info.value)
+
+
+def test_try_normalize_keeps_unknowns_out() -> None:
+    assert phone.try_normalize("anonymous") is None
+    assert phone.try_normalize(None) is None
+    assert phone.try_normalize("+14045551234") == "+14045551234"
+
+
+def test_display_uses_national_format_at_home() -> None:
+    assert phone.display("+14045550100", "US") == "(404) 555-0100"
+    assert phone.display("+442079460958", "US") == "+44 20 7946 0958"
+
+
+@pytest.mark.parametrize(
+    "dial",
+    [
+        "PJSIP/100",
+        "PJSIP/100&PJSIP/101",
+        "Local/100@agents",
+        "PJSIP/+14045550100@trunk",
+        "IAX2/user@host/200",
+        "Local/100@agents/n",
+        "SIP/1*2#3",
+    ],
+)
+def test_valid_dial_strings(dial: str) -> None:
+    assert dialstring.validate(f"  {dial} ") == dial
+
+
+@pytest.mark.parametrize(
+    ("dial", "bad"),
+    [
+        ("PJSIP/100,20", "','"),
+        ("PJSIP/100|t", "'|'"),
+        ("PJSIP/${EVIL}", "'$'"),
+        ("PJSIP/1 00", "' '"),
+        ('PJSIP/"100"', "'\"'"),
+        ("PJSIP/100)", "')'"),
+        ("PJSIP/100;x", "';'"),
+        ("PJSIP/100\nHangup", "'\\n'"),
+        ("PJSIP/[1]", "'['"),
+    ],
+)
+def test_dial_strings_with_characters_asterisk_misreads(dial: str, bad: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        dialstring.validate(dial)
+    assert "Asterisk would misread" in str(info.value)
+    assert bad in str(info.value)
+
+
+@pytest.mark.parametrize("dial", ["", "100", "PJSIP/", "/100", "PJSIP/100&", "&PJSIP/100", "9PJSIP/100", "x" * 501])
+def test_malformed_dial_strings(dial: str) -> None:
+    with pytest.raises(InvalidInput):
+        dialstring.validate(dial)
