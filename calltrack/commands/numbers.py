@@ -125,7 +125,7 @@ def import_(app: AppContext, path: str, update_existing: bool) -> None:
 
         def progress(done: int, total: int) -> None:
             if not bars:
-                bars.append(click.progressbar(length=total, label="importing", file=sys.stderr))  # type: ignore[operator]
+                bars.append(click.progressbar(length=total, label="importing", file=sys.stderr))
             bars[0].update(done)
 
         result = import_numbers(session, app.settings, path, update_existing=update_existing, progress=progress)
