@@ -1,0 +1,89 @@
+"""Migrations, `calltrack db`, the refusal to work on a database that is behind, and a database that is away."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic import command
+from click.testing import CliRunner
+from sqlalchemy import Engine, inspect, text
+
+from calltrack.main import cli as calltrack
+from schema import migrate
+from schema.db import make_engine
+from schema.models import Base
+from tests.conftest import Cli
+
+
+def test_migrations_build_every_model_and_match_them(engine: Engine) -> None:
+    assert migrate.current_revision(engine) == migrate.head_revision()
+    assert set(inspect(engine).get_table_names()) >= {t.name for t in Base.metadata.sorted_tables}
+    migrate.check(engine)  # raises when models and migrations drift apart
+
+
+def test_downgrade_to_empty_and_upgrade_again(engine: Engine) -> None:
+    command.downgrade(migrate.alembic_config(engine), "base")
+    assert migrate.current_revision(engine) is None
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    migrate.upgrade(engine)
+    assert migrate.current_revision(engine) == migrate.head_revision()
+
+
+def test_db_commands(cli: Cli) -> None:
+    assert "already at revision" in cli.ok("db", "upgrade").output
+    out = cli.ok("db", "current").output
+    assert "up to date" in out and migrate.head_revision() in out
+    assert "matches" in cli.ok("db", "check").output
+
+
+def test_commands_refuse_a_database_that_is_behind(cli: Cli, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pretend this calltrack knows a newer revision than the database has.
+    monkeypatch.setattr(migrate, "head_revision", lambda: "9999")
+    result = cli.fails("accounts", "list")
+    assert "calltrack needs 9999: run `calltrack db upgrade`" in result.output
+    assert "behind" in cli.fails("db", "current").output
+
+
+def test_commands_refuse_a_database_from_a_newer_calltrack(cli: Cli, engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'ffff'"))
+    assert "migrated by a newer version" in cli.fails("numbers", "list").output
+
+
+def test_a_database_with_foreign_tables_is_not_taken_over(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'other.sqlite3'}"
+    eng = make_engine(url)
+    with eng.begin() as conn:
+        conn.execute(text("CREATE TABLE something_else (x int)"))
+    eng.dispose()
+    result = CliRunner().invoke(calltrack, ["--database", url, "accounts", "list"])
+    assert result.exit_code == 1
+    assert "no calltrack schema yet: run `calltrack db upgrade`" in result.output
+
+
+def test_embedded_database_is_created_on_first_use(tmp_path: Path) -> None:
+    env = {"XDG_DATA_HOME": str(tmp_path / "xdg"), "CALLTRACK_CONFIG": "", "CALLTRACK_DATABASE_URL": ""}
+    with CliRunner().isolated_filesystem(tmp_path):
+        result = CliRunner().invoke(calltrack, ["accounts", "list"], env=env)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "xdg" / "calltrack" / "calltrack.sqlite3").is_file()
+    assert "creating the database" in result.output
+
+
+def test_database_away_is_one_clear_line(tmp_path: Path) -> None:
+    url = "postgresql://postgres@127.0.0.1:1/nowhere"
+    result = CliRunner().invoke(calltrack, ["--database", url, "numbers", "list"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: database unavailable: ")
+    assert "Traceback" not in result.output and result.output.count("\n") == 1
+
+
+def test_bad_settings_file_stops_with_file_and_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "calltrack.toml"
+    cfg.write_text("[database]\nurll = 'x'\n")
+    result = CliRunner().invoke(calltrack, ["--config", str(cfg), "accounts", "list"])
+    assert result.exit_code == 1
+    assert result.output == f"Error: settings: {cfg}: database.urll: unknown key (known here: connect_timeout, echo, url)\n"
+    result = CliRunner().invoke(calltrack, ["accounts", "list"], env={"CALLTRACK_CONFIG": str(tmp_path / "missing.toml")})
+    assert "missing.toml: no such file" in result.output and result.exit_code == 1

@@ -1,0 +1,44 @@
+"""`calltrack serve` wiring: services run together and stop together."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+from calltrack.services import run_services
+
+
+class Worker:
+    def __init__(self, name: str, fail_after: float | None = None) -> None:
+        self.name = name
+        self.fail_after = fail_after
+        self.finished_cleanly = False
+        self.reloads = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if self.fail_after is not None:
+            await asyncio.sleep(self.fail_after)
+            raise RuntimeError(f"{self.name} broke")
+        await stop.wait()
+        await asyncio.sleep(0.01)  # work in flight finishes after the stop
+        self.finished_cleanly = True
+
+    def reload(self) -> None:
+        self.reloads += 1
+
+
+async def test_sigterm_stops_every_service_cleanly() -> None:
+    services = [Worker("a"), Worker("b")]
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.05, os.kill, os.getpid(), signal.SIGHUP)
+    loop.call_later(0.1, os.kill, os.getpid(), signal.SIGTERM)
+    assert await run_services(services) == 0
+    assert all(s.finished_cleanly for s in services)
+    assert [s.reloads for s in services] == [1, 1]
+
+
+async def test_one_failing_service_stops_the_others_and_fails() -> None:
+    healthy = Worker("healthy")
+    assert await run_services([healthy, Worker("broken", fail_after=0.01)]) == 1
+    assert healthy.finished_cleanly
