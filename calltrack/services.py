@@ -31,7 +31,9 @@ class Service(Protocol):
 
 
 # name -> "module:factory"
-SERVICES: dict[str, str] = {}
+SERVICES: dict[str, str] = {
+    "web": "web.service:factory",
+}
 
 
 def build_services(app: AppContext, only: Sequence[str] = ()) -> list[Service]:

@@ -139,6 +139,14 @@ class RecorderSettings:
     max_attempts: int = 5
     #: allowed difference between source and archive durations, seconds
     verify_tolerance_seconds: float = 0.5
+    #: a spool file unchanged this long has stopped growing (once its call has ended), seconds
+    quiet_seconds: int = 10
+    #: wait before the first retry of a failed recording, doubled at each attempt, seconds
+    retry_seconds: int = 60
+    #: how often `recordings watch` (and `serve`) looks at the spool, seconds
+    poll_seconds: float = 15.0
+    #: recordings longer than this are streamed through ffmpeg instead of loaded whole by pydub, seconds
+    stream_above_seconds: int = 600
 
 
 @dataclass(frozen=True)
@@ -159,6 +167,10 @@ class WebSettings:
     rate_limit_per_minute: int = 120
     #: store visitor addresses truncated (/24 for IPv4, /48 for IPv6)
     truncate_ip: bool = True
+    #: the address sites load dni.js from (https://calltrack.example.com); empty means http://<listen>
+    public_url: str = ""
+    #: a visitor seen again within this many minutes continues the same session (and keeps its number)
+    session_minutes: int = 30
 
 
 @dataclass(frozen=True)

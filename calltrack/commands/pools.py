@@ -69,3 +69,22 @@ def list_(app: AppContext, account: str | None, fmt: str) -> None:
     with app.session() as session:
         rows = list_pools(session, account)
     emit(rows, fmt, ["name", "account", "hold_minutes", "size", "overflow_number", "overflow_count"])
+
+
+@group.command("status")
+@click.option("--account", help="Only this account's pools.")
+@format_option
+@pass_app
+def status(app: AppContext, account: str | None, fmt: str) -> None:
+    """Per pool: size, leases live now, peak, overflow count and a suggested size.
+
+    The suggested size is the peak number of visitor sessions that needed a
+    number at the same moment (each from its start until a hold time after its
+    last heartbeat), over the last 30 days; a pool smaller than that overflowed.
+    """
+    from tracking.leases import pool_status
+
+    with app.session() as session:
+        rows = pool_status(session, account)
+    columns = "account pool source hold_minutes size live peak overflow_count suggested_size advice"
+    emit(rows, fmt, columns.split())

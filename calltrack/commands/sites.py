@@ -1,0 +1,72 @@
+"""`calltrack sites`: websites that show an account's tracking numbers (dni.js)."""
+
+from __future__ import annotations
+
+import click
+
+from calltrack.context import AppContext, pass_app
+from calltrack.output import emit, format_option
+
+
+def _public_url(app: AppContext) -> str:
+    web = app.settings.web
+    return web.public_url or f"http://{web.listen}"
+
+
+@click.group("sites")
+def group() -> None:
+    """Websites (origins) allowed to show an account's tracking numbers."""
+
+
+@group.command("add")
+@click.argument("account")
+@click.option("--origin", required=True, help="The site's origin, https://www.example.com (scheme, host, port).")
+@click.option(
+    "--replace",
+    "replace",
+    multiple=True,
+    help="The business number the script swaps (repeatable); without it every number on the page is swapped.",
+)
+@pass_app
+def add(app: AppContext, account: str, origin: str, replace: tuple[str, ...]) -> None:
+    """Allow a site, and print the snippet to paste into its pages."""
+    from tracking import phone
+    from tracking.accounts import get_account
+    from tracking.sites import add_site, snippet
+
+    region = app.settings.numbers.default_region
+    numbers = [phone.normalize(n, region) for n in replace]
+    with app.session() as session:
+        site = add_site(session, account, origin)
+        public_key, origin_text = get_account(session, account).public_key, site.origin
+    click.echo(f"added site {origin_text}; paste this into every page, before </body>:", err=True)
+    click.echo(snippet(_public_url(app), public_key, numbers))
+
+
+@group.command("list")
+@click.option("--account", help="Only this account's sites.")
+@format_option
+@pass_app
+def list_(app: AppContext, account: str | None, fmt: str) -> None:
+    """List sites with their account's data-account key."""
+    from tracking.sites import list_sites
+
+    with app.session() as session:
+        rows = [
+            {"account": acc.name, "origin": site.origin, "key": acc.public_key}
+            for site, acc in list_sites(session, account)
+        ]
+    emit(rows, fmt, ["account", "origin", "key"])
+
+
+@group.command("remove")
+@click.argument("account")
+@click.option("--origin", required=True, help="The site's origin.")
+@pass_app
+def remove(app: AppContext, account: str, origin: str) -> None:
+    """Stop answering a site (its pages keep their original numbers)."""
+    from tracking.sites import remove_site
+
+    with app.session() as session:
+        remove_site(session, account, origin)
+    click.echo(f"removed site {origin}")

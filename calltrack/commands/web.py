@@ -1,0 +1,40 @@
+"""`calltrack web`: the web service (dni.js, the DNI API)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import click
+
+from calltrack.context import AppContext, pass_app
+
+
+@click.group("web")
+def group() -> None:
+    """The web service: the dni.js script and its session API."""
+
+
+@group.command("serve")
+@click.option("--listen", help="HOST:PORT to listen on (default: web.listen from the settings).")
+@pass_app
+def serve(app: AppContext, listen: str | None) -> None:
+    """Serve dni.js and the DNI API until Ctrl-C or SIGTERM."""
+    from calltrack.services import run_services
+    from web.net import parse_networks
+    from web.service import WebService, split_listen
+
+    settings = app.settings
+    try:
+        split_listen(listen or settings.web.listen)
+        parse_networks(settings.web.trusted_proxies)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    logging.basicConfig(
+        level=settings.general.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    engine = app.ready_engine()
+    service = WebService(settings, engine, listen)
+    click.echo(f"calltrack web: listening on http://{service.listen}; stop with Ctrl-C", err=True)
+    code = asyncio.run(run_services([service]))
+    raise SystemExit(code)

@@ -1,0 +1,260 @@
+"""Leases of pool numbers to website visitor sessions.
+
+A pool number is free when no lease of it is live and its hold time has passed
+(``tracking_numbers.last_leased_at``, the end of its latest lease, is in the
+past); the least recently used free number goes first.  A heartbeat moves the
+lease's end to now + the pool's hold time.  When every number is taken the pool
+answers its overflow number and counts the event, so ``calltrack pools status``
+can say the pool is too small.
+
+Never two live leases on one number: every change to a pool's leases happens
+under a lock taken *before* the clock is read: ``SELECT ... FOR UPDATE`` of the
+pool row on PostgreSQL, an immediate transaction (``BEGIN IMMEDIATE``, one writer
+at a time) on SQLite.  :func:`find_double_leases` checks the result.
+
+What a call is attributed to is read back by :mod:`tracking.attribution`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy.orm import Session, aliased
+
+from schema.models import Account, NumberPool, PoolLease, Source, TrackingNumber, VisitorSession, utcnow
+from tracking.accounts import get_account
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], dt.datetime]
+
+
+@dataclass(frozen=True)
+class Lease:
+    """What a session is shown: a leased pool number, or the overflow number (``overflow``)."""
+
+    number: str | None
+    number_id: int | None
+    lease_id: int | None
+    expires_at: dt.datetime | None
+    overflow: bool = False
+
+
+def begin_write(session: Session) -> None:
+    """Start the transaction as a writer.
+
+    On SQLite this is ``BEGIN IMMEDIATE``: the write lock is taken now, so two
+    processes cannot both read a number as free and then both lease it.  It must
+    come before anything else in the transaction.  On PostgreSQL it does nothing;
+    :func:`lock_pool` takes the row lock.
+    """
+    if session.get_bind().dialect.name != "sqlite":
+        return
+    conn = session.connection()
+    driver = conn.connection.driver_connection
+    if driver is not None and getattr(driver, "in_transaction", False):
+        raise RuntimeError("begin_write() must start the transaction (a SQLite transaction is already open)")
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def lock_pool(session: Session, pool_id: int) -> NumberPool | None:
+    """The pool row, locked until the transaction ends (PostgreSQL; SQLite holds its write lock already)."""
+    return session.scalar(
+        select(NumberPool).where(NumberPool.id == pool_id).with_for_update().execution_options(populate_existing=True)
+    )
+
+
+def _live_count(session: Session, pool_id: int, now: dt.datetime) -> int:
+    return (
+        session.scalar(
+            select(func.count()).select_from(PoolLease).where(PoolLease.pool_id == pool_id, PoolLease.expires_at > now)
+        )
+        or 0
+    )
+
+
+def lease_number(session: Session, pool_id: int, visit_id: int, clock: Clock = utcnow) -> Lease:
+    """Lease the pool's least recently used free number to visitor session *visit_id*.
+
+    Call inside a transaction started with :func:`begin_write`.  The clock is
+    read after the lock is held.
+    """
+    pool = lock_pool(session, pool_id)
+    if pool is None:
+        return Lease(None, None, None, None, overflow=True)
+    now = clock()
+    live = aliased(PoolLease)
+    number = session.execute(
+        select(TrackingNumber.id, TrackingNumber.number)
+        .where(
+            TrackingNumber.pool_id == pool_id,
+            TrackingNumber.status == "active",
+            (TrackingNumber.last_leased_at.is_(None)) | (TrackingNumber.last_leased_at <= now),
+            ~exists().where(live.number_id == TrackingNumber.id, live.expires_at > now),
+        )
+        .order_by(TrackingNumber.last_leased_at.asc().nulls_first(), TrackingNumber.id)
+        .limit(1)
+    ).first()
+    if number is None:
+        session.execute(
+            update(NumberPool).where(NumberPool.id == pool_id).values(overflow_count=NumberPool.overflow_count + 1)
+        )
+        logger.info("pool %s exhausted: answered its overflow number", pool.name)
+        return Lease(pool.overflow_number, None, None, None, overflow=True)
+    number_id, e164 = number
+    expires = now + dt.timedelta(minutes=pool.hold_minutes)
+    lease = PoolLease(pool_id=pool_id, number_id=number_id, session_id=visit_id, leased_at=now, expires_at=expires)
+    session.add(lease)
+    session.execute(update(TrackingNumber).where(TrackingNumber.id == number_id).values(last_leased_at=expires))
+    session.flush()
+    in_use = _live_count(session, pool_id, now)
+    if in_use > pool.peak_leases:
+        session.execute(update(NumberPool).where(NumberPool.id == pool_id).values(peak_leases=in_use))
+    return Lease(e164, number_id, lease.id, expires)
+
+
+def live_lease(session: Session, visit_id: int, now: dt.datetime) -> PoolLease | None:
+    """The session's lease still live at *now*, if any."""
+    return session.scalar(
+        select(PoolLease)
+        .where(PoolLease.session_id == visit_id, PoolLease.expires_at > now)
+        .order_by(PoolLease.leased_at.desc())
+        .limit(1)
+    )
+
+
+def extend(session: Session, visit_id: int, clock: Clock = utcnow) -> PoolLease | None:
+    """Move the session's live lease to end a hold time from now; None when it has already ended.
+
+    An ended lease is not revived: its number may be someone else's by now.
+    Call inside a transaction started with :func:`begin_write`.
+    """
+    pool_id = session.scalar(select(PoolLease.pool_id).where(PoolLease.session_id == visit_id).limit(1))
+    if pool_id is None:
+        return None
+    pool = lock_pool(session, pool_id)
+    if pool is None:
+        return None
+    now = clock()
+    lease = live_lease(session, visit_id, now)
+    if lease is None:
+        return None
+    expires = now + dt.timedelta(minutes=pool.hold_minutes)
+    if expires > lease.expires_at:
+        lease.expires_at = expires
+        session.execute(
+            update(TrackingNumber).where(TrackingNumber.id == lease.number_id).values(last_leased_at=expires)
+        )
+        session.flush()
+    return lease
+
+
+def had_lease(session: Session, visit_id: int) -> bool:
+    return session.scalar(select(PoolLease.id).where(PoolLease.session_id == visit_id).limit(1)) is not None
+
+
+def find_double_leases(session: Session, pool_id: int | None = None) -> list[tuple[int, int, int]]:
+    """Pairs of leases of one number whose times overlap, as (number_id, lease_id, other_lease_id)."""
+    a, b = aliased(PoolLease), aliased(PoolLease)
+    query = select(a.number_id, a.id, b.id).where(
+        a.number_id == b.number_id,
+        a.id < b.id,
+        and_(a.leased_at < b.expires_at, b.leased_at < a.expires_at),
+    )
+    if pool_id is not None:
+        query = query.where(a.pool_id == pool_id)
+    return [(n, x, y) for n, x, y in session.execute(query).tuples()]
+
+
+# --- pool status ----------------------------------------------------------------------
+
+
+def peak_demand(spans: list[tuple[dt.datetime, dt.datetime]]) -> int:
+    """The largest number of (start, end) spans open at one moment (an end frees its slot first)."""
+    points: list[tuple[dt.datetime, int]] = []
+    for start, end in spans:
+        points.append((start, 1))
+        points.append((end, -1))
+    points.sort(key=lambda p: (p[0], p[1]))
+    best = current = 0
+    for _, step in points:
+        current += step
+        best = max(best, current)
+    return best
+
+
+def pool_status(
+    session: Session, account_name: str | None = None, clock: Clock = utcnow, history_days: int = 30
+) -> list[dict[str, Any]]:
+    """Per pool: size, live leases, peak leases, overflow count and the size that would have sufficed.
+
+    The suggested size is the peak number of visitor sessions of the pool's
+    source that needed a number at the same moment (each from its start until
+    a hold time after it was last seen) over the last *history_days*, so visits
+    that got the overflow number count too.
+    """
+    now = clock()
+    query = select(NumberPool, Account.name, Source.name).join(Account, Account.id == NumberPool.account_id)
+    query = query.outerjoin(Source, Source.id == NumberPool.source_id).order_by(Account.name, NumberPool.name)
+    if account_name:
+        query = query.where(NumberPool.account_id == get_account(session, account_name).id)
+    sizes = dict(
+        session.execute(
+            select(TrackingNumber.pool_id, func.count())
+            .where(TrackingNumber.pool_id.is_not(None), TrackingNumber.status == "active")
+            .group_by(TrackingNumber.pool_id)
+        ).tuples()
+    )
+    live = dict(
+        session.execute(
+            select(PoolLease.pool_id, func.count()).where(PoolLease.expires_at > now).group_by(PoolLease.pool_id)
+        ).tuples()
+    )
+    since = now - dt.timedelta(days=history_days)
+    rows = []
+    for pool, account, source in session.execute(query).tuples():
+        demand = 0
+        if pool.source_id is not None:
+            hold = dt.timedelta(minutes=pool.hold_minutes)
+            spans = [
+                (start, seen + hold)
+                for start, seen in session.execute(
+                    select(VisitorSession.started_at, VisitorSession.last_seen_at).where(
+                        VisitorSession.source_id == pool.source_id, VisitorSession.last_seen_at >= since - hold
+                    )
+                ).tuples()
+            ]
+            demand = peak_demand(spans)
+        size = sizes.get(pool.id, 0)
+        suggested = max(demand, pool.peak_leases, 1)
+        rows.append(
+            {
+                "account": account,
+                "pool": pool.name,
+                "source": source,
+                "hold_minutes": pool.hold_minutes,
+                "size": size,
+                "live": live.get(pool.id, 0),
+                "peak": pool.peak_leases,
+                "overflow_count": pool.overflow_count,
+                "suggested_size": suggested,
+                "advice": _advice(size, suggested),
+            }
+        )
+    return rows
+
+
+def _advice(size: int, suggested: int) -> str:
+    if size == 0:
+        return "empty: add numbers"
+    if suggested > size:
+        return f"pool too small: add {suggested - size}"
+    if size > math.ceil(suggested * 1.5) + 2:
+        return "larger than needed"
+    return "ok"

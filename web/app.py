@@ -1,0 +1,263 @@
+"""The ASGI application: ``GET /dni.js``, ``POST /dni/v1/session``, ``POST /dni/v1/heartbeat``.
+
+Cross-origin calls are answered only for the account's configured site origins.
+Forwarded headers are believed only from ``web.trusted_proxies``.  Each client
+address gets ``web.rate_limit_per_minute`` API calls a minute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import gzip
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from anyio import to_thread
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from config import Settings
+from schema.db import make_engine, make_session_factory
+from schema.models import utcnow
+from web import api
+from web.dni import AccountCache, AccountInfo, Dni, PageView, SessionEnded
+from web.net import ProxyPolicy, parse_networks, truncate
+from web.ratelimit import RateLimiter
+
+logger = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+COOKIE_NAME = "_ctv"
+
+
+def render_script(settings: Settings) -> str:
+    """dni.js with this installation's settings filled in, comments and indentation removed."""
+    source = (STATIC / "dni.js").read_text(encoding="utf-8")
+    config = {
+        "heartbeat": settings.web.heartbeat_seconds,
+        "cookieDays": settings.web.cookie_days,
+        "cookie": COOKIE_NAME,
+    }
+    source = source.replace("/*CONFIG*/{}", json.dumps(config, separators=(",", ":")))
+    lines = []
+    for line in source.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("//"):
+            continue
+        lines.append(stripped)
+    return "\n".join(lines) + "\n"
+
+
+class Script:
+    """The rendered script, plain and gzipped, with its ETag."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.body = render_script(settings).encode("utf-8")
+        self.gzipped = gzip.compress(self.body, compresslevel=9, mtime=0)
+        self.etag = '"' + hashlib.sha256(self.body).hexdigest()[:20] + '"'
+
+    def response(self, request: Request) -> Response:
+        headers = {
+            "Cache-Control": "public, max-age=300",
+            "ETag": self.etag,
+            "Vary": "Accept-Encoding",
+            "Access-Control-Allow-Origin": "*",
+        }
+        if request.headers.get("if-none-match") == self.etag:
+            return Response(status_code=304, headers=headers)
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            headers["Content-Encoding"] = "gzip"
+            return Response(self.gzipped, media_type="text/javascript; charset=utf-8", headers=headers)
+        return Response(self.body, media_type="text/javascript; charset=utf-8", headers=headers)
+
+
+def _json(data: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+class DniApi:
+    """The request handlers, with what they share."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        *,
+        clock: Callable[[], dt.datetime] = utcnow,
+        cache_seconds: float = 10.0,
+    ) -> None:
+        self.settings = settings
+        factory = make_session_factory(engine)
+        write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
+        self.dni = Dni(settings, factory, clock, write_lock)
+        self.accounts = AccountCache(factory, cache_seconds)
+        self.proxies = ProxyPolicy(parse_networks(settings.web.trusted_proxies))
+        self.limiter = RateLimiter(settings.web.rate_limit_per_minute)
+        self.script = Script(settings)
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def client(self, request: Request) -> str:
+        peer = request.client.host if request.client else None
+        return self.proxies.client(peer, request.headers)[0]
+
+    @staticmethod
+    def cors(origin: str | None) -> dict[str, str]:
+        if not origin:
+            return {"Vary": "Origin"}
+        return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+
+    def error(self, exc: api.BadRequest, origin: str | None = None) -> Response:
+        headers = self.cors(origin)
+        if exc.status == 429:
+            headers["Retry-After"] = exc.field or "60"
+            return _json({"error": exc.message, "field": None}, 429, headers)
+        return _json(exc.as_json(), exc.status, headers)
+
+    async def _prelude(self, request: Request) -> tuple[dict[str, Any], str | None]:
+        """Rate limit, body, JSON: the checks every API call shares."""
+        origin = request.headers.get("origin")
+        wait = self.limiter.allow(self.client(request))
+        if wait > 0:
+            raise api.BadRequest(429, str(max(1, int(wait + 0.999))), "too many requests from this address; slow down")
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > api.MAX_BODY:
+            raise api.BadRequest(413, None, f"request body too large (at most {api.MAX_BODY} bytes)")
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype not in ("application/json", "text/plain", ""):
+            raise api.BadRequest(415, None, "send the body as application/json (or text/plain holding JSON)")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > api.MAX_BODY:
+                raise api.BadRequest(413, None, f"request body too large (at most {api.MAX_BODY} bytes)")
+        return api.parse_body(body), origin
+
+    async def _account(self, public_key: str, origin: str | None) -> AccountInfo:
+        info = await to_thread.run_sync(self.accounts.get, public_key)
+        if info is None:
+            raise api.BadRequest(404, "account", "unknown account key (check the snippet's data-account)")
+        if not origin:
+            raise api.BadRequest(403, "origin", "no Origin header: only the account's sites may call this API")
+        if origin not in info.origins:
+            raise api.BadRequest(
+                403, "origin", f"origin {origin[:200]} is not a site of this account (see `calltrack sites add`)"
+            )
+        return info
+
+    @staticmethod
+    def private(request: Request) -> bool:
+        return request.headers.get("dnt") == "1" or request.headers.get("sec-gpc") == "1"
+
+    # --- endpoints -----------------------------------------------------------------------
+
+    async def dni_js(self, request: Request) -> Response:
+        return self.script.response(request)
+
+    async def preflight(self, request: Request) -> Response:
+        origin = request.headers.get("origin")
+        if not origin or not await to_thread.run_sync(self.accounts.any_site, origin):
+            return Response(status_code=403, headers={"Vary": "Origin"})
+        headers = self.cors(origin)
+        headers.update(
+            {
+                "Access-Control-Allow-Methods": "POST",
+                "Access-Control-Allow-Headers": "Content-Type",
+                "Access-Control-Max-Age": "86400",
+            }
+        )
+        return Response(status_code=204, headers=headers)
+
+    async def session(self, request: Request) -> Response:
+        origin: str | None = request.headers.get("origin")
+        allowed: str | None = None
+        try:
+            data, origin = await self._prelude(request)
+            fields = api.session_request(data)
+            info = await self._account(fields["account"], origin)
+            allowed = origin
+            ip = self.client(request)
+            view = PageView(
+                account=fields["account"],
+                visitor=fields["visitor"],
+                url=fields["url"],
+                referrer=fields["referrer"],
+                privacy=fields["dnt"] or self.private(request),
+                user_agent=request.headers.get("user-agent"),
+                ip=truncate(ip) if self.settings.web.truncate_ip else ip,
+            )
+            answer = await to_thread.run_sync(self.dni.start, info, view)
+        except api.BadRequest as exc:
+            return self.error(exc, allowed)
+        except OperationalError as exc:
+            logger.error(
+                "session: database unavailable: %s", str(exc.orig).strip().splitlines()[0] if exc.orig else exc
+            )
+            return _json({"error": "temporarily unavailable", "field": None}, 503, self.cors(allowed))
+        return _json(answer.as_json(), 200, self.cors(allowed))
+
+    async def heartbeat(self, request: Request) -> Response:
+        origin: str | None = request.headers.get("origin")
+        allowed: str | None = None
+        try:
+            data, origin = await self._prelude(request)
+            fields = api.heartbeat_request(data)
+            info = await self._account(fields["account"], origin)
+            allowed = origin
+            answer = await to_thread.run_sync(self.dni.heartbeat, info, fields["session"])
+        except api.BadRequest as exc:
+            return self.error(exc, allowed)
+        except SessionEnded as exc:
+            return self.error(api.BadRequest(410, "session", f"{exc}; start a new session"), allowed)
+        except OperationalError as exc:
+            logger.error(
+                "heartbeat: database unavailable: %s", str(exc.orig).strip().splitlines()[0] if exc.orig else exc
+            )
+            return _json({"error": "temporarily unavailable", "field": None}, 503, self.cors(allowed))
+        return _json(answer.as_json(), 200, self.cors(allowed))
+
+    async def health(self, request: Request) -> Response:
+        return _json({"ok": True})
+
+
+def create_app(
+    settings: Settings,
+    engine: Engine | None = None,
+    *,
+    clock: Callable[[], dt.datetime] = utcnow,
+    cache_seconds: float = 10.0,
+) -> Starlette:
+    """The web application; *engine* defaults to one made from the settings (and disposed on shutdown)."""
+    own_engine = engine is None
+    if engine is None:
+        engine = make_engine(settings.database_url, connect_timeout=settings.database.connect_timeout)
+    handlers = DniApi(settings, engine, clock=clock, cache_seconds=cache_seconds)
+    routes = [
+        Route("/dni.js", handlers.dni_js, methods=["GET", "HEAD"]),
+        Route("/dni/v1/session", handlers.session, methods=["POST"]),
+        Route("/dni/v1/heartbeat", handlers.heartbeat, methods=["POST"]),
+        Route("/dni/v1/session", handlers.preflight, methods=["OPTIONS"]),
+        Route("/dni/v1/heartbeat", handlers.preflight, methods=["OPTIONS"]),
+        Route("/healthz", handlers.health, methods=["GET"]),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        if own_engine:
+            engine.dispose()
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.dni = handlers
+    return app

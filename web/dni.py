@@ -1,0 +1,309 @@
+"""The session and heartbeat logic behind the DNI API (no HTTP here).
+
+A page view becomes a visitor session: its source comes from the account's
+source rules (first-touch or last-touch across the visitor's earlier
+sessions); a pool source leases a number to the session, a plain source shows
+its own number.  A visitor seen again within ``web.session_minutes`` continues
+the session and keeps the number.  With Do-Not-Track or Global Privacy Control
+on, nothing is stored: the answer is the source's own number.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from config import Settings
+from schema.models import Account, NumberPool, Site, Source, TrackingNumber, VisitorSession, utcnow
+from tracking import leases, phone
+from tracking.source_rules import Rule, Visit, classify, has_campaign_signal, load_rules, read_visit
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], dt.datetime]
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    """What the API needs to know of an account, cached for a few seconds."""
+
+    id: int
+    origins: frozenset[str]
+    rules: tuple[Rule, ...]
+    source_names: dict[int, str]
+    #: source id -> its own number (the lowest active one), E.164
+    source_numbers: dict[int, str]
+    #: source id -> (pool id, overflow number)
+    pools: dict[int, tuple[int, str | None]]
+
+
+@dataclass(frozen=True)
+class PageView:
+    account: str
+    visitor: str | None
+    url: str
+    referrer: str
+    privacy: bool = False
+    user_agent: str | None = None
+    ip: str | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    number: str | None
+    display: str | None
+    session: str | None
+    visitor: str | None
+    expires_at: dt.datetime | None
+    source: str | None
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "number": self.number,
+            "display": self.display,
+            "session": self.session,
+            "visitor": self.visitor,
+            "expires_at": self.expires_at.isoformat().replace("+00:00", "Z") if self.expires_at else None,
+            "source": self.source,
+        }
+
+
+class SessionEnded(Exception):
+    """The session is unknown, or its lease has ended (the number may be someone else's now)."""
+
+
+def load_account(session: Session, public_key: str) -> AccountInfo | None:
+    account_id = session.scalar(select(Account.id).where(Account.public_key == public_key))
+    if account_id is None:
+        return None
+    origins = frozenset(session.scalars(select(Site.origin).where(Site.account_id == account_id)))
+    names = dict(session.execute(select(Source.id, Source.name).where(Source.account_id == account_id)).tuples())
+    numbers: dict[int, str] = {}
+    for source_id, number in session.execute(
+        select(TrackingNumber.source_id, TrackingNumber.number)
+        .where(
+            TrackingNumber.account_id == account_id,
+            TrackingNumber.source_id.is_not(None),
+            TrackingNumber.status == "active",
+        )
+        .order_by(TrackingNumber.id.desc())
+    ).tuples():
+        if source_id is not None:
+            numbers[source_id] = number  # ordered newest first, so the oldest wins
+    pools: dict[int, tuple[int, str | None]] = {}
+    for pool_id, source_id, overflow in session.execute(
+        select(NumberPool.id, NumberPool.source_id, NumberPool.overflow_number)
+        .where(NumberPool.account_id == account_id, NumberPool.source_id.is_not(None))
+        .order_by(NumberPool.id.desc())
+    ).tuples():
+        if source_id is not None:
+            pools[source_id] = (pool_id, overflow)
+    return AccountInfo(account_id, origins, tuple(load_rules(session, account_id)), names, numbers, pools)
+
+
+class AccountCache:
+    """Accounts by public key, and every site origin, re-read after *ttl* seconds."""
+
+    def __init__(self, factory: sessionmaker[Session], ttl: float = 10.0) -> None:
+        self.factory = factory
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._accounts: dict[str, tuple[float, AccountInfo | None]] = {}
+        self._origins: tuple[float, frozenset[str]] = (-1e18, frozenset())
+
+    def get(self, public_key: str) -> AccountInfo | None:
+        now = time.monotonic()
+        hit = self._accounts.get(public_key)
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        with self.factory() as session:
+            info = load_account(session, public_key)
+        with self._lock:
+            if len(self._accounts) > 10_000:
+                self._accounts.clear()
+            self._accounts[public_key] = (now, info)
+        return info
+
+    def any_site(self, origin: str) -> bool:
+        """Whether *origin* is a site of some account (answers CORS preflights, which carry no account)."""
+        now = time.monotonic()
+        stamp, origins = self._origins
+        if now - stamp >= self.ttl:
+            with self.factory() as session:
+                origins = frozenset(session.scalars(select(Site.origin)))
+            self._origins = (now, origins)
+        return origin in origins
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(16)
+
+
+@dataclass
+class Dni:
+    """Sessions and heartbeats against one database."""
+
+    settings: Settings
+    factory: sessionmaker[Session]
+    clock: Clock = utcnow
+    #: SQLite has one writer at a time; queueing our own writers here avoids its busy-wait back-off
+    write_lock: threading.Lock | None = field(default=None)
+
+    def _display(self, number: str | None) -> str | None:
+        return phone.display(number, self.settings.numbers.default_region) if number else None
+
+    def _source_number(self, info: AccountInfo, source_id: int | None) -> str | None:
+        """A number that stands for the source without a visitor: its own, else its pool's overflow number."""
+        if source_id is None:
+            return None
+        if source_id in info.source_numbers:
+            return info.source_numbers[source_id]
+        pool = info.pools.get(source_id)
+        return pool[1] if pool else None
+
+    def _overflow_number(self, info: AccountInfo, source_id: int) -> str | None:
+        """What a full pool shows: its overflow number, else the source's own number."""
+        pool = info.pools.get(source_id)
+        return (pool[1] if pool else None) or info.source_numbers.get(source_id)
+
+    def private_answer(self, info: AccountInfo, view: PageView) -> Answer:
+        """Do-Not-Track / GPC: the source-level number; nothing is stored."""
+        rule = classify(info.rules, read_visit(view.url, view.referrer))
+        source_id = rule.source_id if rule else None
+        number = self._source_number(info, source_id)
+        return Answer(number, self._display(number), None, None, None, info.source_names.get(source_id or -1))
+
+    def start(self, info: AccountInfo, view: PageView) -> Answer:
+        if view.privacy:
+            return self.private_answer(info, view)
+        visit = read_visit(view.url, view.referrer)
+        rule = classify(info.rules, visit)
+        if self.write_lock is not None:
+            with self.write_lock:
+                return self._start(info, view, visit, rule)
+        return self._start(info, view, visit, rule)
+
+    def _start(self, info: AccountInfo, view: PageView, visit: Visit, rule: Rule | None) -> Answer:
+        settings = self.settings.web
+        with self.factory() as db, db.begin():
+            leases.begin_write(db)
+            now = self.clock()
+            previous = None
+            if view.visitor:
+                previous = db.scalar(
+                    select(VisitorSession)
+                    .where(VisitorSession.account_id == info.id, VisitorSession.visitor_id == view.visitor)
+                    .order_by(VisitorSession.last_seen_at.desc(), VisitorSession.id.desc())
+                    .limit(1)
+                )
+                if previous is not None and previous.last_seen_at < now - dt.timedelta(days=settings.cookie_days):
+                    previous = None
+            source_id = rule.source_id if rule else None
+            if previous is not None and previous.source_id is not None:
+                if settings.attribution == "first-touch" or not has_campaign_signal(visit):
+                    source_id = previous.source_id
+            if (
+                previous is not None
+                and previous.last_seen_at >= now - dt.timedelta(minutes=settings.session_minutes)
+                and previous.source_id == source_id
+            ):
+                return self._continue(db, info, previous, source_id, now)
+            visitor_id = view.visitor or new_token()
+            row = VisitorSession(
+                key=new_token(),
+                account_id=info.id,
+                visitor_id=visitor_id,
+                source_id=source_id,
+                landing_url=view.url,
+                referrer=view.referrer or None,
+                utm_source=_param(visit, "utm_source"),
+                utm_medium=_param(visit, "utm_medium"),
+                utm_campaign=_param(visit, "utm_campaign"),
+                utm_term=_param(visit, "utm_term"),
+                utm_content=_param(visit, "utm_content"),
+                gclid=_param(visit, "gclid"),
+                gbraid=_param(visit, "gbraid"),
+                wbraid=_param(visit, "wbraid"),
+                pages_seen=1,
+                user_agent=(view.user_agent or None) and view.user_agent[:500],
+                ip=view.ip,
+                started_at=now,
+                last_seen_at=now,
+            )
+            db.add(row)
+            db.flush()
+            return self._number_for(db, info, row, source_id)
+
+    def _continue(
+        self, db: Session, info: AccountInfo, row: VisitorSession, source_id: int | None, now: dt.datetime
+    ) -> Answer:
+        row.pages_seen += 1
+        row.last_seen_at = now
+        if source_id in info.pools:
+            lease = leases.extend(db, row.id, self.clock)
+            if lease is not None:
+                number = db.scalar(select(TrackingNumber.number).where(TrackingNumber.id == lease.number_id))
+                return self._answer(info, row, number, lease.expires_at)
+        return self._number_for(db, info, row, source_id)
+
+    def _number_for(self, db: Session, info: AccountInfo, row: VisitorSession, source_id: int | None) -> Answer:
+        if source_id is not None and source_id in info.pools:
+            pool_id, _ = info.pools[source_id]
+            lease = leases.lease_number(db, pool_id, row.id, self.clock)
+            if not lease.overflow:
+                return self._answer(info, row, lease.number, lease.expires_at)
+            return self._answer(info, row, self._overflow_number(info, source_id), None)
+        return self._answer(info, row, self._source_number(info, source_id), None)
+
+    def _answer(
+        self, info: AccountInfo, row: VisitorSession, number: str | None, expires: dt.datetime | None
+    ) -> Answer:
+        source = info.source_names.get(row.source_id) if row.source_id is not None else None
+        return Answer(number, self._display(number), row.key, row.visitor_id, expires, source)
+
+    def heartbeat(self, info: AccountInfo, session_key: str) -> Answer:
+        """Keep the session's number: its lease now ends a hold time from now.
+
+        Raises SessionEnded for an unknown session, or one whose lease has ended.
+        """
+        if self.write_lock is not None:
+            with self.write_lock:
+                return self._heartbeat(info, session_key)
+        return self._heartbeat(info, session_key)
+
+    def _heartbeat(self, info: AccountInfo, session_key: str) -> Answer:
+        with self.factory() as db, db.begin():
+            leases.begin_write(db)
+            row = db.scalar(
+                select(VisitorSession).where(VisitorSession.key == session_key, VisitorSession.account_id == info.id)
+            )
+            if row is None:
+                raise SessionEnded("unknown session")
+            number: str | None
+            expires = None
+            if row.source_id in info.pools:
+                lease = leases.extend(db, row.id, self.clock)
+                if lease is not None:
+                    number = db.scalar(select(TrackingNumber.number).where(TrackingNumber.id == lease.number_id))
+                    expires = lease.expires_at
+                elif leases.had_lease(db, row.id):
+                    raise SessionEnded("the session's number lease has ended")
+                else:  # the pool was full when the session began: it keeps the number it was shown
+                    number = self._overflow_number(info, row.source_id)
+            else:
+                number = self._source_number(info, row.source_id)
+            row.last_seen_at = self.clock()
+            return self._answer(info, row, number, expires)
+
+
+def _param(visit: Visit, key: str) -> str | None:
+    value = visit.params.get(key)
+    return value[:200] if value else None

@@ -1,0 +1,97 @@
+"""Running the web application under uvicorn, alone or inside `calltrack serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+from sqlalchemy import Engine
+
+from config import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"listen address must be HOST:PORT, not {listen!r}")
+    return host.strip("[]"), int(port)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: the caller decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def uvicorn_config(app: Any, listen: str, *, log_level: str = "info") -> uvicorn.Config:
+    host, port = split_listen(listen)
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        # X-Forwarded-* are read by the application, and only from web.trusted_proxies
+        proxy_headers=False,
+        server_header=False,
+        access_log=False,
+        log_level=log_level.lower(),
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+
+
+class WebService:
+    """The DNI script and API as a `calltrack serve` service."""
+
+    name = "web"
+
+    def __init__(self, settings: Settings, engine: Engine | None = None, listen: str | None = None) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.listen = listen or settings.web.listen
+        self.server: _Server | None = None
+
+    def build_app(self) -> Any:
+        from web.app import create_app
+
+        return create_app(self.settings, self.engine)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        config = uvicorn_config(self.build_app(), self.listen, log_level=self.settings.general.log_level)
+        self.server = _Server(config)
+        task = asyncio.create_task(self.server.serve(), name="web-uvicorn")
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if stopper in done:
+            self.server.should_exit = True
+            await task
+        else:
+            stopper.cancel()
+            task.result()
+            if not self.server.started:
+                raise RuntimeError(f"the web service could not listen on {self.listen}")
+
+    def reload(self) -> None:
+        logger.info("web: nothing to reload (site and rule changes are read within seconds)")
+
+    @property
+    def port(self) -> int | None:
+        """The port actually bound (useful with port 0), once started."""
+        if self.server is None or not self.server.servers:
+            return None
+        for server in self.server.servers:
+            for sock in server.sockets:
+                return int(sock.getsockname()[1])
+        return None
+
+
+def factory(app: Any) -> WebService:
+    """`calltrack serve` entry: the web service always runs (it listens on web.listen)."""
+    return WebService(app.settings, app.engine)
