@@ -1,0 +1,686 @@
+"""From raw AMI events to calls: pure interpretation, no I/O and no clock.
+
+Events go in in arrival order (:meth:`Correlator.feed`); call snapshots come out
+(:meth:`Correlator.take_changed`).  The same events always give the same calls,
+which is what lets ``calltrack calls rebuild`` regenerate them from
+``ami_events`` and makes a database outage invisible in the result.
+
+* Channels are grouped by ``Linkedid``; when a channel turns up under a second
+  linkedid (an attended transfer, a channel moved by a bridge), the two groups
+  are merged into the call that started first.
+* Each event type is interpreted by one function of :data:`DISPATCH`.
+* A call is closed when every one of its legs has hung up.  After a reconnect,
+  the listener asks Asterisk for its live channels (``CoreShowChannels``); a leg
+  that Asterisk no longer has is ended at the time of that answer, and its call
+  is closed with a ``lost`` line in the timeline saying why.
+* Times come from the event's ``Timestamp`` header when Asterisk sends one
+  (``timestampevents = yes``), else from the time the listener received it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+#: answered, missed, busy, abandoned, failed
+DISPOSITIONS = ("answered", "missed", "busy", "abandoned", "failed")
+#: the ActionID prefix of the listener's resynchronisation requests
+RESYNC_PREFIX = "calltrack-resync-"
+_UNKNOWN = {"", "<unknown>", "unknown"}
+_CHANNEL_SUFFIX = re.compile(r"-[0-9a-fA-F]+(;[12])?$")
+
+
+class RawEvent(NamedTuple):
+    """One stored AMI message: arrival order, arrival time (UTC), headers."""
+
+    seq: int
+    received_at: dt.datetime
+    payload: dict[str, Any]
+
+
+@dataclass
+class Leg:
+    uniqueid: str
+    channel: str
+    role: str = "other"
+    caller_number: str | None = None
+    caller_name: str | None = None
+    exten: str | None = None
+    context: str | None = None
+    created_at: dt.datetime | None = None
+    answered_at: dt.datetime | None = None
+    hungup_at: dt.datetime | None = None
+    hangup_cause: int | None = None
+    last_seq: int = 0
+
+
+@dataclass
+class TimelineEntry:
+    at: dt.datetime
+    kind: str
+    detail: dict[str, Any]
+
+
+@dataclass
+class CallState:
+    linkedid: str
+    first_seq: int
+    linkedids: set[str] = field(default_factory=set)
+    legs: dict[str, Leg] = field(default_factory=dict)
+    timeline: list[TimelineEntry] = field(default_factory=list)
+    dialplan_uid: str | None = None
+    caller_number: str | None = None
+    caller_name: str | None = None
+    dialled: str | None = None
+    started_at: dt.datetime | None = None
+    ringing_at: dt.datetime | None = None
+    dial_end_at: dt.datetime | None = None
+    answered_at: dt.datetime | None = None
+    answered_uid: str | None = None
+    answered_by: str | None = None
+    answered_exten: str | None = None
+    talk_end_at: dt.datetime | None = None
+    ended_at: dt.datetime | None = None
+    dial_status: str | None = None
+    caller_hung_up_first: bool | None = None
+    hangup_cause: int | None = None
+    recording: str | None = None
+    transfers: int = 0
+    connected: str | None = None
+    lost: str | None = None
+    closed: bool = False
+
+
+@dataclass(frozen=True)
+class CallSnapshot:
+    """What the correlator knows of one call; ``closed`` once every leg hung up."""
+
+    linkedid: str
+    closed: bool
+    values: dict[str, Any]
+    legs: tuple[dict[str, Any], ...]
+    timeline: tuple[dict[str, Any], ...]
+
+
+def _clean(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    return None if value in _UNKNOWN else value
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def channel_base(channel: str) -> str:
+    """``PJSIP/100-0000000a`` -> ``PJSIP/100``; ``Local/100@agents-00000001;1`` -> ``Local/100@agents``."""
+    return _CHANNEL_SUFFIX.sub("", channel)
+
+
+def channel_exten(channel: str) -> str | None:
+    """The extension or peer named by a channel: ``PJSIP/100-...`` and ``Local/100@agents-...`` give ``100``."""
+    base = channel_base(channel)
+    _, _, resource = base.partition("/")
+    resource = resource.partition("@")[0]
+    return resource or None
+
+
+def _seconds(a: dt.datetime | None, b: dt.datetime | None) -> float | None:
+    if a is None or b is None:
+        return None
+    return round(max((b - a).total_seconds(), 0.0), 3)
+
+
+def _parse_duration(value: Any) -> float:
+    """``HH:MM:SS`` (CoreShowChannel's Duration) as seconds; 0 when unreadable."""
+    if not isinstance(value, str):
+        return 0.0
+    try:
+        parts = [int(p) for p in value.split(":")]
+    except ValueError:
+        return 0.0
+    total = 0
+    for part in parts:
+        total = total * 60 + part
+    return float(total)
+
+
+class Correlator:
+    """Turns one Asterisk system's events into calls.  Feed events in arrival order."""
+
+    #: how many recently closed linkedids are remembered to ignore their late events
+    CLOSED_MEMORY = 20_000
+
+    def __init__(self, normalize_number: Callable[[str], str | None] | None = None) -> None:
+        self._normalize = normalize_number or (lambda raw: None)
+        self.calls_by_linkedid: dict[str, CallState] = {}
+        self.calls_by_channel: dict[str, CallState] = {}
+        self._partners: dict[str, str] = {}
+        self._local_halves: dict[str, str] = {}
+        self._changed: dict[int, CallState] = {}
+        self._closed: OrderedDict[str, None] = OrderedDict()
+        self._resync: dict[str, tuple[int, set[str]]] = {}
+        self._booted_at: dt.datetime | None = None
+        self._uptime: float | None = None
+        self.last_seq = 0
+        self.events_seen = 0
+
+    # -- input -----------------------------------------------------------------
+
+    def feed_many(self, events: Iterable[RawEvent]) -> None:
+        for event in events:
+            self.feed(event)
+
+    def feed(self, event: RawEvent) -> None:
+        """Interpret one event; an event already seen (by seq) is ignored."""
+        if event.seq <= self.last_seq:
+            return
+        self.last_seq = event.seq
+        self.events_seen += 1
+        payload = event.payload
+        name = payload.get("Event")
+        if name is None:
+            action_id = payload.get("ActionID")
+            if isinstance(action_id, str) and action_id.startswith(RESYNC_PREFIX):
+                self._resync.setdefault(action_id, (event.seq, set()))
+            return
+        handler = DISPATCH.get(name)
+        if handler is None:
+            return
+        stamp = payload.get("Timestamp")
+        at = event.received_at
+        if stamp:
+            try:
+                at = dt.datetime.fromtimestamp(float(stamp), dt.UTC)
+            except (TypeError, ValueError, OverflowError):
+                pass
+        handler(self, payload, at, event.seq)
+
+    # -- output ----------------------------------------------------------------
+
+    def take_changed(self) -> list[CallSnapshot]:
+        """Snapshots of the calls changed since the last call; closed calls are then forgotten."""
+        out = []
+        for call in self._changed.values():
+            if call.dialled is not None and call.started_at is not None:
+                out.append(self._snapshot(call))
+            if call.closed:
+                self._forget(call)
+        self._changed.clear()
+        return out
+
+    def open_calls(self) -> list[str]:
+        return sorted({c.linkedid for c in self.calls_by_linkedid.values() if not c.closed})
+
+    # -- grouping --------------------------------------------------------------
+
+    def _call_for(self, uniqueid: str | None, linkedid: str | None, seq: int, create: bool = True) -> CallState | None:
+        by_chan = self.calls_by_channel.get(uniqueid) if uniqueid else None
+        by_link = self.calls_by_linkedid.get(linkedid) if linkedid else None
+        if by_chan is not None and by_link is not None and by_chan is not by_link:
+            return self._merge(by_chan, by_link)
+        call = by_chan or by_link
+        if call is None:
+            if not create or not linkedid or linkedid in self._closed:
+                return None
+            call = CallState(linkedid=linkedid, first_seq=seq)
+            call.linkedids.add(linkedid)
+            self.calls_by_linkedid[linkedid] = call
+        elif linkedid and linkedid not in call.linkedids and linkedid not in self._closed:
+            call.linkedids.add(linkedid)
+            self.calls_by_linkedid[linkedid] = call
+        return call
+
+    def _merge(self, a: CallState, b: CallState) -> CallState:
+        """Two groups share a channel: the call that started first absorbs the other."""
+        keep, gone = (a, b) if a.first_seq <= b.first_seq else (b, a)
+        for uid, leg in gone.legs.items():
+            if uid not in keep.legs:
+                keep.legs[uid] = leg
+            self.calls_by_channel[uid] = keep
+        for lid in gone.linkedids:
+            keep.linkedids.add(lid)
+            self.calls_by_linkedid[lid] = keep
+        keep.timeline.extend(gone.timeline)
+        keep.timeline.sort(key=lambda e: e.at)
+        keep.transfers += gone.transfers
+        if gone.ended_at and (keep.ended_at is None or gone.ended_at > keep.ended_at):
+            keep.ended_at = gone.ended_at
+        keep.closed = False
+        keep.timeline.append(TimelineEntry(keep.timeline[-1].at, "merged", {"linkedid": gone.linkedid}))
+        self._changed.pop(id(gone), None)
+        self._changed[id(keep)] = keep
+        return keep
+
+    def _forget(self, call: CallState) -> None:
+        for uid in call.legs:
+            if self.calls_by_channel.get(uid) is call:
+                del self.calls_by_channel[uid]
+            self._partners.pop(uid, None)
+        for lid in call.linkedids:
+            if self.calls_by_linkedid.get(lid) is call:
+                del self.calls_by_linkedid[lid]
+            self._closed[lid] = None
+        while len(self._closed) > self.CLOSED_MEMORY:
+            self._closed.popitem(last=False)
+
+    def _leg(self, call: CallState, p: dict[str, Any], at: dt.datetime, seq: int, prefix: str = "") -> Leg | None:
+        uid = p.get(prefix + "Uniqueid")
+        if not isinstance(uid, str) or not uid:
+            return None
+        leg = call.legs.get(uid)
+        if leg is None:
+            channel = p.get(prefix + "Channel") or ""
+            leg = Leg(uniqueid=uid, channel=channel, created_at=at)
+            call.legs[uid] = leg
+            self.calls_by_channel[uid] = call
+            self._pair_local(uid, channel)
+            if uid == call.linkedid or (call.dialplan_uid is None and len(call.legs) == 1):
+                leg.role = "inbound"
+            elif self._partners.get(uid) in call.legs and call.legs[self._partners[uid]].role == "inbound":
+                leg.role = "inbound"
+            if call.started_at is None or at < call.started_at:
+                call.started_at = at
+            exten = _clean(p.get(prefix + "Exten"))
+            leg.exten = exten
+            leg.context = _clean(p.get(prefix + "Context"))
+            self._take_caller(call, leg, p, prefix)
+            if leg.role == "inbound" and call.dialled is None and exten and exten != "s":
+                call.dialled = exten
+        leg.last_seq = seq
+        return leg
+
+    def _pair_local(self, uid: str, channel: str) -> None:
+        if channel.startswith("Local/") and channel[-2:] in (";1", ";2"):
+            base = channel[:-2]
+            other = self._local_halves.pop(base, None)
+            if other is None:
+                self._local_halves[base] = uid
+            else:
+                self._partners[uid] = other
+                self._partners[other] = uid
+            if len(self._local_halves) > 10_000:  # halves whose partner never came
+                self._local_halves.clear()
+
+    def _inbound_side(self, call: CallState, uid: str | None) -> bool:
+        leg = call.legs.get(uid) if uid else None
+        return leg is not None and leg.role == "inbound"
+
+    def _take_caller(self, call: CallState, leg: Leg, p: dict[str, Any], prefix: str = "") -> None:
+        number = _clean(p.get(prefix + "CallerIDNum"))
+        name = _clean(p.get(prefix + "CallerIDName"))
+        if number:
+            leg.caller_number = number
+        if name:
+            leg.caller_name = name
+        if leg.role != "inbound":
+            return
+        changed = False
+        if number and number != call.caller_number:
+            changed = call.caller_number is not None
+            call.caller_number = number
+        if name and name != call.caller_name:
+            changed = changed or call.caller_name is not None
+            call.caller_name = name
+        if changed:
+            self._note(call, leg.created_at if leg.created_at else call.started_at, "caller-id", {})
+
+    def _note(self, call: CallState, at: dt.datetime | None, kind: str, detail: dict[str, Any]) -> None:
+        if at is not None:
+            call.timeline.append(TimelineEntry(at, kind, detail))
+
+    def _touch(self, call: CallState) -> None:
+        self._changed[id(call)] = call
+
+    # -- interpretation (DISPATCH) ----------------------------------------------
+
+    def on_channel(self, p: dict[str, Any], at: dt.datetime, seq: int) -> CallState | None:
+        call = self._call_for(p.get("Uniqueid"), p.get("Linkedid"), seq)
+        if call is None:
+            return None
+        fresh = call.started_at is None
+        leg = self._leg(call, p, at, seq)
+        if fresh and leg is not None:
+            self._note(call, at, "started", {"channel": leg.channel, "exten": leg.exten})
+        self._touch(call)
+        return call
+
+    def on_newcallerid(self, p: dict[str, Any], at: dt.datetime, seq: int) -> None:
+        call = self.on_channel(p, at, seq)
+        if call is None:
+            return
+        leg = call.legs.get(p.get("Uniqueid", ""))
+        if leg is None:
+            return
+        before = (call.caller_number, call.caller_name)
+        number, name = _clean(p.get("CallerIDNum")), _clean(p.get("CallerIDName"))
+        if leg.role == "inbound":
+            if number:
+                call.caller_number = leg.caller_number = number
+            if name:
+                call.caller_name = leg.caller_name = name
+            if before != (call.caller_number, call.caller_name) and before != (None, None):
+                self._note(call, at, "caller-id", {"number": call.caller_number, "name": call.caller_name})
+        else:
+            if number:
+                leg.caller_number = number
+            if name:
+                leg.caller_name = name
+
+    def on_connectedline(self, p: dict[str, Any], at: dt.datetime, seq: int) -> None:
+        call = self.on_channel(p, at, seq)
+        if call is None or call.answered_at is None:
+            return
+        if p.get("Uniqueid") != call.dialplan_uid:
+            return
+        connected = _clean(p.get("ConnectedLineNum"))
+        name = _clean(p.get("ConnectedLineName"))
+        label = f"{name} <{connected}>" if name and connected else (connected or name)
+        if label and label != call.connected:
+            if call.connected is not None:
+                self._note(call, at, "connected-line", {"connected": label})
+            call.connected = label
+
+    def on_dialbegin(self, p: dict[str, Any], at: dt.datetime, seq: int) -> None:
+        source = p.get("Uniqueid")
+        call = self._call_for(source, p.get("Linkedid"), seq) if source else None
+        if call is None:
+            # An originate dialling its first leg, with no calling channel: nothing rings for an agent.
+            dest_call = self._call_for(p.get("DestUniqueid"), p.get("DestLinkedid"), seq)
+            if dest_call is not None:
+                self._leg(dest_call, p, at, seq, "Dest")
+                self._touch(dest_call)
+            return
+        self._leg(call, p, at, seq)
+        if not self._inbound_side(call, source):
+            self._leg(call, p, at, seq, "Dest")
+            self._touch(call)
+            return
+        if call.dialplan_uid is None:
+            call.dialplan_uid = source
+        dest = self._leg(call, p, at, seq, "Dest")
+        if dest is not None:
+            dest.role = "agent"
+            partner = self._partners.get(dest.uniqueid)
+            if partner in call.legs:
+                call.legs[partner].role = "agent"
+        if call.ringing_at is None:
+            call.ringing_at = at
+        self._note(call, at, "ringing", {"channel": p.get("DestChannel"), "dialstring": p.get("DialString")})
+        self._touch(call)
+
+    def on_dialend(self, p: dict[str, Any], at: dt.datetime, seq: int) -> None:
+        source = p.get("Uniqueid")
+        call = self._call_for(source, p.get("Linkedid"), seq) if source else None
+        if call is None or not self._inbound_side(call, source):
+            return
+        status = p.get("DialStatus") or ""
+        dest_channel = p.get("DestChannel") or ""
+        call.dial_end_at = at
+        if status == "ANSWER":
+            if call.answered_at is None:
+                call.answered_at = at
+                call.answered_uid = p.get("DestUniqueid")
+                call.answered_by = channel_base(dest_channel) or None
+                call.answered_exten = channel_exten(dest_channel)
+                self._note(call, at, "answered", {"by": call.answered_by, "exten": call.answered_exten})
+            call.dial_status = status
+        else:
+            if call.answered_at is None:
+                call.dial_status = status
+            self._note(call, at, "dial-end", {"channel": dest_channel, "status": status})
+        self._touch(call)
+
+    def on_newstate(self, p: dict[str, Any], at: dt.datetime, seq: int) -> None:
+        call = self.on_channel(p, at, seq)
+        if call is None:
+            return
+        leg = call.legs.get(p.get("Uniqueid", ""))
+        if leg is not None and p.get("ChannelStateDesc") == "Up" and leg.answered_at is None:
+            leg.answered_at = at
+
+    def on_varset(self, p: dict[str, Any], at: dt.datetime, seq: int) -> None:
+        if p.get("Variable") != "MIXMONITOR_FILENAME":
+            return
+        call = self.on_channel(p, at, seq)
+        value = _clean(p.get("Value"))
+        if call is not None and value and value != call.recording:
+            call.recording = value
+            self._note(call, at, "recording", {"file": value})
+
+    def on_mixmonitorstop(self, p: dict[str, Any], at: dt.datetime, seq: int) -> None:
+        call = self.on_channel(p, at, seq)
+        if call is not None:
+            self._note(call, at, "recording-stopped", {})
+
+    def on_blindtransfer(self, p: dict[str, Any], at: dt.datetime, seq: int) -> None:
+        call = self._call_for(p.get("TransfererUniqueid"), p.get("TransfererLinkedid"), seq, create=False)
+        if call is None:
+            return
+        call.transfers += 1
+        target = f"{p.get('Extension', '')}@{p.get('Context', '')}".strip("@")
+        detail = {"type": "blind", "by": channel_base(p.get("TransfererChannel") or ""), "to": target}
+        detail["result"] = p.get("Result")
+        self._note(call, at, "transfer", detail)
+        self._touch(call)
+
+    def on_attendedtransfer(self, p: dict[str, Any], at: dt.datetime, seq: int) -> None:
+        first = self._call_for(p.get("OrigTransfererUniqueid"), p.get("OrigTransfererLinkedid"), seq, create=False)
+        second = self._call_for(p.get("SecondTransfererUniqueid"), p.get("SecondTransfererLinkedid"), seq, create=False)
+        call = first or second
+        if call is None:
+            return
+        if first is not None and second is not None and first is not second:
+            call = self._merge(first, second)
+        call.transfers += 1
+        target = p.get("TransferTargetChannel") or p.get("SecondTransfererConnectedLineNum") or ""
+        detail = {
+            "type": "attended",
+            "by": channel_base(p.get("OrigTransfererChannel") or ""),
+            "to": channel_base(target) if "/" in target else target,
+            "result": p.get("Result"),
+        }
+        self._note(call, at, "transfer", detail)
+        self._touch(call)
+
+    def on_hangup_request(self, p: dict[str, Any], at: dt.datetime, seq: int) -> None:
+        call = self.on_channel(p, at, seq)
+        if call is None or call.caller_hung_up_first is not None:
+            return
+        # On an inbound leg, HangupRequest means the far end (the caller) asked;
+        # SoftHangupRequest means Asterisk itself ended it (dialplan Hangup(), a bridge peer).
+        if self._inbound_side(call, p.get("Uniqueid")):
+            call.caller_hung_up_first = p.get("Event") == "HangupRequest"
+
+    def on_hangup(self, p: dict[str, Any], at: dt.datetime, seq: int) -> None:
+        call = self.on_channel(p, at, seq)
+        if call is None:
+            return
+        leg = call.legs.get(p.get("Uniqueid", ""))
+        if leg is None or leg.hungup_at is not None:
+            return
+        self._end_leg(call, leg, at, _int(p.get("Cause")))
+        self._note(call, at, "hangup", {"channel": leg.channel, "cause": leg.hangup_cause, "text": p.get("Cause-txt")})
+        self._maybe_close(call)
+
+    def _end_leg(self, call: CallState, leg: Leg, at: dt.datetime, cause: int | None) -> None:
+        leg.hungup_at = at
+        leg.hangup_cause = cause
+        if call.caller_hung_up_first is None and leg.role == "inbound":
+            call.caller_hung_up_first = False
+        if leg.uniqueid == call.linkedid:
+            call.hangup_cause = cause
+        if call.answered_at is not None and call.talk_end_at is None and at >= call.answered_at:
+            answering = {call.answered_uid, self._partners.get(call.answered_uid or "")}
+            if leg.role == "inbound" or leg.uniqueid in answering:
+                call.talk_end_at = at
+
+    def _maybe_close(self, call: CallState) -> None:
+        if call.legs and all(leg.hungup_at is not None for leg in call.legs.values()):
+            call.closed = True
+            call.ended_at = max(leg.hungup_at for leg in call.legs.values() if leg.hungup_at)
+            self._note(call, call.ended_at, "ended", {"disposition": _disposition(call)})
+        self._touch(call)
+
+    # -- resynchronisation -----------------------------------------------------
+
+    def on_fullybooted(self, p: dict[str, Any], at: dt.datetime, seq: int) -> None:
+        self._booted_at = at
+        try:
+            self._uptime = float(p.get("Uptime", ""))
+        except ValueError:
+            self._uptime = None
+
+    def on_coreshowchannel(self, p: dict[str, Any], at: dt.datetime, seq: int) -> None:
+        action_id = p.get("ActionID") or ""
+        started, live = self._resync.setdefault(action_id, (seq, set()))
+        uid = p.get("Uniqueid")
+        if not isinstance(uid, str):
+            return
+        live.add(uid)
+        call = self._call_for(uid, p.get("Linkedid"), seq)
+        if call is None:
+            return
+        if uid not in call.legs:
+            # A channel born while we were away: it has lived Duration seconds.
+            born = at - dt.timedelta(seconds=_parse_duration(p.get("Duration")))
+            fresh = call.started_at is None
+            leg = self._leg(call, p, born, seq)
+            if leg is not None:
+                if fresh:
+                    self._note(call, born, "started", {"channel": leg.channel, "exten": leg.exten, "resync": True})
+                if p.get("ChannelStateDesc") == "Up":
+                    leg.answered_at = born
+                    if (
+                        leg.role == "inbound"
+                        and call.answered_at is None
+                        and (p.get("Application") in ("Dial", "Queue") or p.get("BridgeId"))
+                    ):
+                        call.answered_at = born
+            self._touch(call)
+
+    def on_coreshowchannelscomplete(self, p: dict[str, Any], at: dt.datetime, seq: int) -> None:
+        action_id = p.get("ActionID") or ""
+        started, live = self._resync.pop(action_id, (seq, set()))
+        restarted_before = None
+        if self._booted_at is not None and self._uptime is not None:
+            restarted_before = self._booted_at - dt.timedelta(seconds=self._uptime)
+        for call in list({id(c): c for c in self.calls_by_linkedid.values()}.values()):
+            if call.closed:
+                continue
+            vanished = [
+                leg
+                for leg in call.legs.values()
+                if leg.hungup_at is None and leg.uniqueid not in live and leg.last_seq < started
+            ]
+            if not vanished:
+                continue
+            restart = restarted_before is not None and all(
+                leg.created_at is not None and leg.created_at < restarted_before for leg in vanished
+            )
+            reason = "asterisk-restart" if restart else "gone-while-disconnected"
+            for leg in vanished:
+                self._end_leg(call, leg, at, None)
+            call.lost = reason
+            self._note(call, at, "lost", {"reason": reason, "channels": [leg.channel for leg in vanished]})
+            self._maybe_close(call)
+
+    # -- snapshot --------------------------------------------------------------
+
+    def _snapshot(self, call: CallState) -> CallSnapshot:
+        tracking = None
+        if call.dialled:
+            tracking = self._normalize(call.dialled) or call.dialled
+        uniqueid = call.dialplan_uid or self._partners.get(call.linkedid) or call.linkedid
+        ring_end = call.answered_at or call.dial_end_at or call.ended_at
+        talk_end = call.talk_end_at or call.ended_at
+        values: dict[str, Any] = {
+            "uniqueid": uniqueid,
+            "tracking_number": tracking,
+            "caller_number": call.caller_number,
+            "caller_name": call.caller_name,
+            "started_at": call.started_at,
+            "ringing_at": call.ringing_at,
+            "answered_at": call.answered_at,
+            "ended_at": call.ended_at if call.closed else None,
+            "duration": _seconds(call.started_at, call.ended_at) if call.closed else None,
+            "ring_time": _seconds(call.ringing_at, ring_end) if call.ringing_at and (call.closed or ring_end) else None,
+            "talk_time": _seconds(call.answered_at, talk_end) if call.answered_at and call.closed else None,
+            "answered_by": call.answered_by,
+            "hangup_cause": call.hangup_cause,
+            "disposition": _disposition(call) if call.closed else None,
+            "recording_file": call.recording,
+        }
+        legs = tuple(
+            {
+                "uniqueid": leg.uniqueid,
+                "channel": leg.channel,
+                "role": leg.role,
+                "caller_number": leg.caller_number,
+                "caller_name": leg.caller_name,
+                "exten": channel_exten(leg.channel) if leg.role == "agent" else leg.exten,
+                "created_at": leg.created_at,
+                "answered_at": leg.answered_at,
+                "hungup_at": leg.hungup_at,
+                "hangup_cause": leg.hangup_cause,
+            }
+            for leg in call.legs.values()
+        )
+        timeline = tuple({"at": e.at, "kind": e.kind, "detail": e.detail} for e in call.timeline)
+        return CallSnapshot(call.linkedid, call.closed, values, legs, timeline)
+
+
+def _disposition(call: CallState) -> str:
+    """answered, missed, busy, abandoned or failed, from what the call went through."""
+    if call.answered_at is not None:
+        return "answered"
+    status = call.dial_status
+    if status == "BUSY":
+        return "busy"
+    if status == "NOANSWER":
+        return "missed"
+    if status == "CANCEL":
+        return "abandoned"
+    if status in ("CONGESTION", "CHANUNAVAIL", "INVALIDARGS", "DONTCALL", "TORTURE"):
+        return "failed"
+    if call.lost is not None:
+        return "failed"
+    if call.hangup_cause == 17:
+        return "busy"
+    if call.caller_hung_up_first:
+        return "abandoned"
+    return "failed"
+
+
+Handler = Callable[[Correlator, dict[str, Any], dt.datetime, int], Any]
+
+#: AMI event name -> interpretation
+DISPATCH: dict[str, Handler] = {
+    "Newchannel": Correlator.on_channel,
+    "NewCallerid": Correlator.on_newcallerid,
+    "NewConnectedLine": Correlator.on_connectedline,
+    "Newstate": Correlator.on_newstate,
+    "DialBegin": Correlator.on_dialbegin,
+    "DialEnd": Correlator.on_dialend,
+    "VarSet": Correlator.on_varset,
+    "MixMonitorStart": Correlator.on_channel,
+    "MixMonitorStop": Correlator.on_mixmonitorstop,
+    "BridgeEnter": Correlator.on_channel,
+    "BridgeLeave": Correlator.on_channel,
+    "BlindTransfer": Correlator.on_blindtransfer,
+    "AttendedTransfer": Correlator.on_attendedtransfer,
+    "HangupRequest": Correlator.on_hangup_request,
+    "SoftHangupRequest": Correlator.on_hangup_request,
+    "Hangup": Correlator.on_hangup,
+    "FullyBooted": Correlator.on_fullybooted,
+    "CoreShowChannel": Correlator.on_coreshowchannel,
+    "CoreShowChannelsComplete": Correlator.on_coreshowchannelscomplete,
+}

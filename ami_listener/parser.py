@@ -1,0 +1,128 @@
+"""The AMI wire format, parsed without I/O.
+
+An AMI message is ``Key: Value`` lines ending with an empty line, every line
+ending in CRLF.  :func:`parse_buffer` takes the bytes read so far and returns
+the complete messages plus the bytes of the incomplete one, which the caller
+keeps and prepends to the next read.  Working on bytes and decoding whole
+messages only means a UTF-8 character split across two reads (a caller name,
+say) is never damaged, unlike panoramisk, which decodes each TCP chunk on its
+own with ``errors='ignore'``.
+
+Malformed input never raises: a line without a colon is skipped (the banner
+``Asterisk Call Manager/11.0.0`` is such a line, arriving without its own empty
+line), a message with no header at all is skipped, and bytes that are not
+UTF-8 are replaced.  What was skipped is reported through *problems*.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: one AMI message: headers in arrival order; a repeated header becomes a list
+Message = dict[str, Any]
+
+_SEP = b"\r\n\r\n"
+_LF_SEP = b"\n\n"
+
+
+def parse_buffer(data: bytes, problems: list[str] | None = None) -> tuple[list[Message], bytes]:
+    """Complete messages in *data*, and the unfinished rest to keep for the next read.
+
+    *problems*, when given, receives one line per skipped frame or line.
+    """
+    if _SEP in data:
+        frames = data.split(_SEP)
+    elif _LF_SEP in data and b"\r" not in data:
+        # Some proxies and test tools send bare LF; accept them too.
+        frames = data.split(_LF_SEP)
+    else:
+        return [], data
+    rest = frames.pop()
+    messages: list[Message] = []
+    append = messages.append
+    for frame in frames:
+        try:
+            text = frame.decode("utf-8")
+        except UnicodeDecodeError:
+            text = frame.decode("utf-8", "replace")
+            if problems is not None:
+                problems.append(f"invalid UTF-8 replaced in: {_preview(text)}")
+        message: Message = {}
+        for line in text.split("\n"):
+            key, sep, value = line.partition(": ")
+            if not sep:
+                key, sep, value = line.partition(":")
+                if not sep:
+                    line = line.strip()
+                    if line and problems is not None:
+                        problems.append(f"line without a colon skipped: {_preview(line)}")
+                    continue
+                value = value.lstrip(" ")
+            key = key.strip()
+            if not key or " " in key:
+                if problems is not None:
+                    problems.append(f"line with a bad header name skipped: {_preview(line)}")
+                continue
+            if value.endswith("\r"):
+                value = value[:-1]
+            old = message.get(key)
+            if old is None:
+                message[key] = value
+            elif isinstance(old, list):
+                old.append(value)
+            else:
+                message[key] = [old, value]
+        if message:
+            append(message)
+        elif frame.strip() and problems is not None:
+            problems.append(f"frame without any header skipped: {_preview(text)}")
+    return messages, rest
+
+
+def _preview(text: str, limit: int = 80) -> str:
+    text = text.strip().replace("\r", "\\r").replace("\n", "\\n")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class StreamParser:
+    """Keeps the unfinished rest between reads; counts what was skipped."""
+
+    #: refuse to buffer more than this without a message end (a peer that never ends a frame)
+    MAX_PENDING = 4 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self._rest = b""
+        self.problems: list[str] = []
+        self.skipped = 0
+        self.banner: str | None = None
+
+    def feed(self, data: bytes) -> list[Message]:
+        buf = self._rest + data if self._rest else data
+        if self.banner is None:
+            buf = self._take_banner(buf)
+        problems: list[str] = []
+        messages, self._rest = parse_buffer(buf, problems)
+        if problems:
+            self.skipped += len(problems)
+            self.problems.extend(problems)
+            del self.problems[:-50]
+        if len(self._rest) > self.MAX_PENDING:
+            self.skipped += 1
+            self.problems.append(f"dropped {len(self._rest)} bytes without a message end")
+            self._rest = b""
+        return messages
+
+    def _take_banner(self, buf: bytes) -> bytes:
+        end = buf.find(b"\n")
+        if end < 0:
+            return buf
+        first = buf[:end].strip().decode("utf-8", "replace")
+        if first.startswith("Asterisk Call Manager/"):
+            self.banner = first
+            return buf[end + 1 :]
+        self.banner = ""
+        return buf
+
+    def take_problems(self) -> list[str]:
+        out, self.problems = self.problems, []
+        return out

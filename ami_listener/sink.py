@@ -1,0 +1,425 @@
+"""Between the socket and the database: a bounded queue, batched writes, the spool.
+
+The reader calls :meth:`EventSink.put` for each message; it never waits.  The
+writer task takes batches from the queue and, in one transaction per batch,
+stores the raw events in ``ami_events`` (``ON CONFLICT DO NOTHING`` on
+``(system, event_key)``, so a replay stores nothing twice), feeds them to the
+correlator and upserts the calls they changed.  When the database fails or
+falls behind, batches go to the spool file instead, and are replayed in order
+before anything newer once the database answers again.
+
+Which events are stored: everything except the noise a busy server multiplies
+and calltrack never reads (:data:`NOISE`: ``Newexten``, ``AGIExecStart``/``End``,
+``DeviceStateChange``, ``RTCP*``, security events, and ``VarSet`` other than
+:data:`KEPT_VARIABLES`).  Replies to actions are dropped except those of the
+listener's own resynchronisation (``CoreShowChannels``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ami_listener.correlator import RESYNC_PREFIX, CallSnapshot, Correlator, RawEvent
+from ami_listener.parser import Message
+from ami_listener.spool import Spool, StoredEvent, make_event
+from schema.models import AmiEvent, Call, CallEvent, CallLeg
+from tracking.caller_info import CallerInfo, describe_number, is_first_time
+from tracking.calls import upsert_call
+
+logger = logging.getLogger(__name__)
+
+NOISE = frozenset(
+    {
+        "Newexten",
+        "AGIExecStart",
+        "AGIExecEnd",
+        "AsyncAGIExec",
+        "DeviceStateChange",
+        "ExtensionStatus",
+        "PresenceStateChange",
+        "RTCPSent",
+        "RTCPReceived",
+        "SuccessfulAuth",
+        "ChallengeSent",
+        "ChallengeResponseFailed",
+        "InvalidPassword",
+        "RequestBadFormat",
+        "Registry",
+        "PeerStatus",
+        "ContactStatus",
+        "DTMFBegin",
+        "DTMFEnd",
+        "VarSet",
+        "ChannelTalkingStart",
+        "ChannelTalkingStop",
+    }
+)
+#: VarSet events kept despite the noise filter
+KEPT_VARIABLES = frozenset(
+    {"MIXMONITOR_FILENAME", "DIALSTATUS", "ANSWEREDTIME", "DIALEDTIME", "RINGTIME", "BLINDTRANSFER", "ATTENDEDTRANSFER"}
+)
+#: kinds of call_events lines written by the listener (replaced on each write)
+TIMELINE_KINDS = (
+    "started",
+    "caller-id",
+    "ringing",
+    "dial-end",
+    "answered",
+    "connected-line",
+    "transfer",
+    "recording",
+    "recording-stopped",
+    "hangup",
+    "lost",
+    "merged",
+    "ended",
+)
+
+
+def keep(message: Message) -> bool:
+    """Whether a message is worth storing (see the module docstring)."""
+    name = message.get("Event")
+    if name is None:
+        action_id = message.get("ActionID")
+        return isinstance(action_id, str) and action_id.startswith(RESYNC_PREFIX)
+    if name in NOISE:
+        if name == "VarSet":
+            variable = message.get("Variable", "")
+            return variable in KEPT_VARIABLES or variable.startswith("CALLTRACK_")
+        return False
+    return True
+
+
+# -- database side (synchronous; run in a worker thread by the sink) ----------------
+
+
+def insert_events(session: Session, system: str, events: Sequence[StoredEvent]) -> None:
+    rows = [
+        {
+            "system": system,
+            "event_key": ev.key,
+            "seq": ev.seq,
+            "event": ev.event,
+            "uniqueid": ev.uniqueid,
+            "linkedid": ev.linkedid,
+            "received_at": ev.received_at,
+            "payload": ev.payload,
+        }
+        for ev in events
+    ]
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    table = AmiEvent.__table__
+    stmt: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    stmt = stmt.on_conflict_do_nothing(index_elements=["system", "event_key"])
+    session.execute(stmt, rows)
+
+
+class CallWriter:
+    """Writes call snapshots: the call row (shared upsert), its legs and its timeline."""
+
+    def __init__(self, system: str, region: str = "US", geocode: bool = True) -> None:
+        self.system = system
+        self.region = region
+        self.geocode = geocode
+        self._info: dict[str, CallerInfo] = {}
+
+    def write(self, session: Session, snapshots: Iterable[CallSnapshot]) -> int:
+        written = 0
+        for snap in snapshots:
+            values = dict(snap.values)
+            number = values.get("caller_number")
+            if number and self.geocode:
+                info = self._info.get(number)
+                if info is None:
+                    if len(self._info) > 50_000:
+                        self._info.clear()
+                    info = self._info[number] = describe_number(number, self.region)
+                values["caller_location"] = info.location
+                values["caller_country"] = info.country
+                values["caller_line_type"] = info.line_type
+            call_id = upsert_call(
+                session, self.system, snap.linkedid, values, keep_existing={"uniqueid", "tracking_number"}
+            )
+            if snap.closed:
+                self._write_details(session, call_id, snap)
+            written += 1
+        return written
+
+    def _write_details(self, session: Session, call_id: int, snap: CallSnapshot) -> None:
+        row = session.execute(
+            select(Call.account_id, Call.caller_number, Call.started_at).where(Call.id == call_id)
+        ).one()
+        first = None
+        if row.caller_number and row.started_at is not None:
+            first = is_first_time(session, row.account_id, row.caller_number, row.started_at, call_id)
+        session.execute(Call.__table__.update().where(Call.id == call_id).values(first_time=first))
+        session.execute(delete(CallLeg).where(CallLeg.call_id == call_id))
+        if snap.legs:
+            session.execute(insert(CallLeg), [{"call_id": call_id, **leg} for leg in snap.legs])
+        session.execute(delete(CallEvent).where(CallEvent.call_id == call_id, CallEvent.kind.in_(TIMELINE_KINDS)))
+        if snap.timeline:
+            session.execute(insert(CallEvent), [{"call_id": call_id, **line} for line in snap.timeline])
+
+
+def raw(ev: StoredEvent) -> RawEvent:
+    return RawEvent(ev.seq, ev.received_at, ev.payload)
+
+
+def load_events(
+    session: Session, system: str, *, linkedids: Iterable[str] | None = None, since: dt.datetime | None = None
+) -> list[RawEvent]:
+    """Stored events of *system* in arrival order, for whole calls.
+
+    With *since*, every event of each call that has an event at or after it (so
+    a call is never cut in half); with *linkedids*, those calls only.
+    """
+    table = AmiEvent.__table__
+    base = select(table.c.seq, table.c.received_at, table.c.payload).where(table.c.system == system)
+    if since is not None:
+        touched = (
+            select(table.c.linkedid)
+            .where(table.c.system == system, table.c.received_at >= since, table.c.linkedid.is_not(None))
+            .distinct()
+        )
+        first = select(func.min(table.c.seq)).where(table.c.system == system, table.c.linkedid.in_(touched))
+        start = session.scalar(first)
+        base = base.where(table.c.seq >= start) if start is not None else base.where(table.c.received_at >= since)
+    if linkedids is not None:
+        ids = list(linkedids)
+        if not ids:
+            return []
+        base = base.where(table.c.linkedid.in_(ids))
+    out = []
+    for seq, received_at, payload in session.execute(base.order_by(table.c.seq)):
+        if received_at.tzinfo is None:
+            received_at = received_at.replace(tzinfo=dt.UTC)
+        out.append(RawEvent(seq, received_at, payload))
+    return out
+
+
+def warm_start(session: Session, system: str, correlator: Correlator) -> int:
+    """Feed the correlator the stored events of calls still open; return the events fed."""
+    open_ids = session.scalars(
+        select(Call.linkedid).where(Call.system == system, Call.ended_at.is_(None), Call.started_at.is_not(None))
+    ).all()
+    events = load_events(session, system, linkedids=open_ids) if open_ids else []
+    correlator.feed_many(events)
+    correlator.take_changed()
+    top = session.scalar(select(func.max(AmiEvent.seq)).where(AmiEvent.system == system))
+    if top is not None and top > correlator.last_seq:
+        correlator.last_seq = top
+    return len(events)
+
+
+# -- the sink --------------------------------------------------------------------
+
+
+class EventSink:
+    """Queue, batches, spool and correlation for one Asterisk system."""
+
+    def __init__(
+        self,
+        system: str,
+        session_factory: sessionmaker[Session],
+        spool: Spool,
+        *,
+        correlator: Correlator | None = None,
+        writer: CallWriter | None = None,
+        queue_size: int = 50_000,
+        batch_size: int = 500,
+        retry_seconds: float = 2.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.system = system
+        self.session_factory = session_factory
+        self.spool = spool
+        self.correlator = correlator or Correlator()
+        self.writer = writer or CallWriter(system)
+        self.batch_size = batch_size
+        self.retry_seconds = retry_seconds
+        self.queue: asyncio.Queue[StoredEvent] = asyncio.Queue(maxsize=queue_size)
+        self._overflow: list[StoredEvent] = []
+        self._clock = clock
+        self._last_seq = 0
+        self._conn = "0"
+        self._n = 0
+        self._pending: dict[str, CallSnapshot] = {}
+        self._warm = False
+        self._db_ok = True
+        self._retry_at = 0.0
+        self._wakeup = asyncio.Event()
+        self.received = 0
+        self.stored = 0
+        self.filtered = 0
+        self.spooled = 0
+        self.calls_written = 0
+        self.db_failures = 0
+
+    # -- reader side (never waits) --
+
+    def new_connection(self, connection_id: str) -> None:
+        """Event keys are (connection id, arrival number): unique across reconnects and restarts."""
+        self._conn = connection_id
+        self._n = 0
+
+    def put(self, message: Message, received: float | None = None) -> None:
+        self.received += 1
+        self._n += 1
+        if not keep(message):
+            self.filtered += 1
+            return
+        now = self._clock() if received is None else received
+        seq = max(self._last_seq + 1, int(now * 1_000_000))
+        self._last_seq = seq
+        ev = make_event(seq, f"{self._conn}:{self._n}", dt.datetime.fromtimestamp(now, dt.UTC), message)
+        if self._overflow:
+            self._overflow.append(ev)
+            return
+        try:
+            self.queue.put_nowait(ev)
+        except asyncio.QueueFull:
+            # Never block the socket: hold the overflow in order; the writer spools it.
+            logger.warning("AMI %s: event queue full (%d); spooling", self.system, self.queue.maxsize)
+            self._overflow.append(ev)
+            self._wakeup.set()
+
+    @property
+    def backlog(self) -> int:
+        return self.queue.qsize() + len(self._overflow)
+
+    # -- writer side --
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Write until *stop* is set and everything received is stored or spooled."""
+        while True:
+            batch = await self._next_batch(stop)
+            if batch:
+                await self._handle(batch)
+            if self.spool.pending and self._clock() >= self._retry_at:
+                await self._replay_spool()
+            if stop.is_set() and not self.backlog:
+                if self.spool.pending and self._db_ok:
+                    await self._replay_spool()
+                return
+
+    async def flush(self) -> None:
+        """Store everything received so far (tests, shutdown)."""
+        while self.backlog:
+            await self._handle(self._take(self.batch_size))
+        if self.spool.pending:
+            await self._replay_spool()
+
+    def _take(self, limit: int) -> list[StoredEvent]:
+        out: list[StoredEvent] = []
+        while len(out) < limit:
+            try:
+                out.append(self.queue.get_nowait())
+            except asyncio.QueueEmpty:
+                break
+        if len(out) < limit and self._overflow and self.queue.empty():
+            take = limit - len(out)
+            out.extend(self._overflow[:take])
+            del self._overflow[:take]
+        return out
+
+    async def _next_batch(self, stop: asyncio.Event) -> list[StoredEvent]:
+        if self.backlog == 0:
+            if stop.is_set():
+                return []
+            waiter = asyncio.ensure_future(self.queue.get())
+            stopper = asyncio.ensure_future(stop.wait())
+            done, _ = await asyncio.wait({waiter, stopper}, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if waiter in done:
+                first = waiter.result()
+                return [first, *self._take(self.batch_size - 1)]
+            waiter.cancel()
+            if not waiter.cancelled() and waiter.done():  # got one while cancelling
+                return [waiter.result(), *self._take(self.batch_size - 1)]
+            return []
+        return self._take(self.batch_size)
+
+    async def _handle(self, batch: list[StoredEvent]) -> None:
+        slow = self.queue.qsize() > self.queue.maxsize // 2 or bool(self._overflow)
+        if self.spool.pending or not self._db_ok or slow:
+            # Keep order: while older events wait in the spool, newer ones go after them.
+            self._to_spool(batch)
+            return
+        if not await self._store(batch):
+            self._to_spool(batch)
+
+    def _to_spool(self, batch: list[StoredEvent]) -> None:
+        self.spool.append(batch)
+        self.spooled += len(batch)
+
+    async def _replay_spool(self) -> None:
+        while self.spool.pending:
+            events, offset = self.spool.read_chunk(self.batch_size * 4)
+            if events and not await self._store(events):
+                return
+            self.spool.commit(offset)
+            if self.backlog > self.queue.maxsize // 2:
+                return  # let the socket side breathe; the rest follows
+
+    async def _store(self, events: list[StoredEvent]) -> bool:
+        try:
+            await asyncio.to_thread(self._store_sync, events)
+        except SQLAlchemyError as exc:
+            self.db_failures += 1
+            if self._db_ok:
+                logger.error(
+                    "AMI %s: database unavailable, spooling events to %s: %s",
+                    self.system,
+                    self.spool.path,
+                    str(exc).splitlines()[0],
+                )
+            self._db_ok = False
+            self._retry_at = self._clock() + self.retry_seconds
+            return False
+        if not self._db_ok:
+            logger.info("AMI %s: database back; spooled events replayed in order", self.system)
+        self._db_ok = True
+        self.stored += len(events)
+        return True
+
+    def _store_sync(self, events: list[StoredEvent]) -> None:
+        with self.session_factory() as session, session.begin():
+            if not self._warm:
+                fed = warm_start(session, self.system, self.correlator)
+                logger.info("AMI %s: resumed %d open calls (%d stored events)", self.system, len(self.correlator.open_calls()), fed)
+                self._warm = True
+            insert_events(session, self.system, events)
+            self.correlator.feed_many(raw(ev) for ev in events)
+            for snap in self.correlator.take_changed():
+                self._pending[snap.linkedid] = snap
+            # A failed commit leaves the snapshots pending: the next successful batch writes them.
+            pending = list(self._pending.values())
+            self.calls_written += self.writer.write(session, pending)
+        self._pending.clear()
+
+
+def rebuild(
+    session: Session,
+    system: str,
+    *,
+    since: dt.datetime | None = None,
+    region: str = "US",
+    geocode: bool = True,
+    normalize: Callable[[str], str | None] | None = None,
+) -> int:
+    """Regenerate the calls of *system* from ``ami_events``; return the calls written."""
+    correlator = Correlator(normalize)
+    correlator.feed_many(load_events(session, system, since=since))
+    return CallWriter(system, region, geocode).write(session, correlator.take_changed())

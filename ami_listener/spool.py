@@ -1,0 +1,124 @@
+"""A local append-only file that keeps events while the database is away.
+
+One JSON object per line, appended and flushed a batch at a time.  Events are
+read back in the order they were written; a last line cut short by a crash is
+ignored.  The file is emptied only once everything in it has reached the
+database, so a listener restarted with a non-empty spool replays it first.
+Replaying twice does no harm: the database ignores an event it already has
+(``(system, event_key)`` is unique).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+logger = logging.getLogger(__name__)
+
+
+class StoredEvent(NamedTuple):
+    """A raw event ready for ``ami_events``: arrival order, key, time and headers."""
+
+    seq: int
+    key: str
+    received_at: dt.datetime
+    event: str
+    uniqueid: str | None
+    linkedid: str | None
+    payload: dict[str, Any]
+
+
+def encode(ev: StoredEvent) -> bytes:
+    return (
+        json.dumps(
+            {"seq": ev.seq, "key": ev.key, "at": ev.received_at.isoformat(), "payload": ev.payload},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode("utf-8")
+        + b"\n"
+    )
+
+
+def decode(line: bytes) -> StoredEvent:
+    obj = json.loads(line)
+    payload = obj["payload"]
+    return make_event(obj["seq"], obj["key"], dt.datetime.fromisoformat(obj["at"]), payload)
+
+
+def make_event(seq: int, key: str, received_at: dt.datetime, payload: dict[str, Any]) -> StoredEvent:
+    name = payload.get("Event") or ("Response" if "Response" in payload else "?")
+    uniqueid = payload.get("Uniqueid") or payload.get("UniqueID") or payload.get("DestUniqueid")
+    linkedid = payload.get("Linkedid") or payload.get("DestLinkedid") or payload.get("LocalOneLinkedid")
+    if not linkedid:
+        linkedid = payload.get("TransfererLinkedid") or payload.get("OrigTransfererLinkedid")
+    return StoredEvent(
+        seq,
+        key,
+        received_at,
+        str(name)[:64],
+        uniqueid if isinstance(uniqueid, str) else None,
+        linkedid if isinstance(linkedid, str) else None,
+        payload,
+    )
+
+
+class Spool:
+    """The spool file of one Asterisk system."""
+
+    def __init__(self, path: Path, *, fsync: bool = True) -> None:
+        self.path = path
+        self.fsync = fsync
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(path, "ab")  # noqa: SIM115 - kept open for the listener's life
+        self._read_offset = 0
+        self.appended = 0
+
+    @property
+    def pending(self) -> bool:
+        """Whether events wait in the file."""
+        return self._fh.tell() > self._read_offset
+
+    def append(self, events: list[StoredEvent]) -> None:
+        if not events:
+            return
+        self._fh.write(b"".join(encode(ev) for ev in events))
+        self._fh.flush()
+        if self.fsync:
+            os.fsync(self._fh.fileno())
+        self.appended += len(events)
+
+    def read_chunk(self, limit: int) -> tuple[list[StoredEvent], int]:
+        """Up to *limit* events from the replay position, and the offset after them."""
+        out: list[StoredEvent] = []
+        offset = self._read_offset
+        end = self._fh.tell()
+        with open(self.path, "rb") as fh:
+            fh.seek(offset)
+            while len(out) < limit and offset < end:
+                line = fh.readline()
+                if not line.endswith(b"\n"):
+                    # cut short by a crash while writing: nothing after it is readable
+                    logger.warning("spool %s: ignoring an unfinished last line (%d bytes)", self.path, len(line))
+                    offset = end
+                    break
+                offset += len(line)
+                try:
+                    out.append(decode(line))
+                except (ValueError, KeyError, TypeError) as exc:
+                    logger.error("spool %s: skipping an unreadable line at byte %d: %s", self.path, offset, exc)
+        return out, offset
+
+    def commit(self, offset: int) -> None:
+        """The events before *offset* are in the database; empty the file once all are."""
+        self._read_offset = offset
+        if offset >= self._fh.tell():
+            self._fh.truncate(0)
+            self._fh.seek(0)
+            self._read_offset = 0
+
+    def close(self) -> None:
+        self._fh.close()

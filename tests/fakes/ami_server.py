@@ -1,0 +1,389 @@
+"""A fake Asterisk AMI server on a real TCP socket, replaying recorded streams.
+
+The streams are the byte-for-byte captures in ../shared/asterisk/ami/.  The
+server sends the banner, answers Login (accepting or refusing), Ping,
+CoreShowChannels, Status and Logoff like Asterisk 22, and replays the recorded
+events after a successful login:
+
+* at full speed, or cut at random byte boundaries (also inside UTF-8 text);
+* with a ``Timestamp`` header (as ``timestampevents = yes`` does) taken from
+  the capture's timeline, so call durations are the real ones;
+* several captures interleaved (two calls at once), or thousands of copies
+  with fresh uniqueids (:func:`multiply`);
+* dropping the connection after some frames and accepting the next one, whose
+  ``CoreShowChannels`` answer lists the channels still alive at that point of
+  the recording (:class:`Plan`); or as a restarted Asterisk (new
+  ``FullyBooted`` with a small uptime, no channel alive);
+* with malformed frames mixed in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "asterisk"
+BANNER = b"Asterisk Call Manager/11.0.0\r\n"
+CRLF = b"\r\n"
+END = b"\r\n\r\n"
+
+_TIME = re.compile(r"^\[\+\s*([0-9.]+)\] << (.*)$")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One recorded message: seconds since the capture began, its bytes (ending CRLF CRLF)."""
+
+    at: float
+    data: bytes
+
+    @property
+    def headers(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for line in self.data.decode("utf-8", "replace").split("\r\n"):
+            key, sep, value = line.partition(": ")
+            if sep and key not in out:
+                out[key] = value
+        return out
+
+    @property
+    def is_event(self) -> bool:
+        return self.data.startswith(b"Event: ")
+
+
+def load_capture(scenario: str, traffic: Path = SHARED) -> list[Frame]:
+    """The frames of ``ami-<scenario>.txt`` after the banner, with times from its timeline."""
+    raw = (traffic / "ami" / f"ami-{scenario}.txt").read_bytes()
+    assert raw.startswith(BANNER)
+    chunks = raw[len(BANNER) :].split(END)
+    assert chunks[-1] == b""
+    times = []
+    for line in (traffic / "ami" / f"ami-{scenario}.timeline.txt").read_text().splitlines():
+        m = _TIME.match(line)
+        if m and (m.group(2).startswith("Event=") or m.group(2).startswith("Response=")):
+            times.append(float(m.group(1)))
+    chunks.pop()
+    assert len(times) == len(chunks), (scenario, len(times), len(chunks))
+    return [Frame(t, c + END) for t, c in zip(times, chunks, strict=True)]
+
+
+def call_frames(frames: Sequence[Frame]) -> list[Frame]:
+    """The frames after login: drops the login reply, FullyBooted/SuccessfulAuth and the final Goodbye."""
+    out = []
+    for f in frames:
+        h = f.headers
+        if h.get("ActionID", "").endswith("-login") or h.get("Response") == "Goodbye":
+            continue
+        if h.get("Event") in ("FullyBooted", "SuccessfulAuth"):
+            continue
+        out.append(f)
+    return out
+
+
+def epoch_of(frames: Sequence[Frame]) -> float:
+    """The capture's wall-clock start: uniqueids begin with the epoch second of the channel's birth."""
+    for f in frames:
+        uid = f.headers.get("Uniqueid")
+        if uid and uid[0].isdigit():
+            return float(uid.split(".")[0]) - f.at
+    return 1_795_915_000.0
+
+
+def with_timestamps(frames: Sequence[Frame], epoch: float) -> list[Frame]:
+    """Adds ``Timestamp: <epoch seconds>`` after ``Privilege`` to events, as Asterisk does."""
+    out = []
+    for f in frames:
+        if not f.is_event:
+            out.append(f)
+            continue
+        first, _, rest = f.data.partition(CRLF)
+        second, _, rest2 = rest.partition(CRLF)
+        stamp = f"Timestamp: {epoch + f.at:.6f}".encode()
+        if second.startswith(b"Privilege: "):
+            data = first + CRLF + second + CRLF + stamp + CRLF + rest2
+        else:
+            data = first + CRLF + stamp + CRLF + rest
+        out.append(Frame(f.at, data))
+    return out
+
+
+def interleave(*streams: Sequence[Frame], offsets: Sequence[float] = ()) -> list[Frame]:
+    """Several streams merged by time (each shifted by its offset), stable within a stream."""
+    tagged = []
+    for i, stream in enumerate(streams):
+        shift = offsets[i] if i < len(offsets) else 0.0
+        tagged.extend((f.at + shift, i, n, Frame(f.at + shift, f.data)) for n, f in enumerate(stream))
+    tagged.sort(key=lambda t: (t[0], t[1], t[2]))
+    return [t[3] for t in tagged]
+
+
+_UID = re.compile(rb"\b1795915\d{3}\.\d+\b")
+_CHANID = re.compile(rb"-([0-9a-f]{8})(?=;[12]|\r|\n| |,|$)")
+_BRIDGE = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def renumber(frames: Sequence[Frame], copy: int, shift: float = 0.0) -> list[Frame]:
+    """A copy of a call with fresh uniqueids, channel and bridge ids (unique per *copy*)."""
+    uids: dict[bytes, bytes] = {}
+    chans: dict[bytes, bytes] = {}
+
+    def uid(m: re.Match[bytes]) -> bytes:
+        old = m.group(0)
+        if old not in uids:
+            sec = old.split(b".")[0]
+            uids[old] = sec + b".%d" % (copy * 1000 + len(uids) + 1_000_000)
+        return uids[old]
+
+    def chan(m: re.Match[bytes]) -> bytes:
+        old = m.group(1)
+        if old not in chans:
+            chans[old] = b"%08x" % (copy * 64 + len(chans) + 0x10000000)
+        return b"-" + chans[old]
+
+    def bridge(m: re.Match[bytes]) -> bytes:
+        return b"%08x-0000-4000-8000-%012x" % (copy, int(m.group(0)[-12:], 16) % 0xFFFFFFFFFFFF)
+
+    out = []
+    for f in frames:
+        data = _BRIDGE.sub(bridge, _CHANID.sub(chan, _UID.sub(uid, f.data)))
+        out.append(Frame(f.at + shift, data))
+    return out
+
+
+def multiply(scenarios: Iterable[Sequence[Frame]], copies: int, spacing: float = 0.05) -> list[Frame]:
+    """*copies* calls cycling through *scenarios*, started *spacing* seconds apart, interleaved by time."""
+    pool = [list(s) for s in scenarios]
+    streams = [renumber(pool[i % len(pool)], i, shift=i * spacing) for i in range(copies)]
+    return interleave(*streams)
+
+
+def replace_caller_name(frames: Sequence[Frame], name: str) -> list[Frame]:
+    """The captures' caller "Jane Doe" renamed (UTF-8, quotes...)."""
+    new = name.encode("utf-8")
+    return [Frame(f.at, f.data.replace(b"Jane Doe", new)) for f in frames]
+
+
+def live_channels(frames: Sequence[Frame]) -> list[dict[str, str]]:
+    """The channels alive after *frames*: born by Newchannel, not yet hung up; their last known state."""
+    alive: dict[str, dict[str, str]] = {}
+    for f in frames:
+        h = f.headers
+        uid = h.get("Uniqueid")
+        if not uid:
+            continue
+        event = h.get("Event")
+        if event == "Newchannel":
+            alive[uid] = dict(h)
+        elif event == "Hangup":
+            alive.pop(uid, None)
+        elif uid in alive and "ChannelStateDesc" in h:
+            alive[uid].update({k: v for k, v in h.items() if k not in ("Event", "Privilege", "Timestamp")})
+    return list(alive.values())
+
+
+@dataclass
+class Plan:
+    """What one accepted connection gets after login."""
+
+    frames: Sequence[Frame] = ()
+    #: Asterisk's state at connect time: these frames have happened (CoreShowChannels lists what they leave alive)
+    history: Sequence[Frame] = ()
+    #: close the socket after sending this many frames (None: send all, then keep the line open)
+    drop_after: int | None = None
+    #: cut writes at random byte boundaries (seeded)
+    split_seed: int | None = None
+    #: refuse the login
+    refuse_login: bool = False
+    #: FullyBooted's Uptime; small after a restart
+    uptime: int = 3600
+    #: bytes written before the frames (malformed input)
+    garbage: bytes = b""
+    #: seconds between frames (0: full speed)
+    pace: float = 0.0
+
+
+@dataclass
+class FakeAmiServer:
+    """Serves one :class:`Plan` per accepted connection (the last plan repeats)."""
+
+    plans: list[Plan]
+    username: str = "calltrack"
+    secret: str = "s3cret"
+    host: str = "127.0.0.1"
+    port: int = 0
+    connections: int = 0
+    actions: list[dict[str, str]] = field(default_factory=list)
+    done: list[asyncio.Event] = field(default_factory=list)
+    _server: asyncio.base_events.Server | None = None
+    _writers: list[asyncio.StreamWriter] = field(default_factory=list)
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        for w in self._writers:
+            w.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def __aenter__(self) -> FakeAmiServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def wait_connections(self, n: int, timeout: float = 10.0) -> None:
+        async def until() -> None:
+            while len(self.done) < n:
+                await asyncio.sleep(0.01)
+            await self.done[n - 1].wait()
+
+        await asyncio.wait_for(until(), timeout)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        index = self.connections
+        self.connections += 1
+        plan = self.plans[min(index, len(self.plans) - 1)]
+        finished = asyncio.Event()
+        self.done.append(finished)
+        self._writers.append(writer)
+        rng = random.Random(plan.split_seed) if plan.split_seed is not None else None
+        lock = asyncio.Lock()
+
+        async def send(data: bytes) -> None:
+            async with lock:
+                if rng is None:
+                    writer.write(data)
+                    await writer.drain()
+                    return
+                pos = 0
+                while pos < len(data):
+                    step = rng.randint(1, 97)
+                    writer.write(data[pos : pos + step])
+                    pos += step
+                    await writer.drain()
+                    if rng.random() < 0.3:
+                        await asyncio.sleep(0.0005)
+
+        streamer: asyncio.Task[None] | None = None
+        try:
+            await send(BANNER)
+            buf = b""
+            while True:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                buf += chunk
+                while END in buf:
+                    raw, buf = buf.split(END, 1)
+                    action = _headers(raw)
+                    self.actions.append(action)
+                    name = action.get("Action", "").lower()
+                    aid = action.get("ActionID", "")
+                    if name == "login":
+                        if plan.refuse_login or action.get("Username") != self.username or action.get("Secret") != self.secret:
+                            await send(_msg(Response="Error", ActionID=aid, Message="Authentication failed"))
+                            continue
+                        await send(_msg(Response="Success", ActionID=aid, Message="Authentication accepted"))
+                        await send(
+                            _msg(
+                                Event="FullyBooted",
+                                Privilege="system,all",
+                                Uptime=str(plan.uptime),
+                                LastReload=str(plan.uptime),
+                                Status="Fully Booted",
+                            )
+                        )
+                        streamer = asyncio.create_task(self._stream(plan, send, writer, finished))
+                    elif name == "coreshowchannels":
+                        await send(self._core_show_channels(plan, aid))
+                    elif name == "ping":
+                        await send(_msg(Response="Success", ActionID=aid, Ping="Pong", Timestamp="0.0"))
+                    elif name == "logoff":
+                        await send(_msg(Response="Goodbye", ActionID=aid, Message="Thanks for all the fish."))
+                        return
+                    else:
+                        await send(_msg(Response="Error", ActionID=aid, Message="Invalid/unknown command"))
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            if streamer is not None and not streamer.done():
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(asyncio.shield(streamer), 0.1)
+                streamer.cancel()
+            finished.set()
+            writer.close()
+
+    async def _stream(self, plan: Plan, send, writer: asyncio.StreamWriter, finished: asyncio.Event) -> None:  # type: ignore[no-untyped-def]
+        # the listener sends CoreShowChannels first; give it a moment so the answer comes before new events
+        await asyncio.sleep(0.05)
+        if plan.garbage:
+            await send(plan.garbage)
+        frames = list(plan.frames)
+        if plan.drop_after is not None:
+            frames = frames[: plan.drop_after]
+        if plan.pace == 0 and plan.split_seed is None:
+            await send(b"".join(f.data for f in frames))
+        else:
+            for f in frames:
+                await send(f.data)
+                if plan.pace:
+                    await asyncio.sleep(plan.pace)
+        if plan.drop_after is not None:
+            writer.transport.abort()
+        finished.set()
+
+    def _core_show_channels(self, plan: Plan, aid: str) -> bytes:
+        alive = live_channels(plan.history)
+        out = [_msg(Response="Success", ActionID=aid, EventList="start", Message="Channels will follow")]
+        for h in alive:
+            out.append(
+                _msg(
+                    Event="CoreShowChannel",
+                    ActionID=aid,
+                    Channel=h.get("Channel", ""),
+                    ChannelState=h.get("ChannelState", ""),
+                    ChannelStateDesc=h.get("ChannelStateDesc", ""),
+                    CallerIDNum=h.get("CallerIDNum", ""),
+                    CallerIDName=h.get("CallerIDName", ""),
+                    ConnectedLineNum=h.get("ConnectedLineNum", ""),
+                    ConnectedLineName=h.get("ConnectedLineName", ""),
+                    Language="en",
+                    AccountCode="",
+                    Context=h.get("Context", ""),
+                    Exten=h.get("Exten", ""),
+                    Priority=h.get("Priority", "1"),
+                    Uniqueid=h.get("Uniqueid", ""),
+                    Linkedid=h.get("Linkedid", ""),
+                    Application="Dial",
+                    ApplicationData="",
+                    Duration="00:00:05",
+                    BridgeId="",
+                )
+            )
+        out.append(
+            _msg(Event="CoreShowChannelsComplete", ActionID=aid, EventList="Complete", ListItems=str(len(alive)))
+        )
+        return b"".join(out)
+
+
+def _msg(**headers: str) -> bytes:
+    return b"".join(f"{k}: {v}".encode() + CRLF for k, v in headers.items()) + CRLF
+
+
+def _headers(raw: bytes) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in raw.decode("utf-8", "replace").split("\r\n"):
+        key, sep, value = line.partition(": ")
+        if sep:
+            out[key] = value
+    return out
