@@ -1,0 +1,231 @@
+"""ffmpeg, driven two ways: through pydub for short recordings, directly for long ones.
+
+pydub reads the whole WAV into memory before it hands it to ffmpeg, which is fine
+for a few minutes of 8 kHz audio (about 1 MB a minute) but not for a two-hour
+call; above ``stream_above_seconds`` the recorder gives ffmpeg the spool file
+itself, and ffmpeg streams it.  Both ways use the same encoder options, so the
+archives are the same.
+
+Verification decodes archives with ffmpeg's ``framecrc`` muxer, which prints
+every decoded packet with its stream and duration: one ffmpeg process can check
+a whole batch of archives, and each gets its own exact decoded duration.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from recorder.errors import EncodeFailed, FfmpegMissing, VerifyFailed
+
+logger = logging.getLogger(__name__)
+
+DEBIAN_PACKAGE = "ffmpeg"
+INSTALL_HINT = f"install Debian's package with `apt-get install {DEBIAN_PACKAGE}`"
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    #: archive file extension
+    ext: str
+    #: ffmpeg muxer
+    muxer: str
+    #: ffmpeg encoder
+    codec: str
+    uses_bitrate: bool
+
+
+FORMATS: dict[str, Format] = {
+    "mp3": Format("mp3", "mp3", "mp3", "libmp3lame", True),
+    "opus": Format("opus", "ogg", "ogg", "libopus", True),
+    "flac": Format("flac", "flac", "flac", "flac", False),
+}
+
+BASE_ARGS = ("-nostdin", "-hide_banner", "-loglevel", "error")
+
+
+def _last_line(stderr: bytes | str) -> str:
+    text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "no message"
+
+
+def explain_write_error(message: str, where: Path) -> str:
+    """A reason a user understands for a failed archive write (ffmpeg's message or an OSError's)."""
+    low = message.lower()
+    if "no space left" in low or "disk quota" in low:
+        return f"disk full: no space left to write the archive under {where}"
+    if "read-only file system" in low or "permission denied" in low or "operation not permitted" in low:
+        return f"archive folder not writable: {where} ({message})"
+    return message
+
+
+def explain_os_error(exc: OSError, where: Path) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"disk full: no space left to write the archive under {where}"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"archive folder not writable: {where} ({exc.strerror})"
+    if exc.errno == errno.ENOTDIR:
+        return f"archive folder not usable: a part of {where} is a file, not a folder"
+    return f"cannot write the archive under {where}: {exc.strerror or exc}"
+
+
+class Ffmpeg:
+    """One located ffmpeg program with the encoders the recorder needs."""
+
+    def __init__(self, program: str) -> None:
+        self.program = program
+
+    @classmethod
+    def locate(cls, configured: str, formats: Sequence[str] = ("mp3",)) -> Ffmpeg:
+        """The ffmpeg named by the settings (a name on PATH or a path); :class:`FfmpegMissing` otherwise."""
+        if os.sep in configured:
+            found = configured if os.path.isfile(configured) and os.access(configured, os.X_OK) else None
+        else:
+            found = shutil.which(configured)
+        if found is None:
+            raise FfmpegMissing(
+                f"ffmpeg not found ({configured!r} from [recorder] ffmpeg is not an executable program): "
+                f"{INSTALL_HINT}, or set [recorder] ffmpeg to its path"
+            )
+        ffmpeg = cls(found)
+        try:
+            out = subprocess.run(
+                [found, *BASE_ARGS, "-encoders"], capture_output=True, timeout=30, check=False
+            ).stdout.decode("utf-8", "replace")
+        except OSError as exc:
+            raise FfmpegMissing(f"ffmpeg at {found} cannot run ({exc.strerror}): {INSTALL_HINT}") from None
+        for name in formats:
+            codec = FORMATS[name].codec
+            if f" {codec} " not in out:
+                raise FfmpegMissing(f"ffmpeg at {found} has no {codec} encoder (needed for {name}): {INSTALL_HINT}")
+        return ffmpeg
+
+    # --- encoding --------------------------------------------------------------
+
+    def output_args(self, fmt: Format, bitrate: str, channels: int) -> list[str]:
+        args = ["-vn", "-map_metadata", "-1", "-c:a", fmt.codec]
+        if fmt.uses_bitrate:
+            args += ["-b:a", bitrate]
+        args += ["-ac", str(channels), "-f", fmt.muxer]
+        return args
+
+    def encode_stream(self, source: Path, dest: Path, fmt: Format, bitrate: str) -> None:
+        """Encode a mono WAV by letting ffmpeg read the file itself (constant memory)."""
+        self._run_encode(["-i", str(source), *self.output_args(fmt, bitrate, 1)], dest)
+
+    def encode_dual(self, caller: Path, agent: Path, seconds: float, dest: Path, fmt: Format, bitrate: str) -> None:
+        """Merge MixMonitor's per-direction files to stereo (caller left, agent right), padded to *seconds*."""
+        graph = (
+            f"[0:a]apad=whole_dur={seconds:.3f}[l];[1:a]apad=whole_dur={seconds:.3f}[r];"
+            "[l][r]amerge=inputs=2[a]"
+        )
+        self._run_encode(
+            [
+                "-i", str(caller), "-i", str(agent),
+                "-filter_complex", graph, "-map", "[a]", "-t", f"{seconds:.3f}",
+                *self.output_args(fmt, bitrate, 2),
+            ],
+            dest,
+        )  # fmt: skip
+
+    def _run_encode(self, args: list[str], dest: Path) -> None:
+        # ffmpeg writes the file itself, seekable, so the MP3 and FLAC headers get their frame counts.
+        cmd = [self.program, *BASE_ARGS, "-y", *args, f"file:{dest}"]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, check=False)
+        except FileNotFoundError:
+            raise EncodeFailed(f"ffmpeg has disappeared from {self.program}: {INSTALL_HINT}") from None
+        if proc.returncode != 0:
+            raise EncodeFailed(explain_write_error(_last_line(proc.stderr), dest.parent))
+
+    def encode_pydub(self, source: Path, dest: Path, fmt: Format, bitrate: str) -> None:
+        """Encode through pydub (the whole WAV in memory): used for short recordings."""
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # pydub warns at import when ffmpeg is not on PATH
+            from pydub import AudioSegment
+            from pydub.exceptions import CouldntDecodeError, CouldntEncodeError
+
+        # pydub has no per-call converter: its class attribute names the program.
+        AudioSegment.converter = self.program
+        try:
+            audio = AudioSegment.from_wav(str(source))
+            audio.export(
+                str(dest),
+                format=fmt.muxer,
+                codec=fmt.codec,
+                bitrate=bitrate if fmt.uses_bitrate else None,
+                parameters=["-vn", "-map_metadata", "-1", "-ac", "1"],
+            )
+        except CouldntDecodeError as exc:
+            raise EncodeFailed(f"ffmpeg could not read the WAV: {_last_line(str(exc))}") from None
+        except CouldntEncodeError as exc:
+            raise EncodeFailed(explain_write_error(_last_line(str(exc)), dest.parent)) from None
+        except FileNotFoundError:
+            raise EncodeFailed(f"ffmpeg has disappeared from {self.program}: {INSTALL_HINT}") from None
+        except OSError as exc:
+            raise EncodeFailed(explain_os_error(exc, dest.parent)) from None
+
+    # --- verification --------------------------------------------------------------
+
+    def decoded_durations(self, paths: Sequence[Path]) -> list[float | VerifyFailed]:
+        """Decode every file in *paths*: each one's decoded duration in seconds, or why it does not decode.
+
+        One ffmpeg process checks the whole batch; when it fails (one bad file stops
+        it) each file is decoded on its own, so only the bad one fails.
+        """
+        if not paths:
+            return []
+        try:
+            return list(self._durations(paths))
+        except VerifyFailed as exc:
+            if len(paths) == 1:
+                return [exc]
+        out: list[float | VerifyFailed] = []
+        for p in paths:
+            try:
+                out.append(self._durations([p])[0])
+            except VerifyFailed as exc:
+                out.append(exc)
+        return out
+
+    def _durations(self, paths: Sequence[Path]) -> list[float]:
+        cmd = [self.program, *BASE_ARGS, "-xerror"]
+        for p in paths:
+            cmd += ["-i", str(p)]
+        for i in range(len(paths)):
+            cmd += ["-map", f"{i}:a:0"]
+        cmd += ["-f", "framecrc", "-"]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, check=False)
+        except FileNotFoundError:
+            raise VerifyFailed(f"ffmpeg has disappeared from {self.program}: {INSTALL_HINT}") from None
+        if proc.returncode != 0:
+            raise VerifyFailed(f"the archive does not decode: {_last_line(proc.stderr)}")
+        return parse_framecrc(proc.stdout.decode("ascii", "replace"), len(paths))
+
+
+def parse_framecrc(text: str, streams: int) -> list[float]:
+    """Total decoded duration of each stream in a framecrc listing, in seconds."""
+    time_bases: dict[int, Fraction] = {}
+    ticks = [0] * streams
+    for line in text.splitlines():
+        if line.startswith("#tb "):
+            index, _, tb = line[4:].partition(":")
+            time_bases[int(index)] = Fraction(tb.strip())
+        elif line and not line.startswith("#"):
+            fields = line.split(",")
+            ticks[int(fields[0])] += int(fields[3])
+    if len(time_bases) != streams:
+        raise VerifyFailed(f"the archive does not decode: ffmpeg reported {len(time_bases)} of {streams} audio streams")
+    return [float(ticks[i] * time_bases[i]) for i in range(streams)]
+

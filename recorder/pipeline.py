@@ -1,0 +1,479 @@
+"""One pass over the spool: find finished recordings, encode, verify, archive.
+
+The order of the steps is what makes a crash harmless:
+
+1. claim the row (counts the attempt, sets a lease) and fix the archive path;
+2. encode to a temporary file next to the archive path, fsync it, hash it;
+3. decode it and compare its duration with the source's;
+4. check the source did not change meanwhile (still being written: try later);
+5. rename the temporary file to the archive path and fsync the folder;
+6. mark the row archived (path, format, bytes, duration, sha256);
+7. only then delete the spool files (unless ``keep_source``).
+
+Stopped after 1-4, a retry overwrites the same temporary and archive paths;
+after 5, the same archive path is written again; after 6, the next pass finds an
+archived row whose source is still there, checks the archive's checksum and
+deletes the source.  Any failure leaves the source untouched and records why.
+
+Verification of a batch runs in a second thread while the next files encode,
+so the decode uses the machine's other core instead of adding to the wall time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+import os
+import zoneinfo
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from recorder import store
+from recorder.errors import BadRecording, EncodeFailed, RecorderError, StillGrowing, VerifyFailed
+from recorder.ffmpeg import FORMATS, Ffmpeg, Format, explain_os_error
+from recorder.spool import SpoolEntry, scan
+from recorder.wavfile import WavInfo, read_wav_info
+from schema.models import Account, AmiEvent, Call, Recording, utcnow
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from config import Settings
+
+logger = logging.getLogger(__name__)
+
+#: archives verified by one ffmpeg process
+VERIFY_BATCH = 8
+
+Hook = Callable[[str, "Job"], None]
+
+
+@dataclass
+class Task:
+    """A spool recording that is due, with what the database knows about it."""
+
+    entry: SpoolEntry
+    rec_id: int
+    call_id: int | None
+    account_id: int | None
+    #: archived row whose source is still in the spool: only the deletion is left to do
+    cleanup: bool = False
+
+
+@dataclass
+class Job:
+    """A task being worked on."""
+
+    task: Task
+    dest: Path
+    temp: Path | None = None
+    sources: list[WavInfo] = field(default_factory=list)
+    duration: float = 0.0
+    size: int = 0
+    sha256: str = ""
+
+
+@dataclass
+class PassReport:
+    archived: list[str] = field(default_factory=list)
+    #: (key, reason) of attempts that failed and will be retried
+    retrying: list[tuple[str, str]] = field(default_factory=list)
+    #: (key, reason) of recordings that ran out of attempts
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    #: recordings still being written or waiting for a retry
+    waiting: int = 0
+    #: sources of earlier archives deleted now
+    cleaned: int = 0
+
+    def summary(self) -> str:
+        parts = [f"{len(self.archived)} archived"]
+        if self.cleaned:
+            parts.append(f"{self.cleaned} spool files of earlier archives removed")
+        if self.retrying:
+            parts.append(f"{len(self.retrying)} failed (will retry)")
+        if self.failed:
+            parts.append(f"{len(self.failed)} failed for good")
+        if self.waiting:
+            parts.append(f"{self.waiting} not finished yet")
+        return ", ".join(parts)
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Recorder:
+    """Turns finished spool WAVs into verified archives linked to their calls."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        *,
+        spool_dir: Path | None = None,
+        archive_dir: Path | None = None,
+        fmt: str | None = None,
+        settle_seconds: int | None = None,
+        ffmpeg: Ffmpeg | None = None,
+        hook: Hook | None = None,
+    ) -> None:
+        self.cfg = settings.recorder
+        self.session_factory = session_factory
+        self.spool_dir = Path(os.path.abspath(spool_dir or self.cfg.spool_dir))
+        self.archive_dir = Path(os.path.abspath(archive_dir or settings.archive_dir))
+        name = fmt or self.cfg.format
+        if name not in FORMATS:
+            raise RecorderError(f"unknown format {name!r}: use mp3, opus or flac")
+        self.format: Format = FORMATS[name]
+        self.settle_seconds = self.cfg.settle_seconds if settle_seconds is None else settle_seconds
+        # Raises FfmpegMissing at start, with the package to install.
+        self.ffmpeg = ffmpeg or Ffmpeg.locate(self.cfg.ffmpeg, [name])
+        self.hook = hook
+
+    # --- what is due ---------------------------------------------------------------
+
+    def due(self, now: dt.datetime | None = None) -> tuple[list[Task], int]:
+        """Recordings to work on now, and how many others are still being written or waiting."""
+        now = now or utcnow()
+        tasks: list[Task] = []
+        waiting = 0
+        entries = scan(self.spool_dir, self.cfg.dual_channel)
+        with self.session_factory() as session, session.begin():
+            for entry in entries:
+                call = self._find_call(session, entry)
+                age = now.timestamp() - entry.mtime
+                ended = call is not None and self._call_ended(session, call)
+                row = session.scalar(select(Recording).where(Recording.source_path == str(entry.nominal)))
+                if row is not None and row.state == "archived":
+                    if not self.cfg.keep_source:
+                        tasks.append(Task(entry, row.id, row.call_id, row.account_id, cleanup=True))
+                    continue
+                if row is not None and row.state in ("failed", "deleted"):
+                    continue
+                finished = (ended and age >= self.cfg.quiet_seconds) or age >= self.settle_seconds
+                if not finished:
+                    waiting += 1
+                    continue
+                row = store.get_or_create(
+                    session, str(entry.nominal), call.id if call else None, call.account_id if call else None
+                )
+                if row.next_attempt_at is not None and row.next_attempt_at > now:
+                    waiting += 1
+                    continue
+                tasks.append(Task(entry, row.id, row.call_id, row.account_id))
+        return tasks, waiting
+
+    def _find_call(self, session: Session, entry: SpoolEntry) -> Call | None:
+        names = [str(entry.nominal), str(entry.nominal.with_suffix(""))]
+        call = session.scalar(select(Call).where(Call.recording_file.in_(names)).order_by(Call.id).limit(1))
+        if call is None and entry.key.isdigit() and len(entry.key) < 19:
+            call = session.get(Call, int(entry.key))
+        return call
+
+    @staticmethod
+    def _call_ended(session: Session, call: Call) -> bool:
+        if call.ended_at is not None:
+            return True
+        if not call.uniqueid:
+            return False
+        stopped = session.scalar(
+            select(AmiEvent.id)
+            .where(AmiEvent.system == call.system, AmiEvent.uniqueid == call.uniqueid, AmiEvent.event == "MixMonitorStop")
+            .limit(1)
+        )
+        return stopped is not None
+
+    # --- the pass ------------------------------------------------------------------------
+
+    def run_pass(
+        self,
+        on_progress: Callable[[str], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> PassReport:
+        tasks, waiting = self.due()
+        report = self.process(tasks, on_progress=on_progress, should_stop=should_stop)
+        report.waiting += waiting
+        return report
+
+    def process(
+        self,
+        tasks: Iterable[Task],
+        on_progress: Callable[[str], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> PassReport:
+        report = PassReport()
+        batch: list[Job] = []
+        futures: list[Future[None]] = []
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder-verify") as finisher:
+            try:
+                for task in tasks:
+                    if should_stop and should_stop():
+                        break
+                    if task.cleanup:
+                        if self._cleanup(task, report):
+                            if on_progress:
+                                on_progress(task.entry.key)
+                            continue
+                    job = self._prepare(task, report)
+                    if on_progress:
+                        on_progress(task.entry.key)
+                    if job is not None:
+                        batch.append(job)
+                    if len(batch) >= VERIFY_BATCH:
+                        futures.append(finisher.submit(self._finish, batch, report))
+                        batch = []
+                if batch:
+                    futures.append(finisher.submit(self._finish, batch, report))
+            finally:
+                for fut in futures:
+                    fut.result()
+        return report
+
+    # --- steps -------------------------------------------------------------------------
+
+    def _now(self) -> dt.datetime:
+        return utcnow()
+
+    def _plan_path(self, session: Session, task: Task, row: Recording) -> Path:
+        if row.path:
+            return Path(row.path)
+        when = dt.datetime.fromtimestamp(task.entry.mtime, dt.UTC)
+        tz: dt.tzinfo = dt.UTC
+        folder = "no-account"
+        if task.call_id is not None:
+            call = session.get(Call, task.call_id)
+            if call is not None and call.started_at is not None:
+                when = call.started_at
+        if task.account_id is not None:
+            folder = f"account-{task.account_id}"
+            account = session.get(Account, task.account_id)
+            if account is not None:
+                with contextlib.suppress(zoneinfo.ZoneInfoNotFoundError, ValueError):
+                    tz = zoneinfo.ZoneInfo(account.timezone)
+        local = when.astimezone(tz)
+        base = self.archive_dir / folder / f"{local:%Y}" / f"{local:%m}" / f"{local:%d}"
+        dest = base / f"{task.entry.key}.{self.format.ext}"
+        if store.path_taken(session, str(dest), row.id) or dest.exists():
+            dest = base / f"{task.entry.key}-r{row.id}.{self.format.ext}"
+        return dest
+
+    def _prepare(self, task: Task, report: PassReport) -> Job | None:
+        """Claim, inspect and encode one recording; None when it failed or is not ours."""
+        now = self._now()
+        with self.session_factory() as session, session.begin():
+            if not store.claim(session, task.rec_id, now):
+                return None
+            row = session.get(Recording, task.rec_id)
+            assert row is not None
+            if row.format not in (None, self.format.name) and row.path:
+                row.path = None  # the format changed since the path was planned
+            dest = self._plan_path(session, task, row)
+            row.path = str(dest)
+            row.format = self.format.name
+        job = Job(task, dest)
+        try:
+            self._encode(job)
+        except KeyboardInterrupt:
+            self._abandon(job, "interrupted")
+            raise
+        except RecorderError as exc:
+            self._failed(job, str(exc), report)
+            return None
+        except OSError as exc:
+            self._failed(job, explain_os_error(exc, job.dest.parent), report)
+            return None
+        except SQLAlchemyError:
+            self._remove_temp(job)
+            raise
+        except Exception as exc:  # a bug must not stop the other recordings
+            logger.exception("recording %s: unexpected error", task.entry.key)
+            self._failed(job, f"internal error: {exc!r}", report)
+            return None
+        return job
+
+    def _encode(self, job: Job) -> None:
+        entry = job.task.entry
+        if entry.pair is not None:
+            job.sources = [read_wav_info(entry.pair[0]), read_wav_info(entry.pair[1])]
+        else:
+            assert entry.mixed is not None
+            job.sources = [read_wav_info(entry.mixed)]
+        job.duration = max(s.duration for s in job.sources)
+        folder = job.dest.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob(f".{job.dest.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+        job.temp = folder / f".{job.dest.name}.{os.getpid()}.tmp"
+        # Create it ourselves first: an unwritable folder fails here with a plain OSError.
+        with open(job.temp, "xb"):
+            pass
+        if entry.pair is not None:
+            self.ffmpeg.encode_dual(entry.pair[0], entry.pair[1], job.duration, job.temp, self.format, self.cfg.bitrate)
+        elif job.duration <= self.cfg.stream_above_seconds:
+            self.ffmpeg.encode_pydub(job.sources[0].path, job.temp, self.format, self.cfg.bitrate)
+        else:
+            self.ffmpeg.encode_stream(job.sources[0].path, job.temp, self.format, self.cfg.bitrate)
+        with open(job.temp, "rb+") as f:
+            os.fsync(f.fileno())
+            job.size = os.fstat(f.fileno()).st_size
+        if job.size == 0:
+            raise EncodeFailed("ffmpeg wrote an empty archive")
+        job.sha256 = sha256_of(job.temp)
+        self._step("encoded", job)
+
+    def _finish(self, jobs: list[Job], report: PassReport) -> None:
+        temps = [j.temp for j in jobs if j.temp is not None]
+        results = self.ffmpeg.decoded_durations(temps)
+        for job, result in zip(jobs, results, strict=True):
+            try:
+                self._complete(job, result, report)
+            except KeyboardInterrupt:
+                self._abandon(job, "interrupted")
+                raise
+            except SQLAlchemyError:
+                raise
+            except Exception as exc:
+                logger.exception("recording %s: unexpected error", job.task.entry.key)
+                self._failed(job, f"internal error: {exc!r}", report)
+
+    def _complete(self, job: Job, decoded: float | VerifyFailed, report: PassReport) -> None:
+        key = job.task.entry.key
+        try:
+            if isinstance(decoded, VerifyFailed):
+                raise decoded
+            tolerance = self.cfg.verify_tolerance_seconds
+            if abs(decoded - job.duration) > tolerance:
+                raise VerifyFailed(
+                    f"verification failed: the archive decodes to {decoded:.2f} s, "
+                    f"the source is {job.duration:.2f} s (tolerance {tolerance} s)"
+                )
+            self._step("verified", job)
+            for info in job.sources:
+                try:
+                    st = os.stat(info.path)
+                except FileNotFoundError:
+                    raise BadRecording("the file has disappeared from the spool") from None
+                if (st.st_size, st.st_mtime_ns) != info.stamp:
+                    raise StillGrowing("the file changed while it was being encoded")
+            assert job.temp is not None
+            os.replace(job.temp, job.dest)
+            job.temp = None
+            fsync_dir(job.dest.parent)
+            self._step("renamed", job)
+        except StillGrowing as exc:
+            self._abandon(job, str(exc), wait=self.cfg.quiet_seconds)
+            report.waiting += 1
+            return
+        except RecorderError as exc:
+            self._failed(job, str(exc), report)
+            return
+        except OSError as exc:
+            self._failed(job, explain_os_error(exc, job.dest.parent), report)
+            return
+        with self.session_factory() as session, session.begin():
+            store.archived(
+                session,
+                job.task.rec_id,
+                path=str(job.dest),
+                fmt=self.format.name,
+                size=job.size,
+                duration=decoded,
+                sha256=job.sha256,
+                now=self._now(),
+            )
+        self._step("committed", job)
+        report.archived.append(key)
+        logger.info("recording %s archived to %s (%d bytes, %.1f s)", key, job.dest, job.size, decoded)
+        if not self.cfg.keep_source:
+            self._delete_source(job.task.entry)
+            self._step("deleted", job)
+
+    def _delete_source(self, entry: SpoolEntry) -> None:
+        for part in entry.parts:
+            try:
+                part.unlink(missing_ok=True)
+            except OSError as exc:  # the next pass tries again
+                logger.warning("recording %s: cannot delete %s: %s", entry.key, part, exc.strerror)
+        with contextlib.suppress(OSError):
+            fsync_dir(entry.nominal.parent)
+
+    def _cleanup(self, task: Task, report: PassReport) -> bool:
+        """Delete the source of an archived recording once its archive proves good.
+
+        False when the archive is missing or damaged: the row goes back to pending and
+        the caller archives the source again.
+        """
+        with self.session_factory() as session, session.begin():
+            row = session.get(Recording, task.rec_id)
+            if row is None or row.state != "archived":
+                return True
+            good = False
+            if row.path and row.sha256:
+                try:
+                    good = sha256_of(Path(row.path)) == row.sha256
+                except OSError:
+                    good = False
+            if not good:
+                logger.error(
+                    "recording %s: archive %s is missing or damaged while its source is still in the spool; "
+                    "archiving it again",
+                    task.entry.key,
+                    row.path,
+                )
+                row.state, row.attempts, row.next_attempt_at = "pending", 0, None
+                row.last_error = "archive missing or damaged; archived again from the spool file"
+                row.path = None
+                task.cleanup = False
+                return False
+        self._delete_source(task.entry)
+        report.cleaned += 1
+        return True
+
+    def _step(self, name: str, job: Job) -> None:
+        if self.hook is not None:
+            self.hook(name, job)
+
+    def _remove_temp(self, job: Job) -> None:
+        if job.temp is not None:
+            with contextlib.suppress(OSError):
+                job.temp.unlink(missing_ok=True)
+            job.temp = None
+
+    def _failed(self, job: Job, reason: str, report: PassReport) -> None:
+        self._remove_temp(job)
+        with self.session_factory() as session, session.begin():
+            state = store.fail(
+                session, job.task.rec_id, reason, self._now(), self.cfg.max_attempts, self.cfg.retry_seconds
+            )
+        key = job.task.entry.key
+        if state == "failed":
+            logger.error("recording %s failed for good (source kept in the spool): %s", key, reason)
+            report.failed.append((key, reason))
+        else:
+            logger.warning("recording %s failed, will retry: %s", key, reason)
+            report.retrying.append((key, reason))
+
+    def _abandon(self, job: Job, reason: str, wait: float = 0) -> None:
+        self._remove_temp(job)
+        with self.session_factory() as session, session.begin():
+            store.release(session, job.task.rec_id, self._now(), wait, reason)
