@@ -169,7 +169,7 @@ def find_double_leases(session: Session, pool_id: int | None = None) -> list[tup
     )
     if pool_id is not None:
         query = query.where(a.pool_id == pool_id)
-    return [(n, x, y) for n, x, y in session.execute(query).tuples()]
+    return [(n, x, y) for n, x, y in session.execute(query).all()]
 
 
 # --- pool status ----------------------------------------------------------------------
@@ -209,16 +209,16 @@ def pool_status(
             select(TrackingNumber.pool_id, func.count())
             .where(TrackingNumber.pool_id.is_not(None), TrackingNumber.status == "active")
             .group_by(TrackingNumber.pool_id)
-        ).tuples()
+        ).all()
     )
     live = dict(
         session.execute(
             select(PoolLease.pool_id, func.count()).where(PoolLease.expires_at > now).group_by(PoolLease.pool_id)
-        ).tuples()
+        ).all()
     )
     since = now - dt.timedelta(days=history_days)
     rows = []
-    for pool, account, source in session.execute(query).tuples():
+    for pool, account, source in session.execute(query).all():
         demand = 0
         if pool.source_id is not None:
             hold = dt.timedelta(minutes=pool.hold_minutes)
@@ -228,7 +228,7 @@ def pool_status(
                     select(VisitorSession.started_at, VisitorSession.last_seen_at).where(
                         VisitorSession.source_id == pool.source_id, VisitorSession.last_seen_at >= since - hold
                     )
-                ).tuples()
+                ).all()
             ]
             demand = peak_demand(spans)
         size = sizes.get(pool.id, 0)

@@ -71,7 +71,7 @@ def list_sites(session: Session, account_name: str | None = None) -> list[tuple[
     query = select(Site, Account).join(Account, Account.id == Site.account_id).order_by(Account.name, Site.origin)
     if account_name:
         query = query.where(Site.account_id == get_account(session, account_name).id)
-    return [(site, account) for site, account in session.execute(query).tuples()]
+    return [(site, account) for site, account in session.execute(query).all()]
 
 
 def snippet(public_url: str, public_key: str, replace: list[str] | None = None) -> str:

@@ -66,6 +66,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
 CLICK_IDS = ("gclid", "gbraid", "wbraid")
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 
+# google.co.uk, yahoo.com.au: second-level labels under a country code
+_SECOND_LEVEL = frozenset({"co", "com", "ac", "gov", "org", "net", "ne", "or", "edu"})
 _PARAM_KEY = re.compile(r"^[A-Za-z0-9_.\-\[\]]{1,100}$")
 _HOST = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -122,7 +124,11 @@ def _host_matches(host: str, pattern: str) -> bool:
     if pattern.endswith("."):
         labels = host.split(".")
         base = pattern[:-1]
-        return any(labels[i] == base and i >= len(labels) - 3 for i in range(len(labels) - 1))
+        for i, label in enumerate(labels[:-1]):
+            rest = labels[i + 1 :]
+            if label == base and (len(rest) == 1 or (len(rest) == 2 and rest[0] in _SECOND_LEVEL)):
+                return True
+        return False
     return host == pattern or host.endswith("." + pattern)
 
 

@@ -85,7 +85,7 @@ def load_account(session: Session, public_key: str) -> AccountInfo | None:
     if account_id is None:
         return None
     origins = frozenset(session.scalars(select(Site.origin).where(Site.account_id == account_id)))
-    names = dict(session.execute(select(Source.id, Source.name).where(Source.account_id == account_id)).tuples())
+    names = dict(session.execute(select(Source.id, Source.name).where(Source.account_id == account_id)).all())
     numbers: dict[int, str] = {}
     for source_id, number in session.execute(
         select(TrackingNumber.source_id, TrackingNumber.number)
@@ -95,7 +95,7 @@ def load_account(session: Session, public_key: str) -> AccountInfo | None:
             TrackingNumber.status == "active",
         )
         .order_by(TrackingNumber.id.desc())
-    ).tuples():
+    ).all():
         if source_id is not None:
             numbers[source_id] = number  # ordered newest first, so the oldest wins
     pools: dict[int, tuple[int, str | None]] = {}
@@ -103,7 +103,7 @@ def load_account(session: Session, public_key: str) -> AccountInfo | None:
         select(NumberPool.id, NumberPool.source_id, NumberPool.overflow_number)
         .where(NumberPool.account_id == account_id, NumberPool.source_id.is_not(None))
         .order_by(NumberPool.id.desc())
-    ).tuples():
+    ).all():
         if source_id is not None:
             pools[source_id] = (pool_id, overflow)
     return AccountInfo(account_id, origins, tuple(load_rules(session, account_id)), names, numbers, pools)
