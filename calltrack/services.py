@@ -33,6 +33,7 @@ class Service(Protocol):
 # name -> "module:factory"
 SERVICES: dict[str, str] = {
     "web": "web.service:factory",
+    "recorder": "recorder.service:make_service",
 }
 
 

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+
 from recorder.errors import EncodeFailed, FfmpegMissing, VerifyFailed
 
 logger = logging.getLogger(__name__)
@@ -123,10 +124,7 @@ class Ffmpeg:
 
     def encode_dual(self, caller: Path, agent: Path, seconds: float, dest: Path, fmt: Format, bitrate: str) -> None:
         """Merge MixMonitor's per-direction files to stereo (caller left, agent right), padded to *seconds*."""
-        graph = (
-            f"[0:a]apad=whole_dur={seconds:.3f}[l];[1:a]apad=whole_dur={seconds:.3f}[r];"
-            "[l][r]amerge=inputs=2[a]"
-        )
+        graph = f"[0:a]apad=whole_dur={seconds:.3f}[l];[1:a]apad=whole_dur={seconds:.3f}[r];[l][r]amerge=inputs=2[a]"
         self._run_encode(
             [
                 "-i", str(caller), "-i", str(agent),
@@ -228,4 +226,3 @@ def parse_framecrc(text: str, streams: int) -> list[float]:
     if len(time_bases) != streams:
         raise VerifyFailed(f"the archive does not decode: ffmpeg reported {len(time_bases)} of {streams} audio streams")
     return [float(ticks[i] * time_bases[i]) for i in range(streams)]
-

@@ -198,7 +198,9 @@ class Recorder:
             return False
         stopped = session.scalar(
             select(AmiEvent.id)
-            .where(AmiEvent.system == call.system, AmiEvent.uniqueid == call.uniqueid, AmiEvent.event == "MixMonitorStop")
+            .where(
+                AmiEvent.system == call.system, AmiEvent.uniqueid == call.uniqueid, AmiEvent.event == "MixMonitorStop"
+            )
             .limit(1)
         )
         return stopped is not None

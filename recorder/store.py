@@ -43,7 +43,9 @@ def get_or_create(session: Session, source_path: str, call_id: int | None, accou
         return row
     try:
         with session.begin_nested():
-            row = Recording(source_path=source_path, call_id=call_id, account_id=account_id, state="pending", attempts=0)
+            row = Recording(
+                source_path=source_path, call_id=call_id, account_id=account_id, state="pending", attempts=0
+            )
             session.add(row)
     except IntegrityError:  # another process created it first
         row = session.scalars(select(Recording).where(Recording.source_path == source_path)).one()

@@ -112,4 +112,3 @@ def read_wav_info(path: Path) -> WavInfo:
         size=st.st_size,
         mtime_ns=st.st_mtime_ns,
     )
-
