@@ -150,7 +150,7 @@ class CallWriter:
                 values["caller_country"] = info.country
                 values["caller_line_type"] = info.line_type
             call_id = upsert_call(
-                session, self.system, snap.linkedid, values, keep_existing={"uniqueid", "tracking_number"}
+                session, self.system, snap.linkedid, values, keep_existing={"tracking_number"}
             )
             if snap.closed:
                 self._write_details(session, call_id, snap)
@@ -376,8 +376,10 @@ class EventSink:
     async def _store(self, events: list[StoredEvent]) -> bool:
         try:
             await asyncio.to_thread(self._store_sync, events)
-        except SQLAlchemyError as exc:
+        except Exception as exc:  # the database, or a bug: either way the events stay safe in the spool
             self.db_failures += 1
+            if not isinstance(exc, SQLAlchemyError):
+                logger.exception("AMI %s: storing a batch failed; spooling it", self.system)
             if self._db_ok:
                 logger.error(
                     "AMI %s: database unavailable, spooling events to %s: %s",

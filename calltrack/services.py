@@ -32,6 +32,8 @@ class Service(Protocol):
 
 # name -> "module:factory"
 SERVICES: dict[str, str] = {
+    "agi": "calltrack.commands.agi:service",
+    "ami": "calltrack.commands.ami:service",
     "web": "web.service:factory",
     "recorder": "recorder.service:make_service",
 }

@@ -1,0 +1,96 @@
+"""The AMI listener: one client and one sink per configured Asterisk server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from ami_listener.client import AmiClient, read_secret
+from ami_listener.correlator import Correlator
+from ami_listener.sink import CallWriter, EventSink
+from ami_listener.spool import Spool
+from config import AmiServer, Settings
+from tracking.phone import try_normalize
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Connection:
+    server: AmiServer
+    client: AmiClient
+    sink: EventSink
+
+
+class AmiListener:
+    """Runs until stopped; on stop, everything received is stored or spooled."""
+
+    name = "ami"
+
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        servers: tuple[AmiServer, ...] | None = None,
+        *,
+        reconnect_min: float = 0.5,
+        ping_interval: float = 20.0,
+        spool_fsync: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.connections: list[Connection] = []
+        ami = settings.ami
+        region = settings.numbers.default_region
+        spool_dir = Path(settings.ami_spool_dir)
+        for server in servers if servers is not None else ami.servers:
+            sink = EventSink(
+                server.name,
+                session_factory,
+                Spool(spool_dir / f"{_safe(server.name)}.jsonl", fsync=spool_fsync),
+                correlator=Correlator(lambda raw, region=region: try_normalize(raw, region)),
+                writer=CallWriter(server.name, region, settings.privacy.geocode),
+                queue_size=ami.queue_size,
+                batch_size=ami.batch_size,
+            )
+            client = AmiClient(
+                server.name,
+                server.host,
+                server.port,
+                server.username,
+                read_secret(server.secret, server.secret_file),
+                sink.put,
+                new_connection=sink.new_connection,
+                tls=server.tls,
+                reconnect_min=reconnect_min,
+                reconnect_max=ami.reconnect_max_seconds,
+                ping_interval=ping_interval,
+            )
+            self.connections.append(Connection(server, client, sink))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        reading = asyncio.Event()
+        tasks = [asyncio.create_task(c.client.run(stop), name=f"ami-read-{c.server.name}") for c in self.connections]
+        writers = [
+            asyncio.create_task(c.sink.run(reading), name=f"ami-write-{c.server.name}") for c in self.connections
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            # the sockets are closed: let the writers store (or spool) what was read, then stop
+            reading.set()
+            await asyncio.gather(*writers, return_exceptions=True)
+            for c in self.connections:
+                c.sink.spool.close()
+
+    def reload(self) -> None:
+        logger.info("AMI listener: settings changes need a restart (servers are read at start)")
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "asterisk"

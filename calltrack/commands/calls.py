@@ -1,0 +1,259 @@
+"""`calltrack calls`: calls and their timelines."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from calltrack.context import AppContext, pass_app
+from calltrack.output import emit, emit_record, format_option
+
+if TYPE_CHECKING:
+    from schema.models import Call
+
+#: the JSON fields of `calls list` (documented in README.md)
+FIELDS = [
+    "id",
+    "system",
+    "linkedid",
+    "caller_number",
+    "caller_name",
+    "caller_location",
+    "first_time",
+    "tracking_number",
+    "account",
+    "source",
+    "started_at",
+    "answered_at",
+    "ended_at",
+    "duration",
+    "ring_time",
+    "talk_time",
+    "answered_by",
+    "hangup_cause",
+    "disposition",
+    "recording",
+]
+TABLE_COLUMNS = [
+    "id",
+    "started_at",
+    "caller_number",
+    "caller_name",
+    "tracking_number",
+    "source",
+    "disposition",
+    "duration",
+    "talk_time",
+    "answered_by",
+]
+STATUSES = ["answered", "missed", "busy", "abandoned", "failed", "live"]
+_RELATIVE = re.compile(r"^(\d+)\s*([mhdw])$")
+
+
+def parse_since(value: str, now: dt.datetime | None = None) -> dt.datetime:
+    """``2026-11-29``, ``2026-11-29T10:00``, ``2026-11-29 10:00+01:00`` or relative ``30m``/``12h``/``7d``/``2w``."""
+    text = value.strip()
+    m = _RELATIVE.match(text)
+    if m:
+        unit = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[m.group(2)]
+        return (now or dt.datetime.now(dt.UTC)) - dt.timedelta(**{unit: int(m.group(1))})
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a date: use 2026-11-29, 2026-11-29T10:00 (UTC unless an offset is given) or 12h / 7d"
+        ) from None
+    return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
+
+
+class SinceType(click.ParamType):
+    name = "TIME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> dt.datetime:
+        if isinstance(value, dt.datetime):
+            return value
+        return parse_since(str(value))
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def call_record(call: Call, account: str | None, source: str | None) -> dict[str, Any]:
+    return {
+        "id": call.id,
+        "system": call.system,
+        "linkedid": call.linkedid,
+        "caller_number": call.caller_number,
+        "caller_name": call.caller_name,
+        "caller_location": call.caller_location,
+        "first_time": call.first_time,
+        "tracking_number": call.tracking_number,
+        "account": account,
+        "source": source,
+        "started_at": _iso(call.started_at),
+        "answered_at": _iso(call.answered_at),
+        "ended_at": _iso(call.ended_at),
+        "duration": call.duration,
+        "ring_time": call.ring_time,
+        "talk_time": call.talk_time,
+        "answered_by": call.answered_by,
+        "hangup_cause": call.hangup_cause,
+        "disposition": call.disposition or "",
+        "recording": call.recording_file,
+    }
+
+
+@click.group("calls")
+def group() -> None:
+    """Calls and their timelines."""
+
+
+@group.command("list")
+@click.option("--since", type=SinceType(), help="Calls started at or after this time (2026-11-29, 12h, 7d).")
+@click.option("--account", help="Only this account's calls.")
+@click.option("--source", help="Only calls attributed to this source.")
+@click.option("--status", type=click.Choice(STATUSES), help="Only calls with this disposition (live: not ended).")
+@click.option("--limit", type=int, default=1000, show_default=True, help="At most this many calls, newest first.")
+@format_option
+@pass_app
+def list_(
+    app: AppContext,
+    since: dt.datetime | None,
+    account: str | None,
+    source: str | None,
+    status: str | None,
+    limit: int,
+    fmt: str,
+) -> None:
+    """List calls, newest first."""
+    from sqlalchemy import select
+
+    from schema.models import Account, Call, Source
+    from tracking.errors import NotFound
+
+    with app.session() as session:
+        query = (
+            select(Call, Account.name, Source.name)
+            .outerjoin(Account, Account.id == Call.account_id)
+            .outerjoin(Source, Source.id == Call.source_id)
+        )
+        if since is not None:
+            query = query.where(Call.started_at >= since)
+        if account is not None:
+            acc = session.scalar(select(Account).where(Account.name == account))
+            if acc is None:
+                raise NotFound(f"no account named {account!r}")
+            query = query.where(Call.account_id == acc.id)
+        if source is not None:
+            sources = select(Source.id).where(Source.name == source)
+            if account is not None:
+                sources = sources.where(Source.account_id == acc.id)
+            if session.scalar(sources.limit(1)) is None:
+                raise NotFound(f"no source named {source!r}" + (f" in account {account!r}" if account else ""))
+            query = query.where(Call.source_id.in_(sources))
+        if status == "live":
+            query = query.where(Call.disposition.is_(None))
+        elif status is not None:
+            query = query.where(Call.disposition == status)
+        query = query.order_by(Call.started_at.desc().nulls_last(), Call.id.desc()).limit(limit)
+        rows = [call_record(call, acc_name, src_name) for call, acc_name, src_name in session.execute(query)]
+    emit(rows, fmt, TABLE_COLUMNS if fmt == "table" else FIELDS)
+
+
+@group.command("show")
+@click.argument("call_id")
+@format_option
+@pass_app
+def show(app: AppContext, call_id: str, fmt: str) -> None:
+    """One call with its legs and timeline (ID: the call's id, or its linkedid)."""
+    import json
+
+    from sqlalchemy import select
+
+    from schema.models import Account, Call, CallEvent, CallLeg, Source
+    from tracking.errors import NotFound
+
+    with app.session() as session:
+        query = select(Call)
+        query = query.where(Call.id == int(call_id)) if call_id.isdigit() else query.where(Call.linkedid == call_id)
+        calls = session.scalars(query).all()
+        if not calls:
+            raise NotFound(f"no call {call_id!r}")
+        if len(calls) > 1:
+            raise click.ClickException(f"linkedid {call_id!r} is known on several systems; give the call's id")
+        call = calls[0]
+        account = session.scalar(select(Account.name).where(Account.id == call.account_id)) if call.account_id else None
+        source = session.scalar(select(Source.name).where(Source.id == call.source_id)) if call.source_id else None
+        record = call_record(call, account, source)
+        record["caller_country"] = call.caller_country
+        record["caller_line_type"] = call.caller_line_type
+        record["route_status"] = call.route_status
+        legs = session.scalars(select(CallLeg).where(CallLeg.call_id == call.id).order_by(CallLeg.id)).all()
+        events = session.scalars(
+            select(CallEvent).where(CallEvent.call_id == call.id).order_by(CallEvent.at, CallEvent.id)
+        ).all()
+        leg_rows = [
+            {
+                "channel": leg.channel,
+                "role": leg.role,
+                "exten": leg.exten,
+                "caller": leg.caller_number,
+                "created_at": _iso(leg.created_at),
+                "answered_at": _iso(leg.answered_at),
+                "hungup_at": _iso(leg.hungup_at),
+                "cause": leg.hangup_cause,
+            }
+            for leg in legs
+        ]
+        timeline = [{"at": _iso(e.at), "kind": e.kind, "detail": e.detail or {}} for e in events]
+    if fmt == "json":
+        click.echo(json.dumps({**record, "legs": leg_rows, "timeline": timeline}, indent=2, ensure_ascii=False))
+        return
+    emit_record(record, fmt)
+    if fmt == "csv":
+        return
+    click.echo("")
+    click.echo("legs:")
+    emit(leg_rows, "table")
+    click.echo("")
+    click.echo("timeline:")
+    start = call.started_at
+    lines = []
+    for e in events:
+        offset = f"+{(e.at - start).total_seconds():7.2f}s" if start else ""
+        detail = ", ".join(f"{k}={v}" for k, v in (e.detail or {}).items() if v not in (None, "", [], {}))
+        lines.append({"at": _iso(e.at), "offset": offset, "what": e.kind, "detail": detail})
+    emit(lines, "table")
+
+
+@group.command("rebuild")
+@click.option("--since", type=SinceType(), help="Only calls with events at or after this time (whole calls).")
+@click.option("--system", help="Only this Asterisk system.")
+@pass_app
+def rebuild(app: AppContext, since: dt.datetime | None, system: str | None) -> None:
+    """Regenerate calls from the stored raw AMI events (same result as when they were recorded)."""
+    from sqlalchemy import select
+
+    from ami_listener.sink import rebuild as rebuild_calls
+    from schema.models import AmiEvent
+    from tracking.phone import try_normalize
+
+    settings = app.settings
+    region = settings.numbers.default_region
+    total = 0
+    with app.session() as session:
+        systems = [system] if system else session.scalars(select(AmiEvent.system).distinct()).all()
+        for name in systems:
+            total += rebuild_calls(
+                session,
+                name,
+                since=since,
+                region=region,
+                geocode=settings.privacy.geocode,
+                normalize=lambda raw: try_normalize(raw, region),
+            )
+    click.echo(f"rebuilt {total} call{'s' if total != 1 else ''} from stored AMI events")
