@@ -1,0 +1,152 @@
+"""Leases under concurrency, on SQLite and PostgreSQL: many sessions at once against a small pool.
+
+Each worker thread has its own database connection and no in-process lock
+(``write_lock=None``), so only the database's locking (BEGIN IMMEDIATE on SQLite,
+SELECT ... FOR UPDATE on PostgreSQL) keeps two sessions off one number.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from config import Settings
+from schema.db import make_engine
+from schema.models import NumberPool, PoolLease, VisitorSession
+from tracking.accounts import add_account, add_source
+from tracking.leases import find_double_leases, pool_status
+from tracking.pools import add_numbers, create_pool
+from tracking.sites import add_site
+from tracking.source_rules import add_rule
+from web.dni import AccountCache, Answer, Dni, PageView, SessionEnded
+
+SITE = "https://shop.example"
+POOL = [f"+1404555{n:04d}" for n in range(170, 175)]
+OVERFLOW = "+14045550199"
+WORKERS = 12
+SESSIONS = 60
+
+
+class SharedClock:
+    def __init__(self) -> None:
+        self.now = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
+        self.lock = threading.Lock()
+
+    def __call__(self) -> dt.datetime:
+        with self.lock:
+            return self.now
+
+
+def setup(factory: sessionmaker[Session], settings: Settings) -> str:
+    with factory.begin() as s:
+        account = add_account(s, "Shop")
+        add_source(s, "Shop", "Ads")
+        create_pool(s, settings, "p", "Shop", 30, source="Ads", overflow=OVERFLOW)
+        add_numbers(s, settings, "p", "Shop", POOL, "PJSIP/1")
+        add_site(s, "Shop", SITE)
+        add_rule(s, "Shop", "default", "", "Ads")
+        return account.public_key
+
+
+def run_wave(database_url: str, settings: Settings, key: str, clock: SharedClock, count: int) -> list[Answer]:
+    """*count* first visits at once, each worker thread on its own engine (as separate processes would be)."""
+    local = threading.local()
+    engines: list[Engine] = []
+    guard = threading.Lock()
+
+    def dni() -> tuple[Dni, AccountCache]:
+        if not hasattr(local, "dni"):
+            engine = make_engine(database_url)
+            with guard:
+                engines.append(engine)
+            factory = sessionmaker(bind=engine, expire_on_commit=False)
+            local.dni = (Dni(settings, factory, clock, write_lock=None), AccountCache(factory, ttl=60))
+        return local.dni  # type: ignore[no-any-return]
+
+    barrier = threading.Barrier(WORKERS)
+
+    def visit(i: int) -> Answer:
+        d, cache = dni()
+        info = cache.get(key)
+        assert info is not None
+        if i < WORKERS:
+            barrier.wait()  # the first requests of every worker start together
+        return d.start(info, PageView(key, None, f"{SITE}/?n={i}", ""))
+
+    try:
+        with ThreadPoolExecutor(WORKERS) as pool:
+            return list(pool.map(visit, range(count)))
+    finally:
+        for engine in engines:
+            engine.dispose()
+
+
+def counts(factory: sessionmaker[Session]) -> tuple[int, int, int]:
+    with factory() as s:
+        pool = s.scalars(select(NumberPool)).one()
+        leases = s.scalar(select(func.count()).select_from(PoolLease)) or 0
+        return leases, pool.overflow_count, pool.peak_leases
+
+
+def test_many_sessions_at_once_never_share_a_number(
+    database_url: str, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    key = setup(session_factory, settings)
+    clock = SharedClock()
+    answers = run_wave(database_url, settings, key, clock, SESSIONS)
+
+    leased = [a.number for a in answers if a.number != OVERFLOW]
+    assert sorted(leased) == sorted(POOL), "each pool number leased exactly once"
+    assert sum(a.number == OVERFLOW for a in answers) == SESSIONS - len(POOL)
+    assert all(a.session for a in answers) and len({a.session for a in answers}) == SESSIONS
+    assert counts(session_factory) == (len(POOL), SESSIONS - len(POOL), len(POOL))
+    with session_factory() as s:
+        assert find_double_leases(s) == []
+        assert s.scalar(select(func.count()).select_from(VisitorSession)) == SESSIONS
+        status = pool_status(s, "Shop", clock=clock)[0]
+    assert (status["size"], status["live"], status["peak"]) == (5, 5, 5)
+    assert status["overflow_count"] == SESSIONS - len(POOL)
+    assert status["suggested_size"] == SESSIONS  # every visit wanted a number at the same moment
+    assert status["advice"] == f"pool too small: add {SESSIONS - len(POOL)}"
+
+
+def test_numbers_released_by_time_are_leased_again_under_concurrency(
+    database_url: str, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    key = setup(session_factory, settings)
+    clock = SharedClock()
+    first = run_wave(database_url, settings, key, clock, 20)
+    holders = [a for a in first if a.number != OVERFLOW]
+    assert len(holders) == len(POOL)
+
+    # 29 minutes on, two holders send heartbeats while a new wave arrives after the others' leases end
+    clock.now += dt.timedelta(minutes=29)
+    factory = sessionmaker(bind=make_engine(database_url), expire_on_commit=False)
+    d = Dni(settings, factory, clock, write_lock=None)
+    info = AccountCache(factory).get(key)
+    assert info is not None
+    for keeper in holders[:2]:
+        assert d.heartbeat(info, keeper.session or "").number == keeper.number
+    clock.now += dt.timedelta(minutes=2)
+    second = run_wave(database_url, settings, key, clock, 20)
+    new_numbers = sorted(a.number or "" for a in second if a.number != OVERFLOW)
+    assert new_numbers == sorted(h.number or "" for h in holders[2:])
+    for ended in holders[2:]:
+        try:
+            d.heartbeat(info, ended.session or "")
+        except SessionEnded:
+            pass
+        else:
+            raise AssertionError("a heartbeat revived a lease whose number went to someone else")
+    factory.kw["bind"].dispose()
+
+    with session_factory() as s:
+        assert find_double_leases(s) == []
+    leases, overflows, peak = counts(session_factory)
+    assert leases == len(POOL) + 3
+    assert overflows == (20 - len(POOL)) + (20 - 3)
+    assert peak == len(POOL)
