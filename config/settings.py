@@ -87,6 +87,12 @@ class AgiSettings:
     fallback_timeout: int = 30
     #: seconds allowed for each read from Asterisk
     read_timeout: float = 10.0
+    #: call rows the database did not take wait here to be written later; empty means data_dir/agi-spool
+    spool_dir: str = ""
+    #: the Asterisk system name of each FastAGI peer address ("10.0.0.5=pbx-east"); others use general.system_name
+    peer_systems: tuple[str, ...] = ()
+    #: threads doing the route's database work; 0 picks 1 for SQLite (one writer) and 4 for PostgreSQL
+    db_threads: int = 0
 
 
 @dataclass(frozen=True)

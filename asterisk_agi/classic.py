@@ -1,0 +1,229 @@
+"""``calltrack-agi``: classic AGI over stdin/stdout, for sites without FastAGI.
+
+    exten => _X.,n,AGI(calltrack-agi,route,${EXTEN})
+
+Asterisk starts one process per call, so this module starts fast: it imports the
+standard library, the settings, the AGI protocol and the routing module, and the
+database driver (stdlib ``sqlite3``; psycopg only for a PostgreSQL URL). No
+SQLAlchemy, no asyncio.
+
+Hangup is a SIGHUP (or a broken pipe), turned into :class:`AGISIGHUPHangup` at the
+next read or command. The database work runs in a thread bounded by
+``agi.db_deadline_ms``; past it the call is routed by fallback, stdout is closed so
+the dialplan goes on, and the process waits for the database a little longer to
+write (or spool) the call row before it exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import sys
+import threading
+import time
+
+from asterisk_agi.protocol import (
+    MAX_LINE,
+    AGIEnv,
+    AGIEOFHangup,
+    AGIError,
+    AGIHangup,
+    AGIProtocolError,
+    AGISIGHUPHangup,
+    AGITimeout,
+    EnvParser,
+    Reply,
+    ReplyParser,
+    command,
+    decode,
+    variable_name,
+)
+
+logger = logging.getLogger("calltrack.agi")
+
+
+class SyncAGI:
+    """The classic AGI channel on two file descriptors, every read under a deadline."""
+
+    def __init__(self, infd: int = 0, outfd: int = 1, read_timeout: float = 10.0) -> None:
+        self.infd = infd
+        self.outfd = outfd
+        self.read_timeout = read_timeout
+        self.env = AGIEnv()
+        self.hung_up = False
+        self.sighup = False
+        self._buffer = b""
+        self._wakeup_r: int | None = None
+
+    def install_signals(self) -> None:
+        """SIGHUP means the caller hung up; a wake-up pipe interrupts a read in progress."""
+        r, w = os.pipe()
+        os.set_blocking(w, False)
+        self._wakeup_r = r
+        signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGHUP, self._on_sighup)
+
+    def _on_sighup(self, signum: int, frame: object) -> None:
+        self.sighup = True
+
+    def _check(self) -> None:
+        if self.sighup:
+            self.hung_up = True
+            raise AGISIGHUPHangup("SIGHUP from Asterisk")
+        if self.hung_up:
+            raise AGIEOFHangup("the channel has hung up")
+
+    def _readline(self) -> str:
+        deadline = time.monotonic() + self.read_timeout
+        while b"\n" not in self._buffer:
+            if len(self._buffer) > MAX_LINE:
+                raise AGIProtocolError(f"line longer than {MAX_LINE} bytes")
+            self._check()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AGITimeout(f"nothing from Asterisk for {self.read_timeout:g} s")
+            fds = [self.infd] + ([self._wakeup_r] if self._wakeup_r is not None else [])
+            ready, _, _ = select.select(fds, [], [], left)
+            if self._wakeup_r is not None and self._wakeup_r in ready:
+                os.read(self._wakeup_r, 512)
+                continue
+            if self.infd in ready:
+                chunk = os.read(self.infd, 65536)
+                if not chunk:
+                    self.hung_up = True
+                    raise AGIEOFHangup("stdin closed by Asterisk" + (" mid-line" if self._buffer else ""))
+                self._buffer += chunk
+        raw, _, self._buffer = self._buffer.partition(b"\n")
+        if len(raw) > MAX_LINE:
+            raise AGIProtocolError(f"line longer than {MAX_LINE} bytes")
+        return decode(raw)
+
+    def read_env(self) -> AGIEnv:
+        parser = EnvParser()
+        while True:
+            try:
+                line = self._readline()
+            except AGIEOFHangup:
+                if parser.env.values:
+                    raise AGIProtocolError("stdin closed in the middle of the AGI environment") from None
+                raise
+            if parser.feed(line):
+                self.env = parser.env
+                return self.env
+
+    def execute(self, name: str, *args: object) -> Reply:
+        self._check()
+        data = command(name, *args)
+        try:
+            while data:
+                data = data[os.write(self.outfd, data) :]
+        except (BrokenPipeError, OSError) as exc:
+            self.hung_up = True
+            raise AGISIGHUPHangup(f"the pipe to Asterisk broke: {exc}") from None
+        parser = ReplyParser()
+        try:
+            while True:
+                reply = parser.feed(self._readline())
+                if reply is not None:
+                    return reply
+        except AGIHangup:
+            self.hung_up = True
+            raise
+
+    def get_variable(self, name: str) -> str | None:
+        reply = self.execute("GET VARIABLE", variable_name(name))
+        if reply.value != 1:
+            return None
+        return reply.data or ""
+
+    def set_variables(self, pairs: list[tuple[str, str]]) -> None:
+        for name, value in pairs:
+            self.execute("SET VARIABLE", variable_name(name), value)
+
+
+def _fallback_pairs(fallback_dial: str, fallback_timeout: int) -> list[tuple[str, str]]:
+    return [
+        ("CALLTRACK_STATUS", "fallback"),
+        ("CALLTRACK_CALL_ID", ""),
+        ("CALLTRACK_DIAL", fallback_dial),
+        ("CALLTRACK_DIAL_TIMEOUT", str(fallback_timeout)),
+        ("CALLTRACK_RECORD", "0"),
+        ("CALLTRACK_RECORDING_FILE", ""),
+        ("CALLTRACK_SOURCE", ""),
+        ("CALLTRACK_WHISPER", ""),
+    ]
+
+
+def run(agi: SyncAGI, argv: list[str], environ: dict[str, str] | os._Environ[str]) -> int:
+    """One classic AGI session on *agi*; the exit status."""
+    env = agi.read_env()
+    script = argv[0] if argv else (env.args[0] if env.args else "")
+    try:
+        from config import load_settings
+
+        settings = load_settings(environ=environ)
+    except Exception as exc:  # settings broken: still route the call
+        logger.error("calltrack-agi: %s; routing by fallback", exc)
+        agi.set_variables(_fallback_pairs("", 30))
+        return 0
+    agi.read_timeout = settings.agi.read_timeout
+    if script != "route":
+        logger.error("calltrack-agi: unknown script %r (known: route); routing by fallback", script)
+        agi.set_variables(_fallback_pairs(settings.agi.fallback_dial, settings.agi.fallback_timeout))
+        return 0
+    from asterisk_agi.handlers.route import build_request, log_decision
+    from tracking.routing import CallRouter, RouteStore
+
+    # In the classic form argv holds "route" then the arguments; Asterisk also sends them as agi_arg_N.
+    linkedid = agi.get_variable("CHANNEL(linkedid)")
+    request = build_request(env, linkedid, settings.general.system_name)
+    router = CallRouter(settings, RouteStore(settings.database_url, connect_timeout=settings.database.connect_timeout))
+    job = router.job(request)
+    result: list[object] = []
+    worker = threading.Thread(target=lambda: result.append(job.run()), daemon=True)
+    worker.start()
+    worker.join(settings.agi.db_deadline_ms / 1000)
+    decision = (
+        result[0] if result else job.abandon(f"the database did not answer within {settings.agi.db_deadline_ms} ms")
+    )
+    log_decision(request, decision)  # type: ignore[arg-type]
+    try:
+        agi.set_variables(decision.variables())  # type: ignore[attr-defined]
+    finally:
+        if worker.is_alive():
+            # Let the dialplan go on, then give the database its connect timeout to take the row.
+            os.close(agi.outfd)
+            worker.join(max(settings.database.connect_timeout, 1.0) + 1.0)
+            if worker.is_alive():
+                router.spool(request, decision, job.number)  # type: ignore[arg-type]
+        router.store.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``calltrack-agi SCRIPT [ARGS...]``."""
+    args = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="calltrack-agi: %(levelname)s %(message)s")
+    agi = SyncAGI(0, 1)
+    try:
+        agi.install_signals()
+    except (ValueError, OSError):  # not the main thread, or no SIGHUP here
+        pass
+    code = 0
+    try:
+        code = run(agi, args, os.environ)
+    except AGIHangup as exc:
+        logger.info("caller hung up: %s", exc)
+    except (AGITimeout, AGIProtocolError) as exc:
+        logger.error("session dropped: %s", exc)
+        code = 1
+    except AGIError as exc:
+        logger.error("Asterisk refused a command: %s", exc)
+        code = 1
+    sys.exit(code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,393 @@
+"""The FastAGI server: asyncio, many concurrent sessions, handlers chosen by an explicit router.
+
+``AGI(agi://127.0.0.1:4573/route,${EXTEN})`` opens a TCP connection; Asterisk sends
+the environment, then the handler named by ``agi_network_script`` runs AGI commands
+over the same connection. The dialplan waits in ``AGI()`` until the server closes it.
+
+Every read has a deadline (``agi.read_timeout``): a peer that stalls, sends half an
+environment, closes early or sends garbage is logged and dropped; nothing spins.
+Stopping (:meth:`FastAGIServer.serve` with its stop event) closes the listening
+socket first, then lets the sessions in flight finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from asterisk_agi.protocol import (
+    MAX_LINE,
+    AGIEnv,
+    AGIEOFHangup,
+    AGIError,
+    AGIHangup,
+    AGIProtocolError,
+    AGITimeout,
+    Bare,
+    EnvParser,
+    Reply,
+    ReplyParser,
+    command,
+    decode,
+    variable_name,
+)
+
+if TYPE_CHECKING:
+    from config import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class AsyncAGI:
+    """One FastAGI session's channel: the environment and the AGI commands, each read under a deadline."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, read_timeout: float) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.read_timeout = read_timeout
+        self.env = AGIEnv()
+        self.hung_up = False
+
+    async def _readline(self) -> str:
+        try:
+            async with asyncio.timeout(self.read_timeout):
+                raw = await self.reader.readline()
+        except TimeoutError:
+            raise AGITimeout(f"nothing from Asterisk for {self.read_timeout:g} s") from None
+        except ValueError:  # longer than the stream limit
+            raise AGIProtocolError(f"line longer than {MAX_LINE} bytes") from None
+        except (ConnectionError, OSError) as exc:
+            raise AGIEOFHangup(f"connection lost: {exc}") from None
+        if not raw.endswith(b"\n"):
+            raise AGIEOFHangup("connection closed by Asterisk" + (" mid-line" if raw else ""))
+        return decode(raw)
+
+    async def read_env(self) -> AGIEnv:
+        parser = EnvParser()
+        while True:
+            try:
+                line = await self._readline()
+            except AGIEOFHangup:
+                if parser.env.values:
+                    raise AGIProtocolError("connection closed in the middle of the AGI environment") from None
+                raise
+            if parser.feed(line):
+                self.env = parser.env
+                return self.env
+
+    async def execute(self, name: str, *args: object) -> Reply:
+        """Send one command and read its reply (raises AGIHangup, AGICommandError, AGIProtocolError...)."""
+        if self.hung_up:
+            raise AGIEOFHangup("the channel has hung up")
+        try:
+            self.writer.write(command(name, *args))
+        except (ConnectionError, OSError) as exc:
+            self.hung_up = True
+            raise AGIEOFHangup(f"connection lost: {exc}") from None
+        parser = ReplyParser()
+        try:
+            while True:
+                reply = parser.feed(await self._readline())
+                if reply is not None:
+                    return reply
+        except AGIHangup:
+            self.hung_up = True
+            raise
+
+    async def get_variable(self, name: str) -> str | None:
+        """The value of a channel variable or function, or None when it is not set."""
+        reply = await self.execute("GET VARIABLE", variable_name(name))
+        if reply.value != 1:
+            return None
+        return reply.data or ""
+
+    async def set_variable(self, name: str, value: str) -> None:
+        await self.execute("SET VARIABLE", variable_name(name), value)
+
+    async def set_variables(self, pairs: list[tuple[str, str]]) -> None:
+        for name, value in pairs:
+            await self.set_variable(name, value)
+
+    async def verbose(self, message: str, level: int = 1) -> None:
+        await self.execute("VERBOSE", message, Bare(str(int(level))))
+
+
+Handler = Callable[["AsyncAGI", "SessionInfo"], Awaitable[str | None]]
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """What the server knows about a session besides the AGI environment."""
+
+    peer: str
+    #: the Asterisk system name of the peer (agi.peer_systems, else general.system_name)
+    system: str
+
+
+class Router:
+    """Handlers by the script name Asterisk calls (``agi://host/NAME``); a name registered twice is an error."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    def add(self, name: str, handler: Handler) -> None:
+        if not name or "/" in name:
+            raise ValueError(f"invalid AGI script name {name!r}")
+        if name in self._handlers:
+            raise ValueError(f"AGI script {name!r} is registered twice")
+        self._handlers[name] = handler
+
+    def route(self, name: str) -> Callable[[Handler], Handler]:
+        """Decorator form of :meth:`add`."""
+
+        def register(handler: Handler) -> Handler:
+            self.add(name, handler)
+            return handler
+
+        return register
+
+    def get(self, name: str) -> Handler | None:
+        return self._handlers.get(name)
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._handlers)
+
+
+class Stats:
+    """Counters of the server: sessions, errors, fallbacks, latency."""
+
+    def __init__(self, keep: int = 10_000) -> None:
+        self.counts: Counter[str] = Counter()
+        self.statuses: Counter[str] = Counter()
+        self.active = 0
+        self.latencies: deque[float] = deque(maxlen=keep)
+        self.started = time.time()
+
+    def snapshot(self) -> dict[str, Any]:
+        lat = sorted(self.latencies)
+
+        def pct(p: float) -> float | None:
+            if not lat:
+                return None
+            return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 2)
+
+        return {
+            "sessions": self.counts["sessions"],
+            "active": self.active,
+            "errors": self.counts["errors"],
+            "fallbacks": self.statuses["fallback"],
+            "hangups": self.counts["hangups"],
+            "timeouts": self.counts["timeouts"],
+            "protocol_errors": self.counts["protocol_errors"],
+            "refused": self.counts["refused"],
+            "unknown_scripts": self.counts["unknown_scripts"],
+            "statuses": dict(self.statuses),
+            "latency_ms_p50": pct(0.50),
+            "latency_ms_p99": pct(0.99),
+            "uptime_s": round(time.time() - self.started, 1),
+        }
+
+    def line(self) -> str:
+        s = self.snapshot()
+        return (
+            f"sessions={s['sessions']} active={s['active']} errors={s['errors']} fallbacks={s['fallbacks']} "
+            f"hangups={s['hangups']} timeouts={s['timeouts']} protocol_errors={s['protocol_errors']} "
+            f"refused={s['refused']} unknown_scripts={s['unknown_scripts']} "
+            f"p50={s['latency_ms_p50']}ms p99={s['latency_ms_p99']}ms"
+        )
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"listen address must be HOST:PORT, not {listen!r}")
+    return host.strip("[]"), int(port)
+
+
+class PeerPolicy:
+    """Which peers may connect (agi.allowed_hosts: addresses or networks) and their system names."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.default_system = settings.general.system_name
+        self.networks = []
+        for entry in settings.agi.allowed_hosts:
+            try:
+                self.networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+            except ValueError:
+                raise ValueError(f"agi.allowed_hosts: {entry!r} is not an address or network") from None
+        self.systems: dict[str, str] = {}
+        for entry in settings.agi.peer_systems:
+            address, sep, name = entry.partition("=")
+            if not sep or not address.strip() or not name.strip():
+                raise ValueError(f"agi.peer_systems: {entry!r} must be ADDRESS=NAME")
+            try:
+                key = str(ipaddress.ip_address(address.strip()))
+            except ValueError:
+                raise ValueError(f"agi.peer_systems: {address.strip()!r} is not an address") from None
+            self.systems[key] = name.strip()
+
+    def allowed(self, host: str) -> bool:
+        if not self.networks:
+            return True
+        try:
+            addr = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        if addr.version == 6 and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        return any(addr in net for net in self.networks)
+
+    def system(self, host: str) -> str:
+        return self.systems.get(host, self.default_system)
+
+
+def fallback_variables(settings: Settings) -> list[tuple[str, str]]:
+    """What a session gets when no handler could decide (unknown script, a bug)."""
+    return [
+        ("CALLTRACK_STATUS", "fallback"),
+        ("CALLTRACK_CALL_ID", ""),
+        ("CALLTRACK_DIAL", settings.agi.fallback_dial),
+        ("CALLTRACK_DIAL_TIMEOUT", str(settings.agi.fallback_timeout)),
+        ("CALLTRACK_RECORD", "0"),
+        ("CALLTRACK_RECORDING_FILE", ""),
+        ("CALLTRACK_SOURCE", ""),
+        ("CALLTRACK_WHISPER", ""),
+    ]
+
+
+class FastAGIServer:
+    """Accepts FastAGI connections and runs one handler per session."""
+
+    def __init__(self, settings: Settings, router: Router, *, stats: Stats | None = None) -> None:
+        self.settings = settings
+        self.router = router
+        self.stats = stats or Stats()
+        self.policy = PeerPolicy(settings)
+        self._server: asyncio.Server | None = None
+        self._sessions: set[asyncio.Task[Any]] = set()
+
+    def reload(self, settings: Settings) -> None:
+        """Take new settings for the sessions that start from now on (the listen address needs a restart)."""
+        policy = PeerPolicy(settings)  # raises before anything changes when the new settings are wrong
+        if settings.agi.listen != self.settings.agi.listen:
+            logger.warning("agi.listen changed to %s: restart to listen there", settings.agi.listen)
+        self.settings, self.policy = settings, policy
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        """Listen on *host*:*port* (0 picks a free port); the bound address."""
+        self._server = await asyncio.start_server(self._accept, host, port, limit=MAX_LINE, backlog=512)
+        sockname = self._server.sockets[0].getsockname()
+        logger.info("FastAGI server listening on %s:%s (scripts: %s)", sockname[0], sockname[1], self.router.names)
+        return sockname[0], sockname[1]
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting, let sessions in flight finish (up to *grace* seconds), then cut the rest."""
+        if self._server is not None:
+            self._server.close()
+        grace = self.settings.agi.read_timeout * 2 if grace is None else grace
+        pending = set(self._sessions)
+        if pending:
+            logger.info("FastAGI server stopping: waiting for %d session(s) in flight", len(pending))
+            done, pending = await asyncio.wait(pending, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+        logger.info("FastAGI server stopped: %s", self.stats.line())
+
+    async def serve(self, stop: asyncio.Event, *, stats_every: float = 60.0) -> None:
+        if self._server is None:
+            host, port = parse_listen(self.settings.agi.listen)
+            await self.start(host, port)
+        try:
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=stats_every)
+                except TimeoutError:
+                    logger.info("FastAGI: %s", self.stats.line())
+        finally:
+            await self.stop()
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Awaitable[None]:
+        task = asyncio.current_task()
+        if task is not None:
+            self._sessions.add(task)
+            task.add_done_callback(self._sessions.discard)
+        return self._session(reader, writer)
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        started = time.perf_counter()
+        stats = self.stats
+        peer = writer.get_extra_info("peername")
+        host = str(peer[0]) if peer else ""
+        if not self.policy.allowed(host):
+            stats.counts["refused"] += 1
+            logger.warning("FastAGI connection from %s refused: not in agi.allowed_hosts", host)
+            writer.close()
+            return
+        stats.counts["sessions"] += 1
+        stats.active += 1
+        settings = self.settings
+        agi = AsyncAGI(reader, writer, settings.agi.read_timeout)
+        try:
+            await self._run(agi, host, settings)
+        finally:
+            stats.active -= 1
+            stats.latencies.append(time.perf_counter() - started)
+            try:
+                writer.close()
+            except Exception:
+                pass
+
+    async def _run(self, agi: AsyncAGI, host: str, settings: Settings) -> None:
+        stats = self.stats
+        try:
+            env = await agi.read_env()
+            handler = self.router.get(env.script)
+            if handler is None:
+                stats.counts["unknown_scripts"] += 1
+                stats.statuses["fallback"] += 1
+                logger.error(
+                    "FastAGI script %r from %s is unknown (known: %s); routing by fallback",
+                    env.script,
+                    host,
+                    ", ".join(self.router.names),
+                )
+                await agi.set_variables(fallback_variables(settings))
+                return
+            status = await handler(agi, SessionInfo(host, self.policy.system(host)))
+            if status:
+                stats.statuses[status] += 1
+        except AGIHangup as exc:
+            stats.counts["hangups"] += 1
+            logger.info("FastAGI session from %s: caller hung up (%s)", host, exc)
+        except AGITimeout as exc:
+            stats.counts["timeouts"] += 1
+            logger.warning("FastAGI session from %s dropped: %s", host, exc)
+        except AGIProtocolError as exc:
+            stats.counts["protocol_errors"] += 1
+            logger.warning("FastAGI session from %s dropped: %s", host, exc)
+        except AGIError as exc:
+            stats.counts["errors"] += 1
+            logger.error("FastAGI session from %s: Asterisk refused a command: %s", host, exc)
+            await self._fallback_after_error(agi, settings)
+        except Exception:
+            stats.counts["errors"] += 1
+            logger.exception("FastAGI session from %s: handler failed; routing by fallback", host)
+            await self._fallback_after_error(agi, settings)
+
+    async def _fallback_after_error(self, agi: AsyncAGI, settings: Settings) -> None:
+        if agi.hung_up or not agi.env.values:
+            return
+        self.stats.statuses["fallback"] += 1
+        try:
+            await agi.set_variables(fallback_variables(settings))
+        except (AGIError, OSError) as exc:
+            logger.info("could not set the fallback variables: %s", exc)

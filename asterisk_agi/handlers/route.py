@@ -1,0 +1,103 @@
+"""The ``route`` handler: ``AGI(agi://127.0.0.1:4573/route,${EXTEN})`` or ``AGI(calltrack-agi,route,${EXTEN})``.
+
+Reads the dialled tracking number (the first argument, else ``agi_extension``, else
+``agi_dnid``), the caller and the channel's linkedid, lets
+:class:`tracking.routing.CallRouter` decide and write the call row within the
+database deadline, and sets the ``CALLTRACK_*`` variables of the dialplan contract.
+Whatever goes wrong, the variables say ``fallback`` and name a destination.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from typing import TYPE_CHECKING
+
+from asterisk_agi.protocol import AGIEnv
+from tracking.routing import STATUS_FALLBACK, CallRouter, Decision, RouteRequest
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
+    from asterisk_agi.fastagi import AsyncAGI, Router, SessionInfo
+
+logger = logging.getLogger(__name__)
+
+_NUMBERISH = re.compile(r"\+?[0-9][0-9 ()./-]*")
+
+
+def dialled_number(env: AGIEnv) -> str:
+    """The tracking number the caller dialled: the first argument, else the extension, else the DNID."""
+    args = env.args
+    if args and args[0].strip():
+        return args[0].strip()
+    extension = env.known("agi_extension")
+    if extension and _NUMBERISH.fullmatch(extension):
+        return extension
+    return env.known("agi_dnid") or extension
+
+
+def build_request(env: AGIEnv, linkedid: str | None, system: str, at: dt.datetime | None = None) -> RouteRequest:
+    """The call as the route sees it; the linkedid falls back to the channel's uniqueid."""
+    uniqueid = env.known("agi_uniqueid")
+    return RouteRequest(
+        dialled=dialled_number(env),
+        caller_number=env.known("agi_callerid"),
+        caller_name=env.known("agi_calleridname"),
+        system=system,
+        linkedid=(linkedid or "").strip() or uniqueid,
+        uniqueid=uniqueid,
+        at=at or dt.datetime.now(dt.UTC),
+    )
+
+
+def log_decision(request: RouteRequest, decision: Decision) -> None:
+    if decision.status == STATUS_FALLBACK:
+        logger.warning(
+            "call %s/%s to %s routed by fallback to %r: %s",
+            request.system,
+            request.linkedid,
+            request.dialled,
+            decision.dial,
+            decision.reason,
+        )
+    elif decision.reason:
+        logger.info(
+            "call %s/%s to %s: %s (%s)",
+            request.system,
+            request.linkedid,
+            request.dialled,
+            decision.status,
+            decision.reason,
+        )
+
+
+class RouteHandler:
+    """The FastAGI ``route``: the database work runs on *executor*, bounded by ``agi.db_deadline_ms``."""
+
+    def __init__(self, router: CallRouter, executor: Executor) -> None:
+        self.router = router
+        self.executor = executor
+
+    async def __call__(self, agi: AsyncAGI, session: SessionInfo) -> str:
+        import asyncio
+
+        linkedid = await agi.get_variable("CHANNEL(linkedid)")
+        request = build_request(agi.env, linkedid, session.system)
+        job = self.router.job(request)
+        deadline = self.router.settings.agi.db_deadline_ms / 1000
+        future = asyncio.get_running_loop().run_in_executor(self.executor, job.run)
+        try:
+            # shield: on timeout the job still runs, writes the row and marks it as fallback
+            async with asyncio.timeout(deadline):
+                decision = await asyncio.shield(future)
+        except TimeoutError:
+            decision = job.abandon(f"the database did not answer within {deadline * 1000:g} ms")
+        log_decision(request, decision)
+        await agi.set_variables(decision.variables())
+        return decision.status
+
+
+def register(router: Router, call_router: CallRouter, executor: Executor) -> None:
+    router.add("route", RouteHandler(call_router, executor))

@@ -1,0 +1,124 @@
+"""The FastAGI service as `calltrack serve` and `calltrack agi serve` run it.
+
+Wires the server, the router of handlers, the database threads and the spool of
+call rows: the spool is replayed at start and every ``SPOOL_EVERY`` seconds.
+SIGHUP (:meth:`AgiService.reload`) re-reads the settings and the number cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from asterisk_agi.fastagi import FastAGIServer, Router, Stats, parse_listen
+from asterisk_agi.handlers import route
+from tracking.routing import CallRouter, RouteStore
+
+if TYPE_CHECKING:
+    from config import Settings
+
+logger = logging.getLogger(__name__)
+
+SPOOL_EVERY = 10.0
+
+
+def db_threads(settings: Settings) -> int:
+    if settings.agi.db_threads > 0:
+        return settings.agi.db_threads
+    return 1 if settings.database_url.startswith("sqlite") else 4
+
+
+class AgiService:
+    """The FastAGI server with its route handler; ``run(stop)`` serves until *stop* is set."""
+
+    name = "agi"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        reload_settings: Callable[[], Settings] | None = None,
+        listen: str | None = None,
+        stats_every: float = 60.0,
+    ) -> None:
+        self.settings = settings
+        self.reload_settings = reload_settings
+        self.listen = listen or settings.agi.listen
+        parse_listen(self.listen)
+        self.stats_every = stats_every
+        self.executor = ThreadPoolExecutor(max_workers=db_threads(settings), thread_name_prefix="agi-db")
+        self.store = RouteStore(settings.database_url, connect_timeout=settings.database.connect_timeout)
+        self.call_router = CallRouter(settings, self.store)
+        self.router = Router()
+        route.register(self.router, self.call_router, self.executor)
+        self.stats = Stats()
+        self.server = FastAGIServer(settings, self.router, stats=self.stats)
+        self.address: tuple[str, int] | None = None
+        self.started = asyncio.Event()
+
+    async def _in_db_thread(self, fn: Callable[[], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
+
+    async def _warm(self) -> None:
+        try:
+            count = await self._in_db_thread(self.call_router.warm)
+            logger.info("FastAGI: %d active tracking numbers cached for fallback routing", count)
+        except Exception as exc:
+            self.store.discard()
+            logger.warning("FastAGI: cannot load the tracking numbers yet (%s); will route by fallback", exc)
+
+    async def replay_spool(self) -> int:
+        try:
+            written = int(await self._in_db_thread(self.call_router.replay_spool))
+        except Exception as exc:
+            logger.warning("FastAGI: spooled call rows wait for the database: %s", exc)
+            return 0
+        if written:
+            logger.info("FastAGI: wrote %d spooled call row(s) to the database", written)
+        return written
+
+    async def run(self, stop: asyncio.Event) -> None:
+        host, port = parse_listen(self.listen)
+        self.address = await self.server.start(host, port)
+        self.started.set()
+        await self._warm()
+        await self.replay_spool()
+        ticker = asyncio.create_task(self._background(stop))
+        try:
+            await self.server.serve(stop, stats_every=self.stats_every)
+        finally:
+            ticker.cancel()
+            # the sessions are done; let jobs that outlived their deadline write their rows
+            await asyncio.get_running_loop().run_in_executor(None, self.executor.shutdown, True)
+            await asyncio.get_running_loop().run_in_executor(None, self.call_router.replay_spool_quietly)
+            self.store.close()
+
+    async def _background(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(SPOOL_EVERY)
+            await self.replay_spool()
+
+    def reload(self) -> None:
+        """SIGHUP: new settings for new sessions, and a fresh number cache."""
+        if self.reload_settings is not None:
+            try:
+                settings = self.reload_settings()
+                self.server.reload(settings)
+            except Exception as exc:
+                logger.error("FastAGI: settings not reloaded, keeping the old ones: %s", exc)
+                return
+            self.settings = settings
+            self.call_router.settings = settings
+        self.call_router.clear()
+        self.executor.submit(self._warm_quietly)
+        logger.info("FastAGI: settings reloaded")
+
+    def _warm_quietly(self) -> None:
+        try:
+            self.call_router.warm()
+        except Exception as exc:
+            self.store.discard()
+            logger.warning("FastAGI: cannot reload the tracking numbers: %s", exc)

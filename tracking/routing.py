@@ -1,0 +1,876 @@
+"""Routing policy for a call to a tracking number, and the database work of the AGI ``route``.
+
+What a call to a tracking number should do is decided here, without sockets: which
+number was dialled, which source (and, for a pool number, which website visit) it
+belongs to, where it rings (several destinations ring at once: ``PJSIP/100&PJSIP/101``),
+for how long, outside business hours where instead, whether it is recorded and
+whispered, whether the caller is blocked and whether they call for the first time.
+The call row is created in the same step (idempotent on system name + linkedid).
+
+Two transports use it: the FastAGI server (threads of one long-lived process) and
+the classic ``calltrack-agi`` script (one short process per call, which must start
+fast). So this module talks to the database with plain SQL over the DB-API driver
+(stdlib ``sqlite3``, or psycopg), imports only the standard library at import time,
+and keeps the semantics of the SQLAlchemy helpers it stands in for on this path:
+the lease choice of :func:`tracking.attribution.attribute` and the upsert of
+:func:`tracking.calls.upsert_call` (tests check both agree).
+
+Fail open: :meth:`CallRouter.run` never raises. A database error gives
+``CALLTRACK_STATUS=fallback`` with the number's destination when it is known
+(from this call's lookup or the router's cache of numbers), else the configured
+fallback; the call row it could not write goes to a local spool (:class:`CallSpool`)
+that is replayed into the database later, so no call row is lost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from config import Settings
+
+logger = logging.getLogger(__name__)
+
+STATUS_OK = "ok"
+STATUS_UNKNOWN = "unknown-number"
+STATUS_BLOCKED = "blocked"
+STATUS_FALLBACK = "fallback"
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_HHMM = re.compile(r"([01]?[0-9]|2[0-4]):([0-5][0-9])")
+
+# Column sizes of the calls table (PostgreSQL refuses longer values; peers may send anything).
+_LIMITS = {
+    "system": 100,
+    "linkedid": 64,
+    "uniqueid": 64,
+    "tracking_number": 40,
+    "caller_number": 64,
+    "caller_name": 200,
+}
+
+
+def _clip(value: str | None, column: str) -> str | None:
+    if value is None:
+        return None
+    return value[: _LIMITS[column]]
+
+
+# --- what comes in, what goes out ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RouteRequest:
+    """One call as the AGI handler saw it."""
+
+    #: the dialled tracking number as Asterisk gave it
+    dialled: str
+    caller_number: str
+    caller_name: str
+    #: the Asterisk system name and the inbound channel's linkedid: the call's key
+    system: str
+    linkedid: str
+    uniqueid: str
+    #: when the call reached calltrack (aware UTC)
+    at: dt.datetime
+
+
+@dataclass(frozen=True)
+class NumberInfo:
+    """A tracking number with what routing needs (one row of the lookup)."""
+
+    id: int
+    number: str
+    account_id: int
+    source_id: int | None
+    pool_id: int | None
+    forward_to: str
+    ring_timeout: int
+    record: bool
+    whisper: str | None
+    schedule: dict[str, Any] | None
+    after_hours_forward_to: str | None
+    status: str
+    timezone: str
+    source_name: str | None
+    pool_source_id: int | None = None
+    pool_source_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Visit:
+    """The website visit whose pool lease covered a call (what it tells about the caller's origin)."""
+
+    id: int
+    source_id: int | None
+    source_name: str | None
+    landing_url: str | None = None
+    referrer: str | None = None
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+    utm_term: str | None = None
+    utm_content: str | None = None
+    gclid: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the call does: the ``CALLTRACK_*`` variables and the call row's routing columns."""
+
+    status: str
+    dial: str
+    timeout: int
+    record: bool = False
+    whisper: str = ""
+    source_id: int | None = None
+    source_name: str = ""
+    number_id: int | None = None
+    account_id: int | None = None
+    first_time: bool | None = None
+    after_hours: bool = False
+    visit: Visit | None = None
+    call_id: int | None = None
+    recording_file: str = ""
+    #: why a fallback, unknown-number or blocked decision was taken (for the log)
+    reason: str = ""
+
+    def variables(self) -> list[tuple[str, str]]:
+        """The dialplan contract, in the order they are set (CALLTRACK_STATUS last is not needed: all are set)."""
+        return [
+            ("CALLTRACK_STATUS", self.status),
+            ("CALLTRACK_CALL_ID", "" if self.call_id is None else str(self.call_id)),
+            ("CALLTRACK_DIAL", self.dial),
+            ("CALLTRACK_DIAL_TIMEOUT", str(self.timeout)),
+            ("CALLTRACK_RECORD", "1" if self.record and self.recording_file else "0"),
+            ("CALLTRACK_RECORDING_FILE", self.recording_file if self.record else ""),
+            ("CALLTRACK_SOURCE", self.source_name),
+            ("CALLTRACK_WHISPER", self.whisper),
+            ("CALLTRACK_FIRST_TIME", "" if self.first_time is None else ("1" if self.first_time else "0")),
+            ("CALLTRACK_AFTER_HOURS", "1" if self.after_hours else "0"),
+        ]
+
+
+# --- the policy (pure) ------------------------------------------------------------------
+
+
+def _minutes(text: str) -> int:
+    m = _HHMM.fullmatch(text.strip())
+    if m is None or (m.group(1) == "24" and m.group(2) != "00"):
+        raise ValueError(f"invalid time {text!r} (use HH:MM)")
+    return int(m.group(1)) * 60 + int(m.group(2))
+
+
+def _ranges(schedule: dict[str, Any], day: str) -> Iterator[tuple[int, int]]:
+    for item in schedule.get(day) or ():
+        start, end = item
+        yield _minutes(start), _minutes(end)
+
+
+def validate_schedule(schedule: dict[str, Any]) -> dict[str, Any]:
+    """*schedule* checked (``{"mon": [["09:00", "17:00"]], ...}``); raises ValueError naming the problem."""
+    for day, ranges in schedule.items():
+        if day not in DAYS:
+            raise ValueError(f"unknown day {day!r} in schedule (use {', '.join(DAYS)})")
+        if not isinstance(ranges, list) or not all(isinstance(r, list | tuple) and len(r) == 2 for r in ranges):
+            raise ValueError(f"schedule {day}: a list of [start, end] pairs")
+        list(_ranges(schedule, day))
+    return schedule
+
+
+def is_open(schedule: dict[str, Any] | None, timezone: str, at: dt.datetime) -> bool:
+    """Whether *at* falls in business hours of *schedule*, read in *timezone*.
+
+    No schedule means always open. A day missing from a schedule is closed. A range
+    whose end is not after its start runs past midnight (``["22:00", "02:00"]``);
+    ``["00:00", "24:00"]`` is the whole day.
+    """
+    if not schedule:
+        return True
+    from zoneinfo import ZoneInfo
+
+    local = at.astimezone(ZoneInfo(timezone))
+    day = local.weekday()
+    minute = local.hour * 60 + local.minute
+    for start, end in _ranges(schedule, DAYS[day]):
+        if start < end and start <= minute < end:
+            return True
+        if end <= start and minute >= start:
+            return True
+    for start, end in _ranges(schedule, DAYS[(day - 1) % 7]):
+        if end <= start and minute < end:
+            return True
+    return False
+
+
+def _open_or_fail_open(info: NumberInfo, at: dt.datetime) -> bool:
+    try:
+        return is_open(info.schedule, info.timezone, at)
+    except Exception as exc:  # a broken schedule or timezone must not stop the call
+        logger.warning("number %s: cannot read its schedule (%s); treating it as open", info.number, exc)
+        return True
+
+
+def decide(
+    info: NumberInfo,
+    at: dt.datetime,
+    *,
+    blocked: bool = False,
+    first_time: bool | None = None,
+    visit: Visit | None = None,
+) -> Decision:
+    """The routing of a call to the active number *info* at *at*."""
+    if visit is not None and visit.source_id is not None:
+        source_id, source_name = visit.source_id, visit.source_name
+    elif info.pool_id is not None:
+        source_id, source_name = info.pool_source_id, info.pool_source_name
+    else:
+        source_id, source_name = info.source_id, info.source_name
+    common: dict[str, Any] = {
+        "source_id": source_id,
+        "source_name": source_name or "",
+        "number_id": info.id,
+        "account_id": info.account_id,
+        "first_time": first_time,
+        "visit": visit,
+    }
+    if blocked:
+        return Decision(STATUS_BLOCKED, "", 0, reason="caller is on the blocked list", **common)
+    open_now = _open_or_fail_open(info, at)
+    dial = info.forward_to
+    if not open_now and info.after_hours_forward_to:
+        dial = info.after_hours_forward_to
+    return Decision(
+        STATUS_OK,
+        dial,
+        info.ring_timeout,
+        record=info.record,
+        whisper=info.whisper or "",
+        after_hours=not open_now,
+        **common,
+    )
+
+
+def fallback(settings: Settings, info: NumberInfo | None, reason: str, at: dt.datetime | None = None) -> Decision:
+    """Routing when tracking failed: the number's destination if known, else the configured fallback."""
+    if info is not None and info.status == "active":
+        ok = decide(info, at or dt.datetime.now(dt.UTC))
+        return Decision(
+            STATUS_FALLBACK,
+            ok.dial,
+            ok.timeout,
+            whisper=ok.whisper,
+            source_id=ok.source_id,
+            source_name=ok.source_name,
+            number_id=info.id,
+            account_id=info.account_id,
+            after_hours=ok.after_hours,
+            reason=reason,
+        )
+    return Decision(STATUS_FALLBACK, settings.agi.fallback_dial, settings.agi.fallback_timeout, reason=reason)
+
+
+def unknown(settings: Settings, reason: str, info: NumberInfo | None = None) -> Decision:
+    """A number that does not route (unknown, released): the configured fallback destination."""
+    return Decision(
+        STATUS_UNKNOWN,
+        settings.agi.fallback_dial,
+        settings.agi.fallback_timeout,
+        number_id=info.id if info else None,
+        account_id=info.account_id if info else None,
+        reason=reason,
+    )
+
+
+def recording_path(settings: Settings, call_id: int) -> str:
+    """Where MixMonitor writes the call's audio: the spool folder, named by the call id."""
+    return str(Path(settings.recorder.spool_dir) / f"{call_id}.wav")
+
+
+def caller_key(raw: str, region: str) -> str | None:
+    """The caller number as stored (E.164 when it parses, else as given); None when withheld."""
+    text = raw.strip()
+    if not text or text.lower() in ("unknown", "anonymous", "restricted", "<unknown>"):
+        return None
+    if _E164.fullmatch(text):
+        return text
+    if len(text) <= 32 and all(ch in "0123456789+-(). " for ch in text):
+        from tracking.phone import try_normalize  # phonenumbers only when needed
+
+        return try_normalize(text, region) or text
+    return text
+
+
+def dialled_key(raw: str, region: str) -> str | None:
+    """The dialled number as E.164, or None when it is not a phone number."""
+    text = raw.strip()
+    if _E164.fullmatch(text):
+        return text
+    if not text or len(text) > 32 or not all(ch in "0123456789+-(). " for ch in text):
+        return None
+    from tracking.phone import try_normalize
+
+    return try_normalize(text, region)
+
+
+# --- the database ------------------------------------------------------------------------
+
+_NUMBER_SQL = """
+SELECT tn.id, tn.number, tn.account_id, tn.source_id, tn.pool_id, tn.forward_to, tn.ring_timeout, tn.record,
+       tn.whisper, tn.schedule, tn.after_hours_forward_to, tn.status, a.timezone, s.name, np.source_id, ps.name,
+       (SELECT count(*) FROM caller_lists cl WHERE cl.kind = 'blocked' AND cl.number IN (:caller, :caller_raw)
+          AND (cl.account_id IS NULL OR cl.account_id = tn.account_id)),
+       (SELECT count(*) FROM caller_lists cl WHERE cl.kind = 'do-not-track' AND cl.number IN (:caller, :caller_raw)
+          AND (cl.account_id IS NULL OR cl.account_id = tn.account_id)),
+       CASE WHEN EXISTS (SELECT 1 FROM calls c WHERE c.caller_number = :caller AND c.account_id = tn.account_id
+          AND NOT (c.system = :system AND c.linkedid = :linkedid)) THEN 1 ELSE 0 END
+FROM tracking_numbers tn
+JOIN accounts a ON a.id = tn.account_id
+LEFT JOIN sources s ON s.id = tn.source_id
+LEFT JOIN number_pools np ON np.id = tn.pool_id
+LEFT JOIN sources ps ON ps.id = np.source_id
+WHERE tn.number = :number
+"""
+
+_ALL_NUMBERS_SQL = """
+SELECT tn.id, tn.number, tn.account_id, tn.source_id, tn.pool_id, tn.forward_to, tn.ring_timeout, tn.record,
+       tn.whisper, tn.schedule, tn.after_hours_forward_to, tn.status, a.timezone, s.name, np.source_id, ps.name
+FROM tracking_numbers tn
+JOIN accounts a ON a.id = tn.account_id
+LEFT JOIN sources s ON s.id = tn.source_id
+LEFT JOIN number_pools np ON np.id = tn.pool_id
+LEFT JOIN sources ps ON ps.id = np.source_id
+WHERE tn.status = 'active'
+"""
+
+# The same choice as tracking.attribution.lease_at: the newest lease that started before
+# the call and ended no more than the grace window before it.
+_VISIT_SQL = """
+SELECT vs.id, vs.source_id, s.name, vs.landing_url, vs.referrer, vs.utm_source, vs.utm_medium, vs.utm_campaign,
+       vs.utm_term, vs.utm_content, vs.gclid
+FROM pool_leases pl
+JOIN visitor_sessions vs ON vs.id = pl.session_id
+LEFT JOIN sources s ON s.id = vs.source_id
+WHERE pl.number_id = :number_id AND pl.leased_at <= :at AND pl.expires_at >= :earliest
+ORDER BY pl.leased_at DESC, pl.id DESC
+LIMIT 1
+"""
+
+#: what the route writes; on a second run for the same call, only columns still empty are filled
+CALL_COLUMNS = (
+    "uniqueid",
+    "account_id",
+    "tracking_number_id",
+    "tracking_number",
+    "source_id",
+    "visitor_session_id",
+    "caller_number",
+    "caller_name",
+    "first_time",
+    "route_status",
+    "dial",
+    "started_at",
+)
+
+# Built from the constant CALL_COLUMNS only; every value is a bound parameter.
+_UPSERT_SQL = (
+    "INSERT INTO calls (system, linkedid, created_at, updated_at, "  # noqa: S608
+    + ", ".join(CALL_COLUMNS)
+    + ") VALUES (:system, :linkedid, :now, :now, "
+    + ", ".join(":" + c for c in CALL_COLUMNS)
+    + ") ON CONFLICT (system, linkedid) DO UPDATE SET updated_at = excluded.updated_at, "
+    + ", ".join(f"{c} = COALESCE(calls.{c}, excluded.{c})" for c in CALL_COLUMNS)
+    + " RETURNING id"
+)
+_RECORDING_SQL = "UPDATE calls SET recording_file = :file WHERE id = :id AND recording_file IS NULL"
+_MARK_FALLBACK_SQL = (
+    "UPDATE calls SET route_status = :status, dial = :dial, recording_file = NULL, updated_at = :now WHERE id = :id"
+)
+
+
+def _pg_sql(sql: str) -> str:
+    return re.sub(r"(?<!:):([a-z_]+)", r"%(\1)s", sql)
+
+
+def _row_to_number(row: tuple[Any, ...]) -> NumberInfo:
+    schedule = row[9]
+    if isinstance(schedule, str):
+        schedule = json.loads(schedule) if schedule else None
+    return NumberInfo(
+        id=row[0],
+        number=row[1],
+        account_id=row[2],
+        source_id=row[3],
+        pool_id=row[4],
+        forward_to=row[5],
+        ring_timeout=row[6],
+        record=bool(row[7]),
+        whisper=row[8],
+        schedule=schedule or None,
+        after_hours_forward_to=row[10],
+        status=row[11],
+        timezone=row[12] or "UTC",
+        source_name=row[13],
+        pool_source_id=row[14],
+        pool_source_name=row[15],
+    )
+
+
+@dataclass(frozen=True)
+class CallerFacts:
+    blocked: bool
+    do_not_track: bool
+    seen_before: bool
+
+
+class RouteStore:
+    """The route's database access: one DB-API connection per thread, plain SQL, both dialects.
+
+    *url* is the SQLAlchemy-style URL of the settings (``sqlite:///path``,
+    ``postgresql://...``). A connection that failed is dropped and opened anew on
+    the next call, so a database that comes back is used again.
+    """
+
+    def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
+        self.url = url
+        self.connect_timeout = connect_timeout
+        scheme = url.split(":", 1)[0]
+        self.dialect = scheme.split("+", 1)[0]
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise ValueError(f"unsupported database URL {url.split(':', 1)[0]}: (use sqlite or postgresql)")
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[Any] = []
+        self._sql: dict[str, str] = {}
+
+    # connections
+
+    def _connect(self) -> Any:
+        if self.dialect == "sqlite":
+            import sqlite3
+
+            rest = self.url.split(":///", 1)[1] if ":///" in self.url else ""
+            path = rest.split("?", 1)[0]
+            if not path or path == ":memory:":
+                raise ValueError("the AGI route needs a database file, not an in-memory SQLite database")
+            # mode=rw: a missing file is an error, not a new empty database.
+            conn = sqlite3.connect(
+                f"file:{path}?mode=rw",
+                uri=True,
+                timeout=max(self.connect_timeout, 0.1),
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            return conn
+        import psycopg
+
+        conninfo = "postgresql" + self.url[self.url.index(":") :]
+        return psycopg.connect(conninfo, autocommit=True, connect_timeout=max(int(self.connect_timeout), 1))
+
+    def connection(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def discard(self) -> None:
+        """Drop this thread's connection (after an error)."""
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with self._lock:
+                if conn in self._all:
+                    self._all.remove(conn)
+            try:
+                conn.close()
+            except Exception:  # closing a broken connection may fail too
+                pass
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+    def _q(self, sql: str) -> str:
+        if self.dialect == "sqlite":
+            return sql
+        out = self._sql.get(sql)
+        if out is None:
+            out = self._sql[sql] = _pg_sql(sql)
+        return out
+
+    def _ts(self, value: dt.datetime) -> Any:
+        naive = value.astimezone(dt.UTC).replace(tzinfo=None)
+        if self.dialect == "sqlite":
+            # the format SQLAlchemy's SQLite DateTime stores, so comparisons agree
+            return naive.strftime("%Y-%m-%d %H:%M:%S.%f")
+        return naive
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> Any:
+        cur = self.connection().cursor()
+        cur.execute(self._q(sql), params or {})
+        return cur
+
+    # queries
+
+    def lookup(
+        self, number: str, caller: str | None, caller_raw: str, system: str, linkedid: str
+    ) -> tuple[NumberInfo, CallerFacts] | None:
+        params = {
+            "number": number,
+            "caller": caller or "",
+            "caller_raw": caller_raw or "",
+            "system": system,
+            "linkedid": linkedid,
+        }
+        row = self.execute(_NUMBER_SQL, params).fetchone()
+        if row is None:
+            return None
+        facts = CallerFacts(
+            blocked=bool(caller_raw or caller) and row[16] > 0,
+            do_not_track=bool(caller_raw or caller) and row[17] > 0,
+            seen_before=caller is not None and bool(row[18]),
+        )
+        return _row_to_number(row), facts
+
+    def active_numbers(self) -> list[NumberInfo]:
+        return [_row_to_number(row) for row in self.execute(_ALL_NUMBERS_SQL).fetchall()]
+
+    def visit(self, number_id: int, at: dt.datetime, grace: dt.timedelta) -> Visit | None:
+        row = self.execute(
+            _VISIT_SQL, {"number_id": number_id, "at": self._ts(at), "earliest": self._ts(at - grace)}
+        ).fetchone()
+        return Visit(*row) if row is not None else None
+
+    def save_call(self, system: str, linkedid: str, values: dict[str, Any], recording_dir: str | None) -> int:
+        """Upsert the call in one transaction; with *recording_dir*, also name its recording file. Its id."""
+        params = {c: values.get(c) for c in CALL_COLUMNS}
+        params["system"] = system
+        params["linkedid"] = linkedid
+        now = dt.datetime.now(dt.UTC)
+        params["now"] = self._ts(now)
+        if isinstance(params["started_at"], dt.datetime):
+            params["started_at"] = self._ts(params["started_at"])
+        conn = self.connection()
+        cur = conn.cursor()
+        cur.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
+        try:
+            cur.execute(self._q(_UPSERT_SQL), params)
+            call_id: int = cur.fetchone()[0]
+            if recording_dir is not None:
+                file = str(Path(recording_dir) / f"{call_id}.wav")
+                cur.execute(self._q(_RECORDING_SQL), {"file": file, "id": call_id})
+            cur.execute("COMMIT")
+        except BaseException:
+            try:
+                cur.execute("ROLLBACK")
+            except Exception:
+                pass
+            raise
+        return call_id
+
+    def mark_fallback(self, call_id: int, decision: Decision) -> None:
+        self.execute(
+            _MARK_FALLBACK_SQL,
+            {"status": decision.status, "dial": decision.dial, "id": call_id, "now": self._ts(dt.datetime.now(dt.UTC))},
+        )
+
+
+# --- the spool of call rows not yet written ----------------------------------------------
+
+
+class CallSpool:
+    """Call rows the database did not take, kept in a local file until it does.
+
+    One JSON object a line, appended with one write() and fsync'd, so concurrent
+    writers (FastAGI threads, classic AGI processes) never interleave and a crash
+    loses nothing that was acknowledged. :meth:`replay` moves the file aside and
+    upserts every row; what fails stays for the next attempt.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / "pending.jsonl"
+        self._lock = threading.Lock()
+
+    def append(self, system: str, linkedid: str, values: dict[str, Any]) -> None:
+        record = {"system": system, "linkedid": linkedid, "values": _jsonable(values)}
+        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        with self._lock:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            try:
+                os.write(fd, line)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def pending(self) -> int:
+        count = 0
+        for path in self._files():
+            with open(path, "rb") as fh:
+                count += sum(1 for line in fh if line.strip())
+        return count
+
+    def _files(self) -> list[Path]:
+        if not self.folder.is_dir():
+            return []
+        return sorted(self.folder.glob("replaying-*.jsonl")) + ([self.path] if self.path.exists() else [])
+
+    def replay(self, store: RouteStore) -> int:
+        """Write spooled rows into the database; the number written. Raises when the database is away."""
+        with self._lock:
+            if self.path.exists():
+                stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+                os.replace(self.path, self.folder / f"replaying-{stamp}-{os.getpid()}.jsonl")
+        written = 0
+        for path in self._files():
+            if path == self.path:
+                continue
+            lines = path.read_bytes().splitlines()
+            for index, raw in enumerate(lines):
+                if not raw.strip():
+                    continue
+                try:
+                    record = json.loads(raw)
+                    values = _from_jsonable(record["values"])
+                    system, linkedid = str(record["system"]), str(record["linkedid"])
+                except (ValueError, KeyError, TypeError) as exc:
+                    logger.error("agi spool %s line %d unreadable, skipped: %s", path, index + 1, exc)
+                    continue
+                try:
+                    store.save_call(system, linkedid, values, None)
+                except Exception:
+                    store.discard()
+                    rest = b"\n".join(lines[index:]) + b"\n"
+                    tmp = path.with_suffix(".tmp")
+                    tmp.write_bytes(rest)
+                    os.replace(tmp, path)
+                    raise
+                written += 1
+            path.unlink()
+        return written
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in values.items()}
+
+
+def _from_jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in values.items() if k in CALL_COLUMNS}
+    if isinstance(out.get("started_at"), str):
+        out["started_at"] = dt.datetime.fromisoformat(out["started_at"])
+    return out
+
+
+def spool_folder(settings: Settings) -> Path:
+    """The AGI spool: ``agi.spool_dir``, else ``data_dir/agi-spool``."""
+    return Path(settings.agi.spool_dir) if settings.agi.spool_dir else settings.general.data_dir / "agi-spool"
+
+
+# --- the router: one call's database work, with its fallback --------------------------------
+
+
+@dataclass
+class RouteJob:
+    """One call's routing, run in a worker thread; the caller may give up on it at a deadline.
+
+    :meth:`run` does the database work; :meth:`abandon` (from the waiting side) gives
+    the fallback decision instead. Whichever comes second sees the other: a job
+    abandoned before it finished marks its call row as fallback, so the row says
+    what Asterisk was told.
+    """
+
+    router: CallRouter
+    request: RouteRequest
+    number: NumberInfo | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _finished: Decision | None = None
+    _abandoned: Decision | None = None
+
+    def run(self) -> Decision:
+        router = self.router
+        try:
+            decision = router.route(self.request, self)
+        except Exception as exc:
+            router.store.discard()
+            reason = (
+                f"database error: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            )
+            decision = fallback(router.settings, self.number, reason, self.request.at)
+            with self._lock:
+                self._finished = decision
+                told = self._abandoned or decision
+            router.spool(self.request, told, self.number)
+            return decision
+        with self._lock:
+            self._finished = decision
+            told = self._abandoned
+        if told is not None and decision.call_id is not None:
+            try:
+                router.store.mark_fallback(decision.call_id, told)
+            except Exception as exc:
+                router.store.discard()
+                logger.error("call %s: cannot mark it as routed by fallback: %s", decision.call_id, exc)
+        return decision
+
+    def abandon(self, reason: str) -> Decision:
+        """The decision to give now: the job's own if it just finished, else the fallback."""
+        with self._lock:
+            if self._finished is not None:
+                return self._finished
+            self._abandoned = fallback(
+                self.router.settings, self.number or self.router.cached(self.request), reason, self.request.at
+            )
+            return self._abandoned
+
+
+class CallRouter:
+    """Routes calls: looks numbers up, attributes, decides and writes the call row.
+
+    Keeps a cache of the active numbers, refreshed by every lookup and by
+    :meth:`warm`, used only to route to a number's own destination when the
+    database cannot answer in time.
+    """
+
+    def __init__(self, settings: Settings, store: RouteStore, spool: CallSpool | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.spool_ = spool if spool is not None else CallSpool(spool_folder(settings))
+        self._numbers: dict[str, NumberInfo] = {}
+        self._dialled: dict[tuple[str, str], str | None] = {}
+
+    # caches
+
+    def warm(self) -> int:
+        """Load every active number into the fallback cache; how many."""
+        numbers = self.store.active_numbers()
+        self._numbers = {n.number: n for n in numbers}
+        return len(numbers)
+
+    def clear(self) -> None:
+        self._numbers = {}
+        self._dialled = {}
+
+    def e164(self, dialled: str) -> str | None:
+        key = (dialled, self.settings.numbers.default_region)
+        if key not in self._dialled:
+            if len(self._dialled) > 10_000:
+                self._dialled.clear()
+            self._dialled[key] = dialled_key(dialled, key[1])
+        return self._dialled[key]
+
+    def cached(self, request: RouteRequest) -> NumberInfo | None:
+        number = self.e164(request.dialled)
+        return self._numbers.get(number) if number else None
+
+    # routing
+
+    def job(self, request: RouteRequest) -> RouteJob:
+        return RouteJob(self, request)
+
+    def run(self, request: RouteRequest) -> Decision:
+        """Route *request* now, in this thread; never raises."""
+        return self.job(request).run()
+
+    def route(self, request: RouteRequest, job: RouteJob | None = None) -> Decision:
+        """The database work of one call. Raises on database errors (see :meth:`run`)."""
+        settings = self.settings
+        number = self.e164(request.dialled)
+        caller = caller_key(request.caller_number, settings.numbers.default_region)
+        found = None
+        if number is not None:
+            found = self.store.lookup(number, caller, request.caller_number.strip(), request.system, request.linkedid)
+        if found is None:
+            decision = unknown(settings, f"{request.dialled!r} is not a tracking number")
+            info = None
+            facts = CallerFacts(False, False, False)
+        else:
+            info, facts = found
+            if job is not None:
+                job.number = info
+            if info.status != "active":
+                self._numbers.pop(info.number, None)
+                decision = unknown(settings, f"{info.number} is {info.status}", info)
+            else:
+                self._numbers[info.number] = info
+                visit = None
+                if info.pool_id is not None:
+                    grace = dt.timedelta(seconds=settings.tracking.attribution_grace_seconds)
+                    visit = self.store.visit(info.id, request.at, grace)
+                first = None if caller is None or facts.do_not_track else not facts.seen_before
+                decision = decide(info, request.at, blocked=facts.blocked, first_time=first, visit=visit)
+        values = self.call_values(request, decision, number, caller, do_not_track=facts.do_not_track)
+        record_dir = str(settings.recorder.spool_dir) if decision.record and decision.status == STATUS_OK else None
+        call_id = self.store.save_call(
+            _clip(request.system, "system") or "", _clip(request.linkedid, "linkedid") or "", values, record_dir
+        )
+        recording = recording_path(settings, call_id) if record_dir is not None else ""
+        return replace(decision, call_id=call_id, recording_file=recording, record=bool(recording))
+
+    def call_values(
+        self,
+        request: RouteRequest,
+        decision: Decision,
+        number: str | None,
+        caller: str | None,
+        *,
+        do_not_track: bool = False,
+    ) -> dict[str, Any]:
+        return {
+            "uniqueid": _clip(request.uniqueid, "uniqueid") or None,
+            "account_id": decision.account_id,
+            "tracking_number_id": decision.number_id,
+            "tracking_number": _clip(number or request.dialled.strip(), "tracking_number") or None,
+            "source_id": decision.source_id,
+            "visitor_session_id": decision.visit.id if decision.visit else None,
+            "caller_number": None if do_not_track else _clip(caller, "caller_number"),
+            "caller_name": None if do_not_track else (_clip(request.caller_name.strip(), "caller_name") or None),
+            "first_time": None if do_not_track else decision.first_time,
+            "route_status": decision.status,
+            "dial": decision.dial or None,
+            "started_at": request.at,
+        }
+
+    def spool(self, request: RouteRequest, decision: Decision, info: NumberInfo | None) -> None:
+        """Keep the call row of a call routed without the database, to write it later."""
+        if not request.linkedid:
+            logger.error("call without linkedid routed by fallback; nothing to spool (the AMI listener has it)")
+            return
+        number = self.e164(request.dialled)
+        caller = caller_key(request.caller_number, self.settings.numbers.default_region)
+        values = self.call_values(request, decision, number, caller)
+        try:
+            self.spool_.append(_clip(request.system, "system") or "", _clip(request.linkedid, "linkedid") or "", values)
+        except OSError as exc:
+            logger.error("cannot spool the call row of %s/%s: %s", request.system, request.linkedid, exc)
+
+    def replay_spool(self) -> int:
+        return self.spool_.replay(self.store)
+
+    def replay_spool_quietly(self) -> int:
+        try:
+            return self.replay_spool()
+        except Exception as exc:
+            self.store.discard()
+            logger.warning("spooled call rows wait for the database: %s", exc)
+            return 0
