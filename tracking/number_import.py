@@ -12,18 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from config import Settings
 from schema.models import TrackingNumber, utcnow
 from tracking import phone
 from tracking.errors import Conflict, InvalidInput, TrackingError
-from tracking.numbers import NumberFields, Resolver, existing_numbers
+from tracking.numbers import NumberFields, Resolver
 
 REQUIRED = ("number", "account", "forward_to")
 OPTIONAL = ("source", "pool", "timeout", "record", "whisper", "label")
-BATCH = 5_000
+BATCH = 2_000
 
 
 class CsvLineError(InvalidInput):
@@ -79,6 +79,33 @@ def _rows(fh: IO[str], path: str) -> Iterator[tuple[int, dict[str, str]]]:
         yield start, dict(zip(columns, cells, strict=True))
 
 
+def _fields(row: dict[str, str]) -> NumberFields:
+    return NumberFields(
+        number=row["number"],
+        account=row.get("account"),
+        source=row.get("source"),
+        pool=row.get("pool"),
+        forward_to=row.get("forward_to"),
+        timeout=row.get("timeout"),
+        record=row.get("record"),
+        whisper=row.get("whisper"),
+        label=row.get("label"),
+    )
+
+
+def _existing(session: Session, numbers: list[str]) -> dict[str, tuple[int, str]]:
+    """Number -> (id, status) for the numbers already in the database."""
+    found: dict[str, tuple[int, str]] = {}
+    for start in range(0, len(numbers), 1000):
+        chunk = numbers[start : start + 1000]
+        query = select(TrackingNumber.number, TrackingNumber.id, TrackingNumber.status).where(
+            TrackingNumber.number.in_(chunk)
+        )
+        for number, id_, status in session.execute(query):
+            found[number] = (id_, status)
+    return found
+
+
 def import_numbers(
     session: Session,
     settings: Settings,
@@ -89,76 +116,75 @@ def import_numbers(
 ) -> ImportResult:
     """Import the file in the current transaction; raise CsvLineError on the first bad line.
 
-    The caller commits on success and rolls back on error, so nothing is half-written.
+    Two passes over the file keep memory flat for large files: the first reads and
+    normalises every number (duplicates in the file are found here), then the
+    numbers already in the database are looked up before anything is written; the
+    second validates the other fields and writes in batches.  The caller commits on
+    success and rolls back on error, so nothing is half-written.  *progress* gets
+    (rows just written, rows in the file).
     """
     shown = str(path)
-    resolver = Resolver(session, settings)
     region = settings.numbers.default_region
-    parsed: list[tuple[int, NumberFields, str]] = []
     seen: dict[str, int] = {}
+    order: list[str] = []
     try:
         with open(path, encoding="utf-8-sig", newline="") as fh:
             for line, row in _rows(fh, shown):
-                fields = NumberFields(
-                    number=row["number"],
-                    account=row.get("account"),
-                    source=row.get("source"),
-                    pool=row.get("pool"),
-                    forward_to=row.get("forward_to"),
-                    timeout=row.get("timeout"),
-                    record=row.get("record"),
-                    whisper=row.get("whisper"),
-                    label=row.get("label"),
-                )
                 try:
-                    e164 = phone.normalize(fields.number, region)
+                    e164 = phone.normalize(row["number"], region)
                 except TrackingError as exc:
                     raise CsvLineError(shown, line, str(exc)) from None
                 if e164 in seen:
                     raise CsvLineError(shown, line, f"number {e164} already appears on line {seen[e164]}")
                 seen[e164] = line
-                parsed.append((line, fields, e164))
+                order.append(e164)
     except UnicodeDecodeError as exc:
-        raise InvalidInput(
-            f"{shown}: not UTF-8 text ({exc.reason} at byte {exc.start}); nothing was imported"
-        ) from None
+        raise InvalidInput(f"{shown}: not UTF-8 text ({exc.reason} at byte {exc.start}); nothing was imported") from None
     except OSError as exc:
         raise InvalidInput(f"{shown}: cannot be read: {exc.strerror}") from None
-    if not parsed:
+    if not order:
         raise InvalidInput(f"{shown}: no rows to import")
+    del seen
+    existing = _existing(session, order)
 
-    existing = existing_numbers(session, seen)
+    resolver = Resolver(session, settings)
+    total = len(order)
+    now = utcnow()
     new_rows: list[dict[str, Any]] = []
     changes: list[dict[str, Any]] = []
-    now = utcnow()
-    for line, fields, e164 in parsed:
-        try:
+    added = updated = 0
+
+    def flush() -> None:
+        if new_rows:
+            session.execute(insert(TrackingNumber), new_rows)
+        if changes:
+            session.execute(update(TrackingNumber), changes)
+        if progress:
+            progress(len(new_rows) + len(changes), total)
+        new_rows.clear()
+        changes.clear()
+
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        for (line, row), e164 in zip(_rows(fh, shown), order, strict=True):
             current = existing.get(e164)
+            try:
+                if current is not None and not update_existing:
+                    raise Conflict(f"number {e164} already exists (use --update to change existing numbers)")
+                values = resolver.new_number_values(_fields(row), e164)
+            except TrackingError as exc:
+                raise CsvLineError(shown, line, str(exc)) from None
             if current is None:
-                values = resolver.new_number_values(fields)
-                values.update(number=e164, created_at=now, updated_at=now)
+                values.update(created_at=now, updated_at=now)
                 new_rows.append(values)
-            elif not update_existing:
-                raise Conflict(f"number {e164} already exists (use --update to change existing numbers)")
+                added += 1
             else:
-                values = resolver.new_number_values(fields)
-                values.update(id=current.id, number=e164, updated_at=now)
-                if current.status == "released":
+                values.update(id=current[0], updated_at=now)
+                if current[1] == "released":
                     values["released_at"] = None
                 changes.append(values)
-        except TrackingError as exc:
-            raise CsvLineError(shown, line, str(exc)) from None
-
-    total = len(new_rows) + len(changes)
-    for start in range(0, len(new_rows), BATCH):
-        batch = new_rows[start : start + BATCH]
-        session.execute(insert(TrackingNumber), batch)
-        if progress:
-            progress(len(batch), total)
-    for start in range(0, len(changes), BATCH):
-        batch = changes[start : start + BATCH]
-        session.execute(update(TrackingNumber), batch)
-        if progress:
-            progress(len(batch), total)
+                updated += 1
+            if len(new_rows) + len(changes) >= BATCH:
+                flush()
+    flush()
     session.expire_all()
-    return ImportResult(added=len(new_rows), updated=len(changes))
+    return ImportResult(added=added, updated=updated)

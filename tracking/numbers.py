@@ -117,9 +117,12 @@ class Resolver:
             self._pools[key] = get_pool(self.session, account, name.strip())
         return self._pools[key]
 
-    def new_number_values(self, fields: NumberFields) -> dict[str, Any]:
-        """Column values for a new number, or InvalidInput/NotFound naming the field at fault."""
-        number = phone.normalize(fields.number, self.settings.numbers.default_region)
+    def new_number_values(self, fields: NumberFields, e164: str | None = None) -> dict[str, Any]:
+        """Column values for a new number, or InvalidInput/NotFound naming the field at fault.
+
+        *e164* is the number already normalised (an import has done it to find duplicates).
+        """
+        number = e164 or phone.normalize(fields.number, self.settings.numbers.default_region)
         account = self.account(fields.account)
         source_name = (fields.source or "").strip()
         pool_name = (fields.pool or "").strip()
