@@ -84,9 +84,9 @@ class WebService:
     @property
     def port(self) -> int | None:
         """The port actually bound (useful with port 0), once started."""
-        if self.server is None or not self.server.servers:
+        if self.server is None or not self.server.started:
             return None
-        for server in self.server.servers:
+        for server in getattr(self.server, "servers", ()):
             for sock in server.sockets:
                 return int(sock.getsockname()[1])
         return None
