@@ -141,7 +141,9 @@ class Ffmpeg:
             proc = subprocess.run(cmd, capture_output=True, check=False)
         except FileNotFoundError:
             raise EncodeFailed(f"ffmpeg has disappeared from {self.program}: {INSTALL_HINT}") from None
-        if proc.returncode != 0:
+        # At -loglevel error every line is an error: ffmpeg 5.1 exits 0 when writing the trailer
+        # fails on a full disk, so its exit code alone is not enough.
+        if proc.returncode != 0 or proc.stderr.strip():
             raise EncodeFailed(explain_write_error(_last_line(proc.stderr), dest.parent))
 
     def encode_pydub(self, source: Path, dest: Path, fmt: Format, bitrate: str) -> None:

@@ -136,6 +136,7 @@ class Recorder:
         settle_seconds: int | None = None,
         ffmpeg: Ffmpeg | None = None,
         hook: Hook | None = None,
+        clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         self.cfg = settings.recorder
         self.session_factory = session_factory
@@ -149,12 +150,13 @@ class Recorder:
         # Raises FfmpegMissing at start, with the package to install.
         self.ffmpeg = ffmpeg or Ffmpeg.locate(self.cfg.ffmpeg, [name])
         self.hook = hook
+        self.clock = clock
 
     # --- what is due ---------------------------------------------------------------
 
     def due(self, now: dt.datetime | None = None) -> tuple[list[Task], int]:
         """Recordings to work on now, and how many others are still being written or waiting."""
-        now = now or utcnow()
+        now = now or self.clock()
         tasks: list[Task] = []
         waiting = 0
         entries = scan(self.spool_dir, self.cfg.dual_channel)
@@ -254,7 +256,7 @@ class Recorder:
     # --- steps -------------------------------------------------------------------------
 
     def _now(self) -> dt.datetime:
-        return utcnow()
+        return self.clock()
 
     def _plan_path(self, session: Session, task: Task, row: Recording) -> Path:
         if row.path:

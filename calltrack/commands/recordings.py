@@ -47,9 +47,9 @@ def process(app: AppContext, spool: Path | None, archive: Path | None, fmt: str 
     if not tasks:
         click.echo(f"nothing to do in {recorder.spool_dir} ({waiting} not finished yet)", err=True)
         return
-    bar: Any = click.progressbar(
-        length=len(tasks), label="recordings", file=click.get_text_stream("stderr"), show_pos=True
-    )
+    import sys
+
+    bar: Any = click.progressbar(length=len(tasks), label="recordings", file=sys.stderr, show_pos=True)
     with bar:
         report = recorder.process(tasks, on_progress=lambda _key: bar.update(1))
     report.waiting += waiting

@@ -1,0 +1,356 @@
+"""The recorder pipeline with real ffmpeg, real MixMonitor WAVs and the real database."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from config import Settings
+from recorder.errors import FfmpegMissing
+from recorder.pipeline import Job, Recorder
+from schema.models import Recording, utcnow
+from tests.integration.recorder_helpers import add_call, age, put_real, recorder_settings, write_wav
+
+
+def rows(session_factory: sessionmaker[Session]) -> list[Recording]:
+    with session_factory() as s:
+        return list(s.scalars(select(Recording).order_by(Recording.id)))
+
+
+def probe(path: Path) -> tuple[str, int]:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,channels", "-of", "csv=p=0", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    codec, channels = out.split(",")
+    return codec, int(channels)
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def files_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize(("fmt", "codec"), [("mp3", "mp3"), ("opus", "opus"), ("flac", "flac")])
+def test_each_format_round_trips_linked_to_its_call(
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    tmp_path: Path,
+    asterisk_traffic: Path,
+    fmt: str,
+    codec: str,
+) -> None:
+    cfg = recorder_settings(settings, tmp_path, format=fmt)
+    call_id, account_id = add_call(session_factory)
+    source = put_real(asterisk_traffic, cfg.recorder.spool_dir, f"{call_id}.wav")
+
+    report = Recorder(cfg, session_factory).run_pass()
+
+    assert report.archived == [str(call_id)]
+    (rec,) = rows(session_factory)
+    # account folder, then the call's date in the account's timezone (22:30 in New York on the 28th)
+    expected = (
+        tmp_path
+        / "archive"
+        / f"account-{account_id}"
+        / "2026"
+        / "11"
+        / "28"
+        / f"{call_id}.{'ogg' if fmt == 'opus' else fmt}"
+    )
+    assert rec.path == str(expected)
+    assert (rec.state, rec.call_id, rec.account_id, rec.format) == ("archived", call_id, account_id, fmt)
+    assert rec.duration == pytest.approx(5.5, abs=cfg.recorder.verify_tolerance_seconds)
+    assert rec.sha256 == sha(expected) and rec.bytes == expected.stat().st_size
+    assert probe(expected) == (codec, 1)
+    assert not source.exists()
+    assert files_under(tmp_path / "archive") == [expected]  # no temporary file left behind
+
+
+def test_mp3_is_compact(settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path) -> None:
+    cfg = recorder_settings(settings, tmp_path, stream_above_seconds=0)  # the streaming path
+    source = write_wav(cfg.recorder.spool_dir / "orphan-1.wav", 20.0)
+    wav_size = source.stat().st_size
+
+    Recorder(cfg, session_factory).run_pass()
+
+    (rec,) = rows(session_factory)
+    assert rec.state == "archived" and rec.duration == pytest.approx(20.0, abs=0.1)
+    assert rec.bytes is not None and rec.bytes < wav_size / 3  # 32 kbit/s against 128 kbit/s of PCM
+
+
+def test_recording_of_an_unknown_call_is_archived_as_an_orphan(
+    settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path, asterisk_traffic: Path
+) -> None:
+    cfg = recorder_settings(settings, tmp_path)
+    put_real(asterisk_traffic, cfg.recorder.spool_dir, "99999.wav")
+
+    Recorder(cfg, session_factory).run_pass()
+
+    (rec,) = rows(session_factory)
+    assert (rec.state, rec.call_id, rec.account_id) == ("archived", None, None)
+    assert Path(rec.path or "").parent.parent.parent.parent.name == "no-account"
+
+
+def test_keep_source(
+    settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path, asterisk_traffic: Path
+) -> None:
+    cfg = recorder_settings(settings, tmp_path, keep_source=True)
+    source = put_real(asterisk_traffic, cfg.recorder.spool_dir, "5.wav")
+    before = source.read_bytes()
+
+    Recorder(cfg, session_factory).run_pass()
+    second = Recorder(cfg, session_factory).run_pass()
+
+    assert source.read_bytes() == before
+    assert [r.state for r in rows(session_factory)] == ["archived"]
+    assert second.archived == []  # not archived twice
+
+
+def test_bad_files_are_retried_then_failed_and_never_stop_the_others(
+    settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path, asterisk_traffic: Path
+) -> None:
+    cfg = recorder_settings(settings, tmp_path, max_attempts=2)
+    spool = cfg.recorder.spool_dir
+    (spool / "empty.wav").write_bytes(b"")
+    (spool / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk" * 4)
+    truncated = write_wav(spool / "truncated.wav", 2.0)
+    truncated.write_bytes(truncated.read_bytes()[:10_000])
+    put_real(asterisk_traffic, spool, "headeronly.wav", "noanswer-1795915093.5.wav")
+    put_real(asterisk_traffic, spool, "good.wav")
+    for p in spool.iterdir():
+        age(p, 3600)
+    before = {p.name: p.read_bytes() for p in spool.iterdir() if p.name != "good.wav"}
+
+    first = Recorder(cfg, session_factory).run_pass()
+
+    assert first.archived == ["good"]
+    reasons = dict(first.retrying)
+    assert reasons["empty"] == "empty file (0 bytes)"
+    assert reasons["corrupt"].startswith("corrupt WAV")
+    assert reasons["truncated"].startswith("truncated: the header declares 2.00 s")
+    assert reasons["headeronly"].startswith("no audio")
+    pending = {Path(r.source_path).stem: r for r in rows(session_factory) if r.state == "pending"}
+    assert {k: (r.attempts, r.last_error) for k, r in pending.items()} == {k: (1, v) for k, v in reasons.items()}
+
+    second = Recorder(cfg, session_factory).run_pass()
+
+    assert sorted(k for k, _ in second.failed) == ["corrupt", "empty", "headeronly", "truncated"]
+    assert {r.state for r in rows(session_factory) if Path(r.source_path).stem != "good"} == {"failed"}
+    assert {p.name: p.read_bytes() for p in spool.iterdir()} == before  # sources untouched
+    third = Recorder(cfg, session_factory).run_pass()
+    assert (third.archived, third.retrying, third.failed) == ([], [], [])  # failed for good: left alone
+    assert len(files_under(tmp_path / "archive")) == 1
+
+
+def test_failed_attempts_wait_with_backoff(
+    settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    cfg = recorder_settings(settings, tmp_path, retry_seconds=60, max_attempts=5)
+    (cfg.recorder.spool_dir / "1.wav").write_bytes(b"")
+    age(cfg.recorder.spool_dir / "1.wav", 3600)
+    start = utcnow()
+
+    Recorder(cfg, session_factory).run_pass()
+    assert Recorder(cfg, session_factory).due()[0] == []  # waiting for its retry
+    later = Recorder(cfg, session_factory, clock=lambda: start + dt.timedelta(seconds=61))
+    later.run_pass()
+
+    (rec,) = rows(session_factory)
+    assert rec.attempts == 2
+    assert rec.next_attempt_at is not None
+    wait = (rec.next_attempt_at - start).total_seconds()
+    assert 61 + 110 < wait < 61 + 130  # 120 s after the second attempt
+
+
+def test_still_growing_files_wait(
+    settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path, asterisk_traffic: Path
+) -> None:
+    cfg = recorder_settings(settings, tmp_path, quiet_seconds=10, settle_seconds=300)
+    live_id, _ = add_call(session_factory, ended=False, account="Live")
+    ended_id, _ = add_call(session_factory, ended=True, account="Ended")
+    spool = cfg.recorder.spool_dir
+    live = put_real(asterisk_traffic, spool, f"{live_id}.wav", old=60)  # call up, written a minute ago
+    fresh = put_real(asterisk_traffic, spool, f"{ended_id}.wav", old=1)  # call over, written just now
+    rec = Recorder(cfg, session_factory)
+
+    tasks, waiting = rec.due()
+    assert (tasks, waiting) == ([], 2)
+    assert rows(session_factory) == []
+
+    age(fresh, 11)  # stopped growing after its call ended
+    assert [t.entry.key for t in rec.due()[0]] == [str(ended_id)]
+    age(live, 301)  # no call end (listener down?), but untouched for the settle time
+    assert sorted(t.entry.key for t in rec.due()[0]) == sorted([str(ended_id), str(live_id)])
+    assert [t.entry.key for t in Recorder(cfg, session_factory, settle_seconds=0).due()[0]] != []
+
+
+def test_file_changing_during_encoding_is_left_for_later(
+    settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path, asterisk_traffic: Path
+) -> None:
+    cfg = recorder_settings(settings, tmp_path)
+    source = put_real(asterisk_traffic, cfg.recorder.spool_dir, "7.wav")
+
+    def grow(step: str, job: Job) -> None:
+        if step == "encoded":
+            with open(source, "ab") as f:
+                f.write(b"\0" * 3200)
+
+    report = Recorder(cfg, session_factory, hook=grow).run_pass()
+
+    assert report.archived == [] and report.waiting == 1
+    (rec,) = rows(session_factory)
+    assert (rec.state, rec.attempts) == ("pending", 0)
+    assert files_under(tmp_path / "archive") == []
+    age(source, 3600)
+    later = utcnow() + dt.timedelta(seconds=cfg.recorder.quiet_seconds + 1)
+    assert Recorder(cfg, session_factory, clock=lambda: later).run_pass().archived == ["7"]
+
+
+class SimulatedCrash(BaseException):
+    """The process dying (kill -9, power cut): nothing is cleaned up."""
+
+
+@pytest.mark.parametrize("step", ["encoded", "verified", "renamed", "committed"])
+def test_crash_between_steps_neither_loses_nor_duplicates(
+    settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path, asterisk_traffic: Path, step: str
+) -> None:
+    cfg = recorder_settings(settings, tmp_path)
+    call_id, _ = add_call(session_factory)
+    source = put_real(asterisk_traffic, cfg.recorder.spool_dir, f"{call_id}.wav")
+    original = source.read_bytes()
+
+    def crash(at: str, job: Job) -> None:
+        if at == step:
+            raise SimulatedCrash(at)
+
+    with pytest.raises(SimulatedCrash):
+        Recorder(cfg, session_factory, hook=crash).run_pass()
+    assert source.read_bytes() == original  # never deleted before the row says archived
+    # after the restart, once the dead process's claim has run out
+    later = utcnow() + dt.timedelta(minutes=11)
+    report = Recorder(cfg, session_factory, clock=lambda: later).run_pass()
+
+    (rec,) = rows(session_factory)
+    assert rec.state == "archived"
+    archives = files_under(tmp_path / "archive")
+    assert archives == [Path(rec.path or "")]
+    assert sha(archives[0]) == rec.sha256
+    assert not source.exists()
+    if step == "committed":
+        assert report.cleaned == 1 and report.archived == []
+    else:
+        assert report.archived == [str(call_id)]
+
+
+def test_damaged_archive_with_its_source_still_in_the_spool_is_archived_again(
+    settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path, asterisk_traffic: Path
+) -> None:
+    cfg = recorder_settings(settings, tmp_path)
+    source = put_real(asterisk_traffic, cfg.recorder.spool_dir, "8.wav")
+
+    def crash(at: str, job: Job) -> None:
+        if at == "committed":
+            raise SimulatedCrash(at)
+
+    with pytest.raises(SimulatedCrash):
+        Recorder(cfg, session_factory, hook=crash).run_pass()
+    (rec,) = rows(session_factory)
+    Path(rec.path or "").write_bytes(b"damaged")
+
+    report = Recorder(cfg, session_factory).run_pass()
+
+    assert report.archived == ["8"]
+    (rec,) = rows(session_factory)
+    assert rec.state == "archived" and sha(Path(rec.path or "")) == rec.sha256
+    assert not source.exists()
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(where: Path, options: str) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs (CI runs as root)")
+    where.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_unwritable_archive_folder(
+    settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path, asterisk_traffic: Path
+) -> None:
+    cfg = recorder_settings(settings, tmp_path)
+    source = put_real(asterisk_traffic, cfg.recorder.spool_dir, "9.wav")
+    original = source.read_bytes()
+
+    with mounted_tmpfs(tmp_path / "archive", "ro,size=1m"):
+        report = Recorder(cfg, session_factory).run_pass()
+
+    ((key, reason),) = report.retrying
+    assert key == "9" and reason.startswith("archive folder not writable") and "Read-only file system" in reason
+    assert source.read_bytes() == original
+    (rec,) = rows(session_factory)
+    assert (rec.state, rec.last_error) == ("pending", reason)
+    # writable again: the retry archives it
+    assert Recorder(cfg, session_factory).run_pass().archived == ["9"]
+
+
+@pytest.mark.parametrize("stream_above", [600, 0], ids=["pydub", "streamed"])
+def test_full_disk(
+    settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path, stream_above: int
+) -> None:
+    cfg = recorder_settings(settings, tmp_path, stream_above_seconds=stream_above)
+    source = write_wav(cfg.recorder.spool_dir / "10.wav", 30.0)  # about 120 kB of MP3
+    original = source.read_bytes()
+
+    with mounted_tmpfs(tmp_path / "archive", "size=32k"):
+        report = Recorder(cfg, session_factory).run_pass()
+        ((_, reason),) = report.retrying
+        assert reason.startswith("disk full")
+        assert files_under(tmp_path / "archive") == []  # the partial temporary file is removed
+    assert source.read_bytes() == original
+
+
+def test_missing_ffmpeg_is_reported_at_start(
+    settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    cfg = recorder_settings(settings, tmp_path, ffmpeg=str(tmp_path / "no" / "ffmpeg"))
+    with pytest.raises(FfmpegMissing, match=r"apt-get install ffmpeg"):
+        Recorder(cfg, session_factory)
+    cfg = recorder_settings(settings, tmp_path, ffmpeg="ffmpeg-not-installed-here")
+    with pytest.raises(FfmpegMissing, match=r"not an executable program"):
+        Recorder(cfg, session_factory)
+
+
+def test_dual_channel_recording_is_merged_to_stereo(
+    settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    cfg = recorder_settings(settings, tmp_path, dual_channel=True)
+    spool = cfg.recorder.spool_dir
+    write_wav(spool / "11-in.wav", 3.0)
+    write_wav(spool / "11-out.wav", 2.5)
+
+    report = Recorder(cfg, session_factory).run_pass()
+
+    assert report.archived == ["11"]
+    (rec,) = rows(session_factory)
+    assert rec.source_path == str(spool / "11.wav")
+    assert rec.duration == pytest.approx(3.0, abs=0.1)
+    assert probe(Path(rec.path or "")) == ("mp3", 2)
+    assert list(spool.iterdir()) == []
