@@ -16,7 +16,6 @@ import argparse
 import csv
 import datetime as dt
 import os
-import resource
 import sqlite3
 import statistics
 import subprocess
@@ -77,7 +76,11 @@ def timed_import(url: str, csv_path: Path, env: dict[str, str]) -> tuple[float, 
     )
     out = subprocess.run(
         [sys.executable, "-c", code, "--database", url, "numbers", "import", str(csv_path)],
-        check=True, env=env, cwd=ROOT, capture_output=True, text=True,
+        check=True,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     ).stdout.split()
     return float(out[-2]), int(out[-1]) / 1024
 
@@ -150,18 +153,24 @@ def main() -> None:
         prepare(f"sqlite:///{base_db}", env)
         base = baseline_executemany(base_db, numbers)
         cli_rate, base_rate = opts.rows / seconds, opts.rows / base
-        print(f"  calltrack numbers import (SQLite): {cli_rate:>10,.0f} rows/s  ({seconds:.2f} s, peak RSS {rss:.0f} MiB)")
+        print(
+            f"  calltrack numbers import (SQLite): {cli_rate:>10,.0f} rows/s  ({seconds:.2f} s, peak RSS {rss:.0f} MiB)"
+        )
         print(f"  baseline sqlite3.executemany:      {base_rate:>10,.0f} rows/s  ({base:.2f} s)")
         print(f"  ratio calltrack/baseline:          {cli_rate / base_rate:10.3f}")
         floor = phonenumbers_floor(numbers)
-        print(f"  (phonenumbers validation alone:    {opts.rows / floor:>10,.0f} rows/s, {floor / seconds:.0%} of the import)")
+        print(
+            f"  (phonenumbers validation alone:    {opts.rows / floor:>10,.0f} rows/s, {floor / seconds:.0%} of the import)"
+        )
 
         if opts.postgres:
             from sqlalchemy import create_engine, text
             from sqlalchemy.engine import make_url
 
             name = f"calltrack_bench_{uuid.uuid4().hex[:8]}"
-            admin = create_engine(make_url(opts.postgres).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
+            admin = create_engine(
+                make_url(opts.postgres).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
+            )
             with admin.connect() as conn:
                 conn.execute(text(f'CREATE DATABASE "{name}"'))
             try:
