@@ -7,6 +7,7 @@ short commands start fast.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 import click
