@@ -205,6 +205,8 @@ class Plan:
     garbage: bytes = b""
     #: seconds between frames (0: full speed)
     pace: float = 0.0
+    #: (n, event): after n frames, wait for the event before sending the rest
+    gate: tuple[int, asyncio.Event] | None = None
 
 
 @dataclass
@@ -331,13 +333,19 @@ class FakeAmiServer:
         frames = list(plan.frames)
         if plan.drop_after is not None:
             frames = frames[: plan.drop_after]
-        if plan.pace == 0 and plan.split_seed is None:
-            await send(b"".join(f.data for f in frames))
-        else:
-            for f in frames:
-                await send(f.data)
-                if plan.pace:
-                    await asyncio.sleep(plan.pace)
+        parts = [frames]
+        if plan.gate is not None:
+            parts = [frames[: plan.gate[0]], frames[plan.gate[0] :]]
+        for i, part in enumerate(parts):
+            if i == 1 and plan.gate is not None:
+                await plan.gate[1].wait()
+            if plan.pace == 0 and plan.split_seed is None:
+                await send(b"".join(f.data for f in part))
+            else:
+                for f in part:
+                    await send(f.data)
+                    if plan.pace:
+                        await asyncio.sleep(plan.pace)
         if plan.drop_after is not None:
             writer.transport.abort()
         finished.set()

@@ -1,0 +1,309 @@
+"""The AMI listener against a fake Asterisk (real TCP, recorded streams) and a real database.
+
+Every test runs on SQLite and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from config import Settings
+from schema.db import make_engine
+from tests.fakes.ami_server import FakeAmiServer, Plan, interleave, replace_caller_name
+from tests.integration.ami_harness import (
+    SCENARIOS,
+    DatabaseOutage,
+    Harness,
+    calls_of,
+    frames,
+    kept_payloads,
+    stored_call_events,
+    stored_payloads,
+    wait_for,
+)
+
+# scenario -> (disposition, answered_by, tracking number, hangup cause)
+EXPECTED = {
+    "answered": ("answered", "Local/100@agents", "+18005550100"),
+    "noanswer": ("missed", None, "+18005550200"),
+    "busy": ("busy", None, "+18005550300"),
+    "earlyhangup": ("abandoned", None, "+18005550400"),
+    "origtimeout": ("abandoned", None, "+18005550400"),
+    "agihangup": ("abandoned", None, "+18005550500"),
+    "mixstop": ("answered", "Local/101@agents", "+18005550600"),
+    "iax-answered": ("answered", "Local/100@agents", "+18005550100"),
+    "classic": ("failed", None, "+18005550100"),
+    "agidown": ("answered", "Local/100@agents", "+18005550100"),
+}
+LINKEDID = {
+    "answered": "1795915078.0",
+    "noanswer": "1795915093.4",
+    "busy": "1795915122.8",
+    "earlyhangup": "1795915131.12",
+    "origtimeout": "1795915142.16",
+    "agihangup": "1795915169.28",
+    "mixstop": "1795915181.30",
+    "iax-answered": "1795915222.41",
+    "classic": "1795915198.34",
+    "agidown": "1795915335.44",
+}
+
+
+@pytest.fixture
+def secret_file(tmp_path: Path) -> Path:
+    path = tmp_path / "ami.secret"
+    path.write_text("s3cret\n")
+    return path
+
+
+def all_calls(traffic: Path) -> list[Any]:
+    """Every recorded scenario at once: ten calls whose events interleave."""
+    return interleave(*(frames(s, traffic) for s in SCENARIOS))
+
+
+def stored_everything(h: Harness, expected: list[dict[str, Any]]) -> bool:
+    return len(stored_call_events(h.engine, h.system)) >= len(expected) and not h.sink.backlog
+
+
+async def test_every_call_shape_is_recorded(
+    settings: Settings, database_url: str, secret_file: Path, asterisk_traffic: Path
+) -> None:
+    stream = all_calls(asterisk_traffic)
+    expected = kept_payloads(stream)
+    async with FakeAmiServer([Plan(frames=stream)]) as fake, Harness(settings, database_url, fake, secret_file) as h:
+        await wait_for(lambda: stored_everything(h, expected), what="all events stored")
+        await wait_for(lambda: len(calls_of(h.engine, h.system)) == 10, what="ten calls")
+        calls = calls_of(h.engine, h.system)
+    assert stored_call_events(h.engine, h.system) == expected  # nothing lost, nothing doubled, in order
+    for scenario, (disposition, answered_by, tracking) in EXPECTED.items():
+        call = calls[LINKEDID[scenario]]
+        assert (call["disposition"], call["answered_by"], call["tracking_number"]) == (
+            disposition,
+            answered_by,
+            tracking,
+        ), scenario
+        assert call["caller_number"] == "+14045551234"
+        assert call["caller_name"] == "Jane Doe"
+        assert call["ended_at"] is not None and call["duration"] > 0
+    answered = calls[LINKEDID["answered"]]
+    # the capture: agent answers at once, audio plays 5.5 s, agent hangs up
+    assert 5.5 <= answered["talk_time"] <= 7.0
+    assert answered["uniqueid"] == "1795915078.1"  # the ;2 leg that ran the route (AGI, MixMonitor)
+    assert answered["recording_file"] == "/var/spool/asterisk/monitor/1795915078.1.wav"
+    assert answered["caller_country"] == "US" and answered["caller_location"] == "Georgia"
+    kinds = [kind for _, kind, _ in answered["timeline"]]
+    assert kinds[:1] == ["started"] and kinds[-1] == "ended"
+    assert kinds.index("ringing") < kinds.index("answered") < kinds.index("hangup")
+    assert {leg["role"] for leg in answered["legs"]} == {"inbound", "agent"}
+    noanswer = calls[LINKEDID["noanswer"]]
+    assert 19.5 <= noanswer["ring_time"] <= 21  # Dial timed out after 20 s
+    assert noanswer["talk_time"] is None and noanswer["answered_at"] is None
+    assert calls[LINKEDID["agihangup"]]["recording_file"] is None  # hung up before MixMonitor
+    # the IAX2 capture also holds the carrier's outgoing originate (context default, exten s): not an inbound call
+    assert "1795915222.40" not in calls
+
+
+async def test_random_splits_keep_utf8_caller_names_whole(
+    settings: Settings, database_url: str, secret_file: Path, asterisk_traffic: Path
+) -> None:
+    name = 'Zoë "Zed" Ñúñez 李小龍'
+    stream = interleave(
+        replace_caller_name(frames("answered", asterisk_traffic), name),
+        replace_caller_name(frames("busy", asterisk_traffic), name),
+    )
+    expected = kept_payloads(stream)
+    plan = Plan(frames=stream, split_seed=7)
+    async with FakeAmiServer([plan]) as fake, Harness(settings, database_url, fake, secret_file) as h:
+        await wait_for(lambda: stored_everything(h, expected), what="all events stored")
+        await wait_for(lambda: len(calls_of(h.engine, h.system)) == 2, what="two calls")
+        calls = calls_of(h.engine, h.system)
+    assert stored_call_events(h.engine, h.system) == expected
+    assert {c["caller_name"] for c in calls.values()} == {name}
+    assert calls[LINKEDID["busy"]]["disposition"] == "busy"
+
+
+async def test_malformed_frames_are_skipped_and_logged(
+    settings: Settings,
+    database_url: str,
+    secret_file: Path,
+    asterisk_traffic: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    garbage = (
+        b"this line has no colon\r\n\r\n"
+        b"\xff\xfe\xfd: not utf-8\r\n\r\n"
+        b"Event: Hangup\r\nBroken header line\r\nUniqueid: 1.1\r\nLinkedid: 1.1\r\n\r\n"
+        b"\r\n\r\n"
+    )
+    stream = frames("earlyhangup", asterisk_traffic)
+    expected = kept_payloads(stream)
+    async with FakeAmiServer([Plan(frames=stream, garbage=garbage)]) as fake, Harness(
+        settings, database_url, fake, secret_file
+    ) as h:
+        await wait_for(lambda: len(stored_call_events(h.engine, h.system)) >= len(expected) + 1, what="events")
+        await wait_for(lambda: bool(calls_of(h.engine, h.system)), what="the call")
+        call = calls_of(h.engine, h.system)[LINKEDID["earlyhangup"]]
+        assert h.client.connections == 1  # the connection survived the garbage
+    assert call["disposition"] == "abandoned"
+    assert stored_call_events(h.engine, h.system)[-len(expected) :] == expected
+    assert "malformed input skipped: line without a colon skipped: this line has no colon" in caplog.text
+
+
+async def test_login_refused_is_told_then_retried(
+    settings: Settings,
+    database_url: str,
+    secret_file: Path,
+    asterisk_traffic: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    stream = frames("busy", asterisk_traffic)
+    plans = [Plan(refuse_login=True), Plan(refuse_login=True), Plan(frames=stream)]
+    async with FakeAmiServer(plans) as fake, Harness(settings, database_url, fake, secret_file) as h:
+        await wait_for(lambda: bool(calls_of(h.engine, h.system)), what="the call after the retries")
+        assert h.client.login_failures == 2
+    assert "AMI server 'pbx1' at 127.0.0.1:" in caplog.text
+    assert "refused the login of user 'calltrack': Authentication failed" in caplog.text
+    assert calls_of(h.engine, h.system)[LINKEDID["busy"]]["disposition"] == "busy"
+
+
+@pytest.mark.parametrize("while_away", ["call-ended", "call-went-on"])
+async def test_drop_mid_call_then_resync_completes_the_call(
+    settings: Settings, database_url: str, secret_file: Path, asterisk_traffic: Path, while_away: str
+) -> None:
+    stream = frames("answered", asterisk_traffic)
+    answered_at = next(i for i, f in enumerate(stream) if b"DialStatus: ANSWER" in f.data)
+    cut = answered_at + 5  # bridged, talking
+    if while_away == "call-ended":
+        # the line drops mid-call; by the time we are back, the call is over
+        plans = [Plan(frames=stream, drop_after=cut), Plan(history=stream)]
+    else:
+        # the line drops; ten events are lost; the call is still up when we reconnect
+        plans = [Plan(frames=stream, drop_after=cut), Plan(history=stream[: cut + 10], frames=stream[cut + 10 :])]
+    async with FakeAmiServer(plans) as fake, Harness(settings, database_url, fake, secret_file) as h:
+        await wait_for(
+            lambda: calls_of(h.engine, h.system).get(LINKEDID["answered"], {}).get("ended_at") is not None,
+            what="the call closed",
+        )
+        assert fake.connections == 2 and h.client.resyncs >= 2
+        actions = [a.get("Action") for a in fake.actions]
+        assert actions.count("CoreShowChannels") >= 2
+    call = calls_of(h.engine, h.system)[LINKEDID["answered"]]
+    assert call["disposition"] == "answered"
+    assert call["answered_by"] == "Local/100@agents"
+    lost = [detail for _, kind, detail in call["timeline"] if kind == "lost"]
+    if while_away == "call-ended":
+        assert lost and lost[0]["reason"] == "gone-while-disconnected"
+        assert all(leg["hungup_at"] is not None for leg in call["legs"])
+    else:
+        assert not lost  # the rest of the call arrived normally
+        assert call["hangup_cause"] == 16
+
+
+async def test_asterisk_restart_closes_vanished_calls(
+    settings: Settings, database_url: str, secret_file: Path, asterisk_traffic: Path
+) -> None:
+    first = frames("answered", asterisk_traffic)
+    cut = next(i for i, f in enumerate(first) if b"DialStatus: ANSWER" in f.data) + 3
+    second = frames("noanswer", asterisk_traffic)
+    plans = [Plan(frames=first, drop_after=cut), Plan(uptime=2, history=(), frames=second)]
+    async with FakeAmiServer(plans) as fake, Harness(settings, database_url, fake, secret_file) as h:
+        await wait_for(lambda: len(calls_of(h.engine, h.system)) == 2, what="two calls")
+        await wait_for(
+            lambda: all(c["ended_at"] for c in calls_of(h.engine, h.system).values()), what="both calls closed"
+        )
+    calls = calls_of(h.engine, h.system)
+    lost = calls[LINKEDID["answered"]]
+    assert lost["disposition"] == "answered"  # it was answered before Asterisk went away
+    reasons = [d["reason"] for _, kind, d in lost["timeline"] if kind == "lost"]
+    assert reasons == ["asterisk-restart"]
+    assert calls[LINKEDID["noanswer"]]["disposition"] == "missed"
+
+
+async def test_database_outage_mid_stream_loses_and_doubles_nothing(
+    settings: Settings, database_url: str, secret_file: Path, asterisk_traffic: Path, tmp_path: Path
+) -> None:
+    stream = all_calls(asterisk_traffic)
+    expected = kept_payloads(stream)
+    third = len(stream) // 3
+
+    # the reference: the same stream, uninterrupted, under another system name
+    async with FakeAmiServer([Plan(frames=stream)]) as fake, Harness(
+        settings, database_url, fake, secret_file, system="reference"
+    ) as ref:
+        await wait_for(lambda: stored_everything(ref, expected), what="reference stored")
+        await wait_for(
+            lambda: sum(1 for c in calls_of(ref.engine, "reference").values() if c["ended_at"]) == 10,
+            what="reference calls",
+        )
+
+    outage = DatabaseOutage(database_url)
+    url = await outage.start()
+    gate1, gate2 = asyncio.Event(), asyncio.Event()
+    try:
+        plan = Plan(frames=stream, gate=(third, gate1))
+        async with FakeAmiServer([plan]) as fake, Harness(settings.replace(), url, fake, secret_file) as h:
+            # a third arrives with the database up
+            first_third = len(kept_payloads(stream[:third]))
+            await wait_for(
+                lambda: len(stored_call_events(h.engine, h.system)) == first_third and not h.sink.backlog,
+                what="first third stored",
+            )
+            outage.down()
+            gate1.set()
+            await wait_for(lambda: h.sink.spooled > 0 and not h.sink.backlog, what="events spooled")
+            assert h.sink.spool.pending
+            gate2.set()
+            outage.up()
+            await wait_for(lambda: stored_everything(h, expected) and not h.sink.spool.pending, what="spool replayed")
+            await wait_for(
+                lambda: sum(1 for c in calls_of(h.engine, h.system).values() if c["ended_at"]) == 10,
+                what="all calls closed",
+            )
+            assert h.sink.db_failures >= 1
+    finally:
+        await outage.close()
+
+    engine = make_engine(database_url)
+    try:
+        assert stored_call_events(engine, "pbx1") == expected  # zero lost, zero duplicates, in order
+        assert calls_of(engine, "pbx1") == calls_of(engine, "reference")
+    finally:
+        engine.dispose()
+
+
+async def test_restarted_listener_replays_its_spool(
+    settings: Settings, database_url: str, secret_file: Path, asterisk_traffic: Path
+) -> None:
+    stream = interleave(frames("answered", asterisk_traffic), frames("noanswer", asterisk_traffic))
+    expected = kept_payloads(stream)
+    outage = DatabaseOutage(database_url)
+    url = await outage.start()
+    try:
+        outage.down()
+        async with FakeAmiServer([Plan(frames=stream)]) as fake, Harness(settings, url, fake, secret_file) as h:
+            await wait_for(lambda: h.sink.spooled >= len(expected), what="everything spooled")
+        spool_file = h.sink.spool.path
+        assert spool_file.stat().st_size > 0  # stopped with the database still away
+        outage.up()
+        # a new listener process: Asterisk has nothing new; the spool is replayed
+        async with FakeAmiServer([Plan()]) as fake, Harness(settings, url, fake, secret_file) as h2:
+            await wait_for(lambda: not h2.sink.spool.pending and h2.sink.stored > 0, what="spool replayed")
+            await wait_for(lambda: len(calls_of(h2.engine, h2.system)) == 2, what="calls")
+    finally:
+        await outage.close()
+    engine = make_engine(database_url)
+    try:
+        assert stored_call_events(engine, "pbx1") == expected
+        dispositions = {c["disposition"] for c in calls_of(engine, "pbx1").values()}
+        payloads = stored_payloads(engine, "pbx1")
+    finally:
+        engine.dispose()
+    assert spool_file.stat().st_size == 0
+    assert dispositions == {"answered", "missed"}
+    assert sum(1 for p in payloads if p.get("Event") == "FullyBooted") == 2  # one per connection
