@@ -90,7 +90,9 @@ def _since(value: str) -> dt.datetime:
     try:
         when = dt.datetime.fromisoformat(value.strip())
     except ValueError:
-        raise click.BadParameter(f"{value!r}: use a date (2026-11-01), a time (2026-11-01T08:00) or 7d / 12h") from None
+        raise click.BadParameter(
+            f"{value!r}: use a date (2026-11-01), a time (2026-11-01T08:00) or 7d / 12h", param_hint="--since"
+        ) from None
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 

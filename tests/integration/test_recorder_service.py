@@ -1,0 +1,67 @@
+"""The recorder as a daemon (`recordings watch`, and "recorder" in `calltrack serve`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from calltrack.services import SERVICES
+from config import Settings
+from recorder.service import RecorderService
+from schema.models import Recording
+from tests.integration.recorder_helpers import put_real, recorder_settings
+
+
+async def wait_for(predicate, timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.05)
+
+
+def states(session_factory: sessionmaker[Session]) -> list[str]:
+    with session_factory() as s:
+        return list(s.scalars(select(Recording.state)))
+
+
+async def test_watch_archives_new_recordings_until_stopped(
+    settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path, asterisk_traffic: Path
+) -> None:
+    cfg = recorder_settings(settings, tmp_path, poll_seconds=0.1)
+    service = RecorderService(cfg, session_factory)
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+
+    put_real(asterisk_traffic, cfg.recorder.spool_dir, "1.wav")
+    await wait_for(lambda: states(session_factory) == ["archived"])
+    put_real(asterisk_traffic, cfg.recorder.spool_dir, "2.wav")
+    await wait_for(lambda: states(session_factory) == ["archived", "archived"])
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert list(cfg.recorder.spool_dir.iterdir()) == []
+    assert SERVICES["recorder"] == "recorder.service:make_service"
+
+
+async def test_watch_without_ffmpeg_says_so_once_and_keeps_the_spool(
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    tmp_path: Path,
+    asterisk_traffic: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cfg = recorder_settings(settings, tmp_path, poll_seconds=0.05, ffmpeg="/opt/nowhere/ffmpeg")
+    source = put_real(asterisk_traffic, cfg.recorder.spool_dir, "1.wav")
+    service = RecorderService(cfg, session_factory)
+    stop = asyncio.Event()
+    with caplog.at_level(logging.ERROR, logger="recorder.service"):
+        task = asyncio.create_task(service.run(stop))
+        await asyncio.sleep(0.5)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "apt-get install ffmpeg" in errors[0]
+    assert source.exists() and states(session_factory) == [] and service.passes == 0
