@@ -1,7 +1,8 @@
 """CSV import of tracking numbers: all or nothing, the first bad line named by its line number.
 
 Columns (header row required): ``number``, ``account``, ``source`` or ``pool``,
-``forward_to``; optional ``timeout``, ``record``, ``whisper``, ``label``.
+``forward_to``; optional ``timeout``, ``record``, ``whisper``, ``label``, ``hours``
+(business hours, as ``mon-fri 09:00-17:00``) and ``after_hours`` (a dial string).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from tracking.errors import Conflict, InvalidInput, TrackingError
 from tracking.numbers import NumberFields, Resolver
 
 REQUIRED = ("number", "account", "forward_to")
-OPTIONAL = ("source", "pool", "timeout", "record", "whisper", "label")
+OPTIONAL = ("source", "pool", "timeout", "record", "whisper", "label", "hours", "after_hours")
 BATCH = 2_000
 
 
@@ -90,6 +91,8 @@ def _fields(row: dict[str, str]) -> NumberFields:
         record=row.get("record"),
         whisper=row.get("whisper"),
         label=row.get("label"),
+        hours=row.get("hours"),
+        after_hours=row.get("after_hours"),
     )
 
 
@@ -139,7 +142,9 @@ def import_numbers(
                 seen[e164] = line
                 order.append(e164)
     except UnicodeDecodeError as exc:
-        raise InvalidInput(f"{shown}: not UTF-8 text ({exc.reason} at byte {exc.start}); nothing was imported") from None
+        raise InvalidInput(
+            f"{shown}: not UTF-8 text ({exc.reason} at byte {exc.start}); nothing was imported"
+        ) from None
     except OSError as exc:
         raise InvalidInput(f"{shown}: cannot be read: {exc.strerror}") from None
     if not order:

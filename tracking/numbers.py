@@ -33,6 +33,58 @@ class NumberFields:
     record: bool | str | None = None
     whisper: str | None = None
     label: str | None = None
+    #: business hours as text ("mon-fri 09:00-17:00, sat 10:00-14:00"), "always" to clear
+    hours: str | None = None
+    #: dial string used outside business hours
+    after_hours: str | None = None
+
+
+_DAY_RANGE = re.compile(r"(mon|tue|wed|thu|fri|sat|sun)(?:-(mon|tue|wed|thu|fri|sat|sun))?")
+
+
+def parse_hours(text: str | None) -> dict[str, Any] | None:
+    """Business hours from text: ``mon-fri 09:00-17:00, sat 10:00-14:00``; ``always`` (or empty) is None.
+
+    Several ranges a day are written as ``mon 09:00-12:00 13:00-17:00``; a range
+    whose end is before its start runs past midnight (``fri 22:00-02:00``).
+    """
+    from tracking.routing import DAYS, validate_schedule
+
+    if text is None or text.strip().lower() in ("", "always"):
+        return None
+    schedule: dict[str, list[list[str]]] = {}
+    for part in text.lower().split(","):
+        words = part.split()
+        if len(words) < 2:
+            raise InvalidInput(f"invalid hours {part.strip()!r}: write DAYS HH:MM-HH:MM, such as mon-fri 09:00-17:00")
+        match = _DAY_RANGE.fullmatch(words[0])
+        if not match:
+            raise InvalidInput(f"invalid days {words[0]!r} in hours: use mon..sun or a range such as mon-fri")
+        first = DAYS.index(match.group(1))
+        last = DAYS.index(match.group(2) or match.group(1))
+        days = [DAYS[i % 7] for i in range(first, first + (last - first) % 7 + 1)]
+        ranges = []
+        for span in words[1:]:
+            start, sep, end = span.partition("-")
+            if not sep:
+                raise InvalidInput(f"invalid time range {span!r} in hours: write HH:MM-HH:MM")
+            ranges.append([start, end])
+        for day in days:
+            schedule.setdefault(day, []).extend(ranges)
+    try:
+        validate_schedule(schedule)
+    except ValueError as exc:
+        raise InvalidInput(f"invalid hours {text!r}: {exc}") from None
+    return schedule
+
+
+def format_hours(schedule: dict[str, Any] | None) -> str:
+    """The text form of a schedule (what parse_hours reads)."""
+    if not schedule:
+        return "always"
+    from tracking.routing import DAYS
+
+    return ", ".join(f"{day} {' '.join(f'{a}-{b}' for a, b in schedule[day])}" for day in DAYS if schedule.get(day))
 
 
 def validate_whisper(whisper: str | None) -> str | None:
@@ -140,8 +192,16 @@ class Resolver:
             "record": parse_bool(fields.record, self.settings.numbers.default_record, "record flag"),
             "whisper": validate_whisper(fields.whisper),
             "label": clean_label(fields.label),
+            "schedule": parse_hours(fields.hours),
+            "after_hours_forward_to": (
+                dialstring.validate(fields.after_hours, "after-hours dial string")
+                if fields.after_hours and fields.after_hours.strip()
+                else None
+            ),
             "status": "active",
         }
+        if values["schedule"] is None and values["after_hours_forward_to"]:
+            raise InvalidInput("an after-hours destination needs business hours (--hours)")
         return values
 
     def changed_values(self, existing: TrackingNumber, fields: NumberFields) -> dict[str, Any]:
@@ -170,6 +230,13 @@ class Resolver:
             values["whisper"] = validate_whisper(fields.whisper)
         if fields.label is not None:
             values["label"] = clean_label(fields.label)
+        if fields.hours is not None:
+            values["schedule"] = parse_hours(fields.hours)
+        if fields.after_hours is not None:
+            text = fields.after_hours.strip()
+            values["after_hours_forward_to"] = (
+                dialstring.validate(text, "after-hours dial string") if text and text.lower() != "none" else None
+            )
         return values
 
 
@@ -270,6 +337,8 @@ def number_record(tn: TrackingNumber, region: str = "US") -> dict[str, Any]:
         "record": tn.record,
         "whisper": tn.whisper,
         "label": tn.label,
+        "hours": format_hours(tn.schedule),
+        "after_hours": tn.after_hours_forward_to,
         "status": tn.status,
         "created_at": tn.created_at.isoformat(timespec="seconds"),
         "released_at": tn.released_at.isoformat(timespec="seconds") if tn.released_at else None,

@@ -25,6 +25,12 @@ def routing_options(f: Callable[..., Any]) -> Callable[..., Any]:
             click.option("--record/--no-record", default=None, help="Record calls to this number."),
             click.option("--whisper", help="Sound file played to the agent who answers."),
             click.option("--label", help="Free text shown in listings."),
+            click.option(
+                "--hours",
+                help="Business hours in the account's timezone, e.g. 'mon-fri 09:00-17:00, sat 10:00-14:00'; "
+                "'always' clears them.",
+            ),
+            click.option("--after-hours", "after_hours", help="Dial string outside business hours ('none' clears it)."),
         ]
     ):
         f = option(f)

@@ -409,3 +409,64 @@ def test_pool_errors_write_nothing(cli: Cli, make_account, args: tuple[str, ...]
     assert message in cli.fails(*args).output
     assert numbers_json(cli) == []
     assert [p["name"] for p in json.loads(cli.ok("pools", "list", "--format", "json").output)] == ["Existing"]
+
+
+# --- business hours ---------------------------------------------------------------
+
+
+def test_business_hours_and_after_hours_destination(cli: Cli, make_account) -> None:  # type: ignore[no-untyped-def]
+    make_account()
+    add_number(cli, "404-555-0100", "--hours", "mon-fri 09:00-17:00, sat 10:00-14:00", "--after-hours", "PJSIP/900")
+    shown = json.loads(cli.ok("numbers", "show", "4045550100", "--format", "json").output)
+    assert (
+        shown["hours"]
+        == "mon 09:00-17:00, tue 09:00-17:00, wed 09:00-17:00, thu 09:00-17:00, fri 09:00-17:00, sat 10:00-14:00"
+    )
+    assert shown["after_hours"] == "PJSIP/900"
+    cli.ok("numbers", "update", "4045550100", "--hours", "fri-mon 22:00-02:00")
+    assert json.loads(cli.ok("numbers", "show", "4045550100", "--format", "json").output)["hours"] == (
+        "mon 22:00-02:00, fri 22:00-02:00, sat 22:00-02:00, sun 22:00-02:00"
+    )
+    cli.ok("numbers", "update", "4045550100", "--hours", "always", "--after-hours", "none")
+    shown = json.loads(cli.ok("numbers", "show", "4045550100", "--format", "json").output)
+    assert (shown["hours"], shown["after_hours"]) == ("always", None)
+
+
+@pytest.mark.parametrize(
+    ("hours", "message"),
+    [
+        ("weekdays 09:00-17:00", "invalid days 'weekdays'"),
+        ("mon", "write DAYS HH:MM-HH:MM"),
+        ("mon 9-5", "invalid hours"),
+        ("mon 09:00", "write HH:MM-HH:MM"),
+        ("mon 25:00-26:00", "invalid hours"),
+    ],
+)
+def test_bad_business_hours(cli: Cli, make_account, hours: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    make_account()
+    result = cli.fails(
+        *ADD, "4045550100", "--account", "Acme", "--source", "Google Ads", "--forward-to", "PJSIP/1", "--hours", hours
+    )
+    assert message in result.output
+    assert numbers_json(cli) == []
+
+
+def test_after_hours_needs_hours_and_a_valid_dial_string(cli: Cli, make_account) -> None:  # type: ignore[no-untyped-def]
+    make_account()
+    base = (*ADD, "4045550100", "--account", "Acme", "--source", "Google Ads", "--forward-to", "PJSIP/1")
+    assert "needs business hours" in cli.fails(*base, "--after-hours", "PJSIP/2").output
+    assert (
+        "invalid after-hours dial string"
+        in cli.fails(*base, "--hours", "mon 09:00-17:00", "--after-hours", "PJSIP/2,x").output
+    )
+
+
+def test_import_with_hours_columns(cli: Cli, make_account, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    make_account()
+    text = 'number,account,source,forward_to,hours,after_hours\n4045550100,Acme,Google Ads,PJSIP/1,"mon-fri 08:00-18:00",Local/vm@voicemail\n4045550101,Acme,Google Ads,PJSIP/1,,\n4045550102,Acme,Google Ads,PJSIP/1,someday 09:00-10:00,\n'
+    result = cli.fails("numbers", "import", write_csv(tmp_path, text))
+    assert ", line 4: invalid days 'someday'" in result.output
+    cli.ok("numbers", "import", write_csv(tmp_path, text.rsplit("\n", 2)[0] + "\n", "ok.csv"))
+    rows = numbers_json(cli)
+    assert rows[0]["hours"].startswith("mon 08:00-18:00") and rows[0]["after_hours"] == "Local/vm@voicemail"
+    assert rows[1]["hours"] == "always"
