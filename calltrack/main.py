@@ -22,6 +22,7 @@ GROUPS: dict[str, tuple[str, str, str]] = {
     "numbers": ("calltrack.commands.numbers", "group", "Tracking numbers: add, list, update, release, import."),
     "pools": ("calltrack.commands.pools", "group", "Number pools for website number insertion."),
     "calls": ("calltrack.commands.calls", "group", "Calls and their timelines."),
+    "callers": ("calltrack.commands.callers", "group", "Blocked and do-not-track caller lists."),
     "recordings": ("calltrack.commands.recordings", "group", "Call recordings: process, list, verify, export."),
     "reports": ("calltrack.commands.reports", "group", "Which sources made the phone ring."),
     "privacy": ("calltrack.commands.privacy", "group", "Retention, erase and export by phone number."),
