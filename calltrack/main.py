@@ -24,7 +24,7 @@ GROUPS: dict[str, tuple[str, str, str]] = {
     "calls": ("calltrack.commands.calls", "group", "Calls and their timelines."),
     "callers": ("calltrack.commands.callers", "group", "Blocked and do-not-track caller lists."),
     "recordings": ("calltrack.commands.recordings", "group", "Call recordings: process, list, verify, export."),
-    "reports": ("calltrack.commands.reports", "group", "Which sources made the phone ring."),
+    "reports": ("calltrack.commands.reports", "group", "Which sources and numbers made the phone ring."),
     "privacy": ("calltrack.commands.privacy", "group", "Retention, erase and export by phone number."),
     "sites": ("calltrack.commands.sites", "group", "Websites that show tracking numbers (DNI)."),
     "rules": ("calltrack.commands.rules", "group", "Source rules for website visits."),

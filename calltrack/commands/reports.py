@@ -1,0 +1,66 @@
+"""`calltrack reports`: which sources made the phone ring."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from calltrack.context import AppContext, pass_app
+from calltrack.options import TimeType
+from calltrack.output import emit, format_option
+
+MEASURES = [
+    "calls",
+    "answered",
+    "missed",
+    "busy",
+    "failed",
+    "live",
+    "first_time",
+    "answer_rate",
+    "avg_talk_seconds",
+    "talk_minutes",
+]
+
+
+def report_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--until", type=TimeType(), help="Calls started before this time.")(f)
+    f = click.option("--since", type=TimeType(), help="Calls started at or after this time (2026-11-01, 7d, 12h).")(f)
+    f = click.option("--account", help="Only this account.")(f)
+    return format_option(f)
+
+
+@click.group("reports")
+def group() -> None:
+    """Which sources and numbers made the phone ring."""
+
+
+@group.command("sources")
+@report_options
+@pass_app
+def sources(
+    app: AppContext, account: str | None, since: dt.datetime | None, until: dt.datetime | None, fmt: str
+) -> None:
+    """Calls per marketing source: answered, missed, first-time callers, talk time."""
+    from tracking.reports import by_source
+
+    with app.session() as session:
+        rows = by_source(session, account=account, since=since, until=until)
+    emit(rows, fmt, ["account", "source", *MEASURES])
+
+
+@group.command("numbers")
+@report_options
+@pass_app
+def numbers(
+    app: AppContext, account: str | None, since: dt.datetime | None, until: dt.datetime | None, fmt: str
+) -> None:
+    """Calls per tracking number dialled."""
+    from tracking.reports import by_number
+
+    with app.session() as session:
+        rows = by_number(session, account=account, since=since, until=until)
+    emit(rows, fmt, ["account", "number", "label", *MEASURES])
