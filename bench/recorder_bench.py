@@ -24,11 +24,11 @@ import json
 import math
 import os
 import random
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import wave
 from pathlib import Path
@@ -60,7 +60,8 @@ def write_wav(path: Path, seconds: int) -> None:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(RATE)
-        w.writeframes(speechlike(seconds))
+        for start in range(0, seconds, 600):  # ten minutes at a time: the bench itself stays small
+            w.writeframes(speechlike(min(600, seconds - start)))
 
 
 def mib(kib: int) -> float:
@@ -76,7 +77,18 @@ def child_ffmpeg(spool: Path, out: Path) -> dict[str, float]:
     start = time.perf_counter()
     for f in files:
         subprocess.run(
-            ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(f), *FFMPEG_ARGS, str(out / f"{f.stem}.mp3")],
+            [
+                "ffmpeg",
+                "-nostdin",
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-y",
+                "-i",
+                str(f),
+                *FFMPEG_ARGS,
+                str(out / f"{f.stem}.mp3"),
+            ],
             check=True,
         )
     wall = time.perf_counter() - start
@@ -136,16 +148,65 @@ def run_child(*args: str) -> dict[str, float]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def vm_hwm_kib(pid: int | str) -> int:
+    """Peak resident memory of one process (its own pages since exec; ru_maxrss would also
+    count what a forked child shared with its parent before exec)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class ChildPeak:
+    """Samples the peak memory of this process's children (ffmpeg) every 10 ms."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _children(self) -> list[str]:
+        me = str(os.getpid())
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        if f.read().rsplit(")", 1)[1].split()[1] == me:
+                            pids.append(entry)
+                except (OSError, IndexError):
+                    continue
+        return pids
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            for pid in self._children():
+                self.peak = max(self.peak, vm_hwm_kib(pid))
+
+    def __enter__(self) -> ChildPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def child_main(argv: list[str]) -> None:
     kind = argv[0]
-    if kind == "ffmpeg":
-        result = child_ffmpeg(Path(argv[1]), Path(argv[2]))
-    elif kind == "recorder":
-        result = child_recorder(Path(argv[1]), Path(argv[2]), int(argv[3]))
-    else:
-        result = child_pydub(Path(argv[1]))
-    result["self_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result["children_kib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    with ChildPeak() as children:
+        if kind == "ffmpeg":
+            result = child_ffmpeg(Path(argv[1]), Path(argv[2]))
+        elif kind == "recorder":
+            result = child_recorder(Path(argv[1]), Path(argv[2]), int(argv[3]))
+        else:
+            result = child_pydub(Path(argv[1]))
+    result["self_kib"] = vm_hwm_kib("self")
+    result["children_kib"] = children.peak
     print(json.dumps(result))
 
 
@@ -166,13 +227,19 @@ def main() -> None:
         for i, seconds in enumerate(lengths):
             write_wav(spool / f"{i + 1}.wav", seconds)
         audio = sum(lengths)
-        print(f"throughput: {args.files} recordings, {audio / 3600:.2f} h of 8 kHz audio ({min(lengths)} s to {max(lengths)} s) -> MP3 32k mono")
+        print(
+            f"throughput: {args.files} recordings, {audio / 3600:.2f} h of 8 kHz audio ({min(lengths)} s to {max(lengths)} s) -> MP3 32k mono"
+        )
 
+        from config import RecorderSettings
+
+        default_stream_above = str(RecorderSettings().stream_above_seconds)
+        print(f"recorder: settings' defaults (pydub up to {default_stream_above} s, streamed above)")
         best: dict[str, dict[str, float]] = {}
         for r in range(args.rounds):
             runs = {
                 "ffmpeg direct": ("ffmpeg", str(spool), str(base / f"ff{r}")),
-                "recorder": ("recorder", str(spool), str(base / f"rec{r}"), "600"),
+                "recorder": ("recorder", str(spool), str(base / f"rec{r}"), default_stream_above),
                 "recorder, all streamed": ("recorder", str(spool), str(base / f"recs{r}"), "0"),
             }
             for name, child_args in runs.items():
@@ -181,7 +248,7 @@ def main() -> None:
                     best[name] = result
                 shutil.rmtree(child_args[2], ignore_errors=True)
         base_rate = audio / best["ffmpeg direct"]["wall"]
-        print(f"{'':24} {'wall s':>8} {'audio-s/wall-s':>15} {'x ffmpeg':>9} {'peak MB (proc / ffmpeg)':>25}")
+        print(f"{'':24} {'wall s':>8} {'audio-s/wall-s':>15} {'x ffmpeg':>9}   peak MB: process / ffmpeg")
         for name, result in best.items():
             rate = audio / result["wall"]
             print(
@@ -197,7 +264,7 @@ def main() -> None:
         print(f"\nmemory: one {args.long_minutes}-minute 8 kHz call ({size / 1e6:.0f} MB of WAV)")
         memory = {
             "ffmpeg direct": run_child("ffmpeg", str(spool), str(base / "ffl")),
-            "recorder": run_child("recorder", str(spool), str(base / "recl"), "600"),
+            "recorder": run_child("recorder", str(spool), str(base / "recl"), default_stream_above),
             "(pydub loading it whole)": run_child("pydub", str(long_wav)),
         }
         print(f"{'':26} {'wall s':>7} {'peak MB process':>16} {'peak MB ffmpeg':>15}")
@@ -205,11 +272,11 @@ def main() -> None:
             wall = f"{result['wall']:7.2f}" if result["wall"] else f"{'-':>7}"
             print(f"{name:26} {wall} {mib(int(result['self_kib'])):16.1f} {mib(int(result['children_kib'])):15.1f}")
         rec = memory["recorder"]
-        peak = max(rec["self_kib"], rec["children_kib"]) / 1024
+        peak = (rec["self_kib"] + rec["children_kib"]) / 1024
         ratio = best["recorder"]["wall"] and (audio / best["recorder"]["wall"]) / base_rate
         print(
             f"\ntargets: throughput {ratio:.2f} x ffmpeg (>= 0.8: {'met' if ratio >= 0.8 else 'NOT met'}); "
-            f"2-hour call peak {peak:.0f} MB per process (< 200 MB: {'met' if peak < 200 else 'NOT met'})"
+            f"2-hour call peak {peak:.0f} MB, process and ffmpeg together (< 200 MB: {'met' if peak < 200 else 'NOT met'})"
         )
 
 

@@ -152,7 +152,7 @@ class RecorderSettings:
     #: how often `recordings watch` (and `serve`) looks at the spool, seconds
     poll_seconds: float = 15.0
     #: recordings longer than this are streamed through ffmpeg instead of loaded whole by pydub, seconds
-    stream_above_seconds: int = 600
+    stream_above_seconds: int = 120
 
 
 @dataclass(frozen=True)

@@ -120,14 +120,14 @@ class Ffmpeg:
 
     def encode_stream(self, source: Path, dest: Path, fmt: Format, bitrate: str) -> None:
         """Encode a mono WAV by letting ffmpeg read the file itself (constant memory)."""
-        self._run_encode(["-i", str(source), *self.output_args(fmt, bitrate, 1)], dest)
+        self._run_encode(["-i", f"file:{source}", *self.output_args(fmt, bitrate, 1)], dest)
 
     def encode_dual(self, caller: Path, agent: Path, seconds: float, dest: Path, fmt: Format, bitrate: str) -> None:
         """Merge MixMonitor's per-direction files to stereo (caller left, agent right), padded to *seconds*."""
         graph = f"[0:a]apad=whole_dur={seconds:.3f}[l];[1:a]apad=whole_dur={seconds:.3f}[r];[l][r]amerge=inputs=2[a]"
         self._run_encode(
             [
-                "-i", str(caller), "-i", str(agent),
+                "-i", f"file:{caller}", "-i", f"file:{agent}",
                 "-filter_complex", graph, "-map", "[a]", "-t", f"{seconds:.3f}",
                 *self.output_args(fmt, bitrate, 2),
             ],
@@ -201,7 +201,7 @@ class Ffmpeg:
     def _durations(self, paths: Sequence[Path]) -> list[float]:
         cmd = [self.program, *BASE_ARGS, "-xerror"]
         for p in paths:
-            cmd += ["-i", str(p)]
+            cmd += ["-i", f"file:{p}"]  # file: so that no name is read as a protocol
         for i in range(len(paths)):
             cmd += ["-map", f"{i}:a:0"]
         cmd += ["-f", "framecrc", "-"]

@@ -41,7 +41,7 @@ from recorder.errors import BadRecording, EncodeFailed, RecorderError, StillGrow
 from recorder.ffmpeg import FORMATS, Ffmpeg, Format, explain_os_error
 from recorder.spool import SpoolEntry, scan
 from recorder.wavfile import WavInfo, read_wav_info
-from schema.models import Account, AmiEvent, Call, Recording, utcnow
+from schema.models import Account, AmiEvent, Call, CallEvent, Recording, utcnow
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -195,6 +195,13 @@ class Recorder:
     @staticmethod
     def _call_ended(session: Session, call: Call) -> bool:
         if call.ended_at is not None:
+            return True
+        # MixMonitorStop (StopMixMonitor ran): noted by the AMI listener on the call's timeline,
+        # and kept among the raw events.
+        noted = session.scalar(
+            select(CallEvent.id).where(CallEvent.call_id == call.id, CallEvent.kind == "recording-stopped").limit(1)
+        )
+        if noted is not None:
             return True
         if not call.uniqueid:
             return False

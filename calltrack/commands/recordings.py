@@ -296,6 +296,31 @@ def delete(app: AppContext, rec_id: int, yes: bool) -> None:
     click.echo(f"deleted recording {rec_id}")
 
 
+@group.command("retry")
+@click.argument("ids", metavar="[ID]...", type=int, nargs=-1)
+@click.option("--all-failed", is_flag=True, help="Every recording that failed for good.")
+@pass_app
+def retry(app: AppContext, ids: tuple[int, ...], all_failed: bool) -> None:
+    """Give failed recordings a fresh set of attempts (after fixing the disk, the archive folder...)."""
+    from sqlalchemy import select
+
+    from schema.models import Recording
+    from tracking.errors import TrackingError
+
+    if not ids and not all_failed:
+        raise click.UsageError("name recordings by ID, or give --all-failed")
+    with app.session() as session:
+        if all_failed:
+            recs = list(session.scalars(select(Recording).where(Recording.state == "failed")))
+        else:
+            recs = [_get(session, rec_id) for rec_id in ids]
+        for rec in recs:
+            if rec.state != "failed":
+                raise TrackingError(f"recording {rec.id} is {rec.state}, not failed")
+            rec.state, rec.attempts, rec.next_attempt_at = "pending", 0, None
+    click.echo(f"{len(recs)} recording(s) will be tried again by the next `recordings process` or `watch` pass")
+
+
 def _mute(app: AppContext, call_id: int, mute: bool, channel: str | None, direction: str) -> None:
     import asyncio
 

@@ -17,7 +17,7 @@ from schema.db import make_engine
 from schema.models import AuditEntry, Call, CallLeg, Recording
 from tests.conftest import Cli
 from tests.fakes.ami_action_peer import ActionPeer, RealBytes
-from tests.integration.recorder_helpers import add_call, put_real
+from tests.integration.recorder_helpers import add_call, age, put_real
 
 CHANNEL = "Local/8005550100@from-pstn-00000000;2"
 
@@ -119,6 +119,28 @@ def test_process_reports_bad_files_and_keeps_them(cli: Cli, factory: sessionmake
     with factory() as s:
         rec = s.scalars(select(Recording)).one()
     assert (rec.state, rec.last_error) == ("pending", "empty file (0 bytes)")
+
+
+def test_retry_after_failing_for_good(
+    cli: Cli, factory: sessionmaker, tmp_path: Path, spool: Path, asterisk_traffic: Path
+) -> None:
+    config = tmp_path / "one-attempt.toml"
+    config.write_text("[recorder]\nmax_attempts = 1\n")
+    source = put_real(asterisk_traffic, spool, "3.wav")
+    source.write_bytes(source.read_bytes()[:1000])  # truncated by a copy that was interrupted
+    age(source, 3600)
+    cli.fails("--config", str(config), "recordings", "process", "--spool", str(spool), "--archive", str(tmp_path / "a"))
+    (rec,) = json.loads(cli.ok("recordings", "list", "--state", "failed", "--format", "json").output)
+    assert rec["error"].startswith("truncated")
+    assert "is failed" not in cli.fails("recordings", "retry").output
+    put_real(asterisk_traffic, spool, "3.wav")  # the full file, copied again
+
+    assert "1 recording(s)" in cli.ok("recordings", "retry", "--all-failed").output
+    out = cli.ok(
+        "--config", str(config), "recordings", "process", "--spool", str(spool), "--archive", str(tmp_path / "a")
+    ).output
+    assert "1 archived" in out
+    assert "archived, not failed" in cli.fails("recordings", "retry", str(rec["id"])).output
 
 
 def test_missing_ffmpeg_is_reported_with_the_package(

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from config import Settings
 from recorder.errors import FfmpegMissing
 from recorder.pipeline import Job, Recorder
-from schema.models import Recording, utcnow
+from schema.models import AmiEvent, CallEvent, Recording, utcnow
 from tests.integration.recorder_helpers import add_call, age, put_real, recorder_settings, write_wav
 
 
@@ -197,6 +197,28 @@ def test_still_growing_files_wait(
     age(live, 301)  # no call end (listener down?), but untouched for the settle time
     assert sorted(t.entry.key for t in rec.due()[0]) == sorted([str(ended_id), str(live_id)])
     assert [t.entry.key for t in Recorder(cfg, session_factory, settle_seconds=0).due()[0]] != []
+
+
+@pytest.mark.parametrize("how", ["timeline", "raw event"])
+def test_mixmonitor_stopped_during_the_call_counts_as_finished(
+    settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path, asterisk_traffic: Path, how: str
+) -> None:
+    cfg = recorder_settings(settings, tmp_path)
+    call_id, _ = add_call(session_factory, ended=False)
+    put_real(asterisk_traffic, cfg.recorder.spool_dir, f"{call_id}.wav", old=60)
+    assert Recorder(cfg, session_factory).due() == ([], 1)
+    with session_factory() as s, s.begin():
+        if how == "timeline":  # as the AMI listener notes it
+            s.add(CallEvent(call_id=call_id, at=utcnow(), kind="recording-stopped"))
+        else:
+            s.add(
+                AmiEvent(
+                    system="asterisk", event_key="c1:1", seq=1, event="MixMonitorStop", uniqueid="1795915078.1",
+                    linkedid="1795915078.0", received_at=utcnow(), payload={"Event": "MixMonitorStop"},
+                )
+            )  # fmt: skip
+
+    assert Recorder(cfg, session_factory).run_pass().archived == [str(call_id)]
 
 
 def test_file_changing_during_encoding_is_left_for_later(
