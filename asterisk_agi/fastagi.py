@@ -44,58 +44,149 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class AsyncAGI:
-    """One FastAGI session's channel: the environment and the AGI commands, each read under a deadline."""
+class AsyncAGI(asyncio.Protocol):
+    """One FastAGI connection: an asyncio protocol with the environment and the AGI commands.
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, read_timeout: float) -> None:
-        self.reader = reader
-        self.writer = writer
+    Lines are split out of the received bytes here; a coroutine waiting for a line
+    parks on one future. The read deadline is one timer per connection, re-armed
+    lazily, rather than a timer per read: a session runs a dozen commands and the
+    server many sessions at once.
+    """
+
+    def __init__(self, read_timeout: float, on_connect: Callable[[AsyncAGI], None] | None = None) -> None:
         self.read_timeout = read_timeout
         self.env = AGIEnv()
         self.hung_up = False
+        self.peer = ""
+        self.transport: asyncio.Transport | None = None
+        self._on_connect = on_connect
+        self._buffer = b""
+        self._eof = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
+        self._loop = asyncio.get_running_loop()
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer[0]) if peer else ""
+        if self._on_connect is not None:
+            self._on_connect(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        waiter = self._waiter
+        if waiter is not None and not waiter.done() and (b"\n" in data or len(self._buffer) > MAX_LINE):
+            waiter.set_result(None)
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self.hung_up = True
+        self._wake()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        now = self._loop.time()
+        if now < self._deadline:
+            self._timer = self._loop.call_at(self._deadline, self._on_timer)
+        else:
+            waiter.set_exception(AGITimeout(f"nothing from Asterisk for {self.read_timeout:g} s"))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    # reading
 
     async def _readline(self) -> str:
+        while True:
+            i = self._buffer.find(b"\n")
+            if i >= 0:
+                raw = self._buffer[:i]
+                self._buffer = self._buffer[i + 1 :]
+                if len(raw) > MAX_LINE:
+                    raise AGIProtocolError(f"line longer than {MAX_LINE} bytes")
+                return decode(raw)
+            if len(self._buffer) > MAX_LINE:
+                raise AGIProtocolError(f"line longer than {MAX_LINE} bytes")
+            if self._eof:
+                raise AGIEOFHangup("connection closed by Asterisk" + (" mid-line" if self._buffer else ""))
+            await self._wait()
+
+    async def _wait(self) -> None:
+        """Until more data comes (a newline), the peer closes, or the read deadline passes."""
+        self._deadline = self._loop.time() + self.read_timeout
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._deadline, self._on_timer)
+        self._waiter = self._loop.create_future()
         try:
-            async with asyncio.timeout(self.read_timeout):
-                raw = await self.reader.readline()
-        except TimeoutError:
-            raise AGITimeout(f"nothing from Asterisk for {self.read_timeout:g} s") from None
-        except ValueError:  # longer than the stream limit
-            raise AGIProtocolError(f"line longer than {MAX_LINE} bytes") from None
-        except (ConnectionError, OSError) as exc:
-            raise AGIEOFHangup(f"connection lost: {exc}") from None
-        if not raw.endswith(b"\n"):
-            raise AGIEOFHangup("connection closed by Asterisk" + (" mid-line" if raw else ""))
-        return decode(raw)
+            await self._waiter
+        finally:
+            self._waiter = None
 
     async def read_env(self) -> AGIEnv:
+        """Read the environment block up to the blank line; garbage is refused as soon as a line is seen."""
         parser = EnvParser()
         while True:
-            try:
-                line = await self._readline()
-            except AGIEOFHangup:
-                if parser.env.values:
-                    raise AGIProtocolError("connection closed in the middle of the AGI environment") from None
-                raise
-            if parser.feed(line):
-                self.env = parser.env
-                return self.env
+            buffer, pos = self._buffer, 0
+            while True:
+                i = buffer.find(b"\n", pos)
+                if i < 0:
+                    break
+                if i - pos > MAX_LINE:
+                    raise AGIProtocolError(f"line longer than {MAX_LINE} bytes")
+                done = parser.feed(decode(buffer[pos:i]))
+                pos = i + 1
+                if done:
+                    self._buffer = buffer[pos:]
+                    self.env = parser.env
+                    return self.env
+            self._buffer = buffer[pos:]
+            if len(self._buffer) > MAX_LINE:
+                raise AGIProtocolError(f"line longer than {MAX_LINE} bytes")
+            if self._eof:
+                if parser.env.values or self._buffer:
+                    raise AGIProtocolError("connection closed in the middle of the AGI environment")
+                raise AGIEOFHangup("connection closed by Asterisk before the environment")
+            await self._wait()
+
+    # commands
 
     async def execute(self, name: str, *args: object) -> Reply:
         """Send one command and read its reply (raises AGIHangup, AGICommandError, AGIProtocolError...)."""
-        if self.hung_up:
-            raise AGIEOFHangup("the channel has hung up")
-        try:
-            self.writer.write(command(name, *args))
-        except (ConnectionError, OSError) as exc:
+        if self.hung_up or self.transport is None or self.transport.is_closing():
             self.hung_up = True
-            raise AGIEOFHangup(f"connection lost: {exc}") from None
+            raise AGIEOFHangup("the channel has hung up")
+        self.transport.write(command(name, *args))
+        line = await self._readline()
+        if line == "200 result=1":  # the common reply, without a parser
+            return _OK
         parser = ReplyParser()
         try:
             while True:
-                reply = parser.feed(await self._readline())
+                reply = parser.feed(line)
                 if reply is not None:
                     return reply
+                line = await self._readline()
         except AGIHangup:
             self.hung_up = True
             raise
@@ -116,6 +207,9 @@ class AsyncAGI:
 
     async def verbose(self, message: str, level: int = 1) -> None:
         await self.execute("VERBOSE", message, Bare(str(int(level))))
+
+
+_OK = Reply("1")
 
 
 Handler = Callable[["AsyncAGI", "SessionInfo"], Awaitable[str | None]]
@@ -282,7 +376,10 @@ class FastAGIServer:
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen on *host*:*port* (0 picks a free port); the bound address."""
-        self._server = await asyncio.start_server(self._accept, host, port, limit=MAX_LINE, backlog=512)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: AsyncAGI(self.settings.agi.read_timeout, self._accept), host, port, backlog=1024
+        )
         sockname = self._server.sockets[0].getsockname()
         logger.info("FastAGI server listening on %s:%s (scripts: %s)", sockname[0], sockname[1], self.router.names)
         return sockname[0], sockname[1]
@@ -315,36 +412,27 @@ class FastAGIServer:
         finally:
             await self.stop()
 
-    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Awaitable[None]:
-        task = asyncio.current_task()
-        if task is not None:
-            self._sessions.add(task)
-            task.add_done_callback(self._sessions.discard)
-        return self._session(reader, writer)
+    def _accept(self, agi: AsyncAGI) -> None:
+        if not self.policy.allowed(agi.peer):
+            self.stats.counts["refused"] += 1
+            logger.warning("FastAGI connection from %s refused: not in agi.allowed_hosts", agi.peer)
+            agi.close()
+            return
+        task = asyncio.get_running_loop().create_task(self._session(agi))
+        self._sessions.add(task)
+        task.add_done_callback(self._sessions.discard)
 
-    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _session(self, agi: AsyncAGI) -> None:
         started = time.perf_counter()
         stats = self.stats
-        peer = writer.get_extra_info("peername")
-        host = str(peer[0]) if peer else ""
-        if not self.policy.allowed(host):
-            stats.counts["refused"] += 1
-            logger.warning("FastAGI connection from %s refused: not in agi.allowed_hosts", host)
-            writer.close()
-            return
         stats.counts["sessions"] += 1
         stats.active += 1
-        settings = self.settings
-        agi = AsyncAGI(reader, writer, settings.agi.read_timeout)
         try:
-            await self._run(agi, host, settings)
+            await self._run(agi, agi.peer, self.settings)
         finally:
             stats.active -= 1
             stats.latencies.append(time.perf_counter() - started)
-            try:
-                writer.close()
-            except Exception:
-                pass
+            agi.close()
 
     async def _run(self, agi: AsyncAGI, host: str, settings: Settings) -> None:
         stats = self.stats

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SPOOL_EVERY = 10.0
+SWITCH_INTERVAL = 0.0002
 
 
 def db_threads(settings: Settings) -> int:
@@ -81,6 +83,9 @@ class AgiService:
         return written
 
     async def run(self, stop: asyncio.Event) -> None:
+        # The database threads and the event loop pass the GIL back and forth for every call; at
+        # the default 5 ms switch interval a waiting thread can sit out a whole interval.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         host, port = parse_listen(self.listen)
         self.address = await self.server.start(host, port)
         self.started.set()

@@ -294,7 +294,7 @@ def unknown(settings: Settings, reason: str, info: NumberInfo | None = None) -> 
 
 def recording_path(settings: Settings, call_id: int) -> str:
     """Where MixMonitor writes the call's audio: the spool folder, named by the call id."""
-    return str(Path(settings.recorder.spool_dir) / f"{call_id}.wav")
+    return os.path.join(settings.recorder.spool_dir, f"{call_id}.wav")
 
 
 def caller_key(raw: str, region: str) -> str | None:
@@ -325,6 +325,8 @@ def dialled_key(raw: str, region: str) -> str | None:
 
 # --- the database ------------------------------------------------------------------------
 
+# "account_id + 0" keeps SQLite on the caller index (ix_calls_caller): on account_id it would
+# scan every call of the account, which grows with the business.
 _NUMBER_SQL = """
 SELECT tn.id, tn.number, tn.account_id, tn.source_id, tn.pool_id, tn.forward_to, tn.ring_timeout, tn.record,
        tn.whisper, tn.schedule, tn.after_hours_forward_to, tn.status, a.timezone, s.name, np.source_id, ps.name,
@@ -332,7 +334,7 @@ SELECT tn.id, tn.number, tn.account_id, tn.source_id, tn.pool_id, tn.forward_to,
           AND (cl.account_id IS NULL OR cl.account_id = tn.account_id)),
        (SELECT count(*) FROM caller_lists cl WHERE cl.kind = 'do-not-track' AND cl.number IN (:caller, :caller_raw)
           AND (cl.account_id IS NULL OR cl.account_id = tn.account_id)),
-       CASE WHEN EXISTS (SELECT 1 FROM calls c WHERE c.caller_number = :caller AND c.account_id = tn.account_id
+       CASE WHEN EXISTS (SELECT 1 FROM calls c WHERE c.caller_number = :caller AND c.account_id + 0 = tn.account_id
           AND NOT (c.system = :system AND c.linkedid = :linkedid)) THEN 1 ELSE 0 END
 FROM tracking_numbers tn
 JOIN accounts a ON a.id = tn.account_id
@@ -577,7 +579,7 @@ class RouteStore:
             cur.execute(self._q(_UPSERT_SQL), params)
             call_id: int = cur.fetchone()[0]
             if recording_dir is not None:
-                file = str(Path(recording_dir) / f"{call_id}.wav")
+                file = os.path.join(recording_dir, f"{call_id}.wav")
                 cur.execute(self._q(_RECORDING_SQL), {"file": file, "id": call_id})
             cur.execute("COMMIT")
         except BaseException:

@@ -1,0 +1,482 @@
+"""Benchmark: AGI call routing, with its baselines measured in the same run.
+
+Prints, from one run on this machine:
+
+1. Protocol only (no database): the calltrack FastAGI server running a handler that
+   sends the same AGI commands as ``route`` (GET VARIABLE CHANNEL(linkedid), then the
+   CALLTRACK_* SET VARIABLEs), beside panoramisk 1.4's ``fast_agi.Application`` serving
+   an async handler that sends the same commands. Sessions/s and p50/p99 latency at
+   concurrency 1, 10, 50.
+2. The full ``route`` through ``calltrack agi serve`` (a real subprocess) on a SQLite
+   database with source and pool numbers: number lookup, attribution, caller lists,
+   first-time flag, the call row upsert. Sessions/s, p50/p99, and the statuses
+   returned (a route that fell back is counted, not hidden).
+3. Classic AGI: ``calltrack-agi route`` as Asterisk runs it, one process per call,
+   start-up (process start to its first AGI command) and whole session, beside
+   ``python -c pass``.
+
+Each server runs in its own process; the load generator (fake Asterisk clients, one
+asyncio process) runs in this one, so on a 2-core machine each side has a core.
+
+Usage: .venv/bin/python bench/agi_bench.py [--seconds 3] [--levels 1,10,50] [--skip-classic]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.fakes.fastagi_peer import AsteriskSide, environment_bytes  # noqa: E402
+
+PY = sys.executable
+CALLTRACK_AGI = str(Path(PY).parent / "calltrack-agi")
+
+# The commands the route sends, for the protocol-only servers.
+VARIABLES = [
+    ("CALLTRACK_STATUS", "ok"),
+    ("CALLTRACK_CALL_ID", "12345"),
+    ("CALLTRACK_DIAL", "PJSIP/100&PJSIP/101"),
+    ("CALLTRACK_DIAL_TIMEOUT", "25"),
+    ("CALLTRACK_RECORD", "1"),
+    ("CALLTRACK_RECORDING_FILE", "/var/spool/asterisk/monitor/calltrack/12345.wav"),
+    ("CALLTRACK_SOURCE", "Google Ads"),
+    ("CALLTRACK_WHISPER", ""),
+    ("CALLTRACK_FIRST_TIME", "1"),
+    ("CALLTRACK_AFTER_HOURS", "0"),
+]
+
+CALLTRACK_PROTO_SERVER = textwrap.dedent(
+    """
+    import asyncio, sys
+    sys.path.insert(0, {root!r})
+    from asterisk_agi.fastagi import FastAGIServer, Router
+    from config import Settings
+    VARIABLES = {variables!r}
+
+    async def proto(agi, session):
+        await agi.get_variable("CHANNEL(linkedid)")
+        await agi.set_variables(VARIABLES)
+        return "ok"
+
+    async def main():
+        router = Router()
+        router.add("route", proto)
+        server = FastAGIServer(Settings(), router)
+        host, port = await server.start("127.0.0.1", 0)
+        print(port, flush=True)
+        await asyncio.Event().wait()
+
+    if {uvloop!r}:
+        import uvloop
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
+    """
+)
+
+PANORAMISK_SERVER = textwrap.dedent(
+    """
+    import asyncio
+    from panoramisk import fast_agi
+    VARIABLES = {variables!r}
+
+    async def proto(request):
+        await request.send_command("GET VARIABLE CHANNEL(linkedid)")
+        for name, value in VARIABLES:
+            await request.send_command('SET VARIABLE %s "%s"' % (name, value))
+
+    async def main():
+        app = fast_agi.Application(loop=asyncio.get_running_loop())
+        app.add_route("route", proto)
+        server = await asyncio.start_server(app.handler, "127.0.0.1", 0)
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await asyncio.Event().wait()
+
+    if {uvloop!r}:
+        import uvloop
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
+    """
+)
+
+
+# --- the load generator: fake Asterisk clients -------------------------------------------------
+
+
+class FakeAsterisk(asyncio.Protocol):
+    """One FastAGI session as Asterisk plays it, kept cheap so the servers are what is measured."""
+
+    def __init__(self, env: bytes, linkedid: bytes, done: asyncio.Future[str]) -> None:
+        self.env = env
+        self.linkedid_reply = b"200 result=1 (" + linkedid + b")\n"
+        self.done = done
+        self.buffer = b""
+        self.status = "none"
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.write(self.env)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buffer + data
+        out = []
+        while True:
+            i = buf.find(b"\n")
+            if i < 0:
+                break
+            line, buf = buf[:i], buf[i + 1 :]
+            if line.startswith(b"SET VARIABLE"):
+                if line.startswith(b"SET VARIABLE CALLTRACK_STATUS "):
+                    self.status = line[30:].strip(b'"').decode()
+                out.append(b"200 result=1\n")
+            elif line.startswith(b"GET VARIABLE"):
+                out.append(self.linkedid_reply)
+            else:
+                out.append(b"510 Invalid or unknown command\n")
+        self.buffer = buf
+        if out and self.transport is not None:
+            self.transport.write(b"".join(out))
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(self.status)
+
+
+async def load(port: int, concurrency: int, seconds: float, numbers: list[str], rate: float = 0) -> dict[str, object]:
+    loop = asyncio.get_running_loop()
+    latencies: list[float] = []
+    statuses: Counter[str] = Counter()
+    counter = [0]
+    stop_at = [0.0]
+
+    # the recorded environment, with the number, uniqueid and caller of each session filled in
+    template = environment_bytes(extension="@EXT@", uniqueid="@UID@", callerid="@CID@")
+
+    async def one(n: int, wid: int) -> None:
+        number = numbers[n % len(numbers)]
+        uid = f"1795{wid:04d}.{n}"
+        env = (
+            template.replace(b"@EXT@", number.encode())
+            .replace(b"@UID@", uid.encode())
+            .replace(b"@CID@", f"+1404555{n % 10000:04d}".encode())
+        )
+        done: asyncio.Future[str] = loop.create_future()
+        linkedid = uid.encode()
+        await loop.create_connection(lambda: FakeAsterisk(env, linkedid, done), "127.0.0.1", port)
+        statuses[await done] += 1
+
+    async def worker(wid: int) -> None:
+        while time.perf_counter() < stop_at[0]:
+            counter[0] += 1
+            started = time.perf_counter()
+            await one(counter[0], wid)
+            latencies.append(time.perf_counter() - started)
+
+    if rate:
+        # open loop: sessions start at a fixed rate (as calls arrive), at most `concurrency` at once;
+        # latency counts from the scheduled start, so a queue in front of the server is not hidden
+        slots = asyncio.Semaphore(concurrency)
+        tasks = []
+
+        async def timed(n: int, scheduled: float) -> None:
+            async with slots:
+                await one(n, n % concurrency)
+            latencies.append(time.perf_counter() - scheduled)
+
+        started = time.perf_counter()
+        total = int(rate * seconds)
+        n = 0
+        while n < total:
+            # every 2 ms, start the sessions whose time has come
+            now = time.perf_counter()
+            while n < total and started + n / rate <= now:
+                tasks.append(asyncio.create_task(timed(n, started + n / rate)))
+                n += 1
+            await asyncio.sleep(0.002)
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - started
+    else:
+        # closed loop: `concurrency` clients, each starting a session when its last one ended;
+        # a short warm-up, then the measured run
+        stop_at[0] = time.perf_counter() + min(0.5, seconds / 4)
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+        latencies.clear()
+        statuses.clear()
+        started = time.perf_counter()
+        stop_at[0] = started + seconds
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    lat = sorted(latencies)
+    return {
+        "rate": len(lat) / elapsed,
+        "p50": lat[len(lat) // 2] * 1000 if lat else float("nan"),
+        "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else float("nan"),
+        "statuses": dict(statuses),
+        "elapsed": elapsed,
+        "sessions": len(lat),
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process *pid* so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_load(
+    port: int, concurrency: int, seconds: float, numbers: list[str], pid: int, rate: float = 0
+) -> dict[str, object]:
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # the load generator is only faster with it
+        runner = asyncio.run
+    cpu_before, wall_before = cpu_seconds(pid), time.perf_counter()
+    result = runner(load(port, concurrency, seconds, numbers, rate))
+    cpu, wall = cpu_seconds(pid) - cpu_before, time.perf_counter() - wall_before
+    # the server's CPU per session (warm-up sessions included in both counts)
+    sessions = result["sessions"] if rate else result["rate"] * (seconds + min(0.5, seconds / 4))  # type: ignore[operator]
+    result["server_cpu"] = cpu / wall
+    result["cpu_us"] = cpu / max(sessions, 1) * 1e6  # type: ignore[operator]
+    return result
+
+
+def start_script(code: str) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen([PY, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline())
+    return proc, port
+
+
+def wait_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"server on port {port} did not start")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- the database of the full route ----------------------------------------------------------
+
+
+def make_database(folder: Path, numbers: int = 200, pool_numbers: int = 50) -> tuple[str, list[str]]:
+    from sqlalchemy.orm import Session
+
+    from schema import migrate
+    from schema.db import make_engine
+    from schema.models import Account, NumberPool, PoolLease, Source, TrackingNumber, VisitorSession
+
+    url = f"sqlite:///{folder / 'bench.sqlite3'}"
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    dialled = []
+    now = dt.datetime.now(dt.UTC)
+    with Session(engine) as s, s.begin():
+        acct = Account(name="Bench", timezone="America/New_York", public_key="bench")
+        s.add(acct)
+        s.flush()
+        google = Source(account_id=acct.id, name="Google Ads")
+        organic = Source(account_id=acct.id, name="Website")
+        s.add_all([google, organic])
+        s.flush()
+        pool = NumberPool(account_id=acct.id, name="site", source_id=organic.id, hold_minutes=30)
+        s.add(pool)
+        s.flush()
+        for i in range(numbers + pool_numbers):
+            e164 = f"+1800555{i:04d}"
+            is_pool = i >= numbers
+            tn = TrackingNumber(
+                number=e164,
+                account_id=acct.id,
+                source_id=None if is_pool else google.id,
+                pool_id=pool.id if is_pool else None,
+                forward_to="PJSIP/100&PJSIP/101",
+                ring_timeout=25,
+                record=True,
+                schedule={d: [["00:00", "24:00"]] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")},
+            )
+            s.add(tn)
+            s.flush()
+            if is_pool and i % 2:
+                visit = VisitorSession(key=f"k{i}", account_id=acct.id, source_id=google.id, gclid="x")
+                s.add(visit)
+                s.flush()
+                s.add(
+                    PoolLease(
+                        pool_id=pool.id,
+                        number_id=tn.id,
+                        session_id=visit.id,
+                        leased_at=now - dt.timedelta(minutes=5),
+                        expires_at=now + dt.timedelta(hours=2),
+                    )
+                )
+            dialled.append(f"800555{i:04d}")
+    engine.dispose()
+    return url, dialled
+
+
+# --- classic AGI ----------------------------------------------------------------------------
+
+
+def time_process(argv: list[str], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(argv, check=True)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+def classic_session(environ: dict[str, str], number: str, n: int) -> tuple[float, float, str]:
+    """(ms to the first AGI command, ms for the whole session, status) of one calltrack-agi run."""
+    side = AsteriskSide({"CHANNEL(linkedid)": f"classic.{n}"})
+    env = environment_bytes(classic=True, extension=number, uniqueid=f"classic.{n}", args=(number,))
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [CALLTRACK_AGI, "route", number], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=environ
+    )
+    assert proc.stdin and proc.stdout
+    proc.stdin.write(env)
+    proc.stdin.flush()
+    first = 0.0
+    buffer = b""
+    while True:
+        chunk = os.read(proc.stdout.fileno(), 65536)
+        if not chunk:
+            break
+        if not first:
+            first = time.perf_counter() - started
+        buffer += chunk
+        while b"\n" in buffer:
+            line, _, buffer = buffer.partition(b"\n")
+            proc.stdin.write(side.respond(line.decode()))
+            proc.stdin.flush()
+    proc.stdin.close()
+    proc.wait()
+    return first * 1000, (time.perf_counter() - started) * 1000, side.set_vars.get("CALLTRACK_STATUS", "none")
+
+
+def fmt(r: dict[str, object]) -> str:
+    return (
+        f"{r['rate']:7.0f} sessions/s  p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms"
+        f"  server CPU {r['server_cpu']:4.0%}, {r['cpu_us']:5.0f} us/session"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds per level")
+    parser.add_argument("--levels", default="1,10,50", help="concurrency levels")
+    parser.add_argument("--rate", type=float, default=1000.0, help="sessions/s offered in the open-loop run")
+    parser.add_argument("--skip-classic", action="store_true")
+    parser.add_argument("--skip-proto", action="store_true")
+    args = parser.parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; load generator in its own process")
+
+    if not args.skip_proto:
+        print("\n== protocol only (same AGI commands as route, no database)")
+        variables = VARIABLES
+        for name, code in (
+            ("calltrack, uvloop", CALLTRACK_PROTO_SERVER.format(root=str(ROOT), variables=variables, uvloop=True)),
+            ("calltrack, asyncio", CALLTRACK_PROTO_SERVER.format(root=str(ROOT), variables=variables, uvloop=False)),
+            ("panoramisk (baseline)", PANORAMISK_SERVER.format(variables=variables, uvloop=False)),
+            ("panoramisk on uvloop", PANORAMISK_SERVER.format(variables=variables, uvloop=True)),
+        ):
+            proc, port = start_script(code)
+            try:
+                for c in levels:
+                    r = run_load(port, c, args.seconds, ["8005550100"], proc.pid)
+                    print(f"{name:28s} c={c:<3d} {fmt(r)}")
+            finally:
+                proc.terminate()
+                proc.wait()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        url, numbers = make_database(folder)
+        config = folder / "calltrack.toml"
+        config.write_text(
+            textwrap.dedent(
+                f"""
+                [general]
+                data_dir = "{folder / "data"}"
+                log_level = "WARNING"
+                [agi]
+                fallback_dial = "PJSIP/operator"
+                [recorder]
+                spool_dir = "{folder / "monitor"}"
+                """
+            )
+        )
+        environ = {**os.environ, "CALLTRACK_CONFIG": str(config), "CALLTRACK_DATABASE_URL": url}
+        print(f"\n== full route through `calltrack agi serve` on SQLite ({len(numbers)} numbers, pool leases)")
+        port = free_port()
+        server = subprocess.Popen(
+            [PY, "-m", "calltrack.main", "agi", "serve", "--listen", f"127.0.0.1:{port}"],
+            env=environ,
+            stderr=open(folder / "server.log", "w"),
+        )
+        try:
+            wait_port(port)
+            for c in levels:
+                r = run_load(port, c, args.seconds, numbers, server.pid)
+                print(f"{'route, closed loop':28s} c={c:<3d} {fmt(r)}   statuses {r['statuses']}")
+            r = run_load(port, 50, args.seconds, numbers, server.pid, rate=args.rate)
+            print(f"{'route, ' + str(int(args.rate)) + '/s offered':28s} c<=50 {fmt(r)}   statuses {r['statuses']}")
+        finally:
+            server.terminate()
+            server.wait()
+        log = (folder / "server.log").read_text()
+        warnings = [line for line in log.splitlines() if "WARNING" in line or "ERROR" in line]
+        print(f"server log: {len(warnings)} warning/error lines" + (f"; first: {warnings[0]}" if warnings else ""))
+
+        if not args.skip_classic:
+            print("\n== classic AGI (one process per call)")
+            runs = 15
+            base = time_process([PY, "-c", "pass"], runs)
+            firsts, totals, statuses = [], [], Counter()
+            for n in range(runs):
+                first, total, status = classic_session(environ, numbers[n], n)
+                firsts.append(first)
+                totals.append(total)
+                statuses[status] += 1
+            first_ms, total_ms = statistics.median(firsts), statistics.median(totals)
+            print(f"python -c pass (baseline)        {base:7.1f} ms")
+            print(f"calltrack-agi start-up           {first_ms:7.1f} ms  ({first_ms / base:.2f}x python -c pass)")
+            print(
+                f"calltrack-agi whole route        {total_ms:7.1f} ms  ({total_ms / base:.2f}x)   statuses {dict(statuses)}"
+            )
+
+
+if __name__ == "__main__":
+    main()

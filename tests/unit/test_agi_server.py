@@ -1,0 +1,309 @@
+"""The FastAGI server with simple handlers (no database): routing by script, broken peers,
+hangups, the allow-list and a graceful stop, against the fake Asterisk peer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from asterisk_agi.fastagi import AsyncAGI, FastAGIServer, PeerPolicy, Router, SessionInfo, Stats
+from asterisk_agi.protocol import MAX_LINE
+from config import AgiSettings, GeneralSettings, Settings
+from tests.fakes.fastagi_peer import FakeFastAGIPeer, environment_bytes
+
+SETTINGS = Settings(agi=AgiSettings(read_timeout=0.3, fallback_dial="PJSIP/operator", fallback_timeout=40))
+
+
+async def echo_caller(agi: AsyncAGI, session: SessionInfo) -> str:
+    """Sets what it read, so tests see the environment as the server parsed it."""
+    linkedid = await agi.get_variable("CHANNEL(linkedid)")
+    await agi.set_variables(
+        [
+            ("SEEN_NAME", agi.env.known("agi_calleridname")),
+            ("SEEN_LINKEDID", linkedid or ""),
+            ("SEEN_SYSTEM", session.system),
+            ("SEEN_ARGS", "|".join(agi.env.args)),
+        ]
+    )
+    return "ok"
+
+
+Start = Callable[..., Awaitable[tuple[FastAGIServer, int]]]
+
+
+@pytest.fixture
+async def start() -> AsyncIterator[Start]:
+    servers: list[FastAGIServer] = []
+
+    async def run(handlers: dict[str, Any] | None = None, settings: Settings = SETTINGS) -> tuple[FastAGIServer, int]:
+        router = Router()
+        for name, handler in (handlers if handlers is not None else {"route": echo_caller}).items():
+            router.add(name, handler)
+        server = FastAGIServer(settings, router)
+        _, port = await server.start("127.0.0.1", 0)
+        servers.append(server)
+        return server, port
+
+    yield run
+    for server in servers:
+        await server.stop(grace=2)
+
+
+async def test_a_session_reads_the_recorded_environment_and_answers(start: Start) -> None:
+    server, port = await start()
+    result = await FakeFastAGIPeer("127.0.0.1", port, linkedid="1795915078.0").session(
+        args=("8005550100", "second arg")
+    )
+    assert result.closed_by_server
+    assert result.side.set_vars == {
+        "SEEN_NAME": "Jane Doe",
+        "SEEN_LINKEDID": "1795915078.0",
+        "SEEN_SYSTEM": "asterisk",
+        "SEEN_ARGS": "8005550100|second arg",
+    }
+    assert server.stats.counts["sessions"] == 1
+    assert server.stats.statuses["ok"] == 1
+
+
+async def test_many_sessions_at_once(start: Start) -> None:
+    server, port = await start()
+    results = await asyncio.gather(
+        *(FakeFastAGIPeer("127.0.0.1", port, linkedid=f"L{n}").session(calleridname=f"Caller {n}") for n in range(40))
+    )
+    assert [r.side.set_vars["SEEN_NAME"] for r in results] == [f"Caller {n}" for n in range(40)]
+    assert [r.side.set_vars["SEEN_LINKEDID"] for r in results] == [f"L{n}" for n in range(40)]
+    assert server.stats.snapshot()["sessions"] == 40
+
+
+async def test_utf8_split_across_reads_and_invalid_bytes(start: Start) -> None:
+    _, port = await start()
+    env = environment_bytes(calleridname="Zoë Ñúñez 北京")
+    cut = env.index("北".encode()) + 1  # in the middle of a three-byte character
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(env[:cut])
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    writer.write(env[cut:])
+    peer = FakeFastAGIPeer("127.0.0.1", port)
+    await peer._answer(reader, writer, 5)
+    assert peer.side.set_vars["SEEN_NAME"] == "Zoë Ñúñez 北京"
+
+    bad = environment_bytes(calleridname="@@").replace(b"@@", b"J\xffane")
+    result = await FakeFastAGIPeer("127.0.0.1", port).session(bad)
+    assert result.side.set_vars["SEEN_NAME"] == "J\ufffdane"
+
+
+async def test_unknown_script_routes_by_fallback_and_logs(start: Start, caplog: pytest.LogCaptureFixture) -> None:
+    server, port = await start()
+    with caplog.at_level(logging.ERROR, logger="asterisk_agi.fastagi"):
+        result = await FakeFastAGIPeer("127.0.0.1", port).session(script="rout")
+    assert result.side.set_vars["CALLTRACK_STATUS"] == "fallback"
+    assert result.side.set_vars["CALLTRACK_DIAL"] == "PJSIP/operator"
+    assert result.side.set_vars["CALLTRACK_DIAL_TIMEOUT"] == "40"
+    assert "script 'rout' from 127.0.0.1 is unknown" in caplog.text
+    assert server.stats.counts["unknown_scripts"] == 1
+
+
+async def test_a_handler_bug_still_routes_the_call(start: Start, caplog: pytest.LogCaptureFixture) -> None:
+    async def broken(agi: AsyncAGI, session: SessionInfo) -> str:
+        await agi.get_variable("CHANNEL(linkedid)")
+        raise RuntimeError("bug in a handler")
+
+    server, port = await start({"route": broken})
+    with caplog.at_level(logging.ERROR):
+        result = await FakeFastAGIPeer("127.0.0.1", port).session()
+    assert result.side.set_vars["CALLTRACK_STATUS"] == "fallback"
+    assert result.side.set_vars["CALLTRACK_DIAL"] == "PJSIP/operator"
+    assert "bug in a handler" in caplog.text
+    assert server.stats.counts["errors"] == 1
+
+
+async def test_caller_hangs_up_during_the_session(start: Start) -> None:
+    reached: list[str] = []
+
+    async def long_handler(agi: AsyncAGI, session: SessionInfo) -> str:
+        await agi.get_variable("CHANNEL(linkedid)")
+        await agi.set_variable("FIRST", "1")
+        reached.append("first")
+        await agi.execute("STREAM FILE", "beep", "")  # answered with HANGUP, as recorded
+        reached.append("after hangup")
+        return "ok"
+
+    server, port = await start({"route": long_handler})
+    result = await FakeFastAGIPeer("127.0.0.1", port, hangup_at=2).session()
+    assert result.closed_by_server
+    assert reached == ["first"]
+    assert server.stats.counts["hangups"] == 1
+    assert server.stats.counts["errors"] == 0
+    assert server.stats.active == 0
+
+
+async def test_511_on_a_dead_channel_is_a_hangup(start: Start) -> None:
+    async def handler(agi: AsyncAGI, session: SessionInfo) -> str:
+        await agi.execute("ANSWER")
+        return "ok"
+
+    server, port = await start({"route": handler})
+    peer = FakeFastAGIPeer("127.0.0.1", port)
+    peer.side.hung_up = True  # every channel command now gets 511
+    result = await peer.session()
+    assert result.closed_by_server
+    assert server.stats.counts["hangups"] == 1
+
+
+async def test_peer_closes_in_the_middle_of_the_environment(start: Start) -> None:
+    server, port = await start()
+    env = environment_bytes()
+    received, closed, _ = await FakeFastAGIPeer("127.0.0.1", port).raw(env[: len(env) // 2], then_wait=0)
+    await asyncio.sleep(0.1)
+    assert received == b""
+    assert server.stats.counts["protocol_errors"] == 1
+    assert server.stats.active == 0
+
+
+async def test_peer_stalls_in_the_middle_of_the_environment_and_is_dropped(start: Start) -> None:
+    server, port = await start()
+    env = environment_bytes()
+    received, closed, _ = await FakeFastAGIPeer("127.0.0.1", port).raw(env[: len(env) // 2], then_wait=10)
+    assert closed and received == b""
+    assert server.stats.counts["timeouts"] == 1
+    assert server.stats.active == 0
+
+
+async def test_peer_stalls_instead_of_answering_a_command(start: Start) -> None:
+    server, port = await start()
+    received, closed, _ = await FakeFastAGIPeer("127.0.0.1", port).raw(environment_bytes(), then_wait=10)
+    assert closed
+    assert received == b"GET VARIABLE CHANNEL(linkedid)\n"
+    assert server.stats.counts["timeouts"] == 1
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(256)) + b"\n\n",
+        b"agi_network: yes\n" + b"agi_callerid: " + b"9" * (MAX_LINE + 10) + b"\n\n",
+        b"agi_network: yes\n" + b"A" * (MAX_LINE * 5),
+        b"\n",
+    ],
+    ids=["http", "binary", "oversized-line", "endless-line", "empty-env"],
+)
+async def test_garbage_and_oversized_lines_are_dropped(start: Start, data: bytes) -> None:
+    server, port = await start()
+    received, closed, _ = await FakeFastAGIPeer("127.0.0.1", port).raw(data, then_wait=10)
+    assert closed and received == b""
+    assert server.stats.counts["protocol_errors"] == 1
+    # and the server still serves the next caller
+    result = await FakeFastAGIPeer("127.0.0.1", port).session()
+    assert result.side.set_vars["SEEN_NAME"] == "Jane Doe"
+
+
+async def test_garbage_reply_to_a_command_ends_the_session(start: Start) -> None:
+    server, port = await start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(environment_bytes())
+    assert await reader.readline() == b"GET VARIABLE CHANNEL(linkedid)\n"
+    writer.write(b"HTTP/1.1 200 OK\n")
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+    assert server.stats.counts["protocol_errors"] == 1
+
+
+async def test_allow_list_refuses_other_addresses(start: Start, caplog: pytest.LogCaptureFixture) -> None:
+    settings = SETTINGS.replace(agi=AgiSettings(allowed_hosts=("10.1.2.3", "192.168.0.0/16")))
+    server, port = await start(settings=settings)
+    with caplog.at_level(logging.WARNING):
+        received, closed, _ = await FakeFastAGIPeer("127.0.0.1", port).raw(environment_bytes(), then_wait=5)
+    assert closed and received == b""
+    assert server.stats.counts["refused"] == 1
+    assert server.stats.counts["sessions"] == 0
+    assert "127.0.0.1 refused" in caplog.text
+
+    allowed = SETTINGS.replace(agi=AgiSettings(allowed_hosts=("127.0.0.0/8",)))
+    _, port2 = await start(settings=allowed)
+    result = await FakeFastAGIPeer("127.0.0.1", port2).session()
+    assert result.side.set_vars["SEEN_NAME"] == "Jane Doe"
+
+
+def test_peer_policy() -> None:
+    settings = Settings(
+        general=GeneralSettings(system_name="main"),
+        agi=AgiSettings(allowed_hosts=("10.0.0.0/24", "::1"), peer_systems=("10.0.0.5=pbx-east",)),
+    )
+    policy = PeerPolicy(settings)
+    assert policy.allowed("10.0.0.9") and policy.allowed("::1") and policy.allowed("::ffff:10.0.0.7")
+    assert not policy.allowed("10.0.1.1") and not policy.allowed("not-an-address")
+    assert policy.system("10.0.0.5") == "pbx-east"
+    assert policy.system("10.0.0.6") == "main"
+    for bad in (AgiSettings(allowed_hosts=("nonsense",)), AgiSettings(peer_systems=("10.0.0.5",))):
+        with pytest.raises(ValueError):
+            PeerPolicy(Settings(agi=bad))
+
+
+async def test_peer_system_names_reach_the_handler(start: Start) -> None:
+    settings = SETTINGS.replace(agi=AgiSettings(peer_systems=("127.0.0.1=pbx-east",)))
+    _, port = await start(settings=settings)
+    result = await FakeFastAGIPeer("127.0.0.1", port).session()
+    assert result.side.set_vars["SEEN_SYSTEM"] == "pbx-east"
+
+
+def test_router_refuses_a_name_twice() -> None:
+    router = Router()
+    router.add("route", echo_caller)
+    with pytest.raises(ValueError, match="registered twice"):
+        router.add("route", echo_caller)
+    with pytest.raises(ValueError):
+        router.add("a/b", echo_caller)
+
+    @router.route("sms")
+    async def sms(agi: AsyncAGI, session: SessionInfo) -> str:
+        return "ok"
+
+    assert router.names == ["route", "sms"]
+    assert router.get("sms") is sms and router.get("nope") is None
+
+
+async def test_graceful_stop_finishes_sessions_in_flight(start: Start) -> None:
+    gate = asyncio.Event()
+
+    async def slow(agi: AsyncAGI, session: SessionInfo) -> str:
+        await agi.get_variable("CHANNEL(linkedid)")
+        await gate.wait()
+        await agi.set_variable("DONE", "1")
+        return "ok"
+
+    server, port = await start({"route": slow})
+    in_flight = asyncio.create_task(FakeFastAGIPeer("127.0.0.1", port).session())
+    while server.stats.active == 0:
+        await asyncio.sleep(0.01)
+    stopping = asyncio.create_task(server.stop(grace=10))
+    await asyncio.sleep(0.1)
+    with pytest.raises(OSError):  # no longer accepting
+        await asyncio.open_connection("127.0.0.1", port)
+    assert not stopping.done()
+    gate.set()
+    result = await in_flight
+    await stopping
+    assert result.side.set_vars == {"DONE": "1"}
+    assert result.closed_by_server
+
+
+def test_stats_snapshot() -> None:
+    stats = Stats()
+    for ms in range(1, 101):
+        stats.latencies.append(ms / 1000)
+    stats.counts["sessions"] = 100
+    stats.statuses["fallback"] = 3
+    snap = stats.snapshot()
+    assert (snap["sessions"], snap["fallbacks"], snap["latency_ms_p50"], snap["latency_ms_p99"]) == (
+        100,
+        3,
+        51.0,
+        100.0,
+    )
+    assert "sessions=100" in stats.line() and "fallbacks=3" in stats.line()
