@@ -197,7 +197,7 @@ def run(agi: SyncAGI, argv: list[str], environ: dict[str, str] | os._Environ[str
             os.close(agi.outfd)
             worker.join(max(settings.database.connect_timeout, 1.0) + 1.0)
             if worker.is_alive():
-                router.spool(request, decision, job.number)  # type: ignore[arg-type]
+                router.spool(request, decision)  # type: ignore[arg-type]
         router.store.close()
     return 0
 

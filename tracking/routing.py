@@ -718,11 +718,11 @@ class RouteJob:
             reason = (
                 f"database error: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             )
-            decision = fallback(router.settings, self.number, reason, self.request.at)
+            decision = fallback(router.settings, self.number or router.cached(self.request), reason, self.request.at)
             with self._lock:
                 self._finished = decision
                 told = self._abandoned or decision
-            router.spool(self.request, told, self.number)
+            router.spool(self.request, told)
             return decision
         with self._lock:
             self._finished = decision
@@ -853,7 +853,7 @@ class CallRouter:
             "started_at": request.at,
         }
 
-    def spool(self, request: RouteRequest, decision: Decision, info: NumberInfo | None) -> None:
+    def spool(self, request: RouteRequest, decision: Decision) -> None:
         """Keep the call row of a call routed without the database, to write it later."""
         if not request.linkedid:
             logger.error("call without linkedid routed by fallback; nothing to spool (the AMI listener has it)")

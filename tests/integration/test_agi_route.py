@@ -7,17 +7,17 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from asterisk_agi.service import AgiService
-from config import AgiSettings, DatabaseSettings, RecorderSettings, Settings
+from config import AgiSettings, DatabaseSettings, RecorderSettings, Settings, TrackingSettings
 from schema.models import (
     Account,
     Call,
@@ -27,9 +27,9 @@ from schema.models import (
     Source,
     TrackingNumber,
     VisitorSession,
-    utcnow,
 )
 from tests.fakes.fastagi_peer import FakeFastAGIPeer, PeerResult, environment_bytes
+from tracking.routing import CallSpool, RouteStore, spool_folder
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -206,3 +206,450 @@ async def test_known_number_sets_the_contract_and_creates_the_call(
     # the session asked Asterisk for the linkedid, then set the variables; nothing else
     assert result.side.commands[0] == "GET VARIABLE CHANNEL(linkedid)"
     assert all(c.startswith("SET VARIABLE CALLTRACK_") for c in result.side.commands[1:])
+
+
+async def test_several_destinations_ring_at_once(server: Running, world: World, acme: dict[str, int]) -> None:
+    world.number(
+        acme["account"], "+18005550100", source_id=acme["google"], forward_to="PJSIP/100&PJSIP/101&Local/200@agents"
+    )
+    result = await server.call()
+    assert result.side.set_vars["CALLTRACK_DIAL"] == "PJSIP/100&PJSIP/101&Local/200@agents"
+
+
+async def test_dialled_number_from_argument_extension_or_dnid(
+    server: Running, world: World, acme: dict[str, int]
+) -> None:
+    world.number(acme["account"], "+18005550100", source_id=acme["google"], forward_to="PJSIP/1")
+    world.number(acme["account"], "+18005550200", source_id=acme["google"], forward_to="PJSIP/2")
+    by_arg = await server.call(linkedid="a", extension="s", args=("+1 800 555 0200",))
+    by_exten = await server.call(linkedid="b", extension="8005550100")
+    by_dnid = await server.call(linkedid="c", extension="s", dnid="18005550200")
+    assert [r.side.set_vars["CALLTRACK_DIAL"] for r in (by_arg, by_exten, by_dnid)] == ["PJSIP/2", "PJSIP/1", "PJSIP/2"]
+
+
+async def test_pool_number_with_a_live_lease_gets_the_visit(
+    server: Running, world: World, acme: dict[str, int]
+) -> None:
+    website = world.source(acme["account"], "Website")
+    facebook = world.source(acme["account"], "Facebook")
+    pool = world.pool(acme["account"], "site", website)
+    number_id = world.number(acme["account"], "+18005550300", pool_id=pool, forward_to="PJSIP/300")
+    now = dt.datetime.now(dt.UTC)
+    # an older lease that ended long ago, and the live one
+    world.visit_with_lease(
+        acme["account"], pool, number_id, acme["google"], now - dt.timedelta(hours=5), now - dt.timedelta(hours=4)
+    )
+    visit_id = world.visit_with_lease(
+        acme["account"], pool, number_id, facebook, now - dt.timedelta(minutes=3), now + dt.timedelta(minutes=27)
+    )
+
+    result = await server.call(extension="8005550300")
+    assert result.side.set_vars["CALLTRACK_STATUS"] == "ok"
+    assert result.side.set_vars["CALLTRACK_SOURCE"] == "Facebook"
+    [call] = world.calls()
+    assert (call.visitor_session_id, call.source_id) == (visit_id, facebook)
+    with world.factory() as s:
+        visit = s.get(VisitorSession, call.visitor_session_id)
+        assert visit is not None
+        assert (visit.landing_url, visit.utm_campaign, visit.gclid) == (
+            "https://acme.example/plumbing?gclid=abc",
+            "spring",
+            "abc",
+        )
+
+
+async def test_pool_number_lease_within_and_beyond_the_grace_window(
+    start_server: StartServer, world: World, acme: dict[str, int], agi_settings: Settings
+) -> None:
+    website = world.source(acme["account"], "Website")
+    pool = world.pool(acme["account"], "site", website)
+    recent = world.number(acme["account"], "+18005550300", pool_id=pool)
+    stale = world.number(acme["account"], "+18005550400", pool_id=pool)
+    now = dt.datetime.now(dt.UTC)
+    recent_visit = world.visit_with_lease(
+        acme["account"], pool, recent, acme["google"], now - dt.timedelta(minutes=40), now - dt.timedelta(minutes=2)
+    )
+    world.visit_with_lease(
+        acme["account"], pool, stale, acme["google"], now - dt.timedelta(hours=2), now - dt.timedelta(minutes=20)
+    )
+    running = await start_server(agi_settings.replace(tracking=TrackingSettings(attribution_grace_seconds=300)))
+
+    within = await running.call(extension="8005550300", linkedid="w")
+    beyond = await running.call(extension="8005550400", linkedid="b")
+    assert within.side.set_vars["CALLTRACK_SOURCE"] == "Google Ads"
+    assert beyond.side.set_vars["CALLTRACK_SOURCE"] == "Website"  # no live lease: the pool's source
+    calls = {c.linkedid: c for c in world.calls()}
+    assert calls["w"].visitor_session_id == recent_visit
+    assert calls["b"].visitor_session_id is None
+    assert calls["b"].source_id == website
+
+
+async def test_routing_attribution_agrees_with_tracking_attribution(
+    server: Running, world: World, acme: dict[str, int], agi_settings: Settings
+) -> None:
+    """The route's plain-SQL lease choice is tracking.attribution.attribute's, case by case."""
+    from tracking.attribution import attribute
+
+    website = world.source(acme["account"], "Website")
+    pool = world.pool(acme["account"], "site", website)
+    now = dt.datetime.now(dt.UTC)
+    cases = {
+        "+18005550301": [(-60, -30)],  # ended 30 min ago: beyond grace
+        "+18005550302": [(-60, -2), (-1, 20)],  # overlapping: the newest wins
+        "+18005550303": [(-10, 20)],
+        "+18005550304": [(5, 60)],  # starts after the call
+        "+18005550305": [],
+    }
+    for n, (e164, leases) in enumerate(cases.items()):
+        number_id = world.number(acme["account"], e164, pool_id=pool)
+        for a, b in leases:
+            src = acme["google"] if n % 2 else None
+            world.visit_with_lease(
+                acme["account"], pool, number_id, src, now + dt.timedelta(minutes=a), now + dt.timedelta(minutes=b)
+            )
+    for e164 in cases:
+        await server.call(extension=e164[2:], linkedid=e164)
+    grace = dt.timedelta(seconds=agi_settings.tracking.attribution_grace_seconds)
+    with world.factory() as s:
+        for call in world.calls():
+            tn = s.scalar(select(TrackingNumber).where(TrackingNumber.number == call.linkedid))
+            assert tn is not None and call.started_at is not None
+            expected = attribute(s, tn, call.started_at, grace)
+            assert (call.source_id, call.visitor_session_id) == (
+                expected.source_id,
+                expected.session.id if expected.session else None,
+            ), call.linkedid
+
+
+async def test_unknown_number_goes_to_the_fallback_destination(
+    server: Running, world: World, acme: dict[str, int]
+) -> None:
+    result = await server.call(extension="8005559999")
+    got = result.side.set_vars
+    assert got["CALLTRACK_STATUS"] == "unknown-number"
+    assert (got["CALLTRACK_DIAL"], got["CALLTRACK_DIAL_TIMEOUT"], got["CALLTRACK_RECORD"]) == (
+        "PJSIP/operator",
+        "40",
+        "0",
+    )
+    [call] = world.calls()
+    assert got["CALLTRACK_CALL_ID"] == str(call.id)
+    assert (call.route_status, call.tracking_number, call.account_id) == ("unknown-number", "+18005559999", None)
+
+
+async def test_not_a_number_is_unknown_too(server: Running, world: World) -> None:
+    result = await server.call(extension="s", dnid="unknown")
+    assert result.side.set_vars["CALLTRACK_STATUS"] == "unknown-number"
+    assert world.calls()[0].tracking_number == "s"
+
+
+async def test_released_number_stops_routing(server: Running, world: World, acme: dict[str, int]) -> None:
+    number_id = world.number(acme["account"], "+18005550100", source_id=acme["google"], forward_to="PJSIP/100")
+    first = await server.call(linkedid="before")
+    world.update_number(number_id, status="released", released_at=dt.datetime.now(dt.UTC))
+    second = await server.call(linkedid="after")
+    assert first.status == "ok"
+    assert second.status == "unknown-number"
+    assert second.side.set_vars["CALLTRACK_DIAL"] == "PJSIP/operator"
+    after = {c.linkedid: c for c in world.calls()}["after"]
+    assert (after.route_status, after.tracking_number_id) == ("unknown-number", number_id)
+
+
+@pytest.mark.parametrize("scope", ["account", "everywhere"])
+async def test_blocked_caller(server: Running, world: World, acme: dict[str, int], scope: str) -> None:
+    world.number(acme["account"], "+18005550100", source_id=acme["google"])
+    world.block("+14045551234", acme["account"] if scope == "account" else None)
+    blocked = await server.call(callerid="+14045551234", linkedid="x")
+    other = await server.call(callerid="+14045550000", linkedid="y")
+    assert blocked.status == "blocked"
+    assert (blocked.side.set_vars["CALLTRACK_DIAL"], blocked.side.set_vars["CALLTRACK_RECORD"]) == ("", "0")
+    assert other.status == "ok"
+    assert {c.linkedid: c.route_status for c in world.calls()} == {"x": "blocked", "y": "ok"}
+
+
+async def test_blocked_in_another_account_is_not_blocked_here(
+    server: Running, world: World, acme: dict[str, int]
+) -> None:
+    world.number(acme["account"], "+18005550100", source_id=acme["google"])
+    other = world.account("Other Co")
+    world.block("+14045551234", other)
+    assert (await server.call()).status == "ok"
+
+
+async def test_blocked_caller_written_as_national_number(server: Running, world: World, acme: dict[str, int]) -> None:
+    world.number(acme["account"], "+18005550100", source_id=acme["google"])
+    world.block("+14045551234", acme["account"])
+    assert (await server.call(callerid="4045551234")).status == "blocked"
+
+
+async def test_do_not_track_caller_is_routed_but_not_stored(
+    server: Running, world: World, acme: dict[str, int]
+) -> None:
+    world.number(acme["account"], "+18005550100", source_id=acme["google"])
+    world.block("+14045551234", None, kind="do-not-track")
+    result = await server.call()
+    assert result.status == "ok"
+    [call] = world.calls()
+    assert (call.caller_number, call.caller_name, call.first_time) == (None, None, None)
+
+
+async def test_after_hours_destination_in_the_accounts_timezone(server: Running, world: World) -> None:
+    from zoneinfo import ZoneInfo
+
+    # an account whose business hours are never "now" (the whole day except the current hour, locally)
+    tz = "Asia/Tokyo"
+    account = world.account("Tokyo Plumbing", tz=tz)
+    source = world.source(account, "Flyer")
+    hour = dt.datetime.now(ZoneInfo(tz)).hour
+    closed_now = {
+        d: [[f"{(hour + 1) % 24:02d}:00", f"{hour:02d}:00"]] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    }
+    open_now = {d: [[f"{hour:02d}:00", f"{hour:02d}:59"] if hour < 23 else ["23:00", "24:00"]] for d in closed_now}
+    world.number(
+        account, "+18005550100", source_id=source, schedule=closed_now, after_hours_forward_to="PJSIP/voicemail"
+    )
+    world.number(account, "+18005550200", source_id=source, schedule=open_now, after_hours_forward_to="PJSIP/voicemail")
+    closed = await server.call(extension="8005550100", linkedid="c")
+    opened = await server.call(extension="8005550200", linkedid="o")
+    assert (closed.side.set_vars["CALLTRACK_DIAL"], closed.side.set_vars["CALLTRACK_AFTER_HOURS"]) == (
+        "PJSIP/voicemail",
+        "1",
+    )
+    assert (opened.side.set_vars["CALLTRACK_DIAL"], opened.side.set_vars["CALLTRACK_AFTER_HOURS"]) == ("PJSIP/100", "0")
+
+
+async def test_first_time_caller_flag(server: Running, world: World, acme: dict[str, int]) -> None:
+    world.number(acme["account"], "+18005550100", source_id=acme["google"])
+    first = await server.call(linkedid="1")
+    again = await server.call(linkedid="2")
+    stranger = await server.call(linkedid="3", callerid="+14045550000")
+    withheld = await server.call(linkedid="4", callerid="anonymous")
+    assert [r.side.set_vars["CALLTRACK_FIRST_TIME"] for r in (first, again, stranger, withheld)] == ["1", "0", "1", ""]
+    assert [c.first_time for c in world.calls()] == [True, False, True, None]
+
+
+async def test_two_agi_runs_for_one_linkedid_make_one_call(server: Running, world: World, acme: dict[str, int]) -> None:
+    world.number(acme["account"], "+18005550100", source_id=acme["google"])
+    first = await server.call(linkedid="1795915078.0", uniqueid="1795915078.1")
+    second = await server.call(linkedid="1795915078.0", uniqueid="1795915078.3")
+    assert first.side.set_vars["CALLTRACK_CALL_ID"] == second.side.set_vars["CALLTRACK_CALL_ID"]
+    [call] = world.calls()
+    assert call.uniqueid == "1795915078.1"  # the first run's decision stays
+    assert call.first_time is True
+    assert second.side.set_vars["CALLTRACK_FIRST_TIME"] == "1"  # the call itself is not "a previous call"
+
+
+async def test_ami_listener_row_first_then_route(server: Running, world: World, acme: dict[str, int]) -> None:
+    """The AMI listener may create the call before the route: the route fills it, without a second row."""
+    from tracking.calls import upsert_call
+
+    world.number(acme["account"], "+18005550100", source_id=acme["google"])
+    with world.factory.begin() as s:
+        ami_id = upsert_call(s, "asterisk", "L1", {"caller_number": "+14045551234", "hangup_cause": 16})
+    result = await server.call(linkedid="L1")
+    assert result.side.set_vars["CALLTRACK_CALL_ID"] == str(ami_id)
+    [call] = world.calls()
+    assert (call.hangup_cause, call.route_status, call.source_id) == (16, "ok", acme["google"])
+    # and the listener's later update keeps the route's columns
+    with world.factory.begin() as s:
+        upsert_call(s, "asterisk", "L1", {"disposition": "answered"}, keep_existing={"caller_number"})
+    [call] = world.calls()
+    assert (call.disposition, call.route_status) == ("answered", "ok")
+
+
+async def test_caller_names_with_quotes_backslashes_and_utf8(
+    server: Running, world: World, acme: dict[str, int]
+) -> None:
+    world.number(acme["account"], "+18005550100", source_id=acme["google"])
+    names = ['Jane "JD" Doe', "C:\\Users\\x", "Zoë Ñúñez 北京", 'a\\"b', "x" * 300]
+    for n, name in enumerate(names):
+        result = await server.call(calleridname=name, linkedid=f"n{n}")
+        assert result.status == "ok"
+    stored = [c.caller_name for c in world.calls()]
+    assert stored == names[:4] + ["x" * 200]  # clipped to the column
+
+
+async def test_source_names_cannot_inject_commands(server: Running, world: World, acme: dict[str, int]) -> None:
+    # written straight to the database, past the CLI's checks
+    odd = world.source(acme["account"], 'Ads "Q4"\nSET VARIABLE CALLTRACK_DIAL "PJSIP/evil\\')
+    world.number(acme["account"], "+18005550100", source_id=odd, forward_to="PJSIP/100")
+    result = await server.call()
+    got = result.side.set_vars
+    assert got["CALLTRACK_DIAL"] == "PJSIP/100"
+    assert got["CALLTRACK_SOURCE"] == 'Ads "Q4" SET VARIABLE CALLTRACK_DIAL "PJSIP/evil\\'
+    assert len(result.side.commands) == 11  # GET linkedid + 10 SET VARIABLE, nothing injected
+
+
+async def test_caller_hangs_up_while_the_variables_are_set(server: Running, world: World, acme: dict[str, int]) -> None:
+    world.number(acme["account"], "+18005550100", source_id=acme["google"])
+    result = await server.call(hangup_at=2)  # HANGUP instead of the reply to the second SET VARIABLE
+    assert result.closed_by_server
+    assert len(result.side.commands) == 3
+    [call] = world.calls()  # the call still counts (an abandoned call for the reports)
+    assert call.route_status == "ok"
+    assert server.service.stats.counts["hangups"] == 1
+
+
+async def test_caller_hangs_up_before_the_linkedid_is_read(server: Running, world: World, acme: dict[str, int]) -> None:
+    world.number(acme["account"], "+18005550100", source_id=acme["google"])
+    result = await server.call(hangup_at=0)
+    assert result.closed_by_server
+    assert result.side.commands == ["GET VARIABLE CHANNEL(linkedid)"]
+    assert server.service.stats.counts["hangups"] == 1
+
+
+async def test_linkedid_not_set_falls_back_to_uniqueid(server: Running, world: World, acme: dict[str, int]) -> None:
+    world.number(acme["account"], "+18005550100", source_id=acme["google"])
+    result = await server.call(linkedid=None, uniqueid="1795915093.5")
+    assert result.status == "ok"
+    assert world.calls()[0].linkedid == "1795915093.5"
+
+
+async def test_peer_closes_mid_environment_writes_nothing(server: Running, world: World, acme: dict[str, int]) -> None:
+    world.number(acme["account"], "+18005550100", source_id=acme["google"])
+    env = environment_bytes()
+    await server.peer().raw(env[:200], then_wait=0)
+    result = await server.call()  # the next caller is served
+    assert result.status == "ok"
+    assert len(world.calls()) == 1
+
+
+async def test_sighup_reload_takes_new_settings(server: Running, world: World, agi_settings: Settings) -> None:
+    new = agi_settings.replace(agi=dataclasses.replace(agi_settings.agi, fallback_dial="PJSIP/night"))
+    server.service.reload_settings = lambda: new
+    server.service.reload()
+    result = await server.call(extension="8005559999")
+    assert result.side.set_vars["CALLTRACK_DIAL"] == "PJSIP/night"
+
+
+# --- the database away or slow: fail open -------------------------------------------------------
+
+
+def unreachable(database_url: str, tmp_path: Path) -> str:
+    if database_url.startswith("sqlite"):
+        return f"sqlite:///{tmp_path / 'gone' / 'calltrack.sqlite3'}"
+    return "postgresql://postgres@127.0.0.1:1/test"
+
+
+async def wait_for(predicate: Callable[[], bool], seconds: float = 15.0) -> bool:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return predicate()
+
+
+async def test_database_unavailable_routes_by_fallback_and_spools_the_call(
+    start_server: StartServer,
+    world: World,
+    agi_settings: Settings,
+    database_url: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    away = agi_settings.replace(database=DatabaseSettings(url=unreachable(database_url, tmp_path), connect_timeout=1))
+    running = await start_server(away)
+    with caplog.at_level(logging.WARNING):
+        result = await running.call(linkedid="L-away")
+    got = result.side.set_vars
+    assert got["CALLTRACK_STATUS"] == "fallback"
+    assert (got["CALLTRACK_DIAL"], got["CALLTRACK_DIAL_TIMEOUT"]) == ("PJSIP/operator", "40")
+    assert (got["CALLTRACK_CALL_ID"], got["CALLTRACK_RECORD"]) == ("", "0")
+    assert "routed by fallback" in caplog.text and "database error" in caplog.text
+    assert running.service.stats.statuses["fallback"] == 1
+
+    # the call row waits in the spool, and reaches the database once it is back
+    spool = CallSpool(spool_folder(away))
+    assert spool.pending() == 1
+    store = RouteStore(database_url)
+    try:
+        assert spool.replay(store) == 1
+    finally:
+        store.close()
+    [call] = world.calls()
+    assert (call.linkedid, call.route_status, call.dial, call.caller_number) == (
+        "L-away",
+        "fallback",
+        "PJSIP/operator",
+        "+14045551234",
+    )
+    assert spool.pending() == 0
+
+
+async def test_database_lost_after_start_routes_known_numbers_to_their_destination(
+    server: Running, world: World, acme: dict[str, int], database_url: str, tmp_path: Path
+) -> None:
+    world.number(
+        acme["account"], "+18005550100", source_id=acme["google"], forward_to="PJSIP/100&PJSIP/101", ring_timeout=21
+    )
+    assert (await server.call(linkedid="ok")).status == "ok"  # the number is now cached
+    store = server.service.store
+    store.url = unreachable(database_url, tmp_path)
+    store.close()
+    for n in range(2):
+        result = await server.call(linkedid=f"away{n}")
+        assert result.status == "fallback"
+        assert (result.side.set_vars["CALLTRACK_DIAL"], result.side.set_vars["CALLTRACK_DIAL_TIMEOUT"]) == (
+            "PJSIP/100&PJSIP/101",
+            "21",
+        )
+        assert result.side.set_vars["CALLTRACK_SOURCE"] == "Google Ads"
+    unknown = await server.call(linkedid="away-unknown", extension="8005559999")
+    assert (unknown.status, unknown.side.set_vars["CALLTRACK_DIAL"]) == ("fallback", "PJSIP/operator")
+    # back again: the server writes the spooled rows itself
+    store.url = database_url
+    assert await server.service.replay_spool() == 3
+    calls = {c.linkedid: c for c in world.calls()}
+    assert set(calls) == {"ok", "away0", "away1", "away-unknown"}
+    assert calls["away0"].route_status == "fallback"
+    assert calls["away0"].source_id == acme["google"]
+
+
+class Lock:
+    """Holds the calls table's write lock from another connection: the route's write waits."""
+
+    def __init__(self, database_url: str) -> None:
+        self.url = database_url
+        self.conn: Any = None
+
+    def take(self) -> None:
+        if self.url.startswith("sqlite"):
+            import sqlite3
+
+            self.conn = sqlite3.connect(self.url.split(":///", 1)[1], isolation_level=None)
+            self.conn.execute("BEGIN IMMEDIATE")
+        else:
+            import psycopg
+
+            self.conn = psycopg.connect(self.url.replace("+psycopg", ""))
+            self.conn.execute("LOCK TABLE calls IN EXCLUSIVE MODE")
+
+    def release(self) -> None:
+        self.conn.rollback() if not self.url.startswith("sqlite") else self.conn.execute("ROLLBACK")
+        self.conn.close()
+
+
+async def test_slow_database_falls_back_within_the_deadline_and_the_row_follows(
+    start_server: StartServer, world: World, acme: dict[str, int], agi_settings: Settings, database_url: str
+) -> None:
+    world.number(acme["account"], "+18005550100", source_id=acme["google"], forward_to="PJSIP/100", ring_timeout=22)
+    slow = agi_settings.replace(
+        agi=dataclasses.replace(agi_settings.agi, db_deadline_ms=200),
+        database=DatabaseSettings(url=database_url, connect_timeout=30),
+    )
+    running = await start_server(slow)
+    lock = Lock(database_url)
+    lock.take()
+    try:
+        result = await running.call(linkedid="slow")
+    finally:
+        lock.release()
+    got = result.side.set_vars
+    assert got["CALLTRACK_STATUS"] == "fallback"
+    assert (got["CALLTRACK_DIAL"], got["CALLTRACK_DIAL_TIMEOUT"]) == ("PJSIP/100", "22")  # the number's own
+    assert got["CALLTRACK_CALL_ID"] == ""
+    # the write went on after the answer; the row says what Asterisk was told
+    assert await wait_for(lambda: [c.route_status for c in world.calls()] == ["fallback"])
+    [call] = world.calls()
+    assert (call.linkedid, call.dial, call.recording_file) == ("slow", "PJSIP/100", None)
