@@ -18,7 +18,8 @@ import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -205,26 +206,47 @@ class Ffmpeg:
         for i in range(len(paths)):
             cmd += ["-map", f"{i}:a:0"]
         cmd += ["-f", "framecrc", "-"]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, check=False)
-        except FileNotFoundError:
-            raise VerifyFailed(f"ffmpeg has disappeared from {self.program}: {INSTALL_HINT}") from None
-        if proc.returncode != 0:
-            raise VerifyFailed(f"the archive does not decode: {_last_line(proc.stderr)}")
-        return parse_framecrc(proc.stdout.decode("ascii", "replace"), len(paths))
+        # The listing has a line per decoded frame (100,000 for a two-hour MP3): read it as it
+        # comes instead of holding it; errors go to a file so neither pipe can fill up.
+        with tempfile.TemporaryFile() as errors:
+            try:
+                proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, stdin=subprocess.DEVNULL)
+            except FileNotFoundError:
+                raise VerifyFailed(f"ffmpeg has disappeared from {self.program}: {INSTALL_HINT}") from None
+            assert proc.stdout is not None
+            with proc.stdout:
+                lines = (raw.decode("ascii", "replace") for raw in proc.stdout)
+                durations: list[float] | VerifyFailed
+                try:
+                    durations = parse_framecrc(lines, len(paths))
+                except VerifyFailed as exc:
+                    durations = exc
+            returncode = proc.wait()
+            errors.seek(0)
+            stderr = errors.read()
+        if returncode != 0:
+            raise VerifyFailed(f"the archive does not decode: {_last_line(stderr)}")
+        if isinstance(durations, VerifyFailed):
+            raise durations
+        return durations
 
 
-def parse_framecrc(text: str, streams: int) -> list[float]:
-    """Total decoded duration of each stream in a framecrc listing, in seconds."""
+def parse_framecrc(lines: Iterable[str], streams: int) -> list[float]:
+    """Total decoded duration of each stream in a framecrc listing (its lines), in seconds."""
     time_bases: dict[int, Fraction] = {}
     ticks = [0] * streams
-    for line in text.splitlines():
-        if line.startswith("#tb "):
-            index, _, tb = line[4:].partition(":")
-            time_bases[int(index)] = Fraction(tb.strip())
-        elif line and not line.startswith("#"):
-            fields = line.split(",")
-            ticks[int(fields[0])] += int(fields[3])
+    for line in lines:
+        try:
+            if line.startswith("#tb "):
+                index, _, tb = line[4:].partition(":")
+                time_bases[int(index)] = Fraction(tb.strip())
+            elif line.strip() and not line.startswith("#"):
+                fields = line.split(",")
+                ticks[int(fields[0])] += int(fields[3])
+        except (ValueError, IndexError, ZeroDivisionError):
+            raise VerifyFailed(
+                f"the archive does not decode: unreadable ffmpeg listing line {line.strip()!r}"
+            ) from None
     if len(time_bases) != streams:
         raise VerifyFailed(f"the archive does not decode: ffmpeg reported {len(time_bases)} of {streams} audio streams")
     return [float(ticks[i] * time_bases[i]) for i in range(streams)]

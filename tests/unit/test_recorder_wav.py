@@ -85,9 +85,9 @@ def test_unsupported_encoding(tmp_path: Path) -> None:
 
 def test_framecrc_durations_per_stream() -> None:
     text = "#tb 0: 1/8000\n#tb 1: 1/48000\n0, 0, 0, 1152, 2304, 0x1\n1, 0, 0, 960, 1920, 0x2\n0, 1152, 1152, 848, 1696, 0x3\n"
-    assert parse_framecrc(text, 2) == [0.25, 0.02]
+    assert parse_framecrc(text.splitlines(True), 2) == [0.25, 0.02]
     with pytest.raises(VerifyFailed):
-        parse_framecrc("#tb 0: 1/8000\n", 2)
+        parse_framecrc(["#tb 0: 1/8000\n"], 2)
 
 
 def test_backoff_doubles_and_is_capped() -> None:
