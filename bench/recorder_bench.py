@@ -24,6 +24,7 @@ import json
 import math
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -207,6 +208,8 @@ def child_main(argv: list[str]) -> None:
             result = child_pydub(Path(argv[1]))
     result["self_kib"] = vm_hwm_kib("self")
     result["children_kib"] = children.peak
+    cpu = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    result["cpu"] = sum(u.ru_utime + u.ru_stime for u in cpu)
     print(json.dumps(result))
 
 
@@ -248,11 +251,11 @@ def main() -> None:
                     best[name] = result
                 shutil.rmtree(child_args[2], ignore_errors=True)
         base_rate = audio / best["ffmpeg direct"]["wall"]
-        print(f"{'':24} {'wall s':>8} {'audio-s/wall-s':>15} {'x ffmpeg':>9}   peak MB: process / ffmpeg")
+        print(f"{'':24} {'wall s':>8} {'audio-s/wall-s':>15} {'x ffmpeg':>9} {'CPU s':>7}   peak MB: process / ffmpeg")
         for name, result in best.items():
             rate = audio / result["wall"]
             print(
-                f"{name:24} {result['wall']:8.2f} {rate:15.0f} {rate / base_rate:9.2f} "
+                f"{name:24} {result['wall']:8.2f} {rate:15.0f} {rate / base_rate:9.2f} {result['cpu']:7.1f} "
                 f"{mib(int(result['self_kib'])):12.1f} / {mib(int(result['children_kib'])):.1f}"
             )
 
