@@ -48,6 +48,7 @@ def parse_buffer(data: bytes, problems: list[str] | None = None) -> tuple[list[M
             if problems is not None:
                 problems.append(f"invalid UTF-8 replaced in: {_preview(text)}")
         message: Message = {}
+        reported = len(problems) if problems is not None else 0
         for line in text.split("\n"):
             key, sep, value = line.partition(": ")
             if not sep:
@@ -74,7 +75,7 @@ def parse_buffer(data: bytes, problems: list[str] | None = None) -> tuple[list[M
                 message[key] = [old, value]
         if message:
             append(message)
-        elif frame.strip() and problems is not None:
+        elif frame.strip() and problems is not None and len(problems) == reported:
             problems.append(f"frame without any header skipped: {_preview(text)}")
     return messages, rest
 

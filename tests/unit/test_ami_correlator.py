@@ -1,0 +1,342 @@
+"""The pure correlator, on the recorded Asterisk 22 scenarios (and transfers built on them)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ami_listener.correlator import Correlator, RawEvent, channel_base, channel_exten
+from ami_listener.parser import parse_buffer
+from tests.fakes.ami_server import Frame, call_frames, epoch_of, interleave, load_capture, with_timestamps
+from tracking.phone import try_normalize
+
+T0 = dt.datetime(2026, 11, 29, 1, 0, tzinfo=dt.UTC)
+
+
+def stream(scenario: str, traffic: Path) -> list[Frame]:
+    recorded = load_capture(scenario, traffic)
+    return with_timestamps(call_frames(recorded), epoch_of(recorded))
+
+
+def events(frames: Sequence[Frame], start_seq: int = 1) -> list[RawEvent]:
+    messages, rest = parse_buffer(b"".join(f.data for f in frames))
+    assert rest == b""
+    return [RawEvent(start_seq + i, T0, m) for i, m in enumerate(messages)]
+
+
+def correlate(evs: Sequence[RawEvent]) -> dict[str, Any]:
+    c = Correlator(try_normalize)
+    c.feed_many(evs)
+    return {s.linkedid: s for s in c.take_changed()}
+
+
+def one(traffic: Path, scenario: str) -> Any:
+    snaps = correlate(events(stream(scenario, traffic)))
+    assert len(snaps) == 1
+    return next(iter(snaps.values()))
+
+
+@pytest.mark.parametrize(
+    ("scenario", "disposition", "answered_by", "dialled"),
+    [
+        ("answered", "answered", "Local/100@agents", "+18005550100"),
+        ("noanswer", "missed", None, "+18005550200"),
+        ("busy", "busy", None, "+18005550300"),
+        ("earlyhangup", "abandoned", None, "+18005550400"),
+        ("origtimeout", "abandoned", None, "+18005550400"),
+        ("agihangup", "abandoned", None, "+18005550500"),
+        ("mixstop", "answered", "Local/101@agents", "+18005550600"),
+        ("iax-answered", "answered", "Local/100@agents", "+18005550100"),
+        ("classic", "failed", None, "+18005550100"),
+        ("agidown", "answered", "Local/100@agents", "+18005550100"),
+    ],
+)
+def test_recorded_scenarios(
+    asterisk_traffic: Path, scenario: str, disposition: str, answered_by: str | None, dialled: str
+) -> None:
+    snap = one(asterisk_traffic, scenario)
+    v = snap.values
+    assert snap.closed
+    assert (v["disposition"], v["answered_by"], v["tracking_number"]) == (disposition, answered_by, dialled)
+    assert (v["caller_number"], v["caller_name"]) == ("+14045551234", "Jane Doe")
+    assert v["started_at"] <= (v["ringing_at"] or v["started_at"]) <= v["ended_at"]
+    assert v["duration"] == pytest.approx((v["ended_at"] - v["started_at"]).total_seconds(), abs=0.001)
+    if disposition == "answered":
+        assert v["answered_at"] is not None and v["talk_time"] > 5
+    else:
+        assert v["answered_at"] is None and v["talk_time"] is None
+    assert all(leg["hungup_at"] is not None for leg in snap.legs)
+
+
+def test_answered_call_in_detail(asterisk_traffic: Path) -> None:
+    snap = one(asterisk_traffic, "answered")
+    v = snap.values
+    assert snap.linkedid == "1795915078.0"  # the ;1 leg of the originate
+    assert v["uniqueid"] == "1795915078.1"  # the ;2 leg ran the dialplan (AGI, MixMonitor, Cdr)
+    assert v["recording_file"] == "/var/spool/asterisk/monitor/1795915078.1.wav"
+    assert v["hangup_cause"] == 16
+    assert v["ring_time"] == pytest.approx(0.001, abs=0.01)
+    assert v["talk_time"] == pytest.approx(6.02, abs=0.05)
+    assert v["duration"] == pytest.approx(6.5, abs=0.05)
+    roles = {leg["channel"]: (leg["role"], leg["exten"]) for leg in snap.legs}
+    assert roles == {
+        "Local/8005550100@from-pstn-00000000;1": ("inbound", "8005550100"),
+        "Local/8005550100@from-pstn-00000000;2": ("inbound", "8005550100"),
+        "Local/100@agents-00000001;1": ("agent", "100"),
+        "Local/100@agents-00000001;2": ("agent", "100"),
+    }
+    kinds = [t["kind"] for t in snap.timeline]
+    assert kinds == ["started", "recording", "ringing", "answered"] + ["hangup"] * 4 + ["ended"]
+    answered = next(t for t in snap.timeline if t["kind"] == "answered")
+    assert answered["detail"] == {"by": "Local/100@agents", "exten": "100"}
+
+
+def test_noanswer_rings_for_the_dial_timeout(asterisk_traffic: Path) -> None:
+    v = one(asterisk_traffic, "noanswer").values
+    assert v["ring_time"] == pytest.approx(20.0, abs=0.1)
+    assert v["hangup_cause"] == 16
+
+
+def test_trunk_call_has_the_caller_from_newchannel(asterisk_traffic: Path) -> None:
+    snaps = correlate(events(stream("iax-answered", asterisk_traffic)))
+    # the IAX2 capture holds the carrier side too (an outgoing originate to exten s): not a tracked call
+    assert list(snaps) == ["1795915222.41"]
+    assert snaps["1795915222.41"].values["uniqueid"] == "1795915222.41"
+
+
+def test_concurrent_calls_do_not_mix(asterisk_traffic: Path) -> None:
+    names = ["answered", "noanswer", "busy", "earlyhangup", "mixstop"]
+    alone = {n: one(asterisk_traffic, n) for n in names}
+    together = correlate(events(interleave(*(stream(n, asterisk_traffic) for n in names))))
+    assert len(together) == 5
+    for snap in alone.values():
+        assert together[snap.linkedid].values == snap.values
+        assert together[snap.linkedid].legs == snap.legs
+
+
+def test_same_result_whatever_the_batches_and_replays(asterisk_traffic: Path) -> None:
+    evs = events(interleave(*(stream(n, asterisk_traffic) for n in ["answered", "busy", "agihangup"])))
+    reference = correlate(evs)
+    c = Correlator(try_normalize)
+    last: dict[str, Any] = {}
+    for i in range(0, len(evs), 7):
+        c.feed_many(evs[max(0, i - 3) : i + 7])  # overlapping batches: a replay must change nothing
+        last.update({s.linkedid: s for s in c.take_changed()})
+    assert {k: (s.values, s.legs, s.timeline) for k, s in last.items()} == {
+        k: (s.values, s.legs, s.timeline) for k, s in reference.items()
+    }
+
+
+def test_live_call_has_no_disposition_until_every_leg_hung_up(asterisk_traffic: Path) -> None:
+    evs = events(stream("answered", asterisk_traffic))
+    last_hangup = max(i for i, e in enumerate(evs) if e.payload.get("Event") == "Hangup")
+    c = Correlator()
+    c.feed_many(evs[:last_hangup])
+    (snap,) = c.take_changed()
+    assert not snap.closed and snap.values["disposition"] is None and snap.values["ended_at"] is None
+    assert snap.values["answered_at"] is not None
+    c.feed_many(evs[last_hangup:])
+    (snap,) = c.take_changed()
+    assert snap.closed and snap.values["disposition"] == "answered"
+    assert c.open_calls() == []
+
+
+def test_caller_id_updates_are_followed(asterisk_traffic: Path) -> None:
+    evs = events(stream("answered", asterisk_traffic))
+    ringing = next(i for i, e in enumerate(evs) if e.payload.get("Event") == "DialBegin" and "Channel" in e.payload)
+    update = dict(evs[ringing].payload)
+    update.update(
+        {
+            "Event": "NewCallerid",
+            "Channel": "Local/8005550100@from-pstn-00000000;2",
+            "Uniqueid": "1795915078.1",
+            "CallerIDName": "JANE DOE CNAM",
+            "CID-CallingPres": "0 (Presentation Allowed, Not Screened)",
+        }
+    )
+    seqd = [RawEvent(i + 1, T0, e.payload) for i, e in enumerate([*evs[:ringing], RawEvent(0, T0, update), *evs[ringing:]])]
+    snap = correlate(seqd)["1795915078.0"]
+    assert snap.values["caller_name"] == "JANE DOE CNAM"
+    assert [t["detail"] for t in snap.timeline if t["kind"] == "caller-id"] == [
+        {"number": "+14045551234", "name": "JANE DOE CNAM"}
+    ]
+
+
+def _transfer_events(asterisk_traffic: Path) -> list[RawEvent]:
+    """The answered capture with the agent blind-transferring the caller to 101 before hanging up."""
+    evs = events(stream("answered", asterisk_traffic))
+    bridged = max(i for i, e in enumerate(evs) if e.payload.get("Event") == "BridgeEnter")
+    at = float(evs[bridged].payload["Timestamp"]) + 1
+    base = {"Privilege": "call,all", "Linkedid": "1795915078.0"}
+    extra = [
+        {
+            "Event": "BlindTransfer",
+            "Privilege": "call,all",
+            "Timestamp": f"{at:.6f}",
+            "Result": "Success",
+            "TransfererChannel": "Local/100@agents-00000001;2",
+            "TransfererUniqueid": "1795915078.3",
+            "TransfererLinkedid": "1795915078.0",
+            "TransfereeChannel": "Local/8005550100@from-pstn-00000000;2",
+            "TransfereeUniqueid": "1795915078.1",
+            "TransfereeLinkedid": "1795915078.0",
+            "IsExternal": "Yes",
+            "Context": "agents",
+            "Extension": "101",
+        },
+        {**base, "Event": "Newchannel", "Timestamp": f"{at + 0.01:.6f}", "Channel": "PJSIP/101-0000000a",
+         "Uniqueid": "1795915078.9", "ChannelStateDesc": "Down", "Context": "agents", "Exten": "101",
+         "CallerIDNum": "101", "CallerIDName": "Bob"},
+        {**base, "Event": "Newstate", "Timestamp": f"{at + 2:.6f}", "Channel": "PJSIP/101-0000000a",
+         "Uniqueid": "1795915078.9", "ChannelStateDesc": "Up"},
+        {**base, "Event": "Hangup", "Timestamp": f"{at + 9:.6f}", "Channel": "PJSIP/101-0000000a",
+         "Uniqueid": "1795915078.9", "Cause": "16", "Cause-txt": "Normal Clearing"},
+    ]  # fmt: skip
+    out = [*evs[: bridged + 1], *(RawEvent(0, T0, p) for p in extra), *evs[bridged + 1 :]]
+    return [RawEvent(i + 1, T0, e.payload) for i, e in enumerate(out)]
+
+
+def test_blind_transfer(asterisk_traffic: Path) -> None:
+    snap = correlate(_transfer_events(asterisk_traffic))["1795915078.0"]
+    transfers = [t["detail"] for t in snap.timeline if t["kind"] == "transfer"]
+    assert transfers == [{"type": "blind", "by": "Local/100@agents", "to": "101@agents", "result": "Success"}]
+    assert snap.values["answered_by"] == "Local/100@agents"  # who answered first
+    assert "PJSIP/101-0000000a" in {leg["channel"] for leg in snap.legs}
+    # the call ends when the last leg (the transfer target) hangs up
+    last = max(leg["hungup_at"] for leg in snap.legs)
+    assert snap.values["ended_at"] == last and snap.closed
+
+
+def test_attended_transfer_merges_the_consultation_call(asterisk_traffic: Path) -> None:
+    evs = events(stream("answered", asterisk_traffic))
+    bridged = max(i for i, e in enumerate(evs) if e.payload.get("Event") == "BridgeEnter")
+    at = float(evs[bridged].payload["Timestamp"]) + 1
+    consult = {"Privilege": "call,all", "Linkedid": "1795915090.50"}
+    extra = [
+        {**consult, "Event": "Newchannel", "Timestamp": f"{at:.6f}", "Channel": "PJSIP/100-0000000b",
+         "Uniqueid": "1795915090.50", "Context": "agents", "Exten": "101", "CallerIDNum": "100"},
+        {**consult, "Event": "Newchannel", "Timestamp": f"{at:.6f}", "Channel": "PJSIP/101-0000000c",
+         "Uniqueid": "1795915090.51", "Context": "agents", "Exten": "101", "CallerIDNum": "101"},
+        {"Event": "AttendedTransfer", "Privilege": "call,all", "Timestamp": f"{at + 5:.6f}", "Result": "Success",
+         "OrigTransfererChannel": "Local/100@agents-00000001;2", "OrigTransfererUniqueid": "1795915078.3",
+         "OrigTransfererLinkedid": "1795915078.0", "SecondTransfererChannel": "PJSIP/100-0000000b",
+         "SecondTransfererUniqueid": "1795915090.50", "SecondTransfererLinkedid": "1795915090.50",
+         "TransferTargetChannel": "PJSIP/101-0000000c", "DestType": "Bridge"},
+        {**consult, "Event": "Hangup", "Timestamp": f"{at + 6:.6f}", "Channel": "PJSIP/100-0000000b",
+         "Uniqueid": "1795915090.50", "Cause": "16"},
+        {**consult, "Event": "Hangup", "Timestamp": f"{at + 7:.6f}", "Channel": "PJSIP/101-0000000c",
+         "Uniqueid": "1795915090.51", "Cause": "16"},
+    ]  # fmt: skip
+    out = [*evs[: bridged + 1], *(RawEvent(0, T0, p) for p in extra), *evs[bridged + 1 :]]
+    snaps = correlate([RawEvent(i + 1, T0, e.payload) for i, e in enumerate(out)])
+    assert list(snaps) == ["1795915078.0"]  # one call: the consultation joined it
+    snap = snaps["1795915078.0"]
+    assert snap.closed
+    assert {"PJSIP/100-0000000b", "PJSIP/101-0000000c"} <= {leg["channel"] for leg in snap.legs}
+    transfer = next(t["detail"] for t in snap.timeline if t["kind"] == "transfer")
+    assert transfer == {"type": "attended", "by": "Local/100@agents", "to": "PJSIP/101", "result": "Success"}
+
+
+def _resync(action: str, seq: int, at: dt.datetime, live: Sequence[dict[str, str]]) -> list[RawEvent]:
+    out = [RawEvent(seq, at, {"Response": "Success", "ActionID": action, "EventList": "start"})]
+    for i, h in enumerate(live):
+        out.append(RawEvent(seq + 1 + i, at, {"Event": "CoreShowChannel", "ActionID": action, **h}))
+    out.append(RawEvent(seq + 1 + len(live), at, {"Event": "CoreShowChannelsComplete", "ActionID": action}))
+    return out
+
+
+def test_resync_closes_a_call_whose_channels_are_gone(asterisk_traffic: Path) -> None:
+    evs = events(stream("answered", asterisk_traffic))
+    answered = next(i for i, e in enumerate(evs) if e.payload.get("DialStatus") == "ANSWER")
+    c = Correlator()
+    c.feed_many(evs[: answered + 3])
+    back = T0 + dt.timedelta(hours=1)
+    c.feed(RawEvent(10_000, back, {"Event": "FullyBooted", "Uptime": "7200"}))  # Asterisk did not restart
+    c.feed_many(_resync("calltrack-resync-x-1", 10_001, back, []))
+    (snap,) = c.take_changed()
+    assert snap.closed and snap.values["disposition"] == "answered"
+    assert snap.values["ended_at"] == back
+    lost = [t["detail"] for t in snap.timeline if t["kind"] == "lost"]
+    assert lost[0]["reason"] == "gone-while-disconnected" and len(lost[0]["channels"]) == 4
+
+
+def test_resync_after_a_restart_says_so_and_fails_an_unanswered_call(asterisk_traffic: Path) -> None:
+    evs = events(stream("noanswer", asterisk_traffic))
+    ringing = next(i for i, e in enumerate(evs) if e.payload.get("Event") == "DialBegin" and "Channel" in e.payload)
+    c = Correlator()
+    c.feed_many(evs[: ringing + 1])
+    back = dt.datetime(2026, 11, 29, 3, 0, tzinfo=dt.UTC)
+    c.feed(RawEvent(10_000, back, {"Event": "FullyBooted", "Uptime": "5"}))
+    c.feed_many(_resync("calltrack-resync-y-1", 10_001, back, []))
+    (snap,) = c.take_changed()
+    assert snap.closed and snap.values["disposition"] == "failed"
+    assert [t["detail"]["reason"] for t in snap.timeline if t["kind"] == "lost"] == ["asterisk-restart"]
+
+
+def test_resync_keeps_live_channels_and_adopts_new_ones(asterisk_traffic: Path) -> None:
+    evs = events(stream("answered", asterisk_traffic))
+    answered = next(i for i, e in enumerate(evs) if e.payload.get("DialStatus") == "ANSWER")
+    c = Correlator()
+    c.feed_many(evs[: answered + 1])
+    c.take_changed()
+    live_uids = ["1795915078.0", "1795915078.1", "1795915078.2", "1795915078.3"]
+    live = [{"Uniqueid": u, "Linkedid": "1795915078.0", "Channel": "x", "ChannelStateDesc": "Up"} for u in live_uids]
+    born = {
+        "Uniqueid": "1795915999.70",
+        "Linkedid": "1795915999.70",
+        "Channel": "PJSIP/trunk-00000070",
+        "ChannelStateDesc": "Up",
+        "Context": "from-pstn",
+        "Exten": "8005550100",
+        "CallerIDNum": "+442071234567",
+        "CallerIDName": "Alice",
+        "Application": "Dial",
+        "Duration": "00:01:30",
+    }
+    now = T0 + dt.timedelta(minutes=5)
+    c.feed_many(_resync("calltrack-resync-z-1", 10_000, now, [*live, born]))
+    snaps = {s.linkedid: s for s in c.take_changed()}
+    assert "1795915078.0" not in snaps or not snaps["1795915078.0"].closed
+    new = snaps["1795915999.70"]
+    assert not new.closed
+    assert new.values["started_at"] == now - dt.timedelta(seconds=90)
+    assert new.values["caller_number"] == "+442071234567"
+    assert new.values["answered_at"] == now - dt.timedelta(seconds=90)
+
+
+def test_late_events_of_a_closed_call_do_not_resurrect_it(asterisk_traffic: Path) -> None:
+    evs = events(stream("busy", asterisk_traffic))
+    c = Correlator()
+    c.feed_many(evs)
+    assert len(c.take_changed()) == 1
+    late = dict(evs[-1].payload)
+    hang = next(e.payload for e in evs if e.payload.get("Event") == "Hangup")
+    c.feed(RawEvent(99_999, T0, {**hang, "Event": "Newstate"}))
+    assert c.take_changed() == [] and late is not None
+
+
+def test_timestamps_fall_back_to_arrival_time() -> None:
+    c = Correlator()
+    p = {"Event": "Newchannel", "Uniqueid": "1.1", "Linkedid": "1.1", "Channel": "PJSIP/t-1", "Exten": "555"}
+    c.feed(RawEvent(1, T0, p))
+    c.feed(RawEvent(2, T0 + dt.timedelta(seconds=3), {**p, "Event": "Hangup", "Cause": "16", "Timestamp": "bad"}))
+    (snap,) = c.take_changed()
+    assert snap.values["duration"] == 3.0 and snap.values["disposition"] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("channel", "base", "exten"),
+    [
+        ("PJSIP/100-0000000a", "PJSIP/100", "100"),
+        ("Local/100@agents-00000001;1", "Local/100@agents", "100"),
+        ("IAX2/127.0.0.1:4569-2033", "IAX2/127.0.0.1:4569", "127.0.0.1:4569"),
+        ("SIP/trunk", "SIP/trunk", "trunk"),
+    ],
+)
+def test_channel_names(channel: str, base: str, exten: str) -> None:
+    assert channel_base(channel) == base
+    assert channel_exten(channel) == exten
