@@ -109,8 +109,8 @@ class World:
                 setattr(tn, k, v)
 
 
-@pytest.fixture
-def world(session_factory: sessionmaker[Session]) -> World:
+@pytest.fixture(name="world")
+def world_fixture(session_factory: sessionmaker[Session]) -> World:
     return World(session_factory)
 
 
@@ -163,8 +163,8 @@ async def server(start_server: StartServer) -> Running:
     return await start_server()
 
 
-@pytest.fixture
-def acme(world: World) -> dict[str, int]:
+@pytest.fixture(name="acme")
+def acme_fixture(world: World) -> dict[str, int]:
     account = world.account("Acme")
     google = world.source(account, "Google Ads")
     return {"account": account, "google": google}

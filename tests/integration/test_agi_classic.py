@@ -1,0 +1,170 @@
+"""Classic AGI: `calltrack-agi route` as a real subprocess, Asterisk played over its stdin/stdout."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from config import Settings
+from tests.fakes.fastagi_peer import AsteriskSide, environment_bytes, run_classic
+from tests.integration.test_agi_route import World, acme_fixture, world_fixture  # noqa: F401 (fixtures)
+
+ENTRY = Path(sys.executable).parent / "calltrack-agi"
+
+
+def command() -> list[str]:
+    if ENTRY.exists():
+        return [str(ENTRY)]
+    return [sys.executable, "-m", "asterisk_agi.classic"]
+
+
+@pytest.fixture
+def environ(settings: Settings, database_url: str, tmp_path: Path) -> dict[str, str]:
+    """The process environment Asterisk gives the script, with calltrack's settings file."""
+    config = tmp_path / "calltrack.toml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            [general]
+            data_dir = "{tmp_path / "data"}"
+            system_name = "pbx1"
+            [agi]
+            fallback_dial = "PJSIP/operator"
+            fallback_timeout = 40
+            db_deadline_ms = 2000
+            [recorder]
+            spool_dir = "{tmp_path / "monitor"}"
+            """
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLTRACK_")}
+    env.update(
+        {
+            "CALLTRACK_CONFIG": str(config),
+            "CALLTRACK_DATABASE_URL": database_url,
+            "AST_AGI_DIR": "/var/lib/asterisk/agi-bin",
+        }
+    )
+    return env
+
+
+def classic(
+    environ: dict[str, str],
+    *,
+    args: tuple[str, ...] = ("8005550100",),
+    script: str = "route",
+    side: AsteriskSide | None = None,
+    **fields: object,
+) -> tuple[int, str, AsteriskSide]:
+    side = side or AsteriskSide({"CHANNEL(linkedid)": "1795915198.34"})
+    env = environment_bytes(classic=True, args=args, uniqueid="1795915198.35", **fields)  # type: ignore[arg-type]
+    code, stderr = run_classic([*command(), script, *args], env, side, environ=environ)
+    return code, stderr, side
+
+
+def test_classic_route_sets_the_contract(
+    environ: dict[str, str], world: World, acme: dict[str, int], tmp_path: Path
+) -> None:
+    world.number(acme["account"], "+18005550100", source_id=acme["google"], forward_to="PJSIP/100&PJSIP/101")
+    code, stderr, side = classic(environ)
+    assert code == 0, stderr
+    [call] = world.calls()
+    got = side.set_vars
+    assert got["CALLTRACK_STATUS"] == "ok"
+    assert got["CALLTRACK_CALL_ID"] == str(call.id)
+    assert got["CALLTRACK_DIAL"] == "PJSIP/100&PJSIP/101"
+    assert got["CALLTRACK_RECORDING_FILE"] == str(tmp_path / "monitor" / f"{call.id}.wav")
+    assert got["CALLTRACK_SOURCE"] == "Google Ads"
+    assert (call.system, call.linkedid, call.uniqueid) == ("pbx1", "1795915198.34", "1795915198.35")
+    assert side.commands[0] == "GET VARIABLE CHANNEL(linkedid)"
+
+
+def test_classic_and_fastagi_runs_of_one_call_share_the_row(
+    environ: dict[str, str], world: World, acme: dict[str, int]
+) -> None:
+    world.number(acme["account"], "+18005550100", source_id=acme["google"])
+    _, _, first = classic(environ)
+    _, _, second = classic(environ)
+    assert first.set_vars["CALLTRACK_CALL_ID"] == second.set_vars["CALLTRACK_CALL_ID"]
+    assert len(world.calls()) == 1
+
+
+def test_classic_unknown_number_and_unknown_script(environ: dict[str, str], world: World) -> None:
+    _, _, unknown = classic(environ, args=("8005559999",))
+    assert unknown.set_vars["CALLTRACK_STATUS"] == "unknown-number"
+    assert unknown.set_vars["CALLTRACK_DIAL"] == "PJSIP/operator"
+    code, stderr, wrong = classic(environ, script="rout")
+    assert code == 0
+    assert wrong.set_vars["CALLTRACK_STATUS"] == "fallback"
+    assert "unknown script 'rout'" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_classic_caller_name_with_quotes_and_utf8(environ: dict[str, str], world: World, acme: dict[str, int]) -> None:
+    world.number(acme["account"], "+18005550100", source_id=acme["google"])
+    code, stderr, side = classic(environ, calleridname='Zoë "Z" \\ Ñúñez')
+    assert code == 0, stderr
+    assert world.calls()[0].caller_name == 'Zoë "Z" \\ Ñúñez'
+
+
+def test_classic_database_unavailable_falls_back_and_spools(environ: dict[str, str], tmp_path: Path) -> None:
+    environ = {**environ, "CALLTRACK_DATABASE_URL": f"sqlite:///{tmp_path / 'missing' / 'db.sqlite3'}"}
+    code, stderr, side = classic(environ)
+    assert code == 0
+    assert side.set_vars["CALLTRACK_STATUS"] == "fallback"
+    assert side.set_vars["CALLTRACK_DIAL"] == "PJSIP/operator"
+    assert "routed by fallback" in stderr and "Traceback" not in stderr
+    spooled = (tmp_path / "data" / "agi-spool" / "pending.jsonl").read_text()
+    assert '"linkedid": "1795915198.34"' in spooled
+
+
+def test_classic_broken_settings_still_route(environ: dict[str, str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[agi]\nno_such_key = 1\n")
+    code, stderr, side = classic({**environ, "CALLTRACK_CONFIG": str(bad)})
+    assert code == 0
+    assert side.set_vars["CALLTRACK_STATUS"] == "fallback"
+    assert "no_such_key" in stderr
+
+
+def test_classic_sighup_is_a_quiet_hangup(environ: dict[str, str], world: World, acme: dict[str, int]) -> None:
+    world.number(acme["account"], "+18005550100", source_id=acme["google"])
+    side = AsteriskSide({"CHANNEL(linkedid)": "L-hup"})
+    env = environment_bytes(classic=True, args=("8005550100",))
+    code, stderr = run_classic([*command(), "route", "8005550100"], env, side, environ=environ, sighup_after=2)
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+    assert len(side.commands) < 11  # stopped setting variables after the SIGHUP
+    [call] = world.calls()  # the routing itself was done and kept
+    assert call.linkedid == "L-hup"
+
+
+@pytest.mark.parametrize("cut", ["stdin-closed-mid-environment", "stalled"])
+def test_classic_broken_environment(environ: dict[str, str], cut: str) -> None:
+    env = environment_bytes(classic=True)
+    proc = subprocess.Popen(
+        [*command(), "route"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**environ}
+    )
+    if cut == "stdin-closed-mid-environment":
+        out, err = proc.communicate(env[:150], timeout=20)
+        assert b"middle of the AGI environment" in err
+        assert proc.returncode == 1
+    else:
+        assert proc.stdin is not None
+        proc.stdin.write(env[:150])
+        proc.stdin.flush()
+        time.sleep(1.0)  # let it start and wait for the rest; then Asterisk hangs up
+        proc.send_signal(signal.SIGHUP)
+        assert proc.wait(timeout=20) == 0  # stdin still open: only the SIGHUP ended it
+        assert proc.stdout is not None and proc.stderr is not None
+        out, err = proc.stdout.read(), proc.stderr.read()
+        proc.stdin.close()
+    assert out == b""
+    assert b"Traceback" not in err
