@@ -136,6 +136,12 @@ class CallWriter:
         self._info: dict[str, CallerInfo] = {}
 
     def write(self, session: Session, snapshots: Iterable[CallSnapshot]) -> int:
+        """Upsert every call first, then the details of the closed ones.
+
+        Two passes, so first-time callers are judged with every call of the
+        batch present whatever its order (a rebuild writes all calls in one batch).
+        """
+        closed: list[tuple[int, CallSnapshot]] = []
         written = 0
         for snap in snapshots:
             values = dict(snap.values)
@@ -153,8 +159,10 @@ class CallWriter:
                 session, self.system, snap.linkedid, values, keep_existing={"tracking_number"}
             )
             if snap.closed:
-                self._write_details(session, call_id, snap)
+                closed.append((call_id, snap))
             written += 1
+        for call_id, snap in closed:
+            self._write_details(session, call_id, snap)
         return written
 
     def _write_details(self, session: Session, call_id: int, snap: CallSnapshot) -> None:

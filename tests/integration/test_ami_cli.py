@@ -1,0 +1,151 @@
+"""`calltrack calls list/show/rebuild` and `calltrack ami listen`, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import delete, select
+
+from config import Settings
+from schema.db import make_engine, make_session_factory
+from schema.models import Account, Call, Source
+from tests.conftest import Cli
+from tests.fakes.ami_server import FakeAmiServer, Plan, interleave
+from tests.integration.ami_harness import SCENARIOS, Harness, calls_of, frames, wait_for
+from tracking.calls import upsert_call
+
+JSON_FIELDS = {
+    "id",
+    "system",
+    "linkedid",
+    "caller_number",
+    "caller_name",
+    "tracking_number",
+    "source",
+    "started_at",
+    "answered_at",
+    "ended_at",
+    "duration",
+    "talk_time",
+    "disposition",
+    "recording",
+}
+
+
+async def record_all(settings: Settings, database_url: str, tmp_path: Path, traffic: Path) -> None:
+    secret = tmp_path / "ami.secret"
+    secret.write_text("s3cret")
+    stream = interleave(*(frames(s, traffic) for s in SCENARIOS))
+    async with FakeAmiServer([Plan(frames=stream)]) as fake, Harness(settings, database_url, fake, secret) as h:
+        await wait_for(
+            lambda: sum(1 for c in calls_of(h.engine, h.system).values() if c["ended_at"]) == 10, what="ten calls"
+        )
+
+
+def route_creates_the_row(database_url: str, linkedid: str) -> None:
+    """What the AGI route handler does first: the call row with account, source, route status."""
+    engine = make_engine(database_url)
+    with make_session_factory(engine)() as session, session.begin():
+        account = session.scalar(select(Account).where(Account.name == "Acme"))
+        source = session.scalar(select(Source).where(Source.name == "Google Ads"))
+        assert account is not None and source is not None
+        upsert_call(
+            session,
+            "pbx1",
+            linkedid,
+            {"account_id": account.id, "source_id": source.id, "route_status": "ok", "tracking_number": "+18005550100"},
+        )
+    engine.dispose()
+
+
+def calls_json(cli: Cli, *args: str) -> list[dict[str, object]]:
+    return json.loads(cli.ok("calls", "list", "--format", "json", *args).output)
+
+
+async def test_calls_list_show_and_filters(
+    cli: Cli,
+    make_account: Callable[..., None],
+    settings: Settings,
+    database_url: str,
+    tmp_path: Path,
+    asterisk_traffic: Path,
+) -> None:
+    make_account()
+    route_creates_the_row(database_url, "1795915078.0")  # the route ran before the AMI events arrived
+    await record_all(settings, database_url, tmp_path, asterisk_traffic)
+
+    rows = calls_json(cli)
+    assert len(rows) == 10
+    assert all(JSON_FIELDS <= set(r) for r in rows)
+    by_linkedid = {r["linkedid"]: r for r in rows}
+    answered = by_linkedid["1795915078.0"]
+    assert answered["source"] == "Google Ads" and answered["account"] == "Acme"
+    assert answered["disposition"] == "answered" and answered["system"] == "pbx1"
+    assert answered["caller_name"] == "Jane Doe" and answered["recording"].endswith("1795915078.1.wav")
+    assert isinstance(answered["duration"], float) and isinstance(answered["talk_time"], float)
+    assert str(answered["started_at"]).startswith("2026-11-29T01:17:58")
+    assert [r["started_at"] for r in rows] == sorted((r["started_at"] for r in rows), reverse=True)
+
+    assert {r["linkedid"] for r in calls_json(cli, "--status", "missed")} == {"1795915093.4"}
+    assert len(calls_json(cli, "--status", "abandoned")) == 3
+    assert calls_json(cli, "--status", "live") == []
+    assert [r["linkedid"] for r in calls_json(cli, "--account", "Acme")] == ["1795915078.0"]
+    assert [r["linkedid"] for r in calls_json(cli, "--source", "Google Ads")] == ["1795915078.0"]
+    since = {r["linkedid"] for r in calls_json(cli, "--since", "2026-11-29T01:20:00")}
+    assert since == {"1795915222.41", "1795915335.44"}  # iax-answered (01:20:22), agidown (01:22:15)
+    assert calls_json(cli, "--since", "2026-11-29T01:20:00+05:00") != []
+
+    table = cli.ok("calls", "list").output
+    assert "Jane Doe" in table and "DISPOSITION" in table
+    rows_csv = list(csv.DictReader(io.StringIO(cli.ok("calls", "list", "--format", "csv").output)))
+    assert len(rows_csv) == 10 and "recording" in rows_csv[0]
+
+    shown = cli.ok("calls", "show", str(answered["id"])).output
+    assert "route_status" in shown and "ok" in shown  # the route's column survived the listener's update
+    assert "timeline:" in shown and "answered" in shown and "by=Local/100@agents" in shown
+    assert "Local/100@agents-00000001;1" in shown
+    full = json.loads(cli.ok("calls", "show", "1795915078.0", "--format", "json").output)
+    assert [e["kind"] for e in full["timeline"]][0] == "started"
+    assert len(full["legs"]) == 4
+
+
+async def test_rebuild_regenerates_the_same_calls(
+    cli: Cli, settings: Settings, database_url: str, tmp_path: Path, asterisk_traffic: Path
+) -> None:
+    await record_all(settings, database_url, tmp_path, asterisk_traffic)
+    engine = make_engine(database_url)
+    try:
+        before = calls_of(engine, "pbx1")
+        with engine.begin() as conn:
+            conn.execute(delete(Call))
+        assert calls_of(engine, "pbx1") == {}
+        out = cli.ok("calls", "rebuild").output
+        assert "rebuilt 10 calls" in out
+        assert calls_of(engine, "pbx1") == before
+        # again, over existing rows, and for a window only: still the same
+        cli.ok("calls", "rebuild", "--since", "2026-11-29T01:19:00")
+        assert calls_of(engine, "pbx1") == before
+    finally:
+        engine.dispose()
+
+
+def test_bad_input_is_told_in_one_line(cli: Cli) -> None:
+    assert "no account named 'Nope'" in cli.fails("calls", "list", "--account", "Nope").output
+    assert "no source named 'Nope'" in cli.fails("calls", "list", "--source", "Nope").output
+    assert "is not a date" in cli.fails("calls", "list", "--since", "yesterday-ish").output
+    assert "no call '424242'" in cli.fails("calls", "show", "424242").output
+    assert "(none)" in cli.ok("calls", "list").output
+    assert "rebuilt 0 calls" in cli.ok("calls", "rebuild").output
+
+
+def test_ami_listen_needs_a_server_and_a_readable_secret(cli: Cli, tmp_path: Path) -> None:
+    out = cli.fails("ami", "listen").output
+    assert "no AMI server to listen to" in out
+    out = cli.fails("ami", "listen", "--host", "127.0.0.1", "--secret-file", str(tmp_path / "missing")).output
+    assert "cannot read the secret file" in out and "missing" in out
+    out = cli.fails("ami", "listen", "--host", "127.0.0.1").output
+    assert "no secret" in out
