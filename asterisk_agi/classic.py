@@ -174,30 +174,30 @@ def run(agi: SyncAGI, argv: list[str], environ: dict[str, str] | os._Environ[str
         agi.set_variables(_fallback_pairs(settings.agi.fallback_dial, settings.agi.fallback_timeout))
         return 0
     from asterisk_agi.handlers.route import build_request, log_decision
-    from tracking.routing import CallRouter, RouteStore
+    from tracking.routing import CallRouter, Decision, RouteStore
 
     # In the classic form argv holds "route" then the arguments; Asterisk also sends them as agi_arg_N.
     linkedid = agi.get_variable("CHANNEL(linkedid)")
     request = build_request(env, linkedid, settings.general.system_name)
     router = CallRouter(settings, RouteStore(settings.database_url, connect_timeout=settings.database.connect_timeout))
     job = router.job(request)
-    result: list[object] = []
+    result: list[Decision] = []
     worker = threading.Thread(target=lambda: result.append(job.run()), daemon=True)
     worker.start()
     worker.join(settings.agi.db_deadline_ms / 1000)
     decision = (
         result[0] if result else job.abandon(f"the database did not answer within {settings.agi.db_deadline_ms} ms")
     )
-    log_decision(request, decision)  # type: ignore[arg-type]
+    log_decision(request, decision)
     try:
-        agi.set_variables(decision.variables())  # type: ignore[attr-defined]
+        agi.set_variables(decision.variables())
     finally:
         if worker.is_alive():
             # Let the dialplan go on, then give the database its connect timeout to take the row.
             os.close(agi.outfd)
             worker.join(max(settings.database.connect_timeout, 1.0) + 1.0)
             if worker.is_alive():
-                router.spool(request, decision)  # type: ignore[arg-type]
+                router.spool(request, decision)
         router.store.close()
     return 0
 

@@ -230,6 +230,8 @@ def decide(
     visit: Visit | None = None,
 ) -> Decision:
     """The routing of a call to the active number *info* at *at*."""
+    source_id: int | None
+    source_name: str | None
     if visit is not None and visit.source_id is not None:
         source_id, source_name = visit.source_id, visit.source_name
     elif info.pool_id is not None:
@@ -726,10 +728,10 @@ class RouteJob:
             return decision
         with self._lock:
             self._finished = decision
-            told = self._abandoned
-        if told is not None and decision.call_id is not None:
+            abandoned = self._abandoned
+        if abandoned is not None and decision.call_id is not None:
             try:
-                router.store.mark_fallback(decision.call_id, told)
+                router.store.mark_fallback(decision.call_id, abandoned)
             except Exception as exc:
                 router.store.discard()
                 logger.error("call %s: cannot mark it as routed by fallback: %s", decision.call_id, exc)
