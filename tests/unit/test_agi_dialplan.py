@@ -1,0 +1,35 @@
+"""The sample dialplan follows the route's contract."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from config import Settings
+from tracking.routing import Decision
+
+SAMPLE = Path(__file__).resolve().parents[2] / "config" / "samples" / "asterisk" / "extensions_calltrack.conf"
+
+
+def test_sample_dialplan_documents_and_uses_the_contract() -> None:
+    text = SAMPLE.read_text()
+    names = [name for name, _ in Decision("ok", "", 0).variables()]
+    for name in names:
+        assert name in text, f"{name} is not documented in the sample dialplan"
+    used = set(re.findall(r"\$\{(CALLTRACK_[A-Z_]+)\}", text))
+    assert {
+        "CALLTRACK_DIAL",
+        "CALLTRACK_DIAL_TIMEOUT",
+        "CALLTRACK_RECORD",
+        "CALLTRACK_RECORDING_FILE",
+        "CALLTRACK_WHISPER",
+        "CALLTRACK_STATUS",
+    } <= used
+    assert used <= set(names)
+
+
+def test_sample_dialplan_calls_the_default_listen_address() -> None:
+    text = SAMPLE.read_text()
+    assert f"AGI(agi://{Settings().agi.listen}/route," in text
+    assert "AGI(calltrack-agi,route," in text  # the classic form is shown too
+    assert "[calltrack-fallback]" in text and "calltrack-fallback,s,1" in text
