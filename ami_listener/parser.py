@@ -30,54 +30,78 @@ def parse_buffer(data: bytes, problems: list[str] | None = None) -> tuple[list[M
 
     *problems*, when given, receives one line per skipped frame or line.
     """
-    if _SEP in data:
-        frames = data.split(_SEP)
+    end = data.rfind(_SEP)
+    if end >= 0:
+        complete, rest = data[:end], data[end + 4 :]
+        sep = "\r\n"
     elif _LF_SEP in data and b"\r" not in data:
         # Some proxies and test tools send bare LF; accept them too.
-        frames = data.split(_LF_SEP)
+        end = data.rfind(_LF_SEP)
+        complete, rest = data[:end], data[end + 2 :]
+        sep = "\n"
     else:
         return [], data
-    rest = frames.pop()
+    try:
+        frames = complete.decode("utf-8").split(sep + sep)
+    except UnicodeDecodeError:
+        frames = [_decode(frame, problems) for frame in complete.split(sep.encode() * 2)]
     messages: list[Message] = []
     append = messages.append
     for frame in frames:
+        lines = frame.split(sep)
+        # Fast path: every line "Key: Value", no repeated key, no odd key.
         try:
-            text = frame.decode("utf-8")
-        except UnicodeDecodeError:
-            text = frame.decode("utf-8", "replace")
-            if problems is not None:
-                problems.append(f"invalid UTF-8 replaced in: {_preview(text)}")
-        message: Message = {}
-        reported = len(problems) if problems is not None else 0
-        for line in text.split("\n"):
-            key, sep, value = line.partition(": ")
-            if not sep:
-                key, sep, value = line.partition(":")
-                if not sep:
-                    line = line.strip()
-                    if line and problems is not None:
-                        problems.append(f"line without a colon skipped: {_preview(line)}")
-                    continue
-                value = value.lstrip(" ")
-            key = key.strip()
-            if not key or " " in key:
-                if problems is not None:
-                    problems.append(f"line with a bad header name skipped: {_preview(line)}")
-                continue
-            if value.endswith("\r"):
-                value = value[:-1]
-            old = message.get(key)
-            if old is None:
-                message[key] = value
-            elif isinstance(old, list):
-                old.append(value)
-            else:
-                message[key] = [old, value]
+            message: Message | None = dict([line.split(": ", 1) for line in lines])  # type: ignore[misc]
+        except ValueError:
+            message = None
+        if message is None or len(message) != len(lines) or " " in "".join(message):
+            message = _parse_frame(frame, problems)
         if message:
             append(message)
-        elif frame.strip() and problems is not None and len(problems) == reported:
-            problems.append(f"frame without any header skipped: {_preview(text)}")
     return messages, rest
+
+
+def _decode(frame: bytes, problems: list[str] | None) -> str:
+    try:
+        return frame.decode("utf-8")
+    except UnicodeDecodeError:
+        text = frame.decode("utf-8", "replace")
+        if problems is not None:
+            problems.append(f"invalid UTF-8 replaced in: {_preview(text)}")
+        return text
+
+
+def _parse_frame(text: str, problems: list[str] | None) -> Message:
+    """The careful path: odd lines skipped and reported, repeated keys gathered in a list."""
+    message: Message = {}
+    reported = len(problems) if problems is not None else 0
+    for line in text.split("\n"):
+        key, sep, value = line.partition(": ")
+        if not sep:
+            key, sep, value = line.partition(":")
+            if not sep:
+                line = line.strip()
+                if line and problems is not None:
+                    problems.append(f"line without a colon skipped: {_preview(line)}")
+                continue
+            value = value.lstrip(" ")
+        key = key.strip()
+        if not key or " " in key:
+            if problems is not None:
+                problems.append(f"line with a bad header name skipped: {_preview(line)}")
+            continue
+        if value.endswith("\r"):
+            value = value[:-1]
+        old = message.get(key)
+        if old is None:
+            message[key] = value
+        elif isinstance(old, list):
+            old.append(value)
+        else:
+            message[key] = [old, value]
+    if not message and text.strip() and problems is not None and len(problems) == reported:
+        problems.append(f"frame without any header skipped: {_preview(text)}")
+    return message
 
 
 def _preview(text: str, limit: int = 80) -> str:

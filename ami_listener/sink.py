@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import bindparam, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -33,8 +33,8 @@ from ami_listener.correlator import RESYNC_PREFIX, CallSnapshot, Correlator, Raw
 from ami_listener.parser import Message
 from ami_listener.spool import Spool, StoredEvent, make_event
 from schema.models import AmiEvent, Call, CallEvent, CallLeg
-from tracking.caller_info import CallerInfo, describe_number, is_first_time
-from tracking.calls import upsert_call
+from tracking.caller_info import UNKNOWN, CallerInfo, describe_number
+from tracking.calls import upsert_calls
 
 logger = logging.getLogger(__name__)
 
@@ -136,49 +136,75 @@ class CallWriter:
         self._info: dict[str, CallerInfo] = {}
 
     def write(self, session: Session, snapshots: Iterable[CallSnapshot]) -> int:
-        """Upsert every call first, then the details of the closed ones.
+        """Upsert every call (one statement), then the legs, timeline and first-time flag of the closed ones.
 
-        Two passes, so first-time callers are judged with every call of the
-        batch present whatever its order (a rebuild writes all calls in one batch).
+        First-time callers are judged after every call of the batch is in, so
+        the order of the snapshots does not matter (a rebuild writes all calls
+        in one batch).
         """
-        closed: list[tuple[int, CallSnapshot]] = []
-        written = 0
-        for snap in snapshots:
+        snaps = list(snapshots)
+        if not snaps:
+            return 0
+        rows = []
+        for snap in snaps:
             values = dict(snap.values)
-            number = values.get("caller_number")
-            if number and self.geocode:
-                info = self._info.get(number)
-                if info is None:
-                    if len(self._info) > 50_000:
-                        self._info.clear()
-                    info = self._info[number] = describe_number(number, self.region)
-                values["caller_location"] = info.location
-                values["caller_country"] = info.country
-                values["caller_line_type"] = info.line_type
-            call_id = upsert_call(
-                session, self.system, snap.linkedid, values, keep_existing={"tracking_number"}
-            )
-            if snap.closed:
-                closed.append((call_id, snap))
-            written += 1
-        for call_id, snap in closed:
-            self._write_details(session, call_id, snap)
-        return written
+            info = self._describe(values.get("caller_number"))
+            values["caller_location"] = info.location
+            values["caller_country"] = info.country
+            values["caller_line_type"] = info.line_type
+            rows.append((snap.linkedid, values))
+        ids = upsert_calls(session, self.system, rows, keep_existing={"tracking_number"})
+        closed = [(ids[snap.linkedid], snap) for snap in snaps if snap.closed]
+        if closed:
+            self._write_details(session, closed)
+        return len(snaps)
 
-    def _write_details(self, session: Session, call_id: int, snap: CallSnapshot) -> None:
-        row = session.execute(
-            select(Call.account_id, Call.caller_number, Call.started_at).where(Call.id == call_id)
-        ).one()
-        first = None
-        if row.caller_number and row.started_at is not None:
-            first = is_first_time(session, row.account_id, row.caller_number, row.started_at, call_id)
-        session.execute(Call.__table__.update().where(Call.id == call_id).values(first_time=first))
-        session.execute(delete(CallLeg).where(CallLeg.call_id == call_id))
-        if snap.legs:
-            session.execute(insert(CallLeg), [{"call_id": call_id, **leg} for leg in snap.legs])
-        session.execute(delete(CallEvent).where(CallEvent.call_id == call_id, CallEvent.kind.in_(TIMELINE_KINDS)))
-        if snap.timeline:
-            session.execute(insert(CallEvent), [{"call_id": call_id, **line} for line in snap.timeline])
+    def _describe(self, number: str | None) -> CallerInfo:
+        if not number or not self.geocode:
+            return UNKNOWN
+        info = self._info.get(number)
+        if info is None:
+            if len(self._info) > 50_000:
+                self._info.clear()
+            info = self._info[number] = describe_number(number, self.region)
+        return info
+
+    def _write_details(self, session: Session, closed: list[tuple[int, CallSnapshot]]) -> None:
+        call_ids = [call_id for call_id, _ in closed]
+        session.execute(delete(CallLeg).where(CallLeg.call_id.in_(call_ids)))
+        session.execute(delete(CallEvent).where(CallEvent.call_id.in_(call_ids), CallEvent.kind.in_(TIMELINE_KINDS)))
+        legs = [{"call_id": call_id, **leg} for call_id, snap in closed for leg in snap.legs]
+        if legs:
+            session.execute(insert(CallLeg), legs)
+        lines = [{"call_id": call_id, **line} for call_id, snap in closed for line in snap.timeline]
+        if lines:
+            session.execute(insert(CallEvent), lines)
+        # first-time caller: no earlier call (by start) to the same account from the same number
+        table = Call.__table__
+        mine = session.execute(
+            select(table.c.id, table.c.account_id, table.c.caller_number, table.c.started_at).where(
+                table.c.id.in_(call_ids)
+            )
+        ).all()
+        numbers = {row.caller_number for row in mine if row.caller_number}
+        earliest: dict[tuple[int | None, str], Any] = {}
+        if numbers:
+            query = (
+                select(table.c.account_id, table.c.caller_number, func.min(table.c.started_at))
+                .where(table.c.caller_number.in_(numbers), table.c.started_at.is_not(None))
+                .group_by(table.c.account_id, table.c.caller_number)
+            )
+            earliest = {(acc, num): first for acc, num, first in session.execute(query)}
+        updates = []
+        for row in mine:
+            first = None
+            if row.caller_number and row.started_at is not None:
+                first = row.started_at <= earliest.get((row.account_id, row.caller_number), row.started_at)
+            updates.append({"call_id": row.id, "first": first})
+        session.execute(
+            table.update().where(table.c.id == bindparam("call_id")).values(first_time=bindparam("first")),
+            updates,
+        )
 
 
 def raw(ev: StoredEvent) -> RawEvent:

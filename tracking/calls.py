@@ -8,6 +8,7 @@ retried AGI never creates a second call.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import func, select
@@ -54,6 +55,47 @@ def upsert_call(
     stmt = stmt.on_conflict_do_update(index_elements=["system", "linkedid"], set_=updates).returning(table.c.id)
     call_id: int = session.execute(stmt).scalar_one()
     return call_id
+
+
+def upsert_calls(
+    session: Session,
+    system: str,
+    rows: Sequence[tuple[str, dict[str, Any]]],
+    *,
+    keep_existing: frozenset[str] | set[str] = frozenset(),
+) -> dict[str, int]:
+    """:func:`upsert_call` for many calls in one statement (executemany); linkedid -> id.
+
+    Every values dict must name the same columns.  Same conflict rules as
+    :func:`upsert_call`: only the given columns change, *keep_existing* ones
+    only while still NULL.
+    """
+    if not rows:
+        return {}
+    columns = set(rows[0][1])
+    unknown = columns - _COLUMNS
+    if unknown:
+        raise ValueError(f"not columns of calls: {', '.join(sorted(unknown))}")
+    if any(set(values) != columns for _, values in rows):
+        raise ValueError("upsert_calls: every row must name the same columns")
+    now = utcnow()
+    params = [
+        {"system": system, "linkedid": linkedid, "created_at": now, "updated_at": now, **values}
+        for linkedid, values in rows
+    ]
+    dialect = session.get_bind().dialect.name
+    table = Call.__table__
+    stmt: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    updates: dict[str, Any] = {"updated_at": stmt.excluded.updated_at}
+    for key in columns:
+        if key in keep_existing:
+            updates[key] = func.coalesce(table.c[key], stmt.excluded[key])
+        else:
+            updates[key] = stmt.excluded[key]
+    stmt = stmt.on_conflict_do_update(index_elements=["system", "linkedid"], set_=updates).returning(
+        table.c.linkedid, table.c.id, sort_by_parameter_order=True
+    )
+    return {linkedid: call_id for linkedid, call_id in session.execute(stmt, params)}
 
 
 def find_call(session: Session, system: str, linkedid: str) -> Call | None:

@@ -96,9 +96,9 @@ def test_malformed_frames_are_skipped_and_reported() -> None:
         {"Event": "Newstate", "CallerIDName": "\ufffd\ufffdJ"},
     ]
     assert len(problems) == 3
-    assert problems[0] == "line without a colon skipped: no colon here at all"
-    assert "bad header name" in problems[1]
-    assert "invalid UTF-8" in problems[2]
+    assert "line without a colon skipped: no colon here at all" in problems
+    assert sum("bad header name" in p for p in problems) == 1
+    assert sum("invalid UTF-8" in p for p in problems) == 1
 
 
 def test_a_peer_that_never_ends_a_frame_cannot_eat_memory() -> None:

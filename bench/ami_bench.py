@@ -1,0 +1,272 @@
+"""AMI listener benchmark: parse, store and correlate a large recorded stream.
+
+    .venv/bin/python bench/ami_bench.py [--calls 3000] [--postgres URL] [--no-postgres]
+
+The stream is built from the real Asterisk 22 captures in ../shared/asterisk/ami
+(every scenario, renumbered so each copy is its own call, started 50 ms apart so
+many calls overlap).  Figures printed, all measured in this run:
+
+* parsing: calltrack's parser against panoramisk 1.4's own ``data_received``
+  (with a no-op event callback) on the same bytes, in the same 64 KiB reads;
+* end-to-end: the fake AMI server (a separate process, real TCP, full speed)
+  feeding the listener, which stores raw events and calls in SQLite, then in
+  PostgreSQL; events/s counts every event Asterisk sent, until the last call
+  is written;
+* peak memory (max RSS) of the listener process.
+
+Targets (issue 4): end-to-end >= 20,000 events/s on SQLite; parsing >= 2x panoramisk.
+Not a test: nothing here asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import multiprocessing as mp
+import os
+import resource
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import create_engine, func, select, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from ami_listener.listener import AmiListener  # noqa: E402
+from ami_listener.parser import StreamParser  # noqa: E402
+from config import AmiServer, AmiSettings, DatabaseSettings, GeneralSettings, Settings  # noqa: E402
+from schema import migrate  # noqa: E402
+from schema.db import make_engine, make_session_factory  # noqa: E402
+from schema.models import AmiEvent, Call  # noqa: E402
+from tests.fakes.ami_server import (  # noqa: E402
+    FakeAmiServer,
+    Frame,
+    Plan,
+    call_frames,
+    epoch_of,
+    load_capture,
+    multiply,
+    with_timestamps,
+)
+
+SCENARIOS = [
+    "answered",
+    "noanswer",
+    "busy",
+    "earlyhangup",
+    "origtimeout",
+    "agihangup",
+    "mixstop",
+    "iax-answered",
+    "classic",
+    "agidown",
+]
+CHUNK = 65536
+
+
+def build_stream(calls: int) -> list[Frame]:
+    captures = []
+    for s in SCENARIOS:
+        recorded = load_capture(s)
+        captures.append(with_timestamps(call_frames(recorded), epoch_of(recorded)))
+    return multiply(captures, calls, spacing=0.05)
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# -- parsing ---------------------------------------------------------------------
+
+
+def bench_parsing(data: bytes, rounds: int = 3) -> tuple[float, float, int]:
+    from panoramisk.ami_protocol import AMIProtocol
+
+    class NoOpFactory:
+        save_stream = None
+
+        def dispatch(self, message: object) -> None:
+            pass
+
+    chunks = [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)]
+
+    def pano() -> int:
+        proto = AMIProtocol()
+        proto.connection_made(None)
+        proto.factory = NoOpFactory()
+        proto.encoding = "utf8"
+        count = 0
+        original = proto.handle_message
+
+        def handle(message: object) -> None:
+            nonlocal count
+            count += 1
+            original(message)
+
+        proto.handle_message = handle  # type: ignore[method-assign]
+        for c in chunks:
+            proto.data_received(c)
+        return count
+
+    def ours() -> int:
+        parser = StreamParser()
+        count = 0
+        for c in chunks:
+            count += len(parser.feed(c))
+        return count
+
+    def best(fn: object) -> tuple[float, int]:
+        times = []
+        n = 0
+        for _ in range(rounds):
+            gc.collect()
+            t = time.perf_counter()
+            n = fn()  # type: ignore[operator]
+            times.append(time.perf_counter() - t)
+        return min(times), n
+
+    t_pano, n_pano = best(pano)
+    t_ours, n_ours = best(ours)
+    if n_pano != n_ours:
+        print(f"  note: panoramisk saw {n_pano} messages, calltrack {n_ours}")
+    return t_pano, t_ours, n_ours
+
+
+# -- end to end ----------------------------------------------------------------------
+
+
+def serve(calls: int, port_queue: mp.Queue, stop: mp.Event) -> None:  # type: ignore[type-arg]
+    stream = build_stream(calls)
+
+    async def main() -> None:
+        async with FakeAmiServer([Plan(frames=stream)]) as fake:
+            port_queue.put((fake.port, sum(1 for f in stream if f.is_event)))
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+
+    asyncio.run(main())
+
+
+async def run_listener(url: str, port: int, events: int, workdir: Path) -> tuple[float, int, int, int]:
+    settings = Settings(
+        general=GeneralSettings(data_dir=workdir),
+        database=DatabaseSettings(url=url),
+        ami=AmiSettings(batch_size=2000, queue_size=200_000),
+    )
+    engine = make_engine(url)
+    secret = workdir / "secret"
+    secret.write_text("s3cret")
+    server = AmiServer(name="bench", host="127.0.0.1", port=port, username="calltrack", secret_file=str(secret))
+    listener = AmiListener(settings, make_session_factory(engine), (server,), ping_interval=3600)
+    sink = listener.connections[0].sink
+    stop = asyncio.Event()
+    started = time.perf_counter()
+    task = asyncio.create_task(listener.run(stop))
+    while True:
+        await asyncio.sleep(0.02)
+        if (
+            sink.received >= events
+            and not sink.backlog
+            and sink.stored + sink.filtered >= sink.received
+            and not sink.spool.pending
+        ):
+            break
+    elapsed = time.perf_counter() - started
+    stop.set()
+    await task
+    with engine.connect() as conn:
+        stored = conn.scalar(select(func.count()).select_from(AmiEvent))
+        calls = conn.scalar(select(func.count()).select_from(Call).where(Call.ended_at.is_not(None)))
+    engine.dispose()
+    return elapsed, sink.received, int(stored or 0), int(calls or 0)
+
+
+def end_to_end(url: str, calls: int, workdir: Path) -> tuple[float, int, int, int]:
+    ctx = mp.get_context("fork")
+    ports: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    stop = ctx.Event()
+    proc = ctx.Process(target=serve, args=(calls, ports, stop), daemon=True)
+    proc.start()
+    try:
+        port, events = ports.get(timeout=120)
+        return asyncio.run(run_listener(url, port, events, workdir))
+    finally:
+        stop.set()
+        proc.join(10)
+
+
+def fresh_postgres(base: str) -> tuple[str, object]:
+    name = f"calltrack_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(make_url(base).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(base).set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return url, drop
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--calls", type=int, default=3000, help="calls in the stream (default 3000)")
+    ap.add_argument("--postgres", default=os.environ.get("CALLTRACK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"))
+    ap.add_argument("--no-postgres", action="store_true")
+    args = ap.parse_args()
+
+    stream = build_stream(args.calls)
+    data = b"Asterisk Call Manager/11.0.0\r\n" + b"".join(f.data for f in stream)
+    n_events = sum(1 for f in stream if f.is_event)
+    print(f"stream: {args.calls} calls, {len(stream)} messages ({n_events} events), {len(data) / 1e6:.1f} MB")
+    del stream
+
+    t_pano, t_ours, n = bench_parsing(data)
+    print("parsing (same bytes, 64 KiB reads, best of 3):")
+    print(f"  panoramisk 1.4 data_received, no-op callback: {n / t_pano:12,.0f} messages/s  ({t_pano:.2f} s)")
+    print(f"  calltrack parse_buffer:                       {n / t_ours:12,.0f} messages/s  ({t_ours:.2f} s)")
+    print(f"  ratio: {t_pano / t_ours:.2f}x panoramisk (target >= 2x)")
+    del data
+    gc.collect()
+
+    targets = [("SQLite", None)]
+    if not args.no_postgres:
+        targets.append(("PostgreSQL", args.postgres))
+    print("end-to-end (fake Asterisk in another process over TCP -> parse -> store -> correlate -> calls):")
+    for label, base in targets:
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            drop = None
+            if base is None:
+                url = f"sqlite:///{work / 'bench.sqlite3'}"
+            else:
+                try:
+                    url, drop = fresh_postgres(base)
+                except Exception as exc:  # noqa: BLE001 - report and go on
+                    print(f"  {label}: skipped ({str(exc).splitlines()[0]})")
+                    continue
+            engine = make_engine(url)
+            migrate.upgrade(engine)
+            engine.dispose()
+            try:
+                elapsed, received, stored, calls = end_to_end(url, args.calls, work)
+            finally:
+                if drop is not None:
+                    drop()  # type: ignore[operator]
+            print(
+                f"  {label:10s}: {received / elapsed:10,.0f} events/s  ({received} events in {elapsed:.2f} s; "
+                f"{stored} stored after the noise filter; {calls} calls closed; target >= 20,000 on SQLite)"
+            )
+    print(f"peak memory (max RSS of this process): {rss_mb():.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
