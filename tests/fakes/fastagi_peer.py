@@ -287,7 +287,10 @@ def run_classic(
                 answered += 1
                 if sighup_after is not None and answered == sighup_after:
                     proc.send_signal(1)
-        proc.stdin.close()
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:  # the script exited first (after a SIGHUP, say)
+            pass
         code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
     finally:
         if proc.poll() is None:
