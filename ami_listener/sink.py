@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -103,27 +103,40 @@ def keep(message: Message) -> bool:
 # -- database side (synchronous; run in a worker thread by the sink) ----------------
 
 
+_INSERT_SQL = (
+    "INSERT INTO ami_events (system, event_key, seq, event, uniqueid, linkedid, received_at, payload) "
+    "VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {json}) ON CONFLICT (system, event_key) DO NOTHING"
+)
+
+
 def insert_events(session: Session, system: str, events: Sequence[StoredEvent]) -> None:
-    rows = [
-        {
-            "system": system,
-            "event_key": ev.key,
-            "seq": ev.seq,
-            "event": ev.event,
-            "uniqueid": ev.uniqueid,
-            "linkedid": ev.linkedid,
-            "received_at": ev.received_at,
-            "payload": ev.payload,
-        }
-        for ev in events
-    ]
-    if not rows:
+    """Store raw events; one already stored (same system and event key) is left alone.
+
+    The hot path of the listener, so it goes straight to the driver's
+    executemany with the JSON already encoded, in the formats SQLAlchemy's
+    column types read back (naive UTC times; JSON text).
+    """
+    if not events:
         return
-    dialect = session.get_bind().dialect.name
-    table = AmiEvent.__table__
-    stmt: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-    stmt = stmt.on_conflict_do_nothing(index_elements=["system", "event_key"])
-    session.execute(stmt, rows)
+    conn = session.connection()
+    dumps = json.dumps
+    utc = dt.UTC
+    if conn.dialect.name == "postgresql":
+        sql = _INSERT_SQL.format(p="%s", json="%s::json")
+        params = [
+            (system, ev.key, ev.seq, ev.event, ev.uniqueid, ev.linkedid,
+             ev.received_at.astimezone(utc).replace(tzinfo=None), dumps(ev.payload))
+            for ev in events
+        ]  # fmt: skip
+    else:
+        sql = _INSERT_SQL.format(p="?", json="?")
+        params = [
+            (system, ev.key, ev.seq, ev.event, ev.uniqueid, ev.linkedid,
+             ev.received_at.astimezone(utc).replace(tzinfo=None).isoformat(" ", "microseconds"),
+             dumps(ev.payload))
+            for ev in events
+        ]  # fmt: skip
+    conn.exec_driver_sql(sql, params)
 
 
 class CallWriter:
@@ -287,6 +300,8 @@ class EventSink:
         self._overflow: list[StoredEvent] = []
         self._clock = clock
         self._last_seq = 0
+        self._stamp_for = -1.0
+        self._stamp = dt.datetime.fromtimestamp(0, dt.UTC)
         self._conn = "0"
         self._n = 0
         self._pending: dict[str, CallSnapshot] = {}
@@ -317,7 +332,10 @@ class EventSink:
         now = self._clock() if received is None else received
         seq = max(self._last_seq + 1, int(now * 1_000_000))
         self._last_seq = seq
-        ev = make_event(seq, f"{self._conn}:{self._n}", dt.datetime.fromtimestamp(now, dt.UTC), message)
+        if now != self._stamp_for:  # the messages of one read share their arrival time
+            self._stamp_for = now
+            self._stamp = dt.datetime.fromtimestamp(now, dt.UTC)
+        ev = make_event(seq, f"{self._conn}:{self._n}", self._stamp, message)
         if self._overflow:
             self._overflow.append(ev)
             return
