@@ -273,6 +273,7 @@ class Stats:
             return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 2)
 
         return {
+            "connections": self.counts["connections"],
             "sessions": self.counts["sessions"],
             "active": self.active,
             "errors": self.counts["errors"],
@@ -425,7 +426,7 @@ class FastAGIServer:
     async def _session(self, agi: AsyncAGI) -> None:
         started = time.perf_counter()
         stats = self.stats
-        stats.counts["sessions"] += 1
+        stats.counts["connections"] += 1
         stats.active += 1
         try:
             await self._run(agi, agi.peer, self.settings)
@@ -437,7 +438,14 @@ class FastAGIServer:
     async def _run(self, agi: AsyncAGI, host: str, settings: Settings) -> None:
         stats = self.stats
         try:
-            env = await agi.read_env()
+            try:
+                env = await agi.read_env()
+            except AGIEOFHangup:
+                if not agi.env.values:  # a port probe: connected, sent nothing, closed
+                    stats.counts["probes"] += 1
+                    return
+                raise
+            stats.counts["sessions"] += 1
             handler = self.router.get(env.script)
             if handler is None:
                 stats.counts["unknown_scripts"] += 1

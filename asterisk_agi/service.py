@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SPOOL_EVERY = 10.0
+CHECKPOINT_EVERY = 1.0
 SWITCH_INTERVAL = 0.0002
 
 
@@ -54,8 +55,13 @@ class AgiService:
         self.executor = ThreadPoolExecutor(max_workers=db_threads(settings), thread_name_prefix="agi-db")
         self.store = RouteStore(settings.database_url, connect_timeout=settings.database.connect_timeout)
         self.call_router = CallRouter(settings, self.store)
+        self.inline: RouteStore | None = None
+        if self.store.dialect == "sqlite":
+            self.inline = RouteStore(
+                settings.database_url, connect_timeout=settings.database.connect_timeout, inline=True
+            )
         self.router = Router()
-        route.register(self.router, self.call_router, self.executor)
+        route.register(self.router, self.call_router, self.executor, self.inline)
         self.stats = Stats()
         self.server = FastAGIServer(settings, self.router, stats=self.stats)
         self.address: tuple[str, int] | None = None
@@ -100,11 +106,24 @@ class AgiService:
             await asyncio.get_running_loop().run_in_executor(None, self.executor.shutdown, True)
             await asyncio.get_running_loop().run_in_executor(None, self.call_router.replay_spool_quietly)
             self.store.close()
+            if self.inline is not None:
+                self.inline.close()
 
     async def _background(self, stop: asyncio.Event) -> None:
+        ticks = 0
         while not stop.is_set():
-            await asyncio.sleep(SPOOL_EVERY)
-            await self.replay_spool()
+            await asyncio.sleep(CHECKPOINT_EVERY)
+            ticks += 1
+            if self.inline is not None:
+                # the inline connection leaves checkpoints to this thread
+                try:
+                    await self._in_db_thread(self.store.checkpoint)
+                except Exception as exc:
+                    self.store.discard()
+                    logger.debug("checkpoint skipped: %s", exc)
+            if ticks * CHECKPOINT_EVERY >= SPOOL_EVERY:
+                ticks = 0
+                await self.replay_spool()
 
     def reload(self) -> None:
         """SIGHUP: new settings for new sessions, and a fresh number cache."""

@@ -445,9 +445,11 @@ class RouteStore:
     the next call, so a database that comes back is used again.
     """
 
-    def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
+    def __init__(self, url: str, *, connect_timeout: float = 5.0, inline: bool = False) -> None:
         self.url = url
         self.connect_timeout = connect_timeout
+        #: SQLite only: never wait for a lock and leave checkpoints to others (see CallRouter.try_inline)
+        self.inline = inline
         scheme = url.split(":", 1)[0]
         self.dialect = scheme.split("+", 1)[0]
         if self.dialect not in ("sqlite", "postgresql"):
@@ -471,12 +473,15 @@ class RouteStore:
             conn = sqlite3.connect(
                 f"file:{path}?mode=rw",
                 uri=True,
-                timeout=max(self.connect_timeout, 0.1),
+                timeout=0 if self.inline else max(self.connect_timeout, 0.1),
                 isolation_level=None,
                 check_same_thread=False,
             )
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
+            if self.inline:
+                # a checkpoint writes the WAL back with fsync: not on the event loop
+                conn.execute("PRAGMA wal_autocheckpoint=0")
             return conn
         import psycopg
 
@@ -591,6 +596,11 @@ class RouteStore:
                 pass
             raise
         return call_id
+
+    def checkpoint(self) -> None:
+        """SQLite: copy the write-ahead log back into the database file (PASSIVE: never waits)."""
+        if self.dialect == "sqlite":
+            self.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def mark_fallback(self, call_id: int, decision: Decision) -> None:
         self.execute(
@@ -796,14 +806,15 @@ class CallRouter:
         """Route *request* now, in this thread; never raises."""
         return self.job(request).run()
 
-    def route(self, request: RouteRequest, job: RouteJob | None = None) -> Decision:
+    def route(self, request: RouteRequest, job: RouteJob | None = None, store: RouteStore | None = None) -> Decision:
         """The database work of one call. Raises on database errors (see :meth:`run`)."""
         settings = self.settings
+        store = store or self.store
         number = self.e164(request.dialled)
         caller = caller_key(request.caller_number, settings.numbers.default_region)
         found = None
         if number is not None:
-            found = self.store.lookup(number, caller, request.caller_number.strip(), request.system, request.linkedid)
+            found = store.lookup(number, caller, request.caller_number.strip(), request.system, request.linkedid)
         if found is None:
             decision = unknown(settings, f"{request.dialled!r} is not a tracking number")
             info = None
@@ -820,16 +831,30 @@ class CallRouter:
                 visit = None
                 if info.pool_id is not None:
                     grace = dt.timedelta(seconds=settings.tracking.attribution_grace_seconds)
-                    visit = self.store.visit(info.id, request.at, grace)
+                    visit = store.visit(info.id, request.at, grace)
                 first = None if caller is None or facts.do_not_track else not facts.seen_before
                 decision = decide(info, request.at, blocked=facts.blocked, first_time=first, visit=visit)
         values = self.call_values(request, decision, number, caller, do_not_track=facts.do_not_track)
         record_dir = str(settings.recorder.spool_dir) if decision.record and decision.status == STATUS_OK else None
-        call_id = self.store.save_call(
+        call_id = store.save_call(
             _clip(request.system, "system") or "", _clip(request.linkedid, "linkedid") or "", values, record_dir
         )
         recording = recording_path(settings, call_id) if record_dir is not None else ""
         return replace(decision, call_id=call_id, recording_file=recording, record=bool(recording))
+
+    def try_inline(self, request: RouteRequest, store: RouteStore) -> Decision | None:
+        """Route on *store*, a connection that never waits for a lock (see ``RouteStore(inline=True)``).
+
+        None when it could not (the database is busy, or anything else went wrong): the
+        caller then routes the call on the worker threads, with the deadline and the
+        fallback. Nothing is written unless the whole call is.
+        """
+        try:
+            return self.route(request, store=store)
+        except Exception as exc:
+            logger.debug("inline routing of %s/%s gave way: %s", request.system, request.linkedid, exc)
+            store.discard()
+            return None
 
     def call_values(
         self,

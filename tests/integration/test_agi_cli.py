@@ -121,3 +121,32 @@ def test_agi_replay_writes_spooled_calls(
     [call] = world.calls()
     assert (call.linkedid, call.route_status, call.dial) == ("L9", "fallback", "PJSIP/operator")
     assert cli.ok("agi", "replay").output.startswith("wrote 0")
+
+
+async def test_calltrack_serve_runs_the_agi_service(
+    database_url: str, tmp_path: Path, world: World, acme: dict[str, int]
+) -> None:
+    world.number(acme["account"], "+18005550100", source_id=acme["google"], forward_to="PJSIP/100")
+    config = tmp_path / "calltrack.toml"
+    write_config(config, tmp_path, "PJSIP/day")
+    port = free_port()
+    config.write_text(config.read_text().replace("[agi]\n", f'[agi]\nlisten = "127.0.0.1:{port}"\n'))
+    env = {**os.environ, "CALLTRACK_CONFIG": str(config), "CALLTRACK_DATABASE_URL": database_url}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "calltrack.main", "serve", "--only", "agi"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        await asyncio.to_thread(wait_listening, port, proc)
+        result = await FakeFastAGIPeer("127.0.0.1", port, linkedid="s1").session()
+        assert (result.status, result.side.set_vars["CALLTRACK_DIAL"]) == ("ok", "PJSIP/100")
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.to_thread(proc.communicate, timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err.decode()
+    assert "FastAGI server stopped: sessions=1" in err.decode()

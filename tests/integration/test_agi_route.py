@@ -584,9 +584,10 @@ async def test_database_lost_after_start_routes_known_numbers_to_their_destinati
         acme["account"], "+18005550100", source_id=acme["google"], forward_to="PJSIP/100&PJSIP/101", ring_timeout=21
     )
     assert (await server.call(linkedid="ok")).status == "ok"  # the number is now cached
-    store = server.service.store
-    store.url = unreachable(database_url, tmp_path)
-    store.close()
+    stores = [s for s in (server.service.store, server.service.inline) if s is not None]
+    for store in stores:
+        store.url = unreachable(database_url, tmp_path)
+        store.close()
     for n in range(2):
         result = await server.call(linkedid=f"away{n}")
         assert result.status == "fallback"
@@ -598,7 +599,8 @@ async def test_database_lost_after_start_routes_known_numbers_to_their_destinati
     unknown = await server.call(linkedid="away-unknown", extension="8005559999")
     assert (unknown.status, unknown.side.set_vars["CALLTRACK_DIAL"]) == ("fallback", "PJSIP/operator")
     # back again: the server writes the spooled rows itself
-    store.url = database_url
+    for store in stores:
+        store.url = database_url
     assert await server.service.replay_spool() == 3
     calls = {c.linkedid: c for c in world.calls()}
     assert set(calls) == {"ok", "away0", "away1", "away-unknown"}

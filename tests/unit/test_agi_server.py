@@ -307,3 +307,15 @@ def test_stats_snapshot() -> None:
         100.0,
     )
     assert "sessions=100" in stats.line() and "fallbacks=3" in stats.line()
+
+
+async def test_a_port_probe_is_not_a_session(start: Start) -> None:
+    server, port = await start()
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.close()
+    await FakeFastAGIPeer("127.0.0.1", port).session()
+    while server.stats.active:
+        await asyncio.sleep(0.01)
+    snap = server.stats.snapshot()
+    assert (snap["connections"], snap["sessions"], snap["hangups"]) == (2, 1, 0)
+    assert server.stats.counts["probes"] == 1
