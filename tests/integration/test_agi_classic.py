@@ -168,3 +168,22 @@ def test_classic_broken_environment(environ: dict[str, str], cut: str) -> None:
         proc.stdin.close()
     assert out == b""
     assert b"Traceback" not in err
+
+
+def test_classic_broken_pipe_is_a_quiet_hangup(environ: dict[str, str]) -> None:
+    """Asterisk gone (its end of our stdout closed): the write fails with EPIPE, the script ends quietly."""
+    proc = subprocess.Popen(
+        [*command(), "route", "8005550100"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environ,
+    )
+    assert proc.stdin and proc.stdout and proc.stderr
+    proc.stdout.close()
+    proc.stdin.write(environment_bytes(classic=True, args=("8005550100",)))
+    proc.stdin.flush()
+    assert proc.wait(timeout=30) == 0
+    err = proc.stderr.read()
+    proc.stdin.close()
+    assert b"Traceback" not in err
