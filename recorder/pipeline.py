@@ -161,17 +161,25 @@ class Recorder:
         waiting = 0
         entries = scan(self.spool_dir, self.cfg.dual_channel)
         with self.session_factory() as session, session.begin():
+            known: dict[str, Recording] = {}
+            paths = [str(e.nominal) for e in entries]
+            for i in range(0, len(paths), 500):
+                chunk = paths[i : i + 500]
+                known.update(
+                    (r.source_path, r)
+                    for r in session.scalars(select(Recording).where(Recording.source_path.in_(chunk)))
+                )
             for entry in entries:
-                call = self._find_call(session, entry)
-                age = now.timestamp() - entry.mtime
-                ended = call is not None and self._call_ended(session, call)
-                row = session.scalar(select(Recording).where(Recording.source_path == str(entry.nominal)))
+                row = known.get(str(entry.nominal))
                 if row is not None and row.state == "archived":
                     if not self.cfg.keep_source:
                         tasks.append(Task(entry, row.id, row.call_id, row.account_id, cleanup=True))
                     continue
                 if row is not None and row.state in ("failed", "deleted"):
                     continue
+                age = now.timestamp() - entry.mtime
+                call = self._find_call(session, entry)
+                ended = call is not None and self._call_ended(session, call)
                 finished = (ended and age >= self.cfg.quiet_seconds) or age >= self.settle_seconds
                 if not finished:
                     waiting += 1
