@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from asterisk_agi.fastagi import FastAGIServer, Router, Stats, parse_listen
+from asterisk_agi.fastagi import FastAGIServer, PeerPolicy, Router, Stats, parse_listen
 from asterisk_agi.handlers import route
 from tracking.routing import CallRouter, RouteStore
 
@@ -26,6 +26,21 @@ logger = logging.getLogger(__name__)
 SPOOL_EVERY = 10.0
 CHECKPOINT_EVERY = 1.0
 SWITCH_INTERVAL = 0.0002
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse settings the server could not work with (ValueError naming the key)."""
+    from tracking.dialstring import validate
+    from tracking.errors import InvalidInput
+
+    if settings.agi.fallback_dial:
+        try:
+            validate(settings.agi.fallback_dial, "agi.fallback_dial")
+        except InvalidInput as exc:
+            raise ValueError(str(exc)) from None
+    if settings.agi.db_deadline_ms <= 0 or settings.agi.read_timeout <= 0:
+        raise ValueError("agi.db_deadline_ms and agi.read_timeout must be positive")
+    PeerPolicy(settings)
 
 
 def db_threads(settings: Settings) -> int:
@@ -51,6 +66,7 @@ class AgiService:
         self.reload_settings = reload_settings
         self.listen = listen or settings.agi.listen
         parse_listen(self.listen)
+        check_settings(settings)
         self.stats_every = stats_every
         self.executor = ThreadPoolExecutor(max_workers=db_threads(settings), thread_name_prefix="agi-db")
         self.store = RouteStore(settings.database_url, connect_timeout=settings.database.connect_timeout)
@@ -130,6 +146,7 @@ class AgiService:
         if self.reload_settings is not None:
             try:
                 settings = self.reload_settings()
+                check_settings(settings)
                 self.server.reload(settings)
             except Exception as exc:
                 logger.error("FastAGI: settings not reloaded, keeping the old ones: %s", exc)

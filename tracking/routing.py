@@ -146,7 +146,7 @@ class Decision:
     reason: str = ""
 
     def variables(self) -> list[tuple[str, str]]:
-        """The dialplan contract, in the order they are set (CALLTRACK_STATUS last is not needed: all are set)."""
+        """The ``CALLTRACK_*`` channel variables of the dialplan contract, as (name, value) pairs."""
         return [
             ("CALLTRACK_STATUS", self.status),
             ("CALLTRACK_CALL_ID", "" if self.call_id is None else str(self.call_id)),
@@ -263,9 +263,27 @@ def decide(
     )
 
 
+_WHISPER = re.compile(r"[A-Za-z0-9_./-]+")
+
+
+def unsafe(decision: Decision) -> str:
+    """What makes *decision* unsafe to give Asterisk (a dial string or whisper it would misread), or ""."""
+    from tracking.dialstring import validate
+    from tracking.errors import InvalidInput
+
+    if decision.dial:
+        try:
+            validate(decision.dial)
+        except InvalidInput as exc:
+            return str(exc)
+    if decision.whisper and (not _WHISPER.fullmatch(decision.whisper) or ".." in decision.whisper.split("/")):
+        return f"invalid whisper file {decision.whisper!r}"
+    return ""
+
+
 def fallback(settings: Settings, info: NumberInfo | None, reason: str, at: dt.datetime | None = None) -> Decision:
     """Routing when tracking failed: the number's destination if known, else the configured fallback."""
-    if info is not None and info.status == "active":
+    if info is not None and info.status == "active" and not unsafe(decide(info, at or dt.datetime.now(dt.UTC))):
         ok = decide(info, at or dt.datetime.now(dt.UTC))
         return Decision(
             STATUS_FALLBACK,
@@ -834,6 +852,18 @@ class CallRouter:
                     visit = store.visit(info.id, request.at, grace)
                 first = None if caller is None or facts.do_not_track else not facts.seen_before
                 decision = decide(info, request.at, blocked=facts.blocked, first_time=first, visit=visit)
+                problem = unsafe(decision)
+                if problem:
+                    # written to the database past the CLI's checks: never hand it to Dial()
+                    decision = replace(
+                        decision,
+                        status=STATUS_FALLBACK,
+                        dial=settings.agi.fallback_dial,
+                        timeout=settings.agi.fallback_timeout,
+                        record=False,
+                        whisper="",
+                        reason=f"number {info.number}: {problem}",
+                    )
         values = self.call_values(request, decision, number, caller, do_not_track=facts.do_not_track)
         record_dir = str(settings.recorder.spool_dir) if decision.record and decision.status == STATUS_OK else None
         call_id = store.save_call(
@@ -853,7 +883,8 @@ class CallRouter:
             return self.route(request, store=store)
         except Exception as exc:
             logger.debug("inline routing of %s/%s gave way: %s", request.system, request.linkedid, exc)
-            store.discard()
+            if getattr(exc, "sqlite_errorcode", None) != 5:  # SQLITE_BUSY keeps its connection
+                store.discard()
             return None
 
     def call_values(

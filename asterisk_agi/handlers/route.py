@@ -14,7 +14,7 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
-from asterisk_agi.protocol import AGIEnv
+from asterisk_agi.protocol import AGICommandError, AGIEnv
 from tracking.routing import STATUS_FALLBACK, CallRouter, Decision, RouteRequest, RouteStore
 
 if TYPE_CHECKING:
@@ -91,7 +91,11 @@ class RouteHandler:
     async def __call__(self, agi: AsyncAGI, session: SessionInfo) -> str:
         import asyncio
 
-        linkedid = await agi.get_variable("CHANNEL(linkedid)")
+        try:
+            linkedid = await agi.get_variable("CHANNEL(linkedid)")
+        except AGICommandError as exc:  # an Asterisk without CHANNEL(linkedid): key the call by uniqueid
+            logger.warning("cannot read CHANNEL(linkedid): %s; using the uniqueid", exc)
+            linkedid = None
         request = build_request(agi.env, linkedid, session.system)
         if self.inline is not None:
             decision = self.router.try_inline(request, self.inline)

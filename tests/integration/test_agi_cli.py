@@ -150,3 +150,10 @@ async def test_calltrack_serve_runs_the_agi_service(
             proc.wait()
     assert proc.returncode == 0, err.decode()
     assert "FastAGI server stopped: sessions=1" in err.decode()
+
+
+def test_agi_serve_refuses_a_bad_fallback_dial(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[agi]\nfallback_dial = "PJSIP/100,tT"\n')
+    result = cli.fails("--config", str(config), "agi", "serve")
+    assert "agi.fallback_dial" in result.output

@@ -655,3 +655,50 @@ async def test_slow_database_falls_back_within_the_deadline_and_the_row_follows(
     assert await wait_for(lambda: [c.route_status for c in world.calls()] == ["fallback"])
     [call] = world.calls()
     assert (call.linkedid, call.dial, call.recording_file) == ("slow", "PJSIP/100", None)
+
+
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [({"forward_to": "PJSIP/100,tT"}, "Asterisk would misread"), ({"whisper": "../../etc/passwd"}, "whisper")],
+)
+async def test_an_unsafe_destination_in_the_database_is_never_dialled(
+    server: Running,
+    world: World,
+    acme: dict[str, int],
+    values: dict[str, str],
+    problem: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # written straight to the database, past the CLI's checks
+    world.number(acme["account"], "+18005550100", source_id=acme["google"], **values)
+    with caplog.at_level(logging.WARNING):
+        result = await server.call()
+    got = result.side.set_vars
+    assert (got["CALLTRACK_STATUS"], got["CALLTRACK_DIAL"], got["CALLTRACK_WHISPER"]) == (
+        "fallback",
+        "PJSIP/operator",
+        "",
+    )
+    assert problem in caplog.text
+    assert world.calls()[0].route_status == "fallback"
+
+
+async def test_an_asterisk_without_channel_linkedid_keys_the_call_by_uniqueid(
+    server: Running, world: World, acme: dict[str, int]
+) -> None:
+    world.number(acme["account"], "+18005550100", source_id=acme["google"])
+    peer = server.peer(linkedid=None)
+    peer.side.variables["CHANNEL(linkedid)"] = ""
+    # an old Asterisk answers the function with a usage error
+    original = peer.side.respond
+
+    def respond(line: str) -> bytes:
+        if line.startswith("GET VARIABLE CHANNEL"):
+            peer.side.commands.append(line)
+            return b"520-Invalid command syntax.  Proper usage follows:\n520 End of proper usage.\n"
+        return original(line)
+
+    peer.side.respond = respond  # type: ignore[method-assign]
+    result = await peer.session(uniqueid="1795915131.13")
+    assert result.status == "ok"
+    assert world.calls()[0].linkedid == "1795915131.13"
