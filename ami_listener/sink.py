@@ -18,6 +18,7 @@ listener's own resynchronisation (``CoreShowChannels``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -297,7 +298,9 @@ class EventSink:
         self.batch_size = batch_size
         self.retry_seconds = retry_seconds
         self.queue: asyncio.Queue[StoredEvent] = asyncio.Queue(maxsize=queue_size)
-        self._overflow: list[StoredEvent] = []
+        self._spill_buf: list[StoredEvent] = []
+        self._spilling = False
+        self._retry: list[StoredEvent] | None = None
         self._clock = clock
         self._last_seq = 0
         self._stamp_for = -1.0
@@ -308,7 +311,6 @@ class EventSink:
         self._warm = False
         self._db_ok = True
         self._retry_at = 0.0
-        self._wakeup = asyncio.Event()
         self.received = 0
         self.stored = 0
         self.filtered = 0
@@ -336,20 +338,32 @@ class EventSink:
             self._stamp_for = now
             self._stamp = dt.datetime.fromtimestamp(now, dt.UTC)
         ev = make_event(seq, f"{self._conn}:{self._n}", self._stamp, message)
-        if self._overflow:
-            self._overflow.append(ev)
+        if self._spilling:
+            self._spill_buf.append(ev)
+            if len(self._spill_buf) >= self.batch_size:
+                self._spill()
             return
         try:
             self.queue.put_nowait(ev)
         except asyncio.QueueFull:
-            # Never block the socket: hold the overflow in order; the writer spools it.
-            logger.warning("AMI %s: event queue full (%d); spooling", self.system, self.queue.maxsize)
-            self._overflow.append(ev)
-            self._wakeup.set()
+            # Never block the socket: the queue goes to the spool, in order, and so does what follows
+            # until the writer has caught up.
+            logger.warning(
+                "AMI %s: %d events waiting for the database; spooling to %s", self.system, self.queue.qsize(), self.spool.path
+            )
+            self._spilling = True
+            self._spill_buf = self._take(self.queue.qsize())
+            self._spill_buf.append(ev)
+            self._spill()
+
+    def _spill(self) -> None:
+        if self._spill_buf:
+            batch, self._spill_buf = self._spill_buf, []
+            self._to_spool(batch)
 
     @property
     def backlog(self) -> int:
-        return self.queue.qsize() + len(self._overflow)
+        return self.queue.qsize() + len(self._spill_buf)
 
     # -- writer side --
 
@@ -359,35 +373,36 @@ class EventSink:
             batch = await self._next_batch(stop)
             if batch:
                 await self._handle(batch)
-            if self.spool.pending and self._clock() >= self._retry_at:
-                await self._replay_spool()
-            if stop.is_set() and not self.backlog:
-                if self.spool.pending and self._db_ok:
-                    await self._replay_spool()
+            if self._spilling:
+                self._spill()
+            if (self._retry is not None or self.spool.pending) and self._clock() >= self._retry_at:
+                await self._catch_up()
+            if self._spilling and not self.spool.pending and not self._spill_buf and self._retry is None:
+                self._spilling = False
+                logger.info("AMI %s: caught up with the spool", self.system)
+            if stop.is_set() and not self.queue.qsize():
+                self._spill()
+                if self._db_ok:
+                    await self._catch_up()
+                if self._retry is not None:
+                    # the database is still away: keep the failed batch, in arrival order, in the spool
+                    self.spool.merge(self._retry)
+                    self.spooled += len(self._retry)
+                    self._retry = None
                 return
-
-    async def flush(self) -> None:
-        """Store everything received so far (tests, shutdown)."""
-        while self.backlog:
-            await self._handle(self._take(self.batch_size))
-        if self.spool.pending:
-            await self._replay_spool()
 
     def _take(self, limit: int) -> list[StoredEvent]:
         out: list[StoredEvent] = []
+        get = self.queue.get_nowait
         while len(out) < limit:
             try:
-                out.append(self.queue.get_nowait())
+                out.append(get())
             except asyncio.QueueEmpty:
                 break
-        if len(out) < limit and self._overflow and self.queue.empty():
-            take = limit - len(out)
-            out.extend(self._overflow[:take])
-            del self._overflow[:take]
         return out
 
     async def _next_batch(self, stop: asyncio.Event) -> list[StoredEvent]:
-        if self.backlog == 0:
+        if self.queue.qsize() == 0:
             if stop.is_set():
                 return []
             waiter = asyncio.ensure_future(self.queue.get())
@@ -395,34 +410,38 @@ class EventSink:
             done, _ = await asyncio.wait({waiter, stopper}, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
             if waiter in done:
-                first = waiter.result()
-                return [first, *self._take(self.batch_size - 1)]
+                return [waiter.result(), *self._take(self.batch_size - 1)]
             waiter.cancel()
-            if not waiter.cancelled() and waiter.done():  # got one while cancelling
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter
+            if waiter.done() and not waiter.cancelled():  # got one while being cancelled
                 return [waiter.result(), *self._take(self.batch_size - 1)]
             return []
         return self._take(self.batch_size)
 
     async def _handle(self, batch: list[StoredEvent]) -> None:
-        slow = self.queue.qsize() > self.queue.maxsize // 2 or bool(self._overflow)
-        if self.spool.pending or not self._db_ok or slow:
-            # Keep order: while older events wait in the spool, newer ones go after them.
+        if self._retry is not None or self.spool.pending or not self._db_ok:
+            # Keep order: while older events wait (failed batch, spool), newer ones go after them.
             self._to_spool(batch)
             return
         if not await self._store(batch):
-            self._to_spool(batch)
+            self._retry = batch  # retried first, before the spool and anything newer
 
     def _to_spool(self, batch: list[StoredEvent]) -> None:
         self.spool.append(batch)
         self.spooled += len(batch)
 
-    async def _replay_spool(self) -> None:
+    async def _catch_up(self) -> None:
+        if self._retry is not None:
+            if not await self._store(self._retry):
+                return
+            self._retry = None
         while self.spool.pending:
             events, offset = self.spool.read_chunk(self.batch_size * 4)
             if events and not await self._store(events):
                 return
             self.spool.commit(offset)
-            if self.backlog > self.queue.maxsize // 2:
+            if self.queue.qsize() > self.queue.maxsize // 2:
                 return  # let the socket side breathe; the rest follows
 
     async def _store(self, events: list[StoredEvent]) -> bool:

@@ -120,5 +120,23 @@ class Spool:
             self._fh.seek(0)
             self._read_offset = 0
 
+    def merge(self, events: list[StoredEvent]) -> None:
+        """Put *events* among those waiting, in arrival (seq) order: the file is rewritten.
+
+        Used at shutdown for a batch that failed while newer events were already
+        spooled, so the next start replays everything in the order it arrived.
+        """
+        waiting, _ = self.read_chunk(10**12)
+        merged = sorted({ev.key: ev for ev in [*waiting, *events]}.values(), key=lambda ev: ev.seq)
+        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(b"".join(encode(ev) for ev in merged))
+            fh.flush()
+            os.fsync(fh.fileno())
+        self._fh.close()
+        os.replace(tmp, self.path)
+        self._fh = open(self.path, "ab")  # noqa: SIM115
+        self._read_offset = 0
+
     def close(self) -> None:
         self._fh.close()

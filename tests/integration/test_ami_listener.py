@@ -307,3 +307,25 @@ async def test_restarted_listener_replays_its_spool(
     assert spool_file.stat().st_size == 0
     assert dispositions == {"answered", "missed"}
     assert sum(1 for p in payloads if p.get("Event") == "FullyBooted") == 2  # one per connection
+
+
+async def test_a_burst_larger_than_the_queue_goes_through_the_spool_in_order(
+    settings: Settings, database_url: str, secret_file: Path, asterisk_traffic: Path
+) -> None:
+    stream = all_calls(asterisk_traffic)
+    expected = kept_payloads(stream)
+    async with FakeAmiServer([Plan(frames=stream)]) as fake, Harness(settings, database_url, fake, secret_file) as h:
+        h.sink.queue = asyncio.Queue(maxsize=40)  # far smaller than the burst: the reader must spill
+        await wait_for(lambda: stored_everything(h, expected) and not h.sink.spool.pending, what="all stored")
+        await wait_for(
+            lambda: sum(1 for c in calls_of(h.engine, h.system).values() if c["ended_at"]) == 10, what="calls"
+        )
+        assert h.sink.spooled > 0
+        assert h.client.connections == 1  # the socket was never dropped
+    engine = make_engine(database_url)
+    try:
+        assert stored_call_events(engine, "pbx1") == expected
+        calls = calls_of(engine, "pbx1")
+    finally:
+        engine.dispose()
+    assert {c["disposition"] for c in calls.values()} == {"answered", "missed", "busy", "abandoned", "failed"}
