@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: bytes held unread before the server stops reading from a peer
+MAX_BUFFER = 4 * MAX_LINE
+
 
 class AsyncAGI(asyncio.Protocol):
     """One FastAGI connection: an asyncio protocol with the environment and the AGI commands.
@@ -65,6 +68,7 @@ class AsyncAGI(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
+        self._paused = False
         self._loop = asyncio.get_running_loop()
 
     # asyncio.Protocol
@@ -78,6 +82,10 @@ class AsyncAGI(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
+        if len(self._buffer) > MAX_BUFFER and self.transport is not None:
+            # Asterisk never sends much unasked; stop reading until the handler catches up
+            self.transport.pause_reading()
+            self._paused = True
         waiter = self._waiter
         if waiter is not None and not waiter.done() and (b"\n" in data or len(self._buffer) > MAX_LINE):
             waiter.set_result(None)
@@ -134,6 +142,9 @@ class AsyncAGI(asyncio.Protocol):
 
     async def _wait(self) -> None:
         """Until more data comes (a newline), the peer closes, or the read deadline passes."""
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
         self._deadline = self._loop.time() + self.read_timeout
         if self._timer is None:
             self._timer = self._loop.call_at(self._deadline, self._on_timer)

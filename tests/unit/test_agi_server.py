@@ -319,3 +319,37 @@ async def test_a_port_probe_is_not_a_session(start: Start) -> None:
     snap = server.stats.snapshot()
     assert (snap["connections"], snap["sessions"], snap["hangups"]) == (2, 1, 0)
     assert server.stats.counts["probes"] == 1
+
+
+async def test_a_flood_while_the_handler_works_is_bounded(start: Start) -> None:
+    gate = asyncio.Event()
+    seen: list[AsyncAGI] = []
+
+    async def busy(agi: AsyncAGI, session: SessionInfo) -> str:
+        seen.append(agi)
+        await gate.wait()  # the peer floods meanwhile
+        await agi.get_variable("CHANNEL(linkedid)")
+        return "ok"
+
+    server, port = await start({"route": busy})
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(environment_bytes())
+    while not seen:
+        await asyncio.sleep(0.01)
+    flood = b"A" * 65536
+    for _ in range(64):  # 4 MiB, far more than the server holds
+        writer.write(flood)
+        try:
+            await asyncio.wait_for(writer.drain(), 0.2)
+        except TimeoutError:
+            break  # the server stopped reading: TCP pushed back
+    assert len(seen[0]._buffer) < 1024 * 1024
+    gate.set()
+    try:  # the server drops the session (the flood is no AGI reply); unread bytes may reset it
+        await asyncio.wait_for(reader.read(), 5)
+    except ConnectionResetError:
+        pass
+    writer.close()
+    while server.stats.active:
+        await asyncio.sleep(0.01)
+    assert server.stats.counts["protocol_errors"] == 1
