@@ -45,6 +45,9 @@ STATUS_UNKNOWN = "unknown-number"
 STATUS_BLOCKED = "blocked"
 STATUS_FALLBACK = "fallback"
 
+#: PostgreSQL: the longest a statement of the route may run (a lock wait, say)
+STATEMENT_TIMEOUT_MS = 30_000
+
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _HHMM = re.compile(r"([01]?[0-9]|2[0-4]):([0-5][0-9])")
@@ -488,8 +491,9 @@ class RouteStore:
             if not path or path == ":memory:":
                 raise ValueError("the AGI route needs a database file, not an in-memory SQLite database")
             # mode=rw: a missing file is an error, not a new empty database.
+            quoted = path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
             conn = sqlite3.connect(
-                f"file:{path}?mode=rw",
+                f"file:{quoted}?mode=rw",
                 uri=True,
                 timeout=0 if self.inline else max(self.connect_timeout, 0.1),
                 isolation_level=None,
@@ -504,7 +508,14 @@ class RouteStore:
         import psycopg
 
         conninfo = "postgresql" + self.url[self.url.index(":") :]
-        return psycopg.connect(conninfo, autocommit=True, connect_timeout=max(int(self.connect_timeout), 1))
+        # a lock held elsewhere must not keep a routing thread forever: the job errors, and
+        # its call row goes to the spool
+        return psycopg.connect(
+            conninfo,
+            autocommit=True,
+            connect_timeout=max(int(self.connect_timeout), 1),
+            options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+        )
 
     def connection(self) -> Any:
         conn = getattr(self._local, "conn", None)
@@ -804,12 +815,17 @@ class CallRouter:
         self._dialled = {}
 
     def e164(self, dialled: str) -> str | None:
+        """The dialled number as E.164 (remembered: phonenumbers is slow and DIDs repeat)."""
         key = (dialled, self.settings.numbers.default_region)
-        if key not in self._dialled:
-            if len(self._dialled) > 10_000:
-                self._dialled.clear()
-            self._dialled[key] = dialled_key(dialled, key[1])
-        return self._dialled[key]
+        try:
+            return self._dialled[key]
+        except KeyError:
+            pass
+        value = dialled_key(dialled, key[1])
+        if len(self._dialled) > 10_000:
+            self._dialled = {}
+        self._dialled[key] = value
+        return value
 
     def cached(self, request: RouteRequest) -> NumberInfo | None:
         number = self.e164(request.dialled)
