@@ -151,16 +151,9 @@ class SyncAGI:
 
 
 def _fallback_pairs(fallback_dial: str, fallback_timeout: int) -> list[tuple[str, str]]:
-    return [
-        ("CALLTRACK_STATUS", "fallback"),
-        ("CALLTRACK_CALL_ID", ""),
-        ("CALLTRACK_DIAL", fallback_dial),
-        ("CALLTRACK_DIAL_TIMEOUT", str(fallback_timeout)),
-        ("CALLTRACK_RECORD", "0"),
-        ("CALLTRACK_RECORDING_FILE", ""),
-        ("CALLTRACK_SOURCE", ""),
-        ("CALLTRACK_WHISPER", ""),
-    ]
+    from tracking.routing import STATUS_FALLBACK, Decision
+
+    return Decision(STATUS_FALLBACK, fallback_dial, fallback_timeout).variables()
 
 
 def run(agi: SyncAGI, argv: list[str], environ: dict[str, str] | os._Environ[str]) -> int:

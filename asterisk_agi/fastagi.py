@@ -293,6 +293,7 @@ class Stats:
             "timeouts": self.counts["timeouts"],
             "protocol_errors": self.counts["protocol_errors"],
             "refused": self.counts["refused"],
+            "probes": self.counts["probes"],
             "unknown_scripts": self.counts["unknown_scripts"],
             "statuses": dict(self.statuses),
             "latency_ms_p50": pct(0.50),
@@ -356,16 +357,9 @@ class PeerPolicy:
 
 def fallback_variables(settings: Settings) -> list[tuple[str, str]]:
     """What a session gets when no handler could decide (unknown script, a bug)."""
-    return [
-        ("CALLTRACK_STATUS", "fallback"),
-        ("CALLTRACK_CALL_ID", ""),
-        ("CALLTRACK_DIAL", settings.agi.fallback_dial),
-        ("CALLTRACK_DIAL_TIMEOUT", str(settings.agi.fallback_timeout)),
-        ("CALLTRACK_RECORD", "0"),
-        ("CALLTRACK_RECORDING_FILE", ""),
-        ("CALLTRACK_SOURCE", ""),
-        ("CALLTRACK_WHISPER", ""),
-    ]
+    from tracking.routing import STATUS_FALLBACK, Decision
+
+    return Decision(STATUS_FALLBACK, settings.agi.fallback_dial, settings.agi.fallback_timeout).variables()
 
 
 class FastAGIServer:
