@@ -127,6 +127,7 @@ class AmiClient:
         *,
         new_connection: Callable[[str], None] = lambda _: None,
         tls: bool = False,
+        ca_file: str = "",
         ssl_context: ssl.SSLContext | None = None,
         reconnect_min: float = 0.5,
         reconnect_max: float = 60.0,
@@ -140,7 +141,9 @@ class AmiClient:
         self.secret = secret
         self.on_message = on_message
         self.new_connection = new_connection
-        self.ssl_context = ssl_context or (ssl.create_default_context() if tls else None)
+        if ssl_context is None and tls:
+            ssl_context = ssl.create_default_context(cafile=ca_file or None)
+        self.ssl_context = ssl_context
         self.reconnect_min = reconnect_min
         self.reconnect_max = reconnect_max
         self.timeout = timeout

@@ -65,6 +65,7 @@ class AmiListener:
                 sink.put,
                 new_connection=sink.new_connection,
                 tls=server.tls,
+                ca_file=server.ca_file,
                 reconnect_min=reconnect_min,
                 reconnect_max=ami.reconnect_max_seconds,
                 ping_interval=ping_interval,

@@ -107,6 +107,8 @@ class AmiServer:
     #: a file holding the secret
     secret_file: str = ""
     tls: bool = False
+    #: a CA bundle (PEM) that signed Asterisk's TLS certificate; empty: the system's CAs
+    ca_file: str = ""
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ def group() -> None:
     help="A file holding the user's secret.",
 )
 @click.option("--tls/--no-tls", default=None, help="Connect with TLS (Asterisk's tlsbindport, 5039).")
+@click.option("--ca-file", type=click.Path(dir_okay=False), help="CA bundle (PEM) for Asterisk's TLS certificate.")
 @pass_app
 def listen(
     app: AppContext,
@@ -49,6 +50,7 @@ def listen(
     username: str | None,
     secret_file: str | None,
     tls: bool | None,
+    ca_file: str | None,
 ) -> None:
     """Listen to Asterisk's AMI and record calls until Ctrl-C or SIGTERM.
 
@@ -66,7 +68,7 @@ def listen(
         level=settings.general.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    one = any(v is not None for v in (name, host, port, username, secret_file, tls))
+    one = any(v is not None for v in (name, host, port, username, secret_file, tls, ca_file))
     if one:
         base = AmiServer(name=settings.general.system_name)
         server = AmiServer(
@@ -75,7 +77,8 @@ def listen(
             port=port or base.port,
             username=username or base.username,
             secret_file=secret_file or "",
-            tls=bool(tls),
+            tls=bool(tls) or bool(ca_file),
+            ca_file=ca_file or "",
         )
         servers = (server,)
     else:
@@ -94,6 +97,15 @@ def listen(
             raise click.ClickException(
                 f"AMI server {server.name!r}: cannot read the secret file {server.secret_file}: {exc.strerror}"
             ) from None
+        if server.tls:
+            import ssl
+
+            try:
+                ssl.create_default_context(cafile=server.ca_file or None)
+            except (OSError, ssl.SSLError) as exc:
+                raise click.ClickException(
+                    f"AMI server {server.name!r}: cannot use the CA file {server.ca_file}: {exc}"
+                ) from None
     listener = AmiListener(settings, make_session_factory(app.ready_engine()), servers)
     names = ", ".join(f"{s.name} ({s.host}:{s.port})" for s in servers)
     click.echo(f"calltrack ami: listening to {names}; stop with Ctrl-C", err=True)

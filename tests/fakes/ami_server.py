@@ -25,6 +25,7 @@ import random
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "asterisk"
@@ -221,11 +222,13 @@ class FakeAmiServer:
     connections: int = 0
     actions: list[dict[str, str]] = field(default_factory=list)
     done: list[asyncio.Event] = field(default_factory=list)
+    #: serve TLS (Asterisk's tlsbindport) with this context
+    ssl: Any = None
     _server: asyncio.base_events.Server | None = None
     _writers: list[asyncio.StreamWriter] = field(default_factory=list)
 
     async def start(self) -> int:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, ssl=self.ssl)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -329,3 +331,39 @@ async def test_a_burst_larger_than_the_queue_goes_through_the_spool_in_order(
     finally:
         engine.dispose()
     assert {c["disposition"] for c in calls.values()} == {"answered", "missed", "busy", "abandoned", "failed"}
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    cert, key = tmp_path / "ami.crt", tmp_path / "ami.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_tls_to_a_remote_asterisk(
+    settings: Settings, database_url: str, secret_file: Path, asterisk_traffic: Path, tmp_path: Path
+) -> None:
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    stream = frames("busy", asterisk_traffic)
+    fake = FakeAmiServer([Plan(frames=stream)], ssl=server_ctx)
+    async with fake:
+        h = Harness(settings, database_url, fake, secret_file)
+        h.client.ssl_context = ssl.create_default_context(cafile=str(cert))
+        async with h:
+            await wait_for(lambda: bool(calls_of(h.engine, h.system)), what="the call over TLS")
+            assert h.client.logins == 1
+    # without the CA, the certificate is refused and nothing is read
+    fake = FakeAmiServer([Plan(frames=stream)], ssl=server_ctx)
+    async with fake:
+        h = Harness(settings, database_url, fake, secret_file, system="untrusted")
+        h.client.ssl_context = ssl.create_default_context()
+        async with h:
+            await wait_for(lambda: h.client.last_error is not None, what="a refused certificate")
+            assert "CERTIFICATE_VERIFY_FAILED" in h.client.last_error
+            assert h.client.logins == 0
