@@ -26,6 +26,7 @@ import time
 
 from asterisk_agi.protocol import (
     MAX_LINE,
+    AGICommandError,
     AGIEnv,
     AGIEOFHangup,
     AGIError,
@@ -156,10 +157,24 @@ def _fallback_pairs(fallback_dial: str, fallback_timeout: int) -> list[tuple[str
     return Decision(STATUS_FALLBACK, fallback_dial, fallback_timeout).variables()
 
 
+def handler_env(env: AGIEnv, script: str) -> AGIEnv:
+    """*env* with the script name dropped from the front of the ``agi_arg_N`` arguments."""
+    args = env.args
+    if not args or args[0] != script:
+        return env
+    values = {k: v for k, v in env.values.items() if not k.startswith("agi_arg_")}
+    for n, arg in enumerate(args[1:], 1):
+        values[f"agi_arg_{n}"] = arg
+    return AGIEnv(values)
+
+
 def run(agi: SyncAGI, argv: list[str], environ: dict[str, str] | os._Environ[str]) -> int:
     """One classic AGI session on *agi*; the exit status."""
     env = agi.read_env()
+    # AGI(calltrack-agi,route,${EXTEN}): Asterisk passes "route" and the number both in argv and as
+    # agi_arg_1, agi_arg_2; the handler's own arguments are what follows the script name.
     script = argv[0] if argv else (env.args[0] if env.args else "")
+    env = handler_env(env, script)
     if script == "route":
         # Ask for the linkedid now and read the answer after the imports and the settings:
         # Asterisk answers while this process loads what the route needs.
@@ -183,8 +198,12 @@ def run(agi: SyncAGI, argv: list[str], environ: dict[str, str] | os._Environ[str
     from tracking.routing import CallRouter, Decision, RouteStore
 
     # In the classic form argv holds "route" then the arguments; Asterisk also sends them as agi_arg_N.
-    reply = agi.receive()
-    linkedid = (reply.data or "") if reply.value == 1 else None
+    try:
+        reply = agi.receive()
+        linkedid = (reply.data or "") if reply.value == 1 else None
+    except AGICommandError as exc:  # an Asterisk without CHANNEL(linkedid): key the call by uniqueid
+        logger.warning("calltrack-agi: cannot read CHANNEL(linkedid): %s; using the uniqueid", exc)
+        linkedid = None
     request = build_request(env, linkedid, settings.general.system_name)
     router = CallRouter(settings, RouteStore(settings.database_url, connect_timeout=settings.database.connect_timeout))
     job = router.job(request)

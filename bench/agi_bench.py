@@ -360,7 +360,7 @@ def classic_session(environ: dict[str, str], number: str, n: int) -> tuple[float
     """One calltrack-agi run: ms to its first AGI command, to its first SET VARIABLE (the route
     decided), to its exit; and the status it set."""
     side = AsteriskSide({"CHANNEL(linkedid)": f"classic.{n}"})
-    env = environment_bytes(classic=True, extension=number, uniqueid=f"classic.{n}", args=(number,))
+    env = environment_bytes(classic=True, extension=number, uniqueid=f"classic.{n}", args=("route", number))
     started = time.perf_counter()
     proc = subprocess.Popen(
         [CALLTRACK_AGI, "route", number], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=environ

@@ -64,7 +64,8 @@ def classic(
     **fields: object,
 ) -> tuple[int, str, AsteriskSide]:
     side = side or AsteriskSide({"CHANNEL(linkedid)": "1795915198.34"})
-    env = environment_bytes(classic=True, args=args, uniqueid="1795915198.35", **fields)  # type: ignore[arg-type]
+    # as Asterisk runs AGI(calltrack-agi,route,${EXTEN}): the script name is the first argument too
+    env = environment_bytes(classic=True, args=(script, *args), uniqueid="1795915198.35", **fields)  # type: ignore[arg-type]
     code, stderr = run_classic([*command(), script, *args], env, side, environ=environ)
     return code, stderr, side
 
@@ -137,7 +138,7 @@ def test_classic_broken_settings_still_route(environ: dict[str, str], tmp_path: 
 def test_classic_sighup_is_a_quiet_hangup(environ: dict[str, str], world: World, acme: dict[str, int]) -> None:
     world.number(acme["account"], "+18005550100", source_id=acme["google"])
     side = AsteriskSide({"CHANNEL(linkedid)": "L-hup"})
-    env = environment_bytes(classic=True, args=("8005550100",))
+    env = environment_bytes(classic=True, args=("route", "8005550100"))
     code, stderr = run_classic([*command(), "route", "8005550100"], env, side, environ=environ, sighup_after=2)
     assert code == 0, stderr
     assert "Traceback" not in stderr
@@ -181,9 +182,39 @@ def test_classic_broken_pipe_is_a_quiet_hangup(environ: dict[str, str]) -> None:
     )
     assert proc.stdin and proc.stdout and proc.stderr
     proc.stdout.close()
-    proc.stdin.write(environment_bytes(classic=True, args=("8005550100",)))
+    proc.stdin.write(environment_bytes(classic=True, args=("route", "8005550100")))
     proc.stdin.flush()
     assert proc.wait(timeout=30) == 0
     err = proc.stderr.read()
     proc.stdin.close()
     assert b"Traceback" not in err
+
+
+def test_classic_reads_the_number_after_the_script_name(
+    environ: dict[str, str], world: World, acme: dict[str, int]
+) -> None:
+    """AGI(calltrack-agi,route,${EXTEN}) gives agi_arg_1=route, agi_arg_2=the number (as recorded)."""
+    world.number(acme["account"], "+18005550200", source_id=acme["google"], forward_to="PJSIP/200")
+    code, stderr, side = classic(environ, args=("8005550200",), extension="s")
+    assert code == 0, stderr
+    assert side.set_vars["CALLTRACK_DIAL"] == "PJSIP/200"
+
+
+def test_classic_without_channel_linkedid_uses_the_uniqueid(
+    environ: dict[str, str], world: World, acme: dict[str, int]
+) -> None:
+    world.number(acme["account"], "+18005550100", source_id=acme["google"])
+    side = AsteriskSide({})
+    original = side.respond
+
+    def respond(line: str) -> bytes:
+        if line.startswith("GET VARIABLE CHANNEL"):
+            side.commands.append(line)
+            return b"520-Invalid command syntax.  Proper usage follows:\n520 End of proper usage.\n"
+        return original(line)
+
+    side.respond = respond  # type: ignore[method-assign]
+    code, stderr, side = classic(environ, side=side)
+    assert code == 0, stderr
+    assert side.set_vars["CALLTRACK_STATUS"] == "ok"
+    assert world.calls()[0].linkedid == "1795915198.35"
