@@ -178,6 +178,9 @@ class EnvParser:
         key, sep, value = line.partition(":")
         if not sep or not _ENV_KEY.fullmatch(key):
             raise AGIProtocolError(f"not an AGI environment line: {line[:80]!r}")
+        if key in self.env.values:
+            # Asterisk never repeats a key; a caller ID name with a line break in it could
+            raise AGIProtocolError(f"AGI environment repeats {key}")
         # Asterisk writes "key: value"; an empty value keeps the space ("agi_accountcode: ").
         self.env.values[key] = value[1:] if value.startswith(" ") else value
         return False

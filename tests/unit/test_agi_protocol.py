@@ -242,3 +242,12 @@ def test_malformed_replies_are_protocol_errors(line: str) -> None:
 def test_single_line_520() -> None:
     with pytest.raises(AGIUsageError):
         read_reply(["520 Invalid command syntax."])
+
+
+def test_a_repeated_key_is_refused() -> None:
+    """A caller ID name with a line break could smuggle in a second agi_extension: the session is refused."""
+    parser = EnvParser()
+    parser.feed("agi_calleridname: x")
+    parser.feed("agi_extension: 9999")
+    with pytest.raises(AGIProtocolError, match="repeats agi_extension"):
+        parser.feed("agi_extension: 8005550100")

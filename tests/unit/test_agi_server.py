@@ -353,3 +353,21 @@ async def test_a_flood_while_the_handler_works_is_bounded(start: Start) -> None:
     while server.stats.active:
         await asyncio.sleep(0.01)
     assert server.stats.counts["protocol_errors"] == 1
+
+
+@pytest.mark.parametrize("name", ["Jane\nDoe", "x\nagi_extension: 9999", "x\nagi_network_script: other"])
+async def test_a_line_break_in_the_caller_name_cannot_spoof_the_environment(start: Start, name: str) -> None:
+    """Asterisk writes the name raw; the broken environment is refused and the dialplan's fallback routes the call."""
+    seen: list[str] = []
+
+    async def record(agi: AsyncAGI, session: SessionInfo) -> str:
+        seen.append(agi.env.get("agi_extension"))
+        return "ok"
+
+    server, port = await start({"route": record, "other": record})
+    received, closed, _ = await FakeFastAGIPeer("127.0.0.1", port).raw(
+        environment_bytes(calleridname=name), then_wait=5
+    )
+    assert closed and received == b""
+    assert seen == []
+    assert server.stats.counts["protocol_errors"] == 1
