@@ -44,7 +44,7 @@ class LoginRefused(Exception):
     """Asterisk answered the Login action with an error."""
 
 
-class ListenerProtocol(AMIProtocol):  # type: ignore[misc]
+class ListenerProtocol(AMIProtocol):
     """panoramisk's AMI protocol reading with calltrack's parser."""
 
     def __init__(self, name: str, on_message: Callable[[Message, float], None]) -> None:
@@ -181,7 +181,7 @@ class AmiClient:
                     self.username,
                     exc,
                 )
-            except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
+            except (TimeoutError, OSError, ConnectionError) as exc:
                 self.last_error = f"cannot connect: {exc or type(exc).__name__}"
                 logger.warning("AMI server %s: cannot connect: %s", self.where, exc or type(exc).__name__)
             delay = backoff(attempt, base=self.reconnect_min, cap=self.reconnect_max, rng=self._rng)
@@ -229,8 +229,9 @@ class AmiClient:
             resync_soon()
             stopper = asyncio.ensure_future(stop.wait())
             pinger = asyncio.ensure_future(self._ping(protocol))
+            waits: set[asyncio.Future[Any]] = {protocol.lost, stopper, pinger}
             try:
-                await asyncio.wait({protocol.lost, stopper, pinger}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 stopper.cancel()
                 pinger.cancel()
@@ -259,7 +260,7 @@ class AmiClient:
             )
             self.resyncs += 1
             logger.info("AMI server %s: resynchronised with the live channels", self.where)
-        except (asyncio.TimeoutError, ConnectionError) as exc:
+        except (TimeoutError, ConnectionError) as exc:
             logger.warning("AMI server %s: resynchronisation did not complete: %s", self.where, exc)
 
     async def _ping(self, protocol: ListenerProtocol) -> None:
@@ -268,7 +269,7 @@ class AmiClient:
             await asyncio.sleep(self.ping_interval)
             try:
                 await asyncio.wait_for(protocol.send(Action({"Action": "Ping"})), self.timeout)
-            except (asyncio.TimeoutError, ConnectionError):
+            except (TimeoutError, ConnectionError):
                 logger.warning("AMI server %s: no answer to Ping; reconnecting", self.where)
                 protocol.transport.abort()
                 return

@@ -467,8 +467,12 @@ class Correlator:
             return
         call.transfers += 1
         target = f"{p.get('Extension', '')}@{p.get('Context', '')}".strip("@")
-        detail = {"type": "blind", "by": channel_base(p.get("TransfererChannel") or ""), "to": target}
-        detail["result"] = p.get("Result")
+        detail = {
+            "type": "blind",
+            "by": channel_base(p.get("TransfererChannel") or ""),
+            "to": target,
+            "result": p.get("Result"),
+        }
         self._note(call, at, "transfer", detail)
         self._touch(call)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +52,7 @@ class AmiListener:
                 server.name,
                 session_factory,
                 Spool(spool_dir / f"{_safe(server.name)}.jsonl", fsync=spool_fsync),
-                correlator=Correlator(lambda raw, region=region: try_normalize(raw, region)),
+                correlator=Correlator(functools.partial(_normalize, region=region)),
                 writer=CallWriter(server.name, region, settings.privacy.geocode),
                 queue_size=ami.queue_size,
                 batch_size=ami.batch_size,
@@ -91,6 +92,10 @@ class AmiListener:
 
     def reload(self) -> None:
         logger.info("AMI listener: settings changes need a restart (servers are read at start)")
+
+
+def _normalize(raw: str, region: str) -> str | None:
+    return try_normalize(raw, region)
 
 
 def _safe(name: str) -> str:

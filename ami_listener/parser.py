@@ -51,7 +51,7 @@ def parse_buffer(data: bytes, problems: list[str] | None = None) -> tuple[list[M
         lines = frame.split(sep)
         # Fast path: every line "Key: Value", no repeated key, no odd key.
         try:
-            message: Message | None = dict([line.split(": ", 1) for line in lines])  # type: ignore[misc]
+            message: Message | None = dict([line.split(": ", 1) for line in lines])
         except ValueError:
             message = None
         if message is None or len(message) != len(lines) or " " in "".join(message):

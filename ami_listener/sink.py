@@ -122,6 +122,7 @@ def insert_events(session: Session, system: str, events: Sequence[StoredEvent]) 
     conn = session.connection()
     dumps = json.dumps
     utc = dt.UTC
+    params: list[tuple[Any, ...]]
     if conn.dialect.name == "postgresql":
         sql = _INSERT_SQL.format(p="%s", json="%s::json")
         params = [
@@ -194,7 +195,7 @@ class CallWriter:
         if lines:
             session.execute(insert(CallEvent), lines)
         # first-time caller: no earlier call (by start) to the same account from the same number
-        table = Call.__table__
+        table: Any = Call.__table__
         mine = session.execute(
             select(table.c.id, table.c.account_id, table.c.caller_number, table.c.started_at).where(
                 table.c.id.in_(call_ids)
@@ -349,7 +350,10 @@ class EventSink:
             # Never block the socket: the queue goes to the spool, in order, and so does what follows
             # until the writer has caught up.
             logger.warning(
-                "AMI %s: %d events waiting for the database; spooling to %s", self.system, self.queue.qsize(), self.spool.path
+                "AMI %s: %d events waiting for the database; spooling to %s",
+                self.system,
+                self.queue.qsize(),
+                self.spool.path,
             )
             self._spilling = True
             self._spill_buf = self._take(self.queue.qsize())
@@ -471,7 +475,12 @@ class EventSink:
         with self.session_factory() as session, session.begin():
             if not self._warm:
                 fed = warm_start(session, self.system, self.correlator)
-                logger.info("AMI %s: resumed %d open calls (%d stored events)", self.system, len(self.correlator.open_calls()), fed)
+                logger.info(
+                    "AMI %s: resumed %d open calls (%d stored events)",
+                    self.system,
+                    len(self.correlator.open_calls()),
+                    fed,
+                )
                 self._warm = True
             insert_events(session, self.system, events)
             self.correlator.feed_many(raw(ev) for ev in events)

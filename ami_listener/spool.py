@@ -73,7 +73,7 @@ class Spool:
         self.path = path
         self.fsync = fsync
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(path, "ab")  # noqa: SIM115 - kept open for the listener's life
+        self._fh = open(path, "ab")
         self._read_offset = 0
         self.appended = 0
 
@@ -135,7 +135,7 @@ class Spool:
             os.fsync(fh.fileno())
         self._fh.close()
         os.replace(tmp, self.path)
-        self._fh = open(self.path, "ab")  # noqa: SIM115
+        self._fh = open(self.path, "ab")
         self._read_offset = 0
 
     def close(self) -> None:

@@ -31,6 +31,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -109,7 +110,7 @@ def bench_parsing(data: bytes, rounds: int = 3) -> tuple[float, float, int]:
             count += 1
             original(message)
 
-        proto.handle_message = handle  # type: ignore[method-assign]
+        proto.handle_message = handle
         for c in chunks:
             proto.data_received(c)
         return count
@@ -141,7 +142,7 @@ def bench_parsing(data: bytes, rounds: int = 3) -> tuple[float, float, int]:
 # -- end to end ----------------------------------------------------------------------
 
 
-def serve(calls: int, port_queue: mp.Queue, stop: mp.Event) -> None:  # type: ignore[type-arg]
+def serve(calls: int, port_queue: Any, stop: Any) -> None:
     stream = build_stream(calls)
 
     async def main() -> None:
@@ -189,7 +190,7 @@ async def run_listener(url: str, port: int, events: int, workdir: Path) -> tuple
 
 def end_to_end(url: str, calls: int, workdir: Path) -> tuple[float, int, int, int]:
     ctx = mp.get_context("fork")
-    ports: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    ports: Any = ctx.Queue()
     stop = ctx.Event()
     proc = ctx.Process(target=serve, args=(calls, ports, stop), daemon=True)
     proc.start()
@@ -239,7 +240,7 @@ def main() -> None:
             else:
                 try:
                     url, drop = fresh_postgres(base)
-                except Exception as exc:  # noqa: BLE001 - report and go on
+                except Exception as exc:
                     results.append(f"  {label}: skipped ({str(exc).splitlines()[0]})")
                     continue
             engine = make_engine(url)

@@ -84,7 +84,7 @@ def upsert_calls(
         for linkedid, values in rows
     ]
     dialect = session.get_bind().dialect.name
-    table = Call.__table__
+    table: Any = Call.__table__
     stmt: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
     updates: dict[str, Any] = {"updated_at": stmt.excluded.updated_at}
     for key in columns:

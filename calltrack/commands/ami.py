@@ -80,7 +80,7 @@ def listen(
             tls=bool(tls) or bool(ca_file),
             ca_file=ca_file or "",
         )
-        servers = (server,)
+        servers: tuple[AmiServer, ...] = (server,)
     else:
         servers = settings.ami.servers
     if not servers:

@@ -141,6 +141,7 @@ def list_(
             .outerjoin(Account, Account.id == Call.account_id)
             .outerjoin(Source, Source.id == Call.source_id)
         )
+        acc: Account | None = None
         if since is not None:
             query = query.where(Call.started_at >= since)
         if account is not None:
@@ -150,7 +151,7 @@ def list_(
             query = query.where(Call.account_id == acc.id)
         if source is not None:
             sources = select(Source.id).where(Source.name == source)
-            if account is not None:
+            if acc is not None:
                 sources = sources.where(Source.account_id == acc.id)
             if session.scalar(sources.limit(1)) is None:
                 raise NotFound(f"no source named {source!r}" + (f" in account {account!r}" if account else ""))

@@ -23,10 +23,10 @@ import asyncio
 import contextlib
 import random
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "asterisk"
 BANNER = b"Asterisk Call Manager/11.0.0\r\n"
@@ -115,7 +115,7 @@ def with_timestamps(frames: Sequence[Frame], epoch: float) -> list[Frame]:
 
 def interleave(*streams: Sequence[Frame], offsets: Sequence[float] = ()) -> list[Frame]:
     """Several streams merged by time (each shifted by its offset), stable within a stream."""
-    tagged = []
+    tagged: list[tuple[float, int, int, Frame]] = []
     for i, stream in enumerate(streams):
         shift = offsets[i] if i < len(offsets) else 0.0
         tagged.extend((f.at + shift, i, n, Frame(f.at + shift, f.data)) for n, f in enumerate(stream))
@@ -295,7 +295,11 @@ class FakeAmiServer:
                     name = action.get("Action", "").lower()
                     aid = action.get("ActionID", "")
                     if name == "login":
-                        if plan.refuse_login or action.get("Username") != self.username or action.get("Secret") != self.secret:
+                        if (
+                            plan.refuse_login
+                            or action.get("Username") != self.username
+                            or action.get("Secret") != self.secret
+                        ):
                             await send(_msg(Response="Error", ActionID=aid, Message="Authentication failed"))
                             continue
                         await send(_msg(Response="Success", ActionID=aid, Message="Authentication accepted"))
@@ -328,7 +332,13 @@ class FakeAmiServer:
             finished.set()
             writer.close()
 
-    async def _stream(self, plan: Plan, send, writer: asyncio.StreamWriter, finished: asyncio.Event) -> None:  # type: ignore[no-untyped-def]
+    async def _stream(
+        self,
+        plan: Plan,
+        send: Callable[[bytes], Awaitable[None]],
+        writer: asyncio.StreamWriter,
+        finished: asyncio.Event,
+    ) -> None:
         # the listener sends CoreShowChannels first; give it a moment so the answer comes before new events
         await asyncio.sleep(0.05)
         if plan.garbage:

@@ -111,18 +111,14 @@ class Harness:
 
 def stored_payloads(engine: Engine, system: str) -> list[dict[str, Any]]:
     with engine.connect() as conn:
-        rows = conn.execute(
-            select(AmiEvent.payload).where(AmiEvent.system == system).order_by(AmiEvent.seq)
-        ).scalars()
+        rows = conn.execute(select(AmiEvent.payload).where(AmiEvent.system == system).order_by(AmiEvent.seq)).scalars()
         return list(rows)
 
 
 def stored_call_events(engine: Engine, system: str) -> list[dict[str, Any]]:
     """Stored payloads minus the listener's own resynchronisation traffic."""
     return [
-        p
-        for p in stored_payloads(engine, system)
-        if p.get("Event") is not None and p.get("Event") not in RESYNC_EVENTS
+        p for p in stored_payloads(engine, system) if p.get("Event") is not None and p.get("Event") not in RESYNC_EVENTS
     ]
 
 

@@ -7,6 +7,7 @@ import io
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import delete, select
 
@@ -62,7 +63,7 @@ def route_creates_the_row(database_url: str, linkedid: str) -> None:
     engine.dispose()
 
 
-def calls_json(cli: Cli, *args: str) -> list[dict[str, object]]:
+def calls_json(cli: Cli, *args: str) -> list[dict[str, Any]]:
     return json.loads(cli.ok("calls", "list", "--format", "json", *args).output)
 
 

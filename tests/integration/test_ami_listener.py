@@ -144,9 +144,10 @@ async def test_malformed_frames_are_skipped_and_logged(
     )
     stream = frames("earlyhangup", asterisk_traffic)
     expected = kept_payloads(stream)
-    async with FakeAmiServer([Plan(frames=stream, garbage=garbage)]) as fake, Harness(
-        settings, database_url, fake, secret_file
-    ) as h:
+    async with (
+        FakeAmiServer([Plan(frames=stream, garbage=garbage)]) as fake,
+        Harness(settings, database_url, fake, secret_file) as h,
+    ):
         await wait_for(lambda: len(stored_call_events(h.engine, h.system)) >= len(expected) + 1, what="events")
         await wait_for(lambda: bool(calls_of(h.engine, h.system)), what="the call")
         call = calls_of(h.engine, h.system)[LINKEDID["earlyhangup"]]
@@ -235,9 +236,10 @@ async def test_database_outage_mid_stream_loses_and_doubles_nothing(
     third = len(stream) // 3
 
     # the reference: the same stream, uninterrupted, under another system name
-    async with FakeAmiServer([Plan(frames=stream)]) as fake, Harness(
-        settings, database_url, fake, secret_file, system="reference"
-    ) as ref:
+    async with (
+        FakeAmiServer([Plan(frames=stream)]) as fake,
+        Harness(settings, database_url, fake, secret_file, system="reference") as ref,
+    ):
         await wait_for(lambda: stored_everything(ref, expected), what="reference stored")
         await wait_for(
             lambda: sum(1 for c in calls_of(ref.engine, "reference").values() if c["ended_at"]) == 10,

@@ -158,7 +158,9 @@ def test_caller_id_updates_are_followed(asterisk_traffic: Path) -> None:
             "CID-CallingPres": "0 (Presentation Allowed, Not Screened)",
         }
     )
-    seqd = [RawEvent(i + 1, T0, e.payload) for i, e in enumerate([*evs[:ringing], RawEvent(0, T0, update), *evs[ringing:]])]
+    seqd = [
+        RawEvent(i + 1, T0, e.payload) for i, e in enumerate([*evs[:ringing], RawEvent(0, T0, update), *evs[ringing:]])
+    ]
     snap = correlate(seqd)["1795915078.0"]
     assert snap.values["caller_name"] == "JANE DOE CNAM"
     assert [t["detail"] for t in snap.timeline if t["kind"] == "caller-id"] == [

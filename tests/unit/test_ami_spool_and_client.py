@@ -12,13 +12,13 @@ from panoramisk.actions import Action
 
 from ami_listener.client import ListenerProtocol, backoff
 from ami_listener.sink import keep
-from ami_listener.spool import Spool, make_event
+from ami_listener.spool import Spool, StoredEvent, make_event
 from tracking.caller_info import describe_number
 
 AT = dt.datetime(2026, 11, 29, 1, 2, 3, 456789, tzinfo=dt.UTC)
 
 
-def ev(n: int, name: str = 'Zoë "Z"\\ Ñ') -> object:
+def ev(n: int, name: str = 'Zoë "Z"\\ Ñ') -> StoredEvent:
     payload = {"Event": "Newchannel", "Uniqueid": f"1.{n}", "Linkedid": "1.0", "CallerIDName": name}
     return make_event(1000 + n, f"c1:{n}", AT, payload)
 
@@ -28,8 +28,8 @@ def test_spool_keeps_order_and_content_across_a_restart(tmp_path: Path) -> None:
     spool = Spool(path, fsync=True)
     assert not spool.pending
     first = [ev(i) for i in range(5)]
-    spool.append(first)  # type: ignore[arg-type]
-    spool.append([ev(i) for i in range(5, 8)])  # type: ignore[arg-type]
+    spool.append(first)
+    spool.append([ev(i) for i in range(5, 8)])
     assert spool.pending
     spool.close()
     again = Spool(path)  # a restarted listener
@@ -42,11 +42,11 @@ def test_spool_keeps_order_and_content_across_a_restart(tmp_path: Path) -> None:
 
 def test_spool_replays_in_chunks_and_resumes(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "s.jsonl", fsync=False)
-    spool.append([ev(i) for i in range(10)])  # type: ignore[arg-type]
+    spool.append([ev(i) for i in range(10)])
     chunk, offset = spool.read_chunk(4)
     assert [e.seq for e in chunk] == [1000, 1001, 1002, 1003]
     spool.commit(offset)
-    spool.append([ev(10)])  # type: ignore[arg-type]  # newer events go after
+    spool.append([ev(10)])  # newer events go after
     rest, offset = spool.read_chunk(100)
     assert [e.seq for e in rest] == list(range(1004, 1011))
     spool.commit(offset)
@@ -56,7 +56,7 @@ def test_spool_replays_in_chunks_and_resumes(tmp_path: Path) -> None:
 def test_a_line_cut_by_a_crash_is_ignored(tmp_path: Path) -> None:
     path = tmp_path / "s.jsonl"
     spool = Spool(path, fsync=False)
-    spool.append([ev(1), ev(2)])  # type: ignore[arg-type]
+    spool.append([ev(1), ev(2)])
     spool.close()
     with open(path, "ab") as fh:
         fh.write(b'{"seq": 3, "key": "c1:3", "at": "2026-')
@@ -104,7 +104,7 @@ class FakeTransport(asyncio.Transport):
         return self.closed
 
 
-class ChokingAction(Action):  # type: ignore[misc]
+class ChokingAction(Action):
     """Stands for the replies panoramisk 1.4 raises on inside data_received (a missing key)."""
 
     def add_message(self, message: object) -> bool:
