@@ -604,6 +604,7 @@ class Correlator:
         if call.dialled:
             tracking = self._normalize(call.dialled) or call.dialled
         uniqueid = call.dialplan_uid or self._partners.get(call.linkedid) or call.linkedid
+        answered_at = _answered_at(call) if call.closed else call.answered_at
         ring_end = call.answered_at or call.dial_end_at or call.ended_at
         talk_end = call.talk_end_at or call.ended_at
         values: dict[str, Any] = {
@@ -613,11 +614,11 @@ class Correlator:
             "caller_name": call.caller_name,
             "started_at": call.started_at,
             "ringing_at": call.ringing_at,
-            "answered_at": call.answered_at,
+            "answered_at": answered_at,
             "ended_at": call.ended_at if call.closed else None,
             "duration": _seconds(call.started_at, call.ended_at) if call.closed else None,
             "ring_time": _seconds(call.ringing_at, ring_end) if call.ringing_at and (call.closed or ring_end) else None,
-            "talk_time": _seconds(call.answered_at, talk_end) if call.answered_at and call.closed else None,
+            "talk_time": _seconds(answered_at, talk_end) if answered_at and call.closed else None,
             "answered_by": call.answered_by,
             "hangup_cause": call.hangup_cause,
             "disposition": _disposition(call) if call.closed else None,
@@ -642,9 +643,21 @@ class Correlator:
         return CallSnapshot(call.linkedid, call.closed, values, legs, timeline)
 
 
+def _answered_at(call: CallState) -> dt.datetime | None:
+    """When the call was answered: by a dialled agent, else (no Dial at all) by the dialplan itself.
+
+    A dialplan may Answer() before it dials (a greeting); then the Dial's outcome decides, so the
+    inbound leg going Up counts only for calls that never dialled anyone (IVR, voicemail).
+    """
+    if call.answered_at is not None or call.ringing_at is not None:
+        return call.answered_at
+    ups = [leg.answered_at for leg in call.legs.values() if leg.role == "inbound" and leg.answered_at]
+    return min(ups) if ups else None
+
+
 def _disposition(call: CallState) -> str:
     """answered, missed, busy, abandoned or failed, from what the call went through."""
-    if call.answered_at is not None:
+    if _answered_at(call) is not None:
         return "answered"
     status = call.dial_status
     if status == "BUSY":

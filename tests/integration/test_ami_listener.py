@@ -369,3 +369,54 @@ async def test_tls_to_a_remote_asterisk(
             await wait_for(lambda: h.client.last_error is not None, what="a refused certificate")
             assert "CERTIFICATE_VERIFY_FAILED" in h.client.last_error
             assert h.client.logins == 0
+
+
+async def test_restarted_listener_resumes_calls_left_open(
+    settings: Settings, database_url: str, secret_file: Path, asterisk_traffic: Path
+) -> None:
+    stream = frames("mixstop", asterisk_traffic)
+    half = next(i for i, f in enumerate(stream) if b"DialStatus: ANSWER" in f.data) + 2
+    first = stream[:half]
+    async with FakeAmiServer([Plan(frames=first)]) as fake, Harness(settings, database_url, fake, secret_file) as h:
+        await wait_for(lambda: len(stored_call_events(h.engine, h.system)) == len(kept_payloads(first)), what="half")
+        await wait_for(lambda: bool(calls_of(h.engine, h.system)), what="the live call")
+        live = calls_of(h.engine, h.system)[LINKEDID["mixstop"]]
+        assert live["disposition"] is None and live["answered_at"] is not None  # live: answered, not ended
+    # a new listener process: it knows the call only from the database
+    plan = Plan(history=first, frames=stream[half:])
+    async with FakeAmiServer([plan]) as fake, Harness(settings, database_url, fake, secret_file) as h:
+        await wait_for(lambda: calls_of(h.engine, h.system)[LINKEDID["mixstop"]]["ended_at"] is not None, what="closed")
+        call = calls_of(h.engine, h.system)[LINKEDID["mixstop"]]
+    assert call["disposition"] == "answered" and call["answered_by"] == "Local/101@agents"
+    assert 7.0 <= call["talk_time"] <= 8.5  # answered before the restart, hung up after it
+    assert [kind for _, kind, _ in call["timeline"]].count("answered") == 1
+    assert not [d for _, kind, d in call["timeline"] if kind == "lost"]
+
+
+async def test_serve_runs_the_listener_when_servers_are_configured(
+    settings: Settings, database_url: str, secret_file: Path, asterisk_traffic: Path, tmp_path: Path
+) -> None:
+    from calltrack.commands.ami import service
+    from calltrack.context import AppContext
+    from config import AmiServer, AmiSettings
+
+    app = AppContext(database_url=database_url)
+    app._settings = settings
+    assert service(app) is None  # no [[ami.servers]]: nothing to run
+    async with FakeAmiServer([Plan(frames=frames("busy", asterisk_traffic))]) as fake:
+        server = AmiServer(name="pbx1", port=fake.port, username="calltrack", secret_file=str(secret_file))
+        app._settings = settings.replace(ami=AmiSettings(servers=(server,)))
+        listener = service(app)
+        assert listener is not None and listener.name == "ami"
+        stop = asyncio.Event()
+        task = asyncio.create_task(listener.run(stop))
+        engine = make_engine(database_url)
+        try:
+            await wait_for(
+                lambda: bool(calls_of(engine, "pbx1").get(LINKEDID["busy"], {}).get("ended_at")), what="call"
+            )
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 20)
+            engine.dispose()
+            app.close()

@@ -342,3 +342,45 @@ def test_timestamps_fall_back_to_arrival_time() -> None:
 def test_channel_names(channel: str, base: str, exten: str) -> None:
     assert channel_base(channel) == base
     assert channel_exten(channel) == exten
+
+
+def _trunk_call(dial: str | None, answer_first: bool) -> list[RawEvent]:
+    """A PJSIP trunk call: optionally Answer() (a greeting), optionally a Dial with the given outcome."""
+    chan = {"Channel": "PJSIP/carrier-00000001", "Uniqueid": "1800000000.1", "Linkedid": "1800000000.1"}
+    agent = {"Channel": "PJSIP/100-00000002", "Uniqueid": "1800000000.2", "Linkedid": "1800000000.1"}
+    t = 1_800_000_000.0
+    out: list[dict[str, Any]] = [
+        {"Event": "Newchannel", **chan, "Context": "from-pstn", "Exten": "4045550100", "CallerIDNum": "+15551230000",
+         "CallerIDName": 'O\'Brien, "Pat"', "ChannelStateDesc": "Ring", "Timestamp": str(t)},
+    ]  # fmt: skip
+    if answer_first:
+        out.append({"Event": "Newstate", **chan, "ChannelStateDesc": "Up", "Timestamp": str(t + 1)})
+    if dial is not None:
+        out.append({"Event": "Newchannel", **agent, "Context": "agents", "Exten": "s", "Timestamp": str(t + 2)})
+        out.append({"Event": "DialBegin", **chan, **{f"Dest{k}": v for k, v in agent.items()}, "Timestamp": str(t + 2)})
+        out.append({"Event": "DialEnd", **chan, **{f"Dest{k}": v for k, v in agent.items()}, "DialStatus": dial,
+                    "Timestamp": str(t + 12)})  # fmt: skip
+        out.append({"Event": "Hangup", **agent, "Cause": "16", "Timestamp": str(t + 20)})
+    out.append({"Event": "HangupRequest", **chan, "Timestamp": str(t + 30)})
+    out.append({"Event": "Hangup", **chan, "Cause": "16", "Timestamp": str(t + 30)})
+    return [RawEvent(i + 1, T0, p) for i, p in enumerate(out)]
+
+
+@pytest.mark.parametrize(
+    ("dial", "answer_first", "disposition", "talk"),
+    [
+        (None, True, "answered", 29.0),  # IVR / voicemail: the dialplan answered and nobody was dialled
+        (None, False, "abandoned", None),  # the caller hung up before anything happened
+        ("NOANSWER", True, "missed", None),  # a greeting, then the agent never answered
+        ("ANSWER", True, "answered", 8.0),
+        ("CHANUNAVAIL", False, "failed", None),
+    ],
+)
+def test_trunk_calls_with_and_without_a_greeting(
+    dial: str | None, answer_first: bool, disposition: str, talk: float | None
+) -> None:
+    (snap,) = correlate(_trunk_call(dial, answer_first)).values()
+    assert snap.values["disposition"] == disposition
+    assert snap.values["talk_time"] == talk
+    assert snap.values["caller_name"] == 'O\'Brien, "Pat"'
+    assert snap.values["tracking_number"] == "+14045550100"
