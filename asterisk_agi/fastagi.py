@@ -8,6 +8,12 @@ Every read has a deadline (``agi.read_timeout``): a peer that stalls, sends half
 environment, closes early or sends garbage is logged and dropped; nothing spins.
 Stopping (:meth:`FastAGIServer.serve` with its stop event) closes the listening
 socket first, then lets the sessions in flight finish.
+
+Commands are never pipelined: Asterisk reads them with ``fgets`` on a buffered
+stream but waits for the next one by polling the socket, so a second command
+already sitting in its buffer would never be read. Each command is one round trip,
+and the round trips (system calls) are most of a session's cost; the event loop is
+the other part, which is why ``calltrack agi serve`` runs on uvloop when it can.
 """
 
 from __future__ import annotations
