@@ -23,7 +23,7 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, select
@@ -226,13 +226,14 @@ def raw(ev: StoredEvent) -> RawEvent:
     return RawEvent(ev.seq, ev.received_at, ev.payload)
 
 
-def load_events(
+def iter_events(
     session: Session, system: str, *, linkedids: Iterable[str] | None = None, since: dt.datetime | None = None
-) -> list[RawEvent]:
-    """Stored events of *system* in arrival order, for whole calls.
+) -> Iterator[RawEvent]:
+    """Stored events of *system* in arrival order, for whole calls, read in chunks.
 
     With *since*, every event of each call that has an event at or after it (so
-    a call is never cut in half); with *linkedids*, those calls only.
+    a call is never cut in half; calls that ended before are left out); with
+    *linkedids*, those calls only.
     """
     table = AmiEvent.__table__
     base = select(table.c.seq, table.c.received_at, table.c.payload).where(table.c.system == system)
@@ -244,18 +245,25 @@ def load_events(
         )
         first = select(func.min(table.c.seq)).where(table.c.system == system, table.c.linkedid.in_(touched))
         start = session.scalar(first)
-        base = base.where(table.c.seq >= start) if start is not None else base.where(table.c.received_at >= since)
+        if start is None:
+            return
+        base = base.where(table.c.seq >= start, table.c.linkedid.in_(touched) | table.c.linkedid.is_(None))
     if linkedids is not None:
         ids = list(linkedids)
         if not ids:
-            return []
+            return
         base = base.where(table.c.linkedid.in_(ids))
-    out = []
-    for seq, received_at, payload in session.execute(base.order_by(table.c.seq)):
+    rows = session.execute(base.order_by(table.c.seq).execution_options(yield_per=5000))
+    for seq, received_at, payload in rows:
         if received_at.tzinfo is None:
             received_at = received_at.replace(tzinfo=dt.UTC)
-        out.append(RawEvent(seq, received_at, payload))
-    return out
+        yield RawEvent(seq, received_at, payload)
+
+
+def load_events(
+    session: Session, system: str, *, linkedids: Iterable[str] | None = None, since: dt.datetime | None = None
+) -> list[RawEvent]:
+    return list(iter_events(session, system, linkedids=linkedids, since=since))
 
 
 def warm_start(session: Session, system: str, correlator: Correlator) -> int:
@@ -500,8 +508,25 @@ def rebuild(
     region: str = "US",
     geocode: bool = True,
     normalize: Callable[[str], str | None] | None = None,
+    chunk: int = 50_000,
 ) -> int:
-    """Regenerate the calls of *system* from ``ami_events``; return the calls written."""
+    """Regenerate the calls of *system* from ``ami_events``; return the calls written.
+
+    Events are read and calls written in chunks, so memory holds the calls in
+    progress, not the whole history.
+    """
     correlator = Correlator(normalize)
-    correlator.feed_many(load_events(session, system, since=since))
-    return CallWriter(system, region, geocode).write(session, correlator.take_changed())
+    writer = CallWriter(system, region, geocode)
+    written: set[str] = set()
+    fed = 0
+    for event in iter_events(session, system, since=since):
+        correlator.feed(event)
+        fed += 1
+        if fed % chunk == 0:
+            snaps = correlator.take_changed()  # calls still open are written live, then again when closed
+            written.update(s.linkedid for s in snaps)
+            writer.write(session, snaps)
+    snaps = correlator.take_changed()
+    written.update(s.linkedid for s in snaps)
+    writer.write(session, snaps)
+    return len(written)

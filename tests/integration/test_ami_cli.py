@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -150,3 +151,55 @@ def test_ami_listen_needs_a_server_and_a_readable_secret(cli: Cli, tmp_path: Pat
     assert "cannot read the secret file" in out and "missing" in out
     out = cli.fails("ami", "listen", "--host", "127.0.0.1").output
     assert "no secret" in out
+
+
+async def test_rebuild_in_small_chunks_gives_the_same_calls(
+    settings: Settings, database_url: str, tmp_path: Path, asterisk_traffic: Path
+) -> None:
+    from ami_listener.sink import rebuild
+    from tracking.phone import try_normalize
+
+    await record_all(settings, database_url, tmp_path, asterisk_traffic)
+    engine = make_engine(database_url)
+    try:
+        before = calls_of(engine, "pbx1")
+        with engine.begin() as conn:
+            conn.execute(delete(Call))
+        with make_session_factory(engine)() as session, session.begin():
+            assert rebuild(session, "pbx1", normalize=try_normalize, chunk=7) == 10
+        assert calls_of(engine, "pbx1") == before
+    finally:
+        engine.dispose()
+
+
+async def test_ami_listen_command_records_calls_and_stops_on_sigterm(
+    database_url: str, tmp_path: Path, asterisk_traffic: Path
+) -> None:
+    import os
+    import signal
+    import sys
+
+    secret = tmp_path / "ami.secret"
+    secret.write_text("s3cret\n")
+    stream = interleave(frames("answered", asterisk_traffic), frames("noanswer", asterisk_traffic))
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "home"), "CALLTRACK_CONFIG": "", "CALLTRACK_DATABASE_URL": ""}
+    async with FakeAmiServer([Plan(frames=stream)]) as fake:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "calltrack.main", "--database", database_url,
+            "ami", "listen", "--name", "pbx1", "--host", "127.0.0.1", "--port", str(fake.port),
+            "--username", "calltrack", "--secret-file", str(secret),
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        engine = make_engine(database_url)
+        try:
+            await wait_for(
+                lambda: sum(1 for c in calls_of(engine, "pbx1").values() if c["ended_at"]) == 2, what="two calls"
+            )
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = await asyncio.wait_for(proc.communicate(), 30)
+            engine.dispose()
+    assert proc.returncode == 0, err.decode()
+    text = err.decode()
+    assert "listening to pbx1 (127.0.0.1:" in text and "logged in as 'calltrack'" in text
+    assert "Traceback" not in text
