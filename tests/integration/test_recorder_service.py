@@ -65,3 +65,18 @@ async def test_watch_without_ffmpeg_says_so_once_and_keeps_the_spool(
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "apt-get install ffmpeg" in errors[0]
     assert source.exists() and states(session_factory) == [] and service.passes == 0
+
+
+def test_serve_builds_the_recorder(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from calltrack.context import AppContext
+    from calltrack.services import build_services
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CALLTRACK_CONFIG", "")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "home"))
+    app = AppContext(database_url=database_url)
+    try:
+        (service,) = build_services(app, ["recorder"])
+        assert isinstance(service, RecorderService) and service.name == "recorder"
+    finally:
+        app.close()
