@@ -106,7 +106,7 @@ def _row(rec: Recording, accounts: dict[int, str]) -> dict[str, Any]:
         "duration": rec.duration,
         "bytes": rec.bytes,
         "created": rec.created_at.isoformat(timespec="seconds"),
-        "path": rec.path,
+        "path": rec.path if rec.state == "archived" else None,  # a pending row's path is only planned
         "error": rec.last_error,
     }
 
