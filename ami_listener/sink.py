@@ -33,9 +33,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from ami_listener.correlator import RESYNC_PREFIX, CallSnapshot, Correlator, RawEvent
 from ami_listener.parser import Message
 from ami_listener.spool import Spool, StoredEvent, make_event
-from schema.models import AmiEvent, Call, CallEvent, CallLeg
+from schema.models import AmiEvent, Call, CallerListEntry, CallEvent, CallLeg
 from tracking.caller_info import UNKNOWN, CallerInfo, describe_number
 from tracking.calls import upsert_calls
+from tracking.phone import try_normalize
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +161,9 @@ class CallWriter:
         snaps = list(snapshots)
         if not snaps:
             return 0
+        untracked = self._do_not_track(session, snaps)
+        if untracked:
+            snaps = [_scrubbed(s) if s.linkedid in untracked else s for s in snaps]
         rows = []
         for snap in snaps:
             values = dict(snap.values)
@@ -172,7 +176,45 @@ class CallWriter:
         closed = [(ids[snap.linkedid], snap) for snap in snaps if snap.closed]
         if closed:
             self._write_details(session, closed)
+        gone = [snap for snap in snaps if snap.closed and snap.linkedid in untracked]
+        if gone:
+            # do-not-track: once the call is over, its raw events (which name the caller) go too
+            uids = [leg["uniqueid"] for snap in gone for leg in snap.legs]
+            table = AmiEvent.__table__
+            session.execute(
+                delete(table).where(
+                    table.c.system == self.system,
+                    table.c.linkedid.in_([s.linkedid for s in gone]) | table.c.uniqueid.in_(uids),
+                )
+            )
         return len(snaps)
+
+    def _do_not_track(self, session: Session, snaps: list[CallSnapshot]) -> set[str]:
+        """Linkedids of calls from callers on a do-not-track list (global, or of the call's account)."""
+        keys: dict[str, str] = {}
+        for snap in snaps:
+            number = snap.values.get("caller_number")
+            if number:
+                keys[snap.linkedid] = try_normalize(number, self.region) or number.strip().lower()
+        if not keys:
+            return set()
+        entries = session.execute(
+            select(CallerListEntry.number, CallerListEntry.account_id).where(
+                CallerListEntry.kind == "do-not-track", CallerListEntry.number.in_(set(keys.values()))
+            )
+        ).all()
+        if not entries:
+            return set()
+        listed: dict[str, set[int | None]] = {}
+        for number, account_id in entries:
+            listed.setdefault(number, set()).add(account_id)
+        suspects = [lid for lid, key in keys.items() if key in listed]
+        accounts = dict(
+            session.execute(
+                select(Call.linkedid, Call.account_id).where(Call.system == self.system, Call.linkedid.in_(suspects))
+            ).all()
+        )
+        return {lid for lid in suspects if None in listed[keys[lid]] or accounts.get(lid) in listed[keys[lid]]}
 
     def _describe(self, number: str | None) -> CallerInfo:
         if not number or not self.geocode:
@@ -220,6 +262,14 @@ class CallWriter:
             table.update().where(table.c.id == bindparam("call_id")).values(first_time=bindparam("first")),
             updates,
         )
+
+
+def _scrubbed(snap: CallSnapshot) -> CallSnapshot:
+    """The call without anything that identifies the caller."""
+    values = {**snap.values, "caller_number": None, "caller_name": None}
+    legs = tuple({**leg, "caller_number": None, "caller_name": None} for leg in snap.legs)
+    timeline = tuple(line for line in snap.timeline if line["kind"] != "caller-id")
+    return CallSnapshot(snap.linkedid, snap.closed, values, legs, timeline)
 
 
 def raw(ev: StoredEvent) -> RawEvent:

@@ -17,7 +17,7 @@ from schema.db import make_engine, make_session_factory
 from schema.models import Account, Call, Source
 from tests.conftest import Cli
 from tests.fakes.ami_server import FakeAmiServer, Plan, interleave
-from tests.integration.ami_harness import SCENARIOS, Harness, calls_of, frames, wait_for
+from tests.integration.ami_harness import SCENARIOS, Harness, calls_of, frames, stored_payloads, wait_for
 from tracking.calls import upsert_call
 
 JSON_FIELDS = {
@@ -203,3 +203,24 @@ async def test_ami_listen_command_records_calls_and_stops_on_sigterm(
     text = err.decode()
     assert "listening to pbx1 (127.0.0.1:" in text and "logged in as 'calltrack'" in text
     assert "Traceback" not in text
+
+
+async def test_do_not_track_callers_leave_no_trace(
+    cli: Cli, settings: Settings, database_url: str, tmp_path: Path, asterisk_traffic: Path
+) -> None:
+    cli.ok("callers", "do-not-track", "+1 404 555 1234")
+    await record_all(settings, database_url, tmp_path, asterisk_traffic)
+    engine = make_engine(database_url)
+    try:
+        calls = calls_of(engine, "pbx1")
+        payloads = [p for p in stored_payloads(engine, "pbx1") if "Linkedid" in p or "UniqueID" in p]
+    finally:
+        engine.dispose()
+    assert len(calls) == 10  # the calls are counted (the route still needs them)...
+    for call in calls.values():  # ...but nothing says who called
+        assert (call["caller_number"], call["caller_name"], call["caller_location"]) == (None, None, None)
+        assert all(leg["caller_number"] is None and leg["caller_name"] is None for leg in call["legs"])
+    assert calls["1795915078.0"]["disposition"] == "answered"
+    # the raw events of the finished calls are gone; what is left belongs to the IAX2 capture's carrier
+    # side, an outgoing originate (exten s) that is not an inbound call
+    assert {p.get("Linkedid") or p.get("UniqueID") for p in payloads} == {"1795915222.40"}
