@@ -410,20 +410,37 @@ def main() -> None:
     if not args.skip_proto:
         print("\n== protocol only (same AGI commands as route, no database)")
         variables = VARIABLES
-        for name, code in (
-            ("calltrack, uvloop", CALLTRACK_PROTO_SERVER.format(root=str(ROOT), variables=variables, uvloop=True)),
-            ("calltrack, asyncio", CALLTRACK_PROTO_SERVER.format(root=str(ROOT), variables=variables, uvloop=False)),
-            ("panoramisk (baseline)", PANORAMISK_SERVER.format(variables=variables, uvloop=False)),
-            ("panoramisk on uvloop", PANORAMISK_SERVER.format(variables=variables, uvloop=True)),
-        ):
-            proc, port = start_script(code)
-            try:
-                for c in levels:
-                    r = run_load(port, c, args.seconds, ["8005550100"], proc.pid)
+        codes = {
+            "calltrack, uvloop": CALLTRACK_PROTO_SERVER.format(root=str(ROOT), variables=variables, uvloop=True),
+            "calltrack, asyncio": CALLTRACK_PROTO_SERVER.format(root=str(ROOT), variables=variables, uvloop=False),
+            "panoramisk (baseline)": PANORAMISK_SERVER.format(variables=variables, uvloop=False),
+            "panoramisk on uvloop": PANORAMISK_SERVER.format(variables=variables, uvloop=True),
+        }
+        servers = {name: start_script(code) for name, code in codes.items()}
+        results: dict[tuple[str, int], dict[str, object]] = {}
+        try:
+            # the servers take turns at each level, so a busy moment of the machine hits them alike
+            for c in levels:
+                for name, (proc, port) in servers.items():
+                    results[name, c] = r = run_load(port, c, args.seconds, ["8005550100"], proc.pid)
                     print(f"{name:28s} c={c:<3d} {fmt(r)}")
-            finally:
+        finally:
+            for proc, _ in servers.values():
                 proc.terminate()
                 proc.wait()
+        print("ratios (sessions/s; server CPU per session, lower is better):")
+        for ours, theirs in (
+            ("calltrack, uvloop", "panoramisk (baseline)"),
+            ("calltrack, asyncio", "panoramisk (baseline)"),
+            ("calltrack, uvloop", "panoramisk on uvloop"),
+        ):
+            parts = []
+            for c in levels:
+                a, b = results[ours, c], results[theirs, c]
+                parts.append(
+                    f"c={c}: {a['rate'] / b['rate']:.2f}x rate, {b['cpu_us'] / a['cpu_us']:.2f}x less CPU"  # type: ignore[operator]
+                )
+            print(f"  {ours} vs {theirs}: " + "; ".join(parts))
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -19,6 +19,7 @@ import os
 import select
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -254,11 +255,13 @@ def run_classic(
     environ: dict[str, str],
     timeout: float = 30.0,
     sighup_after: int | None = None,
+    on_stdout_closed: Callable[[], None] | None = None,
 ) -> tuple[int, str]:
     """Run ``calltrack-agi`` as Asterisk would: environment on stdin, answers to its commands.
 
-    *sighup_after*: send SIGHUP once this many commands were answered. Returns the
-    exit status and what the process wrote to stderr.
+    *sighup_after*: send SIGHUP once this many commands were answered;
+    *on_stdout_closed*: called when the script closed its stdout (the dialplan goes on),
+    before waiting for it to exit. Returns the exit status and what it wrote to stderr.
     """
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environ)
     assert proc.stdin and proc.stdout and proc.stderr
@@ -287,6 +290,8 @@ def run_classic(
                 answered += 1
                 if sighup_after is not None and answered == sighup_after:
                     proc.send_signal(1)
+        if on_stdout_closed is not None:
+            on_stdout_closed()
         try:
             proc.stdin.close()
         except BrokenPipeError:  # the script exited first (after a SIGHUP, say)

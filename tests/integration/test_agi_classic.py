@@ -218,3 +218,37 @@ def test_classic_without_channel_linkedid_uses_the_uniqueid(
     assert code == 0, stderr
     assert side.set_vars["CALLTRACK_STATUS"] == "ok"
     assert world.calls()[0].linkedid == "1795915198.35"
+
+
+def test_classic_slow_database_answers_by_fallback_then_writes_the_row(
+    environ: dict[str, str], world: World, acme: dict[str, int], database_url: str, tmp_path: Path
+) -> None:
+    from tests.integration.test_agi_route import Lock
+
+    world.number(acme["account"], "+18005550100", source_id=acme["google"], forward_to="PJSIP/100")
+    config = Path(environ["CALLTRACK_CONFIG"])
+    config.write_text(
+        config.read_text().replace("db_deadline_ms = 2000", "db_deadline_ms = 200")
+        + "[database]\nconnect_timeout = 20\n"
+    )
+    side = AsteriskSide({"CHANNEL(linkedid)": "L-slow"})
+    env = environment_bytes(classic=True, args=("route", "8005550100"))
+    lock = Lock(database_url)
+    lock.take()
+    released: list[bool] = []
+
+    def release() -> None:  # Asterisk has its answer; now the database frees up
+        lock.release()
+        released.append(True)
+
+    try:
+        code, stderr = run_classic(
+            [*command(), "route", "8005550100"], env, side, environ=environ, on_stdout_closed=release
+        )
+    finally:
+        if not released:
+            lock.release()
+    assert code == 0, stderr
+    assert (side.set_vars["CALLTRACK_STATUS"], side.set_vars["CALLTRACK_DIAL"]) == ("fallback", "PJSIP/100")
+    [call] = world.calls()
+    assert (call.linkedid, call.route_status, call.dial) == ("L-slow", "fallback", "PJSIP/100")
