@@ -180,7 +180,7 @@ class CallWriter:
         if gone:
             # do-not-track: once the call is over, its raw events (which name the caller) go too
             uids = [leg["uniqueid"] for snap in gone for leg in snap.legs]
-            table = AmiEvent.__table__
+            table: Any = AmiEvent.__table__
             session.execute(
                 delete(table).where(
                     table.c.system == self.system,

@@ -200,8 +200,9 @@ class Plan:
     split_seed: int | None = None
     #: refuse the login
     refuse_login: bool = False
-    #: FullyBooted's Uptime; small after a restart
-    uptime: int = 3600
+    #: FullyBooted's Uptime; small after a restart.  The default reaches back before the captures were
+    #: made (2026-11-29), so replaying them later never looks like a restart.
+    uptime: int = 100_000_000
     #: bytes written before the frames (malformed input)
     garbage: bytes = b""
     #: seconds between frames (0: full speed)
