@@ -207,6 +207,8 @@ class Plan:
     garbage: bytes = b""
     #: seconds between frames (0: full speed)
     pace: float = 0.0
+    #: answer Ping (False: a hung Asterisk whose TCP connection stays up)
+    answer_ping: bool = True
     #: (n, event): after n frames, wait for the event before sending the rest
     gate: tuple[int, asyncio.Event] | None = None
 
@@ -317,6 +319,8 @@ class FakeAmiServer:
                     elif name == "coreshowchannels":
                         await send(self._core_show_channels(plan, aid))
                     elif name == "ping":
+                        if not plan.answer_ping:
+                            continue
                         await send(_msg(Response="Success", ActionID=aid, Ping="Pong", Timestamp="0.0"))
                     elif name == "logoff":
                         await send(_msg(Response="Goodbye", ActionID=aid, Message="Thanks for all the fish."))

@@ -420,3 +420,21 @@ async def test_serve_runs_the_listener_when_servers_are_configured(
             await asyncio.wait_for(task, 20)
             engine.dispose()
             app.close()
+
+
+async def test_a_silent_asterisk_is_detected_by_ping_and_left(
+    settings: Settings, database_url: str, secret_file: Path, asterisk_traffic: Path
+) -> None:
+    stream = frames("answered", asterisk_traffic)
+    cut = next(i for i, f in enumerate(stream) if b"DialStatus: ANSWER" in f.data) + 2
+    plans = [Plan(frames=stream[:cut], answer_ping=False), Plan(history=stream[:cut], frames=stream[cut:])]
+    async with FakeAmiServer(plans) as fake, Harness(settings, database_url, fake, secret_file) as h:
+        h.client.ping_interval = 0.2
+        h.client.timeout = 0.5
+        await wait_for(
+            lambda: (calls_of(h.engine, h.system).get(LINKEDID["answered"]) or {}).get("ended_at") is not None,
+            what="the call completed on the second connection",
+        )
+        assert fake.connections == 2
+        assert [a.get("Action") for a in fake.actions].count("Ping") >= 1
+    assert calls_of(h.engine, h.system)[LINKEDID["answered"]]["disposition"] == "answered"
