@@ -22,9 +22,9 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from schema.models import Account, NumberPool, PoolLease, Source, TrackingNumber, VisitorSession, utcnow
@@ -44,9 +44,11 @@ class Lease:
     lease_id: int | None
     expires_at: dt.datetime | None
     overflow: bool = False
+    #: from extend(): the session's lease exists but has ended
+    ended: bool = False
 
 
-def begin_write(session: Session) -> None:
+def begin_write(conn: Connection) -> None:
     """Start the transaction as a writer.
 
     On SQLite this is ``BEGIN IMMEDIATE``: the write lock is taken now, so two
@@ -54,109 +56,125 @@ def begin_write(session: Session) -> None:
     come before anything else in the transaction.  On PostgreSQL it does nothing;
     :func:`lock_pool` takes the row lock.
     """
-    if session.get_bind().dialect.name != "sqlite":
+    if conn.dialect.name != "sqlite":
         return
-    conn = session.connection()
     driver = conn.connection.driver_connection
     if driver is not None and getattr(driver, "in_transaction", False):
         raise RuntimeError("begin_write() must start the transaction (a SQLite transaction is already open)")
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def lock_pool(session: Session, pool_id: int) -> NumberPool | None:
+_pools = cast(Table, NumberPool.__table__)
+_numbers = cast(Table, TrackingNumber.__table__)
+_leases = cast(Table, PoolLease.__table__)
+
+# Built once: these run on every page view, and building a statement costs more than running it.
+_LOCK_POOL = (
+    select(_pools.c.id, _pools.c.name, _pools.c.hold_minutes, _pools.c.overflow_number, _pools.c.peak_leases)
+    .where(_pools.c.id == bindparam("pool_id"))
+    .with_for_update()
+)
+# Free: active, and the end of its latest lease (last_leased_at, kept under the pool lock) has passed.
+_FREE_NUMBER = (
+    select(_numbers.c.id, _numbers.c.number)
+    .where(
+        _numbers.c.pool_id == bindparam("pool_id"),
+        _numbers.c.status == "active",
+        or_(_numbers.c.last_leased_at.is_(None), _numbers.c.last_leased_at <= bindparam("now")),
+    )
+    .order_by(_numbers.c.last_leased_at.asc().nulls_first(), _numbers.c.id)
+    .limit(1)
+)
+_COUNT_OVERFLOW = (
+    update(_pools).where(_pools.c.id == bindparam("pool_id")).values(overflow_count=_pools.c.overflow_count + 1)
+)
+_INSERT_LEASE = insert(_leases)
+_SET_NUMBER_END = (
+    update(_numbers).where(_numbers.c.id == bindparam("number_id")).values(last_leased_at=bindparam("until"))
+)
+_LIVE_IN_POOL = select(func.count()).where(
+    _numbers.c.pool_id == bindparam("pool_id"), _numbers.c.last_leased_at > bindparam("now")
+)
+_SET_PEAK = update(_pools).where(_pools.c.id == bindparam("pool_id")).values(peak_leases=bindparam("peak"))
+_SESSION_LEASE = (
+    select(_leases.c.id, _leases.c.pool_id, _leases.c.number_id, _leases.c.expires_at, _numbers.c.number)
+    .join(_numbers, _numbers.c.id == _leases.c.number_id)
+    .where(_leases.c.session_id == bindparam("visit_id"))
+    .order_by(_leases.c.leased_at.desc(), _leases.c.id.desc())
+    .limit(1)
+)
+_SET_LEASE_END = update(_leases).where(_leases.c.id == bindparam("lease_id")).values(expires_at=bindparam("until"))
+
+
+@dataclass(frozen=True)
+class PoolRow:
+    id: int
+    name: str
+    hold_minutes: int
+    overflow_number: str | None
+    peak_leases: int
+
+
+def lock_pool(conn: Connection, pool_id: int) -> PoolRow | None:
     """The pool row, locked until the transaction ends (PostgreSQL; SQLite holds its write lock already)."""
-    return session.scalar(
-        select(NumberPool).where(NumberPool.id == pool_id).with_for_update().execution_options(populate_existing=True)
-    )
+    row = conn.execute(_LOCK_POOL, {"pool_id": pool_id}).first()
+    return PoolRow(*row) if row is not None else None
 
 
-def _live_count(session: Session, pool_id: int, now: dt.datetime) -> int:
-    return (
-        session.scalar(
-            select(func.count()).select_from(PoolLease).where(PoolLease.pool_id == pool_id, PoolLease.expires_at > now)
-        )
-        or 0
-    )
-
-
-def lease_number(session: Session, pool_id: int, visit_id: int, clock: Clock = utcnow) -> Lease:
+def lease_number(conn: Connection, pool_id: int, visit_id: int, clock: Clock = utcnow) -> Lease:
     """Lease the pool's least recently used free number to visitor session *visit_id*.
 
     Call inside a transaction started with :func:`begin_write`.  The clock is
     read after the lock is held.
     """
-    pool = lock_pool(session, pool_id)
+    pool = lock_pool(conn, pool_id)
     if pool is None:
         return Lease(None, None, None, None, overflow=True)
     now = clock()
-    live = aliased(PoolLease)
-    number = session.execute(
-        select(TrackingNumber.id, TrackingNumber.number)
-        .where(
-            TrackingNumber.pool_id == pool_id,
-            TrackingNumber.status == "active",
-            (TrackingNumber.last_leased_at.is_(None)) | (TrackingNumber.last_leased_at <= now),
-            ~exists().where(live.number_id == TrackingNumber.id, live.expires_at > now),
-        )
-        .order_by(TrackingNumber.last_leased_at.asc().nulls_first(), TrackingNumber.id)
-        .limit(1)
-    ).first()
-    if number is None:
-        session.execute(
-            update(NumberPool).where(NumberPool.id == pool_id).values(overflow_count=NumberPool.overflow_count + 1)
-        )
+    free = conn.execute(_FREE_NUMBER, {"pool_id": pool_id, "now": now}).first()
+    if free is None:
+        conn.execute(_COUNT_OVERFLOW, {"pool_id": pool_id})
         logger.info("pool %s exhausted: answered its overflow number", pool.name)
         return Lease(pool.overflow_number, None, None, None, overflow=True)
-    number_id, e164 = number
+    number_id, e164 = free
     expires = now + dt.timedelta(minutes=pool.hold_minutes)
-    lease = PoolLease(pool_id=pool_id, number_id=number_id, session_id=visit_id, leased_at=now, expires_at=expires)
-    session.add(lease)
-    session.execute(update(TrackingNumber).where(TrackingNumber.id == number_id).values(last_leased_at=expires))
-    session.flush()
-    in_use = _live_count(session, pool_id, now)
-    if in_use > pool.peak_leases:
-        session.execute(update(NumberPool).where(NumberPool.id == pool_id).values(peak_leases=in_use))
-    return Lease(e164, number_id, lease.id, expires)
-
-
-def live_lease(session: Session, visit_id: int, now: dt.datetime) -> PoolLease | None:
-    """The session's lease still live at *now*, if any."""
-    return session.scalar(
-        select(PoolLease)
-        .where(PoolLease.session_id == visit_id, PoolLease.expires_at > now)
-        .order_by(PoolLease.leased_at.desc())
-        .limit(1)
+    result = conn.execute(
+        _INSERT_LEASE,
+        {"pool_id": pool_id, "number_id": number_id, "session_id": visit_id, "leased_at": now, "expires_at": expires},
     )
+    conn.execute(_SET_NUMBER_END, {"number_id": number_id, "until": expires})
+    in_use = conn.execute(_LIVE_IN_POOL, {"pool_id": pool_id, "now": now}).scalar() or 0
+    if in_use > pool.peak_leases:
+        conn.execute(_SET_PEAK, {"pool_id": pool_id, "peak": in_use})
+    lease_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+    return Lease(e164, number_id, lease_id, expires)
 
 
-def extend(session: Session, visit_id: int, clock: Clock = utcnow) -> PoolLease | None:
-    """Move the session's live lease to end a hold time from now; None when it has already ended.
+def extend(conn: Connection, visit_id: int, clock: Clock = utcnow) -> Lease | None:
+    """Move the session's live lease to end a hold time from now.
 
-    An ended lease is not revived: its number may be someone else's by now.
-    Call inside a transaction started with :func:`begin_write`.
+    None when the session never had a lease; a Lease with ``ended`` set when it
+    has already ended: an ended lease is not revived, its number may be someone
+    else's by now.  Call inside a transaction started with :func:`begin_write`.
     """
-    pool_id = session.scalar(select(PoolLease.pool_id).where(PoolLease.session_id == visit_id).limit(1))
-    if pool_id is None:
+    latest = conn.execute(_SESSION_LEASE, {"visit_id": visit_id}).first()
+    if latest is None:
         return None
-    pool = lock_pool(session, pool_id)
+    pool = lock_pool(conn, latest.pool_id)
     if pool is None:
         return None
     now = clock()
-    lease = live_lease(session, visit_id, now)
-    if lease is None:
+    # read again under the lock: the lease may have ended while we waited for it
+    latest = conn.execute(_SESSION_LEASE, {"visit_id": visit_id}).first()
+    if latest is None:
         return None
-    expires = now + dt.timedelta(minutes=pool.hold_minutes)
-    if expires > lease.expires_at:
-        lease.expires_at = expires
-        session.execute(
-            update(TrackingNumber).where(TrackingNumber.id == lease.number_id).values(last_leased_at=expires)
-        )
-        session.flush()
-    return lease
-
-
-def had_lease(session: Session, visit_id: int) -> bool:
-    return session.scalar(select(PoolLease.id).where(PoolLease.session_id == visit_id).limit(1)) is not None
+    if latest.expires_at <= now:
+        return Lease(latest.number, latest.number_id, latest.id, latest.expires_at, ended=True)
+    expires = max(latest.expires_at, now + dt.timedelta(minutes=pool.hold_minutes))
+    if expires > latest.expires_at:
+        conn.execute(_SET_LEASE_END, {"lease_id": latest.id, "until": expires})
+        conn.execute(_SET_NUMBER_END, {"number_id": latest.number_id, "until": expires})
+    return Lease(latest.number, latest.number_id, latest.id, expires)
 
 
 def find_double_leases(session: Session, pool_id: int | None = None) -> list[tuple[int, int, int]]:

@@ -11,6 +11,7 @@ MAX_BODY = 16 * 1024
 MAX_URL = 4096
 _KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 _VISITOR = re.compile(r"^[A-Za-z0-9_\-]{8,64}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class BadRequest(Exception):
@@ -52,7 +53,7 @@ def _string(data: dict[str, Any], key: str, *, required: bool) -> str | None:
         return None
     if not isinstance(value, str):
         raise BadRequest(400, key, f"{key} must be a string")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+    if _CONTROL.search(value):
         raise BadRequest(400, key, f"{key} must not contain control characters")
     return value
 

@@ -30,7 +30,7 @@ from config import Settings
 from schema.db import make_engine, make_session_factory
 from schema.models import utcnow
 from web import api
-from web.dni import AccountCache, AccountInfo, Dni, PageView, SessionEnded
+from web.dni import AccountCache, AccountInfo, Answer, Dni, PageView, SessionEnded
 from web.net import ProxyPolicy, parse_networks, truncate
 from web.ratelimit import RateLimiter
 
@@ -99,8 +99,13 @@ class DniApi:
     ) -> None:
         self.settings = settings
         factory = make_session_factory(engine)
-        write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
-        self.dni = Dni(settings, factory, clock, write_lock)
+        # SQLite: one writer at a time and a local file, so a session's transaction (well under a
+        # millisecond) runs right on the event loop; thread hand-offs and GIL contention between
+        # threads queueing for the one write lock would only add latency.  PostgreSQL: network
+        # round trips, so transactions run in worker threads and row locks keep them apart.
+        self.inline = engine.dialect.name == "sqlite"
+        write_lock = threading.Lock() if self.inline else None
+        self.dni = Dni(settings, engine, clock, write_lock)
         self.accounts = AccountCache(factory, cache_seconds)
         self.proxies = ProxyPolicy(parse_networks(settings.web.trusted_proxies))
         self.limiter = RateLimiter(settings.web.rate_limit_per_minute)
@@ -111,6 +116,11 @@ class DniApi:
     def client(self, request: Request) -> str:
         peer = request.client.host if request.client else None
         return self.proxies.client(peer, request.headers)[0]
+
+    async def run(self, func: Callable[..., Answer], *args: Any) -> Answer:
+        if self.inline:
+            return func(*args)
+        return await to_thread.run_sync(func, *args)
 
     @staticmethod
     def cors(origin: str | None) -> dict[str, str]:
@@ -145,7 +155,9 @@ class DniApi:
         return api.parse_body(body), origin
 
     async def _account(self, public_key: str, origin: str | None) -> AccountInfo:
-        info = await to_thread.run_sync(self.accounts.get, public_key)
+        fresh, info = self.accounts.cached(public_key)
+        if not fresh:
+            info = await to_thread.run_sync(self.accounts.get, public_key)
         if info is None:
             raise api.BadRequest(404, "account", "unknown account key (check the snippet's data-account)")
         if not origin:
@@ -197,7 +209,7 @@ class DniApi:
                 user_agent=request.headers.get("user-agent"),
                 ip=truncate(ip) if self.settings.web.truncate_ip else ip,
             )
-            answer = await to_thread.run_sync(self.dni.start, info, view)
+            answer = await self.run(self.dni.start, info, view)
         except api.BadRequest as exc:
             return self.error(exc, allowed)
         except OperationalError as exc:
@@ -215,7 +227,7 @@ class DniApi:
             fields = api.heartbeat_request(data)
             info = await self._account(fields["account"], origin)
             allowed = origin
-            answer = await to_thread.run_sync(self.dni.heartbeat, info, fields["session"])
+            answer = await self.run(self.dni.heartbeat, info, fields["session"])
         except api.BadRequest as exc:
             return self.error(exc, allowed)
         except SessionEnded as exc:

@@ -11,14 +11,16 @@ on, nothing is stored: the answer is the source's own number.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import secrets
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import Connection, Engine, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from config import Settings
@@ -119,6 +121,13 @@ class AccountCache:
         self._accounts: dict[str, tuple[float, AccountInfo | None]] = {}
         self._origins: tuple[float, frozenset[str]] = (-1e18, frozenset())
 
+    def cached(self, public_key: str) -> tuple[bool, AccountInfo | None]:
+        """(True, info) when the cache holds a fresh answer (info None: no such account), else (False, None)."""
+        hit = self._accounts.get(public_key)
+        if hit is not None and time.monotonic() - hit[0] < self.ttl:
+            return True, hit[1]
+        return False, None
+
     def get(self, public_key: str) -> AccountInfo | None:
         now = time.monotonic()
         hit = self._accounts.get(public_key)
@@ -143,6 +152,11 @@ class AccountCache:
         return origin in origins
 
 
+@functools.lru_cache(maxsize=4096)
+def _display(number: str, region: str) -> str:
+    return phone.display(number, region)
+
+
 def new_token() -> str:
     return secrets.token_urlsafe(16)
 
@@ -152,13 +166,13 @@ class Dni:
     """Sessions and heartbeats against one database."""
 
     settings: Settings
-    factory: sessionmaker[Session]
+    engine: Engine
     clock: Clock = utcnow
     #: SQLite has one writer at a time; queueing our own writers here avoids its busy-wait back-off
     write_lock: threading.Lock | None = field(default=None)
 
     def _display(self, number: str | None) -> str | None:
-        return phone.display(number, self.settings.numbers.default_region) if number else None
+        return _display(number, self.settings.numbers.default_region) if number else None
 
     def _source_number(self, info: AccountInfo, source_id: int | None) -> str | None:
         """A number that stands for the source without a visitor: its own, else its pool's overflow number."""
@@ -193,17 +207,12 @@ class Dni:
 
     def _start(self, info: AccountInfo, view: PageView, visit: Visit, rule: Rule | None) -> Answer:
         settings = self.settings.web
-        with self.factory() as db, db.begin():
-            leases.begin_write(db)
+        with self.engine.connect() as conn:
+            leases.begin_write(conn)
             now = self.clock()
             previous = None
             if view.visitor:
-                previous = db.scalar(
-                    select(VisitorSession)
-                    .where(VisitorSession.account_id == info.id, VisitorSession.visitor_id == view.visitor)
-                    .order_by(VisitorSession.last_seen_at.desc(), VisitorSession.id.desc())
-                    .limit(1)
-                )
+                previous = conn.execute(_PREVIOUS, {"account_id": info.id, "visitor_id": view.visitor}).first()
                 if previous is not None and previous.last_seen_at < now - dt.timedelta(days=settings.cookie_days):
                     previous = None
             source_id = rule.source_id if rule else None
@@ -215,57 +224,50 @@ class Dni:
                 and previous.last_seen_at >= now - dt.timedelta(minutes=settings.session_minutes)
                 and previous.source_id == source_id
             ):
-                return self._continue(db, info, previous, source_id, now)
-            visitor_id = view.visitor or new_token()
-            row = VisitorSession(
-                key=new_token(),
-                account_id=info.id,
-                visitor_id=visitor_id,
-                source_id=source_id,
-                landing_url=view.url,
-                referrer=view.referrer or None,
-                utm_source=_param(visit, "utm_source"),
-                utm_medium=_param(visit, "utm_medium"),
-                utm_campaign=_param(visit, "utm_campaign"),
-                utm_term=_param(visit, "utm_term"),
-                utm_content=_param(visit, "utm_content"),
-                gclid=_param(visit, "gclid"),
-                gbraid=_param(visit, "gbraid"),
-                wbraid=_param(visit, "wbraid"),
-                pages_seen=1,
-                user_agent=(view.user_agent or None) and view.user_agent[:500],
-                ip=view.ip,
-                started_at=now,
-                last_seen_at=now,
+                conn.execute(_SEEN_AGAIN, {"visit_id": previous.id, "now": now})
+                visit_row = _VisitRow(previous.id, previous.key, previous.visitor_id, source_id)
+                if source_id in info.pools:
+                    lease = leases.extend(conn, previous.id, self.clock)
+                    if lease is not None and not lease.ended:
+                        return self._commit(conn, self._answer(info, visit_row, lease.number, lease.expires_at))
+                return self._commit(conn, self._number_for(conn, info, visit_row))
+            key, visitor_id = new_token(), view.visitor or new_token()
+            result = conn.execute(
+                _INSERT_SESSION,
+                {
+                    "key": key,
+                    "account_id": info.id,
+                    "visitor_id": visitor_id,
+                    "source_id": source_id,
+                    "landing_url": view.url,
+                    "referrer": view.referrer or None,
+                    **{name: _param(visit, name) for name in _VISIT_PARAMS},
+                    "pages_seen": 1,
+                    "user_agent": view.user_agent[:500] if view.user_agent else None,
+                    "ip": view.ip,
+                    "started_at": now,
+                    "last_seen_at": now,
+                },
             )
-            db.add(row)
-            db.flush()
-            return self._number_for(db, info, row, source_id)
+            visit_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+            return self._commit(conn, self._number_for(conn, info, _VisitRow(visit_id, key, visitor_id, source_id)))
 
-    def _continue(
-        self, db: Session, info: AccountInfo, row: VisitorSession, source_id: int | None, now: dt.datetime
-    ) -> Answer:
-        row.pages_seen += 1
-        row.last_seen_at = now
-        if source_id in info.pools:
-            lease = leases.extend(db, row.id, self.clock)
-            if lease is not None:
-                number = db.scalar(select(TrackingNumber.number).where(TrackingNumber.id == lease.number_id))
-                return self._answer(info, row, number, lease.expires_at)
-        return self._number_for(db, info, row, source_id)
+    @staticmethod
+    def _commit(conn: Connection, answer: Answer) -> Answer:
+        conn.commit()
+        return answer
 
-    def _number_for(self, db: Session, info: AccountInfo, row: VisitorSession, source_id: int | None) -> Answer:
+    def _number_for(self, conn: Connection, info: AccountInfo, row: _VisitRow) -> Answer:
+        source_id = row.source_id
         if source_id is not None and source_id in info.pools:
             pool_id, _ = info.pools[source_id]
-            lease = leases.lease_number(db, pool_id, row.id, self.clock)
+            lease = leases.lease_number(conn, pool_id, row.id, self.clock)
             if not lease.overflow:
                 return self._answer(info, row, lease.number, lease.expires_at)
             return self._answer(info, row, self._overflow_number(info, source_id), None)
         return self._answer(info, row, self._source_number(info, source_id), None)
 
-    def _answer(
-        self, info: AccountInfo, row: VisitorSession, number: str | None, expires: dt.datetime | None
-    ) -> Answer:
+    def _answer(self, info: AccountInfo, row: _VisitRow, number: str | None, expires: dt.datetime | None) -> Answer:
         source = info.source_names.get(row.source_id) if row.source_id is not None else None
         return Answer(number, self._display(number), row.key, row.visitor_id, expires, source)
 
@@ -280,28 +282,54 @@ class Dni:
         return self._heartbeat(info, session_key)
 
     def _heartbeat(self, info: AccountInfo, session_key: str) -> Answer:
-        with self.factory() as db, db.begin():
-            leases.begin_write(db)
-            row = db.scalar(
-                select(VisitorSession).where(VisitorSession.key == session_key, VisitorSession.account_id == info.id)
-            )
-            if row is None:
+        with self.engine.connect() as conn:
+            leases.begin_write(conn)
+            found = conn.execute(_BY_KEY, {"key": session_key, "account_id": info.id}).first()
+            if found is None:
                 raise SessionEnded("unknown session")
+            row = _VisitRow(found.id, found.key, found.visitor_id, found.source_id)
             number: str | None
             expires = None
             if row.source_id in info.pools:
-                lease = leases.extend(db, row.id, self.clock)
-                if lease is not None:
-                    number = db.scalar(select(TrackingNumber.number).where(TrackingNumber.id == lease.number_id))
-                    expires = lease.expires_at
-                elif leases.had_lease(db, row.id):
-                    raise SessionEnded("the session's number lease has ended")
-                else:  # the pool was full when the session began: it keeps the number it was shown
+                lease = leases.extend(conn, row.id, self.clock)
+                if lease is None:  # the pool was full when the session began: it keeps the number it was shown
                     number = self._overflow_number(info, row.source_id)
+                elif lease.ended:
+                    raise SessionEnded("the session's number lease has ended")
+                else:
+                    number, expires = lease.number, lease.expires_at
             else:
                 number = self._source_number(info, row.source_id)
-            row.last_seen_at = self.clock()
-            return self._answer(info, row, number, expires)
+            conn.execute(_SEEN, {"visit_id": row.id, "now": self.clock()})
+            return self._commit(conn, self._answer(info, row, number, expires))
+
+
+_sessions = cast(Table, VisitorSession.__table__)
+_VISIT_PARAMS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "gclid", "gbraid", "wbraid")
+_PREVIOUS = (
+    select(_sessions.c.id, _sessions.c.key, _sessions.c.visitor_id, _sessions.c.source_id, _sessions.c.last_seen_at)
+    .where(_sessions.c.account_id == bindparam("account_id"), _sessions.c.visitor_id == bindparam("visitor_id"))
+    .order_by(_sessions.c.last_seen_at.desc(), _sessions.c.id.desc())
+    .limit(1)
+)
+_BY_KEY = select(_sessions.c.id, _sessions.c.key, _sessions.c.visitor_id, _sessions.c.source_id).where(
+    _sessions.c.key == bindparam("key"), _sessions.c.account_id == bindparam("account_id")
+)
+_INSERT_SESSION = insert(_sessions)
+_SEEN_AGAIN = (
+    update(_sessions)
+    .where(_sessions.c.id == bindparam("visit_id"))
+    .values(pages_seen=_sessions.c.pages_seen + 1, last_seen_at=bindparam("now"))
+)
+_SEEN = update(_sessions).where(_sessions.c.id == bindparam("visit_id")).values(last_seen_at=bindparam("now"))
+
+
+@dataclass(frozen=True)
+class _VisitRow:
+    id: int
+    key: str
+    visitor_id: str
+    source_id: int | None
 
 
 def _param(visit: Visit, key: str) -> str | None:

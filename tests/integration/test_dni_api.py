@@ -286,7 +286,8 @@ async def test_least_recently_used_free_number_first(site: Site) -> None:
     site.clock.advance(minutes=31)  # all three leases ended; the first one ended first
     again = [(await site.session(f"{SITE}/?utm_source=google")).json()["number"] for _ in POOL]
     assert again == numbers
-    assert find_double_leases(site.factory()) == []
+    with site.factory() as s:
+        assert find_double_leases(s) == []
 
 
 async def test_number_free_again_only_after_its_hold_time(site: Site) -> None:

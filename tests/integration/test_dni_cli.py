@@ -113,7 +113,7 @@ def test_pools_status_after_sessions(
     cli.ok("rules", "add", "default", "--account", "Acme", "--source", "Ads")
     key = json.loads(cli.ok("accounts", "list", "--format", "json").stdout)[0]["public_key"]
     factory = sessionmaker(bind=engine, expire_on_commit=False)
-    dni = Dni(settings, factory)
+    dni = Dni(settings, engine)
     info = AccountCache(factory).get(key)
     assert info is not None
     answers = [dni.start(info, PageView(key, None, "https://acme.test/", "")) for _ in range(4)]

@@ -64,7 +64,7 @@ def run_wave(database_url: str, settings: Settings, key: str, clock: SharedClock
             with guard:
                 engines.append(engine)
             factory = sessionmaker(bind=engine, expire_on_commit=False)
-            local.dni = (Dni(settings, factory, clock, write_lock=None), AccountCache(factory, ttl=60))
+            local.dni = (Dni(settings, engine, clock, write_lock=None), AccountCache(factory, ttl=60))
         return local.dni  # type: ignore[no-any-return]
 
     barrier = threading.Barrier(WORKERS)
@@ -125,8 +125,9 @@ def test_numbers_released_by_time_are_leased_again_under_concurrency(
 
     # 29 minutes on, two holders send heartbeats while a new wave arrives after the others' leases end
     clock.now += dt.timedelta(minutes=29)
-    factory = sessionmaker(bind=make_engine(database_url), expire_on_commit=False)
-    d = Dni(settings, factory, clock, write_lock=None)
+    own = make_engine(database_url)
+    factory = sessionmaker(bind=own, expire_on_commit=False)
+    d = Dni(settings, own, clock, write_lock=None)
     info = AccountCache(factory).get(key)
     assert info is not None
     for keeper in holders[:2]:
@@ -142,7 +143,7 @@ def test_numbers_released_by_time_are_leased_again_under_concurrency(
             pass
         else:
             raise AssertionError("a heartbeat revived a lease whose number went to someone else")
-    factory.kw["bind"].dispose()
+    own.dispose()
 
     with session_factory() as s:
         assert find_double_leases(s) == []
