@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import time
 from typing import TYPE_CHECKING
 
 from asterisk_agi.protocol import AGICommandError, AGIEnv
@@ -80,13 +81,26 @@ class RouteHandler:
     over a connection that never waits for a lock: a local SQLite answers in a fraction
     of a millisecond, and handing each call to a thread and back costs more than that
     under load. When SQLite is busy (another writer holds the lock) the call goes to
-    the threads as usual.
+    the threads as usual. An inline call slower than *inline_slow* seconds (a disk that
+    stalls) would hold up every other call, so inline routing is then turned off for
+    *inline_pause* seconds and the threads, with their deadline, take every call.
     """
 
-    def __init__(self, router: CallRouter, executor: Executor, inline: RouteStore | None = None) -> None:
+    def __init__(
+        self,
+        router: CallRouter,
+        executor: Executor,
+        inline: RouteStore | None = None,
+        *,
+        inline_slow: float = 0.02,
+        inline_pause: float = 60.0,
+    ) -> None:
         self.router = router
         self.executor = executor
         self.inline = inline
+        self.inline_slow = inline_slow
+        self.inline_pause = inline_pause
+        self.inline_off_until = 0.0
 
     async def __call__(self, agi: AsyncAGI, session: SessionInfo) -> str:
         import asyncio
@@ -97,8 +111,17 @@ class RouteHandler:
             logger.warning("cannot read CHANNEL(linkedid): %s; using the uniqueid", exc)
             linkedid = None
         request = build_request(agi.env, linkedid, session.system)
-        if self.inline is not None:
+        if self.inline is not None and time.monotonic() >= self.inline_off_until:
+            started = time.monotonic()
             decision = self.router.try_inline(request, self.inline)
+            took = time.monotonic() - started
+            if took > self.inline_slow:
+                self.inline_off_until = time.monotonic() + self.inline_pause
+                logger.warning(
+                    "SQLite took %.0f ms on the event loop; routing on the database thread for %g s",
+                    took * 1000,
+                    self.inline_pause,
+                )
             if decision is not None:
                 log_decision(request, decision)
                 await agi.set_variables(decision.variables())

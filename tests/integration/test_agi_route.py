@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from asterisk_agi.handlers.route import RouteHandler
 from asterisk_agi.service import AgiService
 from config import AgiSettings, DatabaseSettings, RecorderSettings, Settings, TrackingSettings
 from schema.models import (
@@ -702,3 +703,34 @@ async def test_an_asterisk_without_channel_linkedid_keys_the_call_by_uniqueid(
     result = await peer.session(uniqueid="1795915131.13")
     assert result.status == "ok"
     assert world.calls()[0].linkedid == "1795915131.13"
+
+
+async def test_a_slow_inline_sqlite_hands_the_calls_to_the_thread(
+    start_server: StartServer,
+    world: World,
+    acme: dict[str, int],
+    agi_settings: Settings,
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    world.number(acme["account"], "+18005550100", source_id=acme["google"])
+    running = await start_server()
+    handler = running.service.router.get("route")
+    assert isinstance(handler, RouteHandler)
+    if not database_url.startswith("sqlite"):
+        # PostgreSQL is a network round trip: never on the event loop
+        assert handler.inline is None
+        assert (await running.call()).status == "ok"
+        return
+    assert handler.inline is not None
+    handler.inline_slow = 0.0  # every inline call counts as slow
+    with caplog.at_level(logging.WARNING):
+        first = await running.call(linkedid="a")
+        used: list[object] = []
+        original = handler.router.try_inline
+        handler.router.try_inline = lambda *a: used.append(a) or original(*a)  # type: ignore[method-assign]
+        second = await running.call(linkedid="b")
+    assert (first.status, second.status) == ("ok", "ok")
+    assert "routing on the database thread" in caplog.text
+    assert used == []  # the second call went to the thread
+    assert {c.linkedid for c in world.calls()} == {"a", "b"}
