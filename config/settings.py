@@ -305,6 +305,18 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(src, "recorder.format", f"must be mp3, opus or flac, not {settings.recorder.format!r}")
     if settings.web.attribution not in ("first-touch", "last-touch"):
         raise ConfigError(src, "web.attribution", "must be first-touch or last-touch")
+    for key in ("cookie_days", "heartbeat_seconds", "rate_limit_per_minute", "session_minutes"):
+        if getattr(settings.web, key) <= 0:
+            raise ConfigError(src, f"web.{key}", "must be a positive number")
+    if settings.web.public_url and not settings.web.public_url.startswith(("https://", "http://")):
+        raise ConfigError(src, "web.public_url", "must start with https:// (or http://)")
+    import ipaddress  # local: only needed for this check
+
+    for proxy in settings.web.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy.strip(), strict=False)
+        except ValueError:
+            raise ConfigError(src, "web.trusted_proxies", f"{proxy!r} is not an address or network") from None
     for key, listen in (("agi.listen", settings.agi.listen), ("web.listen", settings.web.listen)):
         host, _, port = listen.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:

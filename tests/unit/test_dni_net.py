@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
 import pytest
 
-from config import Settings, WebSettings
+from config import ConfigError, Settings, WebSettings, load_settings
 from web.api import BadRequest, heartbeat_request, parse_body, session_request
 from web.app import Script, render_script
 from web.net import ProxyPolicy, parse_networks, truncate
@@ -83,3 +84,21 @@ def test_body_validation_messages() -> None:
     assert heartbeat_request({"account": "abc", "session": "s-1_x"})["session"] == "s-1_x"
     with pytest.raises(BadRequest, match="visitor must be null"):
         session_request({"account": "abc", "url": "https://a.test/", "visitor": "../../etc"})
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[web]\nheartbeat_seconds = 0\n", "web.heartbeat_seconds: must be a positive number"),
+        ("[web]\nsession_minutes = -5\n", "web.session_minutes: must be a positive number"),
+        ('[web]\npublic_url = "calltrack.example"\n', "web.public_url: must start with https://"),
+        ('[web]\ntrusted_proxies = ["10.0.0.0/8", "proxy.local"]\n', "web.trusted_proxies: 'proxy.local'"),
+        ('[web]\nattribution = "linear"\n', "web.attribution: must be first-touch or last-touch"),
+    ],
+)
+def test_bad_web_settings_are_named(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "calltrack.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as exc:
+        load_settings(path, environ={})
+    assert message in str(exc.value) and str(path) in str(exc.value)
