@@ -154,11 +154,13 @@ def serve(calls: int, port_queue: Any, stop: Any) -> None:
     asyncio.run(main())
 
 
-async def run_listener(url: str, port: int, events: int, workdir: Path) -> tuple[float, int, int, int]:
+async def run_listener(
+    url: str, port: int, events: int, workdir: Path, queue_size: int = AmiSettings.queue_size
+) -> tuple[float, int, int, int]:
     settings = Settings(
         general=GeneralSettings(data_dir=workdir),
         database=DatabaseSettings(url=url),
-        ami=AmiSettings(batch_size=2000),
+        ami=AmiSettings(batch_size=2000, queue_size=queue_size),
     )
     engine = make_engine(url)
     secret = workdir / "secret"
@@ -188,7 +190,7 @@ async def run_listener(url: str, port: int, events: int, workdir: Path) -> tuple
     return elapsed, sink.received, int(stored or 0), int(calls or 0)
 
 
-def end_to_end(url: str, calls: int, workdir: Path) -> tuple[float, int, int, int]:
+def end_to_end(url: str, calls: int, workdir: Path, queue_size: int) -> tuple[float, int, int, int]:
     ctx = mp.get_context("fork")
     ports: Any = ctx.Queue()
     stop = ctx.Event()
@@ -196,7 +198,7 @@ def end_to_end(url: str, calls: int, workdir: Path) -> tuple[float, int, int, in
     proc.start()
     try:
         port, events = ports.get(timeout=120)
-        return asyncio.run(run_listener(url, port, events, workdir))
+        return asyncio.run(run_listener(url, port, events, workdir, queue_size))
     finally:
         stop.set()
         proc.join(10)
@@ -224,6 +226,9 @@ def main() -> None:
         "--postgres", default=os.environ.get("CALLTRACK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
     )
     ap.add_argument("--no-postgres", action="store_true")
+    ap.add_argument(
+        "--queue-size", type=int, default=AmiSettings.queue_size, help="[ami] queue_size (memory vs. spooling)"
+    )
     args = ap.parse_args()
 
     # End to end first, while this process holds nothing but the listener: its peak RSS is the listener's.
@@ -247,7 +252,7 @@ def main() -> None:
             migrate.upgrade(engine)
             engine.dispose()
             try:
-                elapsed, received, stored, calls = end_to_end(url, args.calls, work)
+                elapsed, received, stored, calls = end_to_end(url, args.calls, work, args.queue_size)
             finally:
                 if drop is not None:
                     drop()  # type: ignore[operator]
@@ -271,7 +276,9 @@ def main() -> None:
     print("            target >= 20,000 events/s on SQLite):")
     for line in results:
         print(line)
-    print(f"peak memory of the listener process (max RSS, end-to-end runs): {listener_rss:.0f} MB")
+    print(
+        f"peak memory of the listener process (max RSS, end-to-end runs, queue_size {args.queue_size}): {listener_rss:.0f} MB"
+    )
     print(f"peak memory after the parsing benchmark (whole stream held in memory): {rss_mb():.0f} MB")
 
 
