@@ -644,10 +644,11 @@ class RouteStore:
 class CallSpool:
     """Call rows the database did not take, kept in a local file until it does.
 
-    One JSON object a line, appended with one write() and fsync'd, so concurrent
-    writers (FastAGI threads, classic AGI processes) never interleave and a crash
-    loses nothing that was acknowledged. :meth:`replay` moves the file aside and
-    upserts every row; what fails stays for the next attempt.
+    One JSON object a line, appended with one write() and fsync'd under an flock, so
+    concurrent writers (FastAGI threads, classic AGI processes) never interleave, a
+    crash loses nothing that was acknowledged, and no line lands in a file that
+    :meth:`replay` has already moved aside. Replay upserts every row (idempotent: a
+    row replayed twice is one call); what fails stays for the next attempt.
     """
 
     def __init__(self, folder: Path) -> None:
@@ -658,14 +659,21 @@ class CallSpool:
     def append(self, system: str, linkedid: str, values: dict[str, Any]) -> None:
         record = {"system": system, "linkedid": linkedid, "values": _jsonable(values)}
         line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        import fcntl
+
         with self._lock:
             self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-            try:
-                os.write(fd, line)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            while True:
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    # replay() renames the file under the same lock: write only to the current one
+                    if os.path.exists(self.path) and os.path.samestat(os.fstat(fd), os.stat(self.path)):
+                        os.write(fd, line)
+                        os.fsync(fd)
+                        return
+                finally:
+                    os.close(fd)  # also releases the lock
 
     def pending(self) -> int:
         count = 0
@@ -681,10 +689,21 @@ class CallSpool:
 
     def replay(self, store: RouteStore) -> int:
         """Write spooled rows into the database; the number written. Raises when the database is away."""
+        import fcntl
+
         with self._lock:
-            if self.path.exists():
-                stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
-                os.replace(self.path, self.folder / f"replaying-{stamp}-{os.getpid()}.jsonl")
+            try:
+                fd = os.open(self.path, os.O_RDONLY)
+            except FileNotFoundError:
+                fd = -1
+            if fd >= 0:
+                try:
+                    # no writer is between its check and its write (see append)
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+                    os.replace(self.path, self.folder / f"replaying-{stamp}-{os.getpid()}.jsonl")
+                finally:
+                    os.close(fd)
         written = 0
         for path in self._files():
             if path == self.path:

@@ -734,3 +734,36 @@ async def test_a_slow_inline_sqlite_hands_the_calls_to_the_thread(
     assert "routing on the database thread" in caplog.text
     assert used == []  # the second call went to the thread
     assert {c.linkedid for c in world.calls()} == {"a", "b"}
+
+
+def test_spool_appends_from_many_processes_while_replaying_lose_nothing(
+    database_url: str, tmp_path: Path, world: World
+) -> None:
+    """Classic AGI processes append while the server replays: every row reaches the database once."""
+    import multiprocessing
+
+    folder = tmp_path / "spool"
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_spool_writer, args=(str(folder), w, 40)) for w in range(3)]
+    for proc in procs:
+        proc.start()
+    spool = CallSpool(folder)
+    store = RouteStore(database_url)
+    written = 0
+    try:
+        while any(p.is_alive() for p in procs):
+            written += spool.replay(store)
+        for proc in procs:
+            proc.join()
+        written += spool.replay(store)
+    finally:
+        store.close()
+    assert written == 120
+    assert len(world.calls()) == 120
+    assert spool.pending() == 0
+
+
+def _spool_writer(folder: str, worker: int, count: int) -> None:
+    spool = CallSpool(Path(folder))
+    for n in range(count):
+        spool.append("asterisk", f"w{worker}-{n}", {"route_status": "fallback", "dial": "PJSIP/operator"})
