@@ -104,6 +104,9 @@ class CallSnapshot:
     values: dict[str, Any]
     legs: tuple[dict[str, Any], ...]
     timeline: tuple[dict[str, Any], ...]
+    #: set when this call turned out to be part of another (an attended transfer's consultation):
+    #: its own row, if one was written while it looked separate, is to be removed
+    merged_into: str | None = None
 
 
 def _clean(value: Any) -> str | None:
@@ -166,6 +169,7 @@ class Correlator:
         self._partners: dict[str, str] = {}
         self._local_halves: dict[str, str] = {}
         self._changed: dict[int, CallState] = {}
+        self._merged: list[tuple[str, str]] = []
         self._closed: OrderedDict[str, None] = OrderedDict()
         self._resync: dict[str, tuple[int, set[str]]] = {}
         self._booted_at: dt.datetime | None = None
@@ -208,7 +212,8 @@ class Correlator:
 
     def take_changed(self) -> list[CallSnapshot]:
         """Snapshots of the calls changed since the last call; closed calls are then forgotten."""
-        out = []
+        out = [CallSnapshot(gone, True, {}, (), (), merged_into=keep) for gone, keep in self._merged]
+        self._merged.clear()
         for call in self._changed.values():
             if call.dialled is not None and call.started_at is not None:
                 out.append(self._snapshot(call))
@@ -258,6 +263,7 @@ class Correlator:
         keep.timeline.append(TimelineEntry(keep.timeline[-1].at, "merged", {"linkedid": gone.linkedid}))
         self._changed.pop(id(gone), None)
         self._changed[id(keep)] = keep
+        self._merged.append((gone.linkedid, keep.linkedid))
         return keep
 
     def _forget(self, call: CallState) -> None:

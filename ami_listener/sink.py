@@ -159,8 +159,20 @@ class CallWriter:
         in one batch).
         """
         snaps = list(snapshots)
+        merged = [s for s in snaps if s.merged_into is not None]
+        if merged:
+            snaps = [s for s in snaps if s.merged_into is None]
+            # a consultation call merged into the call it transferred: its row goes, unless the route made it
+            table: Any = Call.__table__
+            session.execute(
+                delete(table).where(
+                    table.c.system == self.system,
+                    table.c.linkedid.in_([s.linkedid for s in merged]),
+                    table.c.route_status.is_(None),
+                )
+            )
         if not snaps:
-            return 0
+            return len(merged)
         untracked = self._do_not_track(session, snaps)
         if untracked:
             snaps = [_scrubbed(s) if s.linkedid in untracked else s for s in snaps]
@@ -180,11 +192,11 @@ class CallWriter:
         if gone:
             # do-not-track: once the call is over, its raw events (which name the caller) go too
             uids = [leg["uniqueid"] for snap in gone for leg in snap.legs]
-            table: Any = AmiEvent.__table__
+            events: Any = AmiEvent.__table__
             session.execute(
-                delete(table).where(
-                    table.c.system == self.system,
-                    table.c.linkedid.in_([s.linkedid for s in gone]) | table.c.uniqueid.in_(uids),
+                delete(events).where(
+                    events.c.system == self.system,
+                    events.c.linkedid.in_([s.linkedid for s in gone]) | events.c.uniqueid.in_(uids),
                 )
             )
         return len(snaps)
@@ -574,9 +586,9 @@ def rebuild(
         fed += 1
         if fed % chunk == 0:
             snaps = correlator.take_changed()  # calls still open are written live, then again when closed
-            written.update(s.linkedid for s in snaps)
+            written.update(s.linkedid for s in snaps if s.merged_into is None)
             writer.write(session, snaps)
     snaps = correlator.take_changed()
-    written.update(s.linkedid for s in snaps)
+    written.update(s.linkedid for s in snaps if s.merged_into is None)
     writer.write(session, snaps)
     return len(written)

@@ -224,3 +224,43 @@ async def test_do_not_track_callers_leave_no_trace(
     # the raw events of the finished calls are gone; what is left belongs to the IAX2 capture's carrier
     # side, an outgoing originate (exten s) that is not an inbound call
     assert {p.get("Linkedid") or p.get("UniqueID") for p in payloads} == {"1795915222.40"}
+
+
+def test_a_consultation_merged_into_a_transferred_call_leaves_no_stray_live_row(cli: Cli, database_url: str) -> None:
+    import datetime as dt
+
+    from ami_listener.correlator import Correlator, RawEvent
+    from ami_listener.sink import CallWriter
+
+    t0 = dt.datetime(2026, 11, 29, 9, 0, tzinfo=dt.UTC)
+    first = {"Linkedid": "1.1", "Channel": "PJSIP/carrier-1", "Uniqueid": "1.1", "Exten": "4045550100"}
+    agent = {"Linkedid": "1.1", "Channel": "PJSIP/100-2", "Uniqueid": "1.2", "Exten": "s"}
+    consult = {"Linkedid": "2.1", "Channel": "PJSIP/100-3", "Uniqueid": "2.1", "Exten": "101"}
+    target = {"Linkedid": "2.1", "Channel": "PJSIP/101-4", "Uniqueid": "2.2", "Exten": "101"}
+    steps = [
+        {"Event": "Newchannel", **first, "CallerIDNum": "+14045551234"},
+        {"Event": "Newchannel", **agent},
+        {"Event": "Newchannel", **consult},
+        {"Event": "Newchannel", **target},
+        {"Event": "AttendedTransfer", "OrigTransfererUniqueid": "1.2", "OrigTransfererLinkedid": "1.1",
+         "SecondTransfererUniqueid": "2.1", "SecondTransfererLinkedid": "2.1", "Result": "Success",
+         "OrigTransfererChannel": "PJSIP/100-2", "TransferTargetChannel": "PJSIP/101-4"},
+        *({"Event": "Hangup", **leg, "Cause": "16"} for leg in (agent, consult, target, first)),
+    ]  # fmt: skip
+    engine = make_engine(database_url)
+    correlator, writer = Correlator(), CallWriter("pbx1")
+    try:
+        for i, payload in enumerate(steps):
+            correlator.feed(RawEvent(i + 1, t0 + dt.timedelta(seconds=i), payload))
+            with make_session_factory(engine)() as session, session.begin():
+                writer.write(session, correlator.take_changed())
+            if i == 3:
+                assert set(calls_of(engine, "pbx1")) == {"1.1", "2.1"}  # the consultation looked like a call
+        calls = calls_of(engine, "pbx1")
+    finally:
+        engine.dispose()
+    assert set(calls) == {"1.1"}
+    assert calls["1.1"]["disposition"] is not None
+    assert "PJSIP/101-4" in {leg["channel"] for leg in calls["1.1"]["legs"]}
+    assert [kind for _, kind, _ in calls["1.1"]["timeline"]].count("transfer") == 1
+    assert "(none)" in cli.ok("calls", "list", "--status", "live").output  # no stray live call

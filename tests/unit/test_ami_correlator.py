@@ -234,8 +234,15 @@ def test_attended_transfer_merges_the_consultation_call(asterisk_traffic: Path) 
          "Uniqueid": "1795915090.51", "Cause": "16"},
     ]  # fmt: skip
     out = [*evs[: bridged + 1], *(RawEvent(0, T0, p) for p in extra), *evs[bridged + 1 :]]
-    snaps = correlate([RawEvent(i + 1, T0, e.payload) for i, e in enumerate(out)])
-    assert list(snaps) == ["1795915078.0"]  # one call: the consultation joined it
+    evs = [RawEvent(i + 1, T0, e.payload) for i, e in enumerate(out)]
+    c = Correlator(try_normalize)
+    consult_starts = next(i for i, e in enumerate(evs) if e.payload.get("Uniqueid") == "1795915090.51") + 1
+    c.feed_many(evs[:consult_starts])
+    assert {s.linkedid for s in c.take_changed()} == {"1795915078.0", "1795915090.50"}  # two calls, so far
+    c.feed_many(evs[consult_starts:])
+    snaps = {s.linkedid: s for s in c.take_changed()}
+    assert snaps["1795915090.50"].merged_into == "1795915078.0"  # the consultation joined the first call
+    assert set(snaps) == {"1795915078.0", "1795915090.50"}
     snap = snaps["1795915078.0"]
     assert snap.closed
     assert {"PJSIP/100-0000000b", "PJSIP/101-0000000c"} <= {leg["channel"] for leg in snap.legs}
