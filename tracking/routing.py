@@ -867,7 +867,9 @@ class CallRouter:
         caller = caller_key(request.caller_number, settings.numbers.default_region)
         found = None
         if number is not None:
-            found = store.lookup(number, caller, request.caller_number.strip(), request.system, request.linkedid)
+            # lists keep phone numbers as E.164 and other caller IDs lowercased ("anonymous")
+            raw = request.caller_number.strip().lower()
+            found = store.lookup(number, caller, raw, request.system, request.linkedid)
         if found is None:
             decision = unknown(settings, f"{request.dialled!r} is not a tracking number")
             info = None

@@ -767,3 +767,10 @@ def _spool_writer(folder: str, worker: int, count: int) -> None:
     spool = CallSpool(Path(folder))
     for n in range(count):
         spool.append("asterisk", f"w{worker}-{n}", {"route_status": "fallback", "dial": "PJSIP/operator"})
+
+
+async def test_withheld_callers_can_be_blocked(server: Running, world: World, acme: dict[str, int]) -> None:
+    world.number(acme["account"], "+18005550100", source_id=acme["google"])
+    world.block("anonymous", acme["account"])  # as `tracking.caller_lists` stores it
+    assert (await server.call(callerid="Anonymous", linkedid="a")).status == "blocked"
+    assert (await server.call(callerid="+14045551234", linkedid="b")).status == "ok"
