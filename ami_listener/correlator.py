@@ -91,6 +91,8 @@ class CallState:
     recording: str | None = None
     transfers: int = 0
     connected: str | None = None
+    #: answers inside the call (a Local channel's own Dial): dialling uniqueid -> the channel that answered
+    inner_answers: dict[str, str] = field(default_factory=dict)
     lost: str | None = None
     closed: bool = False
 
@@ -337,7 +339,8 @@ class Correlator:
             changed = changed or call.caller_name is not None
             call.caller_name = name
         if changed:
-            self._note(call, leg.created_at if leg.created_at else call.started_at, "caller-id", {})
+            detail = {"number": call.caller_number, "name": call.caller_name}
+            self._note(call, leg.created_at if leg.created_at else call.started_at, "caller-id", detail)
 
     def _note(self, call: CallState, at: dt.datetime | None, kind: str, detail: dict[str, Any]) -> None:
         if at is not None:
@@ -426,15 +429,23 @@ class Correlator:
     def on_dialend(self, p: dict[str, Any], at: dt.datetime, seq: int) -> None:
         source = p.get("Uniqueid")
         call = self._call_for(source, p.get("Linkedid"), seq) if source else None
-        if call is None or not self._inbound_side(call, source):
+        if call is None:
             return
         status = p.get("DialStatus") or ""
         dest_channel = p.get("DestChannel") or ""
+        if not self._inbound_side(call, source):
+            # e.g. Local/group@agents;2 dialling the phones: remember who picked up
+            if status == "ANSWER" and source:
+                call.inner_answers[source] = dest_channel
+            return
         call.dial_end_at = at
         if status == "ANSWER":
             if call.answered_at is None:
                 call.answered_at = at
                 call.answered_uid = p.get("DestUniqueid")
+                inner = call.inner_answers.get(self._partners.get(call.answered_uid or "", ""))
+                if inner:  # the Local channel answered because a phone behind it did
+                    dest_channel = inner
                 call.answered_by = channel_base(dest_channel) or None
                 call.answered_exten = channel_exten(dest_channel)
                 self._note(call, at, "answered", {"by": call.answered_by, "exten": call.answered_exten})

@@ -391,3 +391,32 @@ def test_trunk_calls_with_and_without_a_greeting(
     assert snap.values["talk_time"] == talk
     assert snap.values["caller_name"] == 'O\'Brien, "Pat"'
     assert snap.values["tracking_number"] == "+14045550100"
+
+
+def test_who_answered_behind_a_local_ring_group() -> None:
+    t = 1_800_000_100.0
+    trunk = {"Channel": "PJSIP/carrier-00000010", "Uniqueid": "9.1", "Linkedid": "9.1"}
+    one = {"Channel": "Local/sales@agents-00000011;1", "Uniqueid": "9.2", "Linkedid": "9.1"}
+    two = {"Channel": "Local/sales@agents-00000011;2", "Uniqueid": "9.3", "Linkedid": "9.1"}
+    phone = {"Channel": "PJSIP/101-00000012", "Uniqueid": "9.4", "Linkedid": "9.1"}
+
+    def dest(leg: dict[str, str]) -> dict[str, str]:
+        return {f"Dest{k}": v for k, v in leg.items()}
+
+    steps: list[dict[str, Any]] = [
+        {"Event": "Newchannel", **trunk, "Exten": "4045550100", "CallerIDNum": "+15551230000"},
+        {"Event": "Newchannel", **one, "Exten": "sales"},
+        {"Event": "Newchannel", **two, "Exten": "sales"},
+        {"Event": "DialBegin", **trunk, **dest(one)},
+        {"Event": "Newchannel", **phone, "Exten": "s"},
+        {"Event": "DialBegin", **two, **dest(phone)},
+        {"Event": "DialEnd", **two, **dest(phone), "DialStatus": "ANSWER"},
+        {"Event": "DialEnd", **trunk, **dest(one), "DialStatus": "ANSWER"},
+        *({"Event": "Hangup", **leg, "Cause": "16"} for leg in (phone, two, one, trunk)),
+    ]
+    evs = [RawEvent(i + 1, T0, {**p, "Timestamp": str(t + i)}) for i, p in enumerate(steps)]
+    (snap,) = correlate(evs).values()
+    assert snap.values["disposition"] == "answered"
+    assert snap.values["answered_by"] == "PJSIP/101"  # the phone, not the Local channel in front of it
+    answered = next(line["detail"] for line in snap.timeline if line["kind"] == "answered")
+    assert answered == {"by": "PJSIP/101", "exten": "101"}
