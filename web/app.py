@@ -7,6 +7,8 @@ address gets ``web.rate_limit_per_minute`` API calls a minute.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import datetime as dt
 import gzip
@@ -99,12 +101,15 @@ class DniApi:
     ) -> None:
         self.settings = settings
         factory = make_session_factory(engine)
-        # SQLite: one writer at a time and a local file, so a session's transaction (well under a
-        # millisecond) runs right on the event loop; thread hand-offs and GIL contention between
-        # threads queueing for the one write lock would only add latency.  PostgreSQL: network
-        # round trips, so transactions run in worker threads and row locks keep them apart.
-        self.inline = engine.dialect.name == "sqlite"
-        write_lock = threading.Lock() if self.inline else None
+        # SQLite has one writer at a time: the transactions run one after another in a single
+        # worker thread (many threads queueing for the one write lock only add GIL contention and
+        # SQLite's busy-wait back-off), off the event loop so a slow disk or another process
+        # holding the lock never stalls the loop.  PostgreSQL: a pool of worker threads, with row
+        # locks keeping them apart.
+        self.writer: concurrent.futures.ThreadPoolExecutor | None = None
+        if engine.dialect.name == "sqlite":
+            self.writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dni-sqlite")
+        write_lock = threading.Lock() if self.writer is not None else None
         self.dni = Dni(settings, engine, clock, write_lock)
         self.accounts = AccountCache(factory, cache_seconds)
         self.proxies = ProxyPolicy(parse_networks(settings.web.trusted_proxies))
@@ -118,9 +123,13 @@ class DniApi:
         return self.proxies.client(peer, request.headers)[0]
 
     async def run(self, func: Callable[..., Answer], *args: Any) -> Answer:
-        if self.inline:
-            return func(*args)
+        if self.writer is not None:
+            return await asyncio.get_running_loop().run_in_executor(self.writer, func, *args)
         return await to_thread.run_sync(func, *args)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.shutdown(wait=True)
 
     @staticmethod
     def cors(origin: str | None) -> dict[str, str]:
@@ -267,6 +276,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        handlers.close()
         if own_engine:
             engine.dispose()
 
