@@ -40,6 +40,12 @@ def add(app: AppContext, account: str, origin: str, replace: tuple[str, ...]) ->
         site = add_site(session, account, origin)
         public_key, origin_text = get_account(session, account).public_key, site.origin
     click.echo(f"added site {origin_text}; paste this into every page, before </body>:", err=True)
+    if not app.settings.web.public_url:
+        click.echo(
+            "note: web.public_url is not set, so the snippet points at web.listen; "
+            "set it to the address browsers reach (https://...)",
+            err=True,
+        )
     click.echo(snippet(_public_url(app), public_key, numbers))
 
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 from sqlalchemy import Engine
@@ -170,3 +177,37 @@ async def test_web_service_serves_until_stopped(engine: Engine, settings: Settin
     assert refused.status_code == 404 and refused.json()["field"] == "account"
     stop.set()
     await asyncio.wait_for(task, 10)
+
+
+def test_web_serve_as_a_process_answers_and_stops_on_sigterm(database_url: str, tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path), "CALLTRACK_CONFIG": "", "CALLTRACK_DATABASE_URL": database_url}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "calltrack.main", "web", "serve", "--listen", f"127.0.0.1:{port}"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, "calltrack web serve exited"
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "calltrack web serve did not listen"
+                time.sleep(0.1)
+        assert response.json() == {"ok": True}
+        assert "dni/v1/session" in httpx.get(f"http://127.0.0.1:{port}/dni.js").text
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err.decode()
+    assert f"listening on http://127.0.0.1:{port}" in err.decode()
