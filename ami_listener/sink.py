@@ -436,6 +436,11 @@ class EventSink:
             self._to_spool(batch)
 
     @property
+    def held_for_retry(self) -> int:
+        """Events of a batch the database refused, kept in memory to be retried before anything newer."""
+        return len(self._retry or ())
+
+    @property
     def backlog(self) -> int:
         return self.queue.qsize() + len(self._spill_buf)
 
