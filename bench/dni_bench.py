@@ -1,14 +1,16 @@
 """Benchmark of the DNI session API: 50 concurrent clients, a pool of 20 numbers.
 
-    .venv/bin/python bench/dni_bench.py [--seconds 10] [--clients 50] [--speed 600] [--no-postgres]
+    .venv/bin/python bench/dni_bench.py [--seconds 10] [--clients 50] [--speed 300] [--no-postgres]
 
 The web service runs in its own process under uvicorn (as `calltrack web serve`
 does), on SQLite and then on PostgreSQL (127.0.0.1:5432, or
 CALLTRACK_TEST_POSTGRES_URL; skipped when unreachable).  Each client keeps one
 HTTP/1.1 connection and loops: a new visitor's session, then one heartbeat for
-it.  Time runs *speed* times faster inside the service so the pool's one-minute
-hold ends within the run and numbers are leased again (leases/s).  After each
-run the database is checked: no number may have two leases that overlap.
+it (a second run sends sessions only).  Time runs *speed* times faster inside
+the service so the pool's one-minute hold ends within the run and numbers are
+leased again (leases/s).  After each run the database is checked: no number may
+have two leases that overlap.  The server runs on uvloop, as `calltrack web
+serve` does where uvloop is installed.
 
 The baseline, measured in the same run with the same client: the same
 framework and server answering a static JSON response.
@@ -220,33 +222,34 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
 
 
-def run_one(label: str, database_url: str, key: str, args: argparse.Namespace, static: bool = False) -> None:
+def run_one(
+    label: str, database_url: str, key: str, args: argparse.Namespace, *, static: bool = False, heartbeat: bool = True
+) -> None:
+    heartbeat = heartbeat and not static
     proc, port = start_server(database_url, args.speed, static)
     try:
-        asyncio.run(drive(port, key, args.clients, 1.0, not static))  # warm-up
-        if not static:
-            before = check(database_url)
-        stats, elapsed = asyncio.run(drive(port, key, args.clients, args.seconds, not static))
+        asyncio.run(drive(port, key, args.clients, 1.0, heartbeat))  # warm-up
+        before = check(database_url) if not static else (0, 0, 0, 0)
+        stats, elapsed = asyncio.run(drive(port, key, args.clients, args.seconds, heartbeat))
     finally:
         stop_server(proc)
     line = (
-        f"{label:<22} sessions {len(stats.session) / elapsed:7.0f}/s  p50 {pct(stats.session, 0.5):6.1f} ms"
-        f"  p99 {pct(stats.session, 0.99):6.1f} ms"
+        f"{label:<31} sessions {len(stats.session) / elapsed:6.0f}/s p50 {pct(stats.session, 0.5):5.1f} ms"
+        f" p99 {pct(stats.session, 0.99):5.1f} ms"
     )
-    if not static:
-        leases, doubles, overflows, peak = check(database_url)
-        line += (
-            f" | heartbeats {len(stats.heartbeat) / elapsed:6.0f}/s p50 {pct(stats.heartbeat, 0.5):5.1f} ms"
-            f" p99 {pct(stats.heartbeat, 0.99):5.1f} ms"
-            f" | leases {(leases - before[0]) / elapsed:6.1f}/s, overflows {overflows - before[2]}, peak {peak}/{POOL_SIZE}"
-        )
-        print(line)
-        verdict = "OK" if doubles == 0 else f"FAILED: {doubles} overlapping pairs"
-        print(
-            f"{'':<22} no number leased twice at once ({leases} leases checked): {verdict}; statuses {stats.statuses}"
-        )
-    else:
+    if static:
         print(line + f"  (statuses {stats.statuses})")
+        return
+    leases, doubles, overflows, peak = check(database_url)
+    if heartbeat:
+        line += (
+            f" | heartbeats {len(stats.heartbeat) / elapsed:5.0f}/s p50 {pct(stats.heartbeat, 0.5):5.1f} ms"
+            f" p99 {pct(stats.heartbeat, 0.99):5.1f} ms"
+        )
+    line += f" | leases {(leases - before[0]) / elapsed:5.1f}/s, overflows {overflows - before[2]}, peak {peak}"
+    print(line)
+    verdict = "OK" if doubles == 0 else f"FAILED: {doubles} overlapping pairs"
+    print(f"{'':<31} no number leased twice at once ({leases} leases checked): {verdict}; statuses {stats.statuses}")
 
 
 def main() -> None:
@@ -254,7 +257,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument(
-        "--speed", type=float, default=60.0, help="service clock speed-up (60: a 1-minute hold lasts 1 s)"
+        "--speed", type=float, default=300.0, help="service clock speed-up (300: a 1-minute hold lasts 0.2 s)"
     )
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
@@ -274,8 +277,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/bench.sqlite3"
         key = prepare(url)
-        run_one("baseline static JSON", url, key, args, static=True)
-        run_one("SQLite", url, key, args)
+        run_one("baseline: static JSON", url, key, args, static=True)
+        run_one("SQLite, sessions only", url, key, args, heartbeat=False)
+        run_one("SQLite, session + heartbeat", url, key, args)
     if args.no_postgres:
         return
     pg_url = os.environ.get("CALLTRACK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -293,7 +297,8 @@ def main() -> None:
     url = make_url(pg_url).set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
     try:
         key = prepare(url)
-        run_one("PostgreSQL", url, key, args)
+        run_one("PostgreSQL, sessions only", url, key, args, heartbeat=False)
+        run_one("PostgreSQL, session + heartbeat", url, key, args)
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

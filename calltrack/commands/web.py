@@ -36,5 +36,12 @@ def serve(app: AppContext, listen: str | None) -> None:
     engine = app.ready_engine()
     service = WebService(settings, engine, listen)
     click.echo(f"calltrack web: listening on http://{service.listen}; stop with Ctrl-C", err=True)
-    code = asyncio.run(run_services([service]))
+    try:
+        import uvloop  # the faster event loop, when installed (a dependency on Linux)
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        code = runner.run(run_services([service]))
     raise SystemExit(code)
