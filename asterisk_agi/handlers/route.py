@@ -81,9 +81,11 @@ class RouteHandler:
     over a connection that never waits for a lock: a local SQLite answers in a fraction
     of a millisecond, and handing each call to a thread and back costs more than that
     under load. When SQLite is busy (another writer holds the lock) the call goes to
-    the threads as usual. An inline call slower than *inline_slow* seconds (a disk that
-    stalls) would hold up every other call, so inline routing is then turned off for
-    *inline_pause* seconds and the threads, with their deadline, take every call.
+    the threads as usual. Inline calls slower than *inline_slow* seconds (a disk that
+    stalls) hold up every other call, so after *inline_strikes* of them within
+    *inline_window* seconds inline routing is turned off for *inline_pause* seconds and
+    the threads, with their deadline, take every call. (One slow call alone, such as
+    the first one opening the database, is not enough.)
     """
 
     def __init__(
@@ -93,14 +95,19 @@ class RouteHandler:
         inline: RouteStore | None = None,
         *,
         inline_slow: float = 0.02,
+        inline_strikes: int = 3,
+        inline_window: float = 10.0,
         inline_pause: float = 60.0,
     ) -> None:
         self.router = router
         self.executor = executor
         self.inline = inline
         self.inline_slow = inline_slow
+        self.inline_strikes = inline_strikes
+        self.inline_window = inline_window
         self.inline_pause = inline_pause
         self.inline_off_until = 0.0
+        self._slow: list[float] = []
 
     async def __call__(self, agi: AsyncAGI, session: SessionInfo) -> str:
         import asyncio
@@ -114,14 +121,20 @@ class RouteHandler:
         if self.inline is not None and time.monotonic() >= self.inline_off_until:
             started = time.monotonic()
             decision = self.router.try_inline(request, self.inline)
-            took = time.monotonic() - started
-            if took > self.inline_slow:
-                self.inline_off_until = time.monotonic() + self.inline_pause
-                logger.warning(
-                    "SQLite took %.0f ms on the event loop; routing on the database thread for %g s",
-                    took * 1000,
-                    self.inline_pause,
-                )
+            now = time.monotonic()
+            if now - started > self.inline_slow:
+                self._slow = [t for t in self._slow if now - t < self.inline_window] + [now]
+                if len(self._slow) >= self.inline_strikes:
+                    self._slow = []
+                    self.inline_off_until = now + self.inline_pause
+                    logger.warning(
+                        "SQLite took %.0f ms on the event loop (%d slow calls in %g s); "
+                        "routing on the database thread for %g s",
+                        (now - started) * 1000,
+                        self.inline_strikes,
+                        self.inline_window,
+                        self.inline_pause,
+                    )
             if decision is not None:
                 log_decision(request, decision)
                 await agi.set_variables(decision.variables())

@@ -724,16 +724,18 @@ async def test_a_slow_inline_sqlite_hands_the_calls_to_the_thread(
         return
     assert handler.inline is not None
     handler.inline_slow = 0.0  # every inline call counts as slow
+    used: list[object] = []
+    original = handler.router.try_inline
+    handler.router.try_inline = lambda *a: used.append(a) or original(*a)  # type: ignore[method-assign]
     with caplog.at_level(logging.WARNING):
-        first = await running.call(linkedid="a")
-        used: list[object] = []
-        original = handler.router.try_inline
-        handler.router.try_inline = lambda *a: used.append(a) or original(*a)  # type: ignore[method-assign]
-        second = await running.call(linkedid="b")
-    assert (first.status, second.status) == ("ok", "ok")
-    assert "routing on the database thread" in caplog.text
-    assert used == []  # the second call went to the thread
-    assert {c.linkedid for c in world.calls()} == {"a", "b"}
+        first = [await running.call(linkedid=f"a{n}") for n in range(2)]
+        assert "routing on the database thread" not in caplog.text  # two slow calls are not enough
+        third = await running.call(linkedid="a2")
+        assert "routing on the database thread" in caplog.text
+        after = await running.call(linkedid="b")
+    assert [r.status for r in (*first, third, after)] == ["ok"] * 4
+    assert len(used) == 3  # the call after the third slow one went to the thread
+    assert {c.linkedid for c in world.calls()} == {"a0", "a1", "a2", "b"}
 
 
 def test_spool_appends_from_many_processes_while_replaying_lose_nothing(
