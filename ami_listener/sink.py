@@ -373,7 +373,9 @@ class EventSink:
         self._spilling = False
         self._retry: list[StoredEvent] | None = None
         self._clock = clock
-        self._last_seq = 0
+        # arrival numbers keep growing across restarts even if the clock steps back
+        self._last_seq = spool.last_seq()
+        self._db_seq = 0
         self._stamp_for = -1.0
         self._stamp = dt.datetime.fromtimestamp(0, dt.UTC)
         self._conn = "0"
@@ -540,6 +542,8 @@ class EventSink:
             self._db_ok = False
             self._retry_at = self._clock() + self.retry_seconds
             return False
+        if self._db_seq > self._last_seq:
+            self._last_seq = self._db_seq
         if not self._db_ok:
             logger.info("AMI %s: database back; spooled events replayed in order", self.system)
         self._db_ok = True
@@ -550,6 +554,7 @@ class EventSink:
         with self.session_factory() as session, session.begin():
             if not self._warm:
                 fed = warm_start(session, self.system, self.correlator)
+                self._db_seq = self.correlator.last_seq
                 logger.info(
                     "AMI %s: resumed %d open calls (%d stored events)",
                     self.system,

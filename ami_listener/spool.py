@@ -120,6 +120,21 @@ class Spool:
             self._fh.seek(0)
             self._read_offset = 0
 
+    def last_seq(self) -> int:
+        """The arrival number of the last complete event in the file (0 when empty)."""
+        size = self._fh.tell()
+        if size == 0:
+            return 0
+        with open(self.path, "rb") as fh:
+            fh.seek(max(0, size - 1_048_576))
+            lines = fh.read(size).split(b"\n")
+        for line in reversed(lines[1:-1] if len(lines) > 2 else lines[:-1]):
+            try:
+                return int(json.loads(line)["seq"])
+            except (ValueError, KeyError, TypeError):
+                continue
+        return 0
+
     def merge(self, events: list[StoredEvent]) -> None:
         """Put *events* among those waiting, in arrival (seq) order: the file is rewritten.
 

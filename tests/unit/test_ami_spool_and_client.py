@@ -162,3 +162,35 @@ def test_caller_info_offline(number: str, location: str | None, country: str | N
     assert (info.country, info.line_type) == (country, line_type)
     if location is not None:
         assert info.location == location
+
+
+def test_spool_knows_its_last_arrival_number(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.jsonl", fsync=False)
+    assert spool.last_seq() == 0
+    spool.append([ev(1), ev(2), ev(3)])
+    assert spool.last_seq() == 1003
+    spool.close()
+    with open(tmp_path / "s.jsonl", "ab") as fh:
+        fh.write(b'{"seq": 99999, "key"')  # cut by a crash
+    assert Spool(tmp_path / "s.jsonl").last_seq() == 1003
+
+
+async def test_arrival_numbers_keep_growing_when_the_clock_steps_back(tmp_path: Path) -> None:
+    from unittest.mock import MagicMock
+
+    from ami_listener.sink import EventSink
+
+    # arrival numbers are microseconds since the epoch; here the clock says 5 s, then steps back to 4 s
+    ticks = iter([5.0, 5.0, 4.0])
+    sink = EventSink("pbx1", MagicMock(), Spool(tmp_path / "a.jsonl"), clock=lambda: next(ticks))
+    for _ in range(3):
+        sink.put({"Event": "Newchannel", "Uniqueid": "1.1", "Linkedid": "1.1"})
+    assert [sink.queue.get_nowait().seq for _ in range(3)] == [5_000_000, 5_000_001, 5_000_002]
+
+    # a restarted listener whose clock is behind the events its spool still holds
+    left = Spool(tmp_path / "b.jsonl", fsync=False)
+    left.append([ev(7)])  # seq 1007
+    left.close()
+    restarted = EventSink("pbx1", MagicMock(), Spool(tmp_path / "b.jsonl"), clock=lambda: 0.0)
+    restarted.put({"Event": "Hangup"})
+    assert restarted.queue.get_nowait().seq == 1008
