@@ -17,6 +17,10 @@ class BadRecording(RecorderError):
     """The spool file cannot be archived as it is: empty, truncated, corrupt or unsupported."""
 
 
+class NoAudio(BadRecording):
+    """The WAV holds only its header: the call was never connected, so there is nothing to keep."""
+
+
 class EncodeFailed(RecorderError):
     """ffmpeg could not turn the source into the archive format, or the archive could not be written."""
 

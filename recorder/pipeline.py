@@ -37,7 +37,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from recorder import store
-from recorder.errors import BadRecording, EncodeFailed, RecorderError, StillGrowing, VerifyFailed
+from recorder.errors import BadRecording, EncodeFailed, NoAudio, RecorderError, StillGrowing, VerifyFailed
 from recorder.ffmpeg import FORMATS, Ffmpeg, Format, explain_os_error
 from recorder.spool import SpoolEntry, scan
 from recorder.wavfile import WavInfo, read_wav_info
@@ -92,9 +92,13 @@ class PassReport:
     waiting: int = 0
     #: sources of earlier archives deleted now
     cleaned: int = 0
+    #: recordings of calls never connected (a WAV header without audio)
+    empty: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         parts = [f"{len(self.archived)} archived"]
+        if self.empty:
+            parts.append(f"{len(self.empty)} without audio (never connected)")
         if self.cleaned:
             parts.append(f"{self.cleaned} spool files of earlier archives removed")
         if self.retrying:
@@ -315,6 +319,9 @@ class Recorder:
         except KeyboardInterrupt:
             self._abandon(job, "interrupted")
             raise
+        except NoAudio as exc:
+            self._empty(job, str(exc), report)
+            return None
         except RecorderError as exc:
             self._failed(job, str(exc), report)
             return None
@@ -491,6 +498,16 @@ class Recorder:
         else:
             logger.warning("recording %s failed, will retry: %s", key, reason)
             report.retrying.append((key, reason))
+
+    def _empty(self, job: Job, reason: str, report: PassReport) -> None:
+        """A finished recording without a single sample: nothing to archive, nothing to retry."""
+        self._remove_temp(job)
+        with self.session_factory() as session, session.begin():
+            store.empty(session, job.task.rec_id, reason)
+        logger.info("recording %s: %s", job.task.entry.key, reason)
+        report.empty.append(job.task.entry.key)
+        if not self.cfg.keep_source:
+            self._delete_source(job.task.entry)
 
     def _abandon(self, job: Job, reason: str, wait: float = 0) -> None:
         self._remove_temp(job)

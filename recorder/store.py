@@ -90,6 +90,16 @@ def release(session: Session, rec_id: int, now: dt.datetime, wait_seconds: float
     row.next_attempt_at = now + dt.timedelta(seconds=wait_seconds)
 
 
+def empty(session: Session, rec_id: int, reason: str) -> None:
+    """The recording holds no audio: kept as a row (state empty) so the call shows why it has none."""
+    row = session.get(Recording, rec_id)
+    assert row is not None
+    row.state = "empty"
+    row.path = None
+    row.last_error = reason
+    row.next_attempt_at = None
+
+
 def archived(
     session: Session,
     rec_id: int,

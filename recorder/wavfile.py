@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from recorder.errors import BadRecording
+from recorder.errors import BadRecording, NoAudio
 
 PCM = 1
 EXTENSIBLE = 0xFFFE
@@ -101,7 +101,7 @@ def read_wav_info(path: Path) -> WavInfo:
         data = declared
     frames = data // block_align
     if frames == 0:
-        raise BadRecording("no audio: the WAV holds only its header (the call was never connected)")
+        raise NoAudio("no audio: the WAV holds only its header (the call was never connected)")
     return WavInfo(
         path=path,
         channels=channels,

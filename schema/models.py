@@ -359,7 +359,7 @@ class Recording(Base):
 
     __tablename__ = "recordings"
     __table_args__ = (
-        CheckConstraint("state IN ('pending', 'archived', 'failed', 'deleted')", name="state"),
+        CheckConstraint("state IN ('pending', 'archived', 'empty', 'failed', 'deleted')", name="state"),
         UniqueConstraint("source_path"),
     )
 

@@ -122,7 +122,7 @@ def _accounts(session: Any) -> dict[int, str]:
 @group.command("list")
 @click.option("--account", help="Only this account's recordings.")
 @click.option("--since", help="Only recordings first seen since: 2026-11-01, 2026-11-01T08:00, 7d or 12h.")
-@click.option("--state", type=click.Choice(["pending", "archived", "failed", "deleted"]), help="Only this state.")
+@click.option("--state", type=click.Choice(["pending", "archived", "empty", "failed", "deleted"]), help="Only this state.")
 @click.option("--orphans", is_flag=True, help="Only recordings whose call is unknown.")
 @format_option
 @pass_app

@@ -135,23 +135,31 @@ def test_bad_files_are_retried_then_failed_and_never_stop_the_others(
     put_real(asterisk_traffic, spool, "good.wav")
     for p in spool.iterdir():
         age(p, 3600)
-    before = {p.name: p.read_bytes() for p in spool.iterdir() if p.name != "good.wav"}
+    before = {p.name: p.read_bytes() for p in spool.iterdir() if p.name not in ("good.wav", "headeronly.wav")}
 
     first = Recorder(cfg, session_factory).run_pass()
 
     assert first.archived == ["good"]
+    # A call never connected leaves a WAV header without audio: nothing to keep, nothing to retry.
+    assert first.empty == ["headeronly"]
+    assert not (spool / "headeronly.wav").exists()
+    (empty_row,) = [r for r in rows(session_factory) if Path(r.source_path).stem == "headeronly"]
+    assert (empty_row.state, empty_row.path) == ("empty", None)
+    assert empty_row.last_error.startswith("no audio")
     reasons = dict(first.retrying)
     assert reasons["empty"] == "empty file (0 bytes)"
     assert reasons["corrupt"].startswith("corrupt WAV")
     assert reasons["truncated"].startswith("truncated: the header declares 2.00 s")
-    assert reasons["headeronly"].startswith("no audio")
+    assert "headeronly" not in reasons
     pending = {Path(r.source_path).stem: r for r in rows(session_factory) if r.state == "pending"}
     assert {k: (r.attempts, r.last_error) for k, r in pending.items()} == {k: (1, v) for k, v in reasons.items()}
 
     second = Recorder(cfg, session_factory).run_pass()
 
-    assert sorted(k for k, _ in second.failed) == ["corrupt", "empty", "headeronly", "truncated"]
-    assert {r.state for r in rows(session_factory) if Path(r.source_path).stem != "good"} == {"failed"}
+    assert sorted(k for k, _ in second.failed) == ["corrupt", "empty", "truncated"]
+    assert {r.state for r in rows(session_factory) if Path(r.source_path).stem not in ("good", "headeronly")} == {
+        "failed"
+    }
     assert {p.name: p.read_bytes() for p in spool.iterdir()} == before  # sources untouched
     third = Recorder(cfg, session_factory).run_pass()
     assert (third.archived, third.retrying, third.failed) == ([], [], [])  # failed for good: left alone

@@ -338,7 +338,7 @@ def upgrade() -> None:
     sa.Column('next_attempt_at', sa.DateTime(), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('archived_at', sa.DateTime(), nullable=True),
-    sa.CheckConstraint("state IN ('pending', 'archived', 'failed', 'deleted')", name=op.f('ck_recordings_state')),
+    sa.CheckConstraint("state IN ('pending', 'archived', 'empty', 'failed', 'deleted')", name=op.f('ck_recordings_state')),
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_recordings_account_id_accounts'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['call_id'], ['calls.id'], name=op.f('fk_recordings_call_id_calls'), ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_recordings')),
