@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from calltrack.context import AppContext, pass_app
+from calltrack.options import TimeType
 from calltrack.output import emit, emit_record, format_option
 
 if TYPE_CHECKING:
@@ -82,20 +82,6 @@ def watch(app: AppContext) -> None:
     raise SystemExit(asyncio.run(run_services([service])))
 
 
-def _since(value: str) -> dt.datetime:
-    m = re.fullmatch(r"(\d+)([dh])", value.strip())
-    if m:
-        unit = dt.timedelta(days=1) if m.group(2) == "d" else dt.timedelta(hours=1)
-        return dt.datetime.now(dt.UTC) - int(m.group(1)) * unit
-    try:
-        when = dt.datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r}: use a date (2026-11-01), a time (2026-11-01T08:00) or 7d / 12h", param_hint="--since"
-        ) from None
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
-
-
 def _row(rec: Recording, accounts: dict[int, str]) -> dict[str, Any]:
     return {
         "id": rec.id,
@@ -121,25 +107,30 @@ def _accounts(session: Any) -> dict[int, str]:
 
 @group.command("list")
 @click.option("--account", help="Only this account's recordings.")
-@click.option("--since", help="Only recordings first seen since: 2026-11-01, 2026-11-01T08:00, 7d or 12h.")
-@click.option("--state", type=click.Choice(["pending", "archived", "empty", "failed", "deleted"]), help="Only this state.")
+@click.option(
+    "--since", type=TimeType(), help="Only recordings first seen since: 2026-11-01, 2026-11-01T08:00, 7d or 12h."
+)
+@click.option(
+    "--state", type=click.Choice(["pending", "archived", "empty", "failed", "deleted"]), help="Only this state."
+)
 @click.option("--orphans", is_flag=True, help="Only recordings whose call is unknown.")
 @format_option
 @pass_app
-def list_(app: AppContext, account: str | None, since: str | None, state: str | None, orphans: bool, fmt: str) -> None:
+def list_(
+    app: AppContext, account: str | None, since: dt.datetime | None, state: str | None, orphans: bool, fmt: str
+) -> None:
     """List recordings (orphans, whose call is unknown, show `orphan` as their call)."""
     from sqlalchemy import select
 
     from schema.models import Recording
     from tracking.accounts import get_account
 
-    when = _since(since) if since else None
     with app.session() as session:
         query = select(Recording).order_by(Recording.id)
         if account:
             query = query.where(Recording.account_id == get_account(session, account).id)
-        if when is not None:
-            query = query.where(Recording.created_at >= when)
+        if since is not None:
+            query = query.where(Recording.created_at >= since)
         if state:
             query = query.where(Recording.state == state)
         if orphans:
