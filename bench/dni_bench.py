@@ -67,12 +67,13 @@ def serve(database_url: str, port: int, speed: float, static: bool) -> None:
             web=WebSettings(rate_limit_per_minute=10_000_000),
         )
         start_real = time.monotonic()
-        start = dt.datetime.now(dt.UTC)
+        start = max(dt.datetime.now(dt.UTC), latest_lease_end(database_url))  # after the previous run's leases
 
         def clock() -> dt.datetime:
             return start + dt.timedelta(seconds=(time.monotonic() - start_real) * speed)
 
-        app = create_app(settings, make_engine(database_url), clock=clock)
+        # as `calltrack web serve` runs it: the only service in its process
+        app = create_app(settings, make_engine(database_url), clock=clock, sqlite_inline=True)
     config = uvicorn_config(app, f"127.0.0.1:{port}", log_level="warning")
     config.loop = "uvloop"
     uvicorn.Server(config).run()
@@ -170,6 +171,20 @@ def prepare(database_url: str) -> str:
         add_rule(s, "Bench", "param", "utm_source=google", "Ads")
     engine.dispose()
     return key
+
+
+def latest_lease_end(database_url: str) -> dt.datetime:
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from schema.db import make_engine
+    from schema.models import PoolLease
+
+    engine = make_engine(database_url)
+    with Session(engine) as s:
+        latest = s.scalar(select(func.max(PoolLease.expires_at)))
+    engine.dispose()
+    return latest or dt.datetime.now(dt.UTC)
 
 
 def check(database_url: str) -> tuple[int, int, int, int]:

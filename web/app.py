@@ -98,18 +98,23 @@ class DniApi:
         *,
         clock: Callable[[], dt.datetime] = utcnow,
         cache_seconds: float = 10.0,
+        sqlite_inline: bool = False,
     ) -> None:
         self.settings = settings
         factory = make_session_factory(engine)
-        # SQLite has one writer at a time: the transactions run one after another in a single
-        # worker thread (many threads queueing for the one write lock only add GIL contention and
-        # SQLite's busy-wait back-off), off the event loop so a slow disk or another process
-        # holding the lock never stalls the loop.  PostgreSQL: a pool of worker threads, with row
-        # locks keeping them apart.
+        # SQLite has one writer at a time, so its transactions run one after another: on the event
+        # loop itself when the web service has its process to itself (`calltrack web serve`:
+        # fastest, and every API call waits for the write lock anyway), else in one worker thread,
+        # so that a slow disk or another process holding the lock never stalls the other services
+        # sharing the loop (`calltrack serve`).  Many threads queueing for the one lock would only
+        # add GIL contention and SQLite's busy-wait back-off.  PostgreSQL: a pool of worker
+        # threads, with row locks keeping them apart.
+        sqlite = engine.dialect.name == "sqlite"
+        self.inline = sqlite and sqlite_inline
         self.writer: concurrent.futures.ThreadPoolExecutor | None = None
-        if engine.dialect.name == "sqlite":
+        if sqlite and not sqlite_inline:
             self.writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dni-sqlite")
-        write_lock = threading.Lock() if self.writer is not None else None
+        write_lock = threading.Lock() if sqlite else None
         self.dni = Dni(settings, engine, clock, write_lock)
         self.accounts = AccountCache(factory, cache_seconds)
         self.proxies = ProxyPolicy(parse_networks(settings.web.trusted_proxies))
@@ -123,6 +128,8 @@ class DniApi:
         return self.proxies.client(peer, request.headers)[0]
 
     async def run(self, func: Callable[..., Answer], *args: Any) -> Answer:
+        if self.inline:
+            return func(*args)
         if self.writer is not None:
             return await asyncio.get_running_loop().run_in_executor(self.writer, func, *args)
         return await to_thread.run_sync(func, *args)
@@ -258,12 +265,16 @@ def create_app(
     *,
     clock: Callable[[], dt.datetime] = utcnow,
     cache_seconds: float = 10.0,
+    sqlite_inline: bool = False,
 ) -> Starlette:
-    """The web application; *engine* defaults to one made from the settings (and disposed on shutdown)."""
+    """The web application; *engine* defaults to one made from the settings (and disposed on shutdown).
+
+    *sqlite_inline*: run SQLite transactions on the event loop (only when nothing else shares it).
+    """
     own_engine = engine is None
     if engine is None:
         engine = make_engine(settings.database_url, connect_timeout=settings.database.connect_timeout)
-    handlers = DniApi(settings, engine, clock=clock, cache_seconds=cache_seconds)
+    handlers = DniApi(settings, engine, clock=clock, cache_seconds=cache_seconds, sqlite_inline=sqlite_inline)
     routes = [
         Route("/dni.js", handlers.dni_js, methods=["GET", "HEAD"]),
         Route("/dni/v1/session", handlers.session, methods=["POST"]),

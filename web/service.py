@@ -52,16 +52,20 @@ class WebService:
 
     name = "web"
 
-    def __init__(self, settings: Settings, engine: Engine | None = None, listen: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, engine: Engine | None = None, listen: str | None = None, *, alone: bool = False
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.listen = listen or settings.web.listen
+        #: the only service on its event loop (`calltrack web serve`), so SQLite work may run on it
+        self.alone = alone
         self.server: _Server | None = None
 
     def build_app(self) -> Any:
         from web.app import create_app
 
-        return create_app(self.settings, self.engine)
+        return create_app(self.settings, self.engine, sqlite_inline=self.alone)
 
     async def run(self, stop: asyncio.Event) -> None:
         config = uvicorn_config(self.build_app(), self.listen, log_level=self.settings.general.log_level)

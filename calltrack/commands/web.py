@@ -34,7 +34,7 @@ def serve(app: AppContext, listen: str | None) -> None:
         level=settings.general.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     engine = app.ready_engine()
-    service = WebService(settings, engine, listen)
+    service = WebService(settings, engine, listen, alone=True)
     click.echo(f"calltrack web: listening on http://{service.listen}; stop with Ctrl-C", err=True)
     try:
         import uvloop  # the faster event loop, when installed (a dependency on Linux)

@@ -124,7 +124,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     api_sock = free_socket()
     api = f"http://127.0.0.1:{api_sock.getsockname()[1]}"
     server = uvicorn.Server(
-        uvicorn_config(create_app(settings, engine, cache_seconds=0), "127.0.0.1:0", log_level="warning")
+        uvicorn_config(
+            create_app(settings, engine, cache_seconds=0, sqlite_inline=True), "127.0.0.1:0", log_level="warning"
+        )
     )
     api_thread = threading.Thread(target=server.run, kwargs={"sockets": [api_sock]}, daemon=True)
     api_thread.start()
