@@ -213,6 +213,7 @@ def test_pool_number_replaces_every_format_and_keeps_it(world: World, context: A
     }
     assert page.get_attribute("#tel", "href") == f"tel:+1{a}{b}{c}"
     assert page.get_attribute("#tel2", "href") == f"tel:{a}-{b}-{c}"
+    assert page.inner_text("#tel2") == f"{a}\u2011{b}\u2011{c}"  # non-breaking hyphens kept
     assert page.input_value("#ta") == "404-555-0100"  # form fields are the visitor's, not ours
 
     # a number added later (a chat widget, a React render) is swapped too

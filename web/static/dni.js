@@ -16,8 +16,9 @@ var privacy = n.doNotTrack === "1" || w.doNotTrack === "1" || n.msDoNotTrack ===
 var targets = (me.getAttribute("data-replace") || "").split(",").map(nat).filter(Boolean);
 var shown = null; // {digits, e164, display}
 var session = null, timer = null, observer = null;
-// (404) 555-0100, 404-555-0100, 404.555.0100, +1 404 555 0100, 1-404-555-0100, 4045550100
-var RE = /(^|[^\w+])((?:\+?1[ .\-\u00a0]?)?(?:\(\d{3}\)[ \u00a0]?|\d{3}[ .\-\u00a0]?)\d{3}[ .\-\u00a0]?\d{4})(?![\w])/g;
+// (404) 555-0100, 404-555-0100, 404.555.0100, +1 404 555 0100, 1-404-555-0100, 4045550100 (also with
+// non-breaking spaces and hyphens, and en dashes)
+var RE = /(^|[^\w+])((?:\+?1[ .\-\u00a0\u2010-\u2013]?)?(?:\(\d{3}\)[ \u00a0]?|\d{3}[ .\-\u00a0\u2010-\u2013]?)\d{3}[ .\-\u00a0\u2010-\u2013]?\d{4})(?![\w])/g;
 var SKIP = {SCRIPT: 1, STYLE: 1, NOSCRIPT: 1, TEXTAREA: 1, INPUT: 1, SELECT: 1, OPTION: 1, TEMPLATE: 1};
 
 function nat(s) {
