@@ -17,11 +17,13 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 class BadRequest(Exception):
     """A 4xx answer: ``{"error": message, "field": field}``."""
 
-    def __init__(self, status: int, field: str | None, message: str) -> None:
+    def __init__(self, status: int, field: str | None, message: str, *, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.field = field
         self.message = message
+        #: seconds, for 429
+        self.retry_after = retry_after
 
     def as_json(self) -> dict[str, Any]:
         return {"error": self.message, "field": self.field}

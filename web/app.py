@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import json
 import logging
+import math
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -146,9 +147,8 @@ class DniApi:
 
     def error(self, exc: api.BadRequest, origin: str | None = None) -> Response:
         headers = self.cors(origin)
-        if exc.status == 429:
-            headers["Retry-After"] = exc.field or "60"
-            return _json({"error": exc.message, "field": None}, 429, headers)
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(exc.retry_after)
         return _json(exc.as_json(), exc.status, headers)
 
     async def _prelude(self, request: Request) -> tuple[dict[str, Any], str | None]:
@@ -156,7 +156,8 @@ class DniApi:
         origin = request.headers.get("origin")
         wait = self.limiter.allow(self.client(request))
         if wait > 0:
-            raise api.BadRequest(429, str(max(1, int(wait + 0.999))), "too many requests from this address; slow down")
+            retry = max(1, math.ceil(wait))
+            raise api.BadRequest(429, None, "too many requests from this address; slow down", retry_after=retry)
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > api.MAX_BODY:
             raise api.BadRequest(413, None, f"request body too large (at most {api.MAX_BODY} bytes)")
