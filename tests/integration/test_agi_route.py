@@ -638,7 +638,7 @@ async def test_slow_database_falls_back_within_the_deadline_and_the_row_follows(
 ) -> None:
     world.number(acme["account"], "+18005550100", source_id=acme["google"], forward_to="PJSIP/100", ring_timeout=22)
     slow = agi_settings.replace(
-        agi=dataclasses.replace(agi_settings.agi, db_deadline_ms=200),
+        agi=dataclasses.replace(agi_settings.agi, db_deadline_ms=1000),  # the lookup fits; the write waits for the lock
         database=DatabaseSettings(url=database_url, connect_timeout=30),
     )
     running = await start_server(slow)
