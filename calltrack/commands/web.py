@@ -30,10 +30,10 @@ def serve(app: AppContext, listen: str | None) -> None:
         parse_networks(settings.web.trusted_proxies)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    engine = app.ready_engine()
     logging.basicConfig(
         level=settings.general.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    engine = app.ready_engine()
     service = WebService(settings, engine, listen, alone=True)
     click.echo(f"calltrack web: listening on http://{service.listen}; stop with Ctrl-C", err=True)
     try:
