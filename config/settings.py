@@ -116,7 +116,7 @@ class AmiSettings:
     #: one table per Asterisk server ([[ami.servers]])
     servers: tuple[AmiServer, ...] = ()
     #: events held in memory between the socket and the database
-    queue_size: int = 50_000
+    queue_size: int = 10_000
     #: events written per database transaction
     batch_size: int = 500
     #: local append-only spool used while the database is away; empty means data_dir/ami-spool

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from calltrack.context import AppContext, pass_app
+from calltrack.options import TimeType
 from calltrack.output import emit, emit_record, format_option
 
 if TYPE_CHECKING:
@@ -50,32 +50,6 @@ TABLE_COLUMNS = [
     "answered_by",
 ]
 STATUSES = ["answered", "missed", "busy", "abandoned", "failed", "live"]
-_RELATIVE = re.compile(r"^(\d+)\s*([mhdw])$")
-
-
-def parse_since(value: str, now: dt.datetime | None = None) -> dt.datetime:
-    """``2026-11-29``, ``2026-11-29T10:00``, ``2026-11-29 10:00+01:00`` or relative ``30m``/``12h``/``7d``/``2w``."""
-    text = value.strip()
-    m = _RELATIVE.match(text)
-    if m:
-        unit = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[m.group(2)]
-        return (now or dt.datetime.now(dt.UTC)) - dt.timedelta(**{unit: int(m.group(1))})
-    try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not a date: use 2026-11-29, 2026-11-29T10:00 (UTC unless an offset is given) or 12h / 7d"
-        ) from None
-    return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
-
-
-class SinceType(click.ParamType):
-    name = "TIME"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> dt.datetime:
-        if isinstance(value, dt.datetime):
-            return value
-        return parse_since(str(value))
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -113,7 +87,7 @@ def group() -> None:
 
 
 @group.command("list")
-@click.option("--since", type=SinceType(), help="Calls started at or after this time (2026-11-29, 12h, 7d).")
+@click.option("--since", type=TimeType(), help="Calls started at or after this time (2026-11-29, 12h, 7d).")
 @click.option("--account", help="Only this account's calls.")
 @click.option("--source", help="Only calls attributed to this source.")
 @click.option("--status", type=click.Choice(STATUSES), help="Only calls with this disposition (live: not ended).")
@@ -232,7 +206,7 @@ def show(app: AppContext, call_id: str, fmt: str) -> None:
 
 
 @group.command("rebuild")
-@click.option("--since", type=SinceType(), help="Only calls with events at or after this time (whole calls).")
+@click.option("--since", type=TimeType(), help="Only calls with events at or after this time (whole calls).")
 @click.option("--system", help="Only this Asterisk system.")
 @pass_app
 def rebuild(app: AppContext, since: dt.datetime | None, system: str | None) -> None:

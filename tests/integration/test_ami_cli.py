@@ -264,23 +264,3 @@ def test_a_consultation_merged_into_a_transferred_call_leaves_no_stray_live_row(
     assert "PJSIP/101-4" in {leg["channel"] for leg in calls["1.1"]["legs"]}
     assert [kind for _, kind, _ in calls["1.1"]["timeline"]].count("transfer") == 1
     assert "(none)" in cli.ok("calls", "list", "--status", "live").output  # no stray live call
-
-
-def test_since_accepts_dates_times_offsets_and_relative_spans() -> None:
-    import datetime as dt
-
-    import click
-    import pytest
-
-    from calltrack.commands.calls import parse_since
-
-    now = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
-    assert parse_since("12h", now) == dt.datetime(2026, 11, 29, 0, 0, tzinfo=dt.UTC)
-    assert parse_since("7d", now) == dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
-    assert parse_since("30m", now) == dt.datetime(2026, 11, 29, 11, 30, tzinfo=dt.UTC)
-    assert parse_since("2w", now) == dt.datetime(2026, 11, 15, 12, 0, tzinfo=dt.UTC)
-    assert parse_since("2026-11-29") == dt.datetime(2026, 11, 29, tzinfo=dt.UTC)
-    assert parse_since("2026-11-29T10:00+02:00") == dt.datetime(2026, 11, 29, 8, 0, tzinfo=dt.UTC)
-    for bad in ("yesterday", "12x", "", "2026-13-01"):
-        with pytest.raises(click.BadParameter):
-            parse_since(bad)
