@@ -38,7 +38,7 @@ def environ(settings: Settings, database_url: str, tmp_path: Path) -> dict[str, 
             [agi]
             fallback_dial = "PJSIP/operator"
             fallback_timeout = 40
-            db_deadline_ms = 2000
+            db_deadline_ms = 5000
             [recorder]
             spool_dir = "{tmp_path / "monitor"}"
             """
@@ -229,7 +229,7 @@ def test_classic_slow_database_answers_by_fallback_then_writes_the_row(
     config = Path(environ["CALLTRACK_CONFIG"])
     config.write_text(
         config.read_text().replace(
-            "db_deadline_ms = 2000", "db_deadline_ms = 1500"
+            "db_deadline_ms = 5000", "db_deadline_ms = 1500"
         )  # the lookup fits on a loaded machine; the write waits for the lock
         + "[database]\nconnect_timeout = 20\n"
     )

@@ -118,7 +118,13 @@ def world_fixture(session_factory: sessionmaker[Session]) -> World:
 @pytest.fixture
 def agi_settings(settings: Settings, tmp_path: Path) -> Settings:
     return settings.replace(
-        agi=AgiSettings(listen="127.0.0.1:0", fallback_dial="PJSIP/operator", fallback_timeout=40, read_timeout=2.0),
+        agi=AgiSettings(
+            listen="127.0.0.1:0",
+            fallback_dial="PJSIP/operator",
+            fallback_timeout=40,
+            read_timeout=5.0,
+            db_deadline_ms=5000,  # generous: these tests are not about the deadline (the slow-database ones are)
+        ),
         recorder=RecorderSettings(spool_dir=tmp_path / "monitor"),
     )
 
