@@ -15,7 +15,7 @@ from asterisk_agi.protocol import MAX_LINE
 from config import AgiSettings, GeneralSettings, Settings
 from tests.fakes.fastagi_peer import FakeFastAGIPeer, environment_bytes
 
-SETTINGS = Settings(agi=AgiSettings(read_timeout=0.3, fallback_dial="PJSIP/operator", fallback_timeout=40))
+SETTINGS = Settings(agi=AgiSettings(read_timeout=1.0, fallback_dial="PJSIP/operator", fallback_timeout=40))
 
 
 async def echo_caller(agi: AsyncAGI, session: SessionInfo) -> str:
