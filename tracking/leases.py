@@ -125,17 +125,24 @@ def lease_number(conn: Connection, pool_id: int, visit_id: int, clock: Clock = u
     """Lease the pool's least recently used free number to visitor session *visit_id*.
 
     Call inside a transaction started with :func:`begin_write`.  The clock is
-    read after the lock is held.
+    read after the lock is held.  When the pool is full the overflow is counted
+    and the Lease has ``overflow`` set and no number: the caller shows the
+    pool's overflow number.
     """
-    pool = lock_pool(conn, pool_id)
-    if pool is None:
-        return Lease(None, None, None, None, overflow=True)
+    pool = None
+    if conn.dialect.name != "sqlite":  # SQLite: begin_write() holds the database's write lock already
+        pool = lock_pool(conn, pool_id)
+        if pool is None:
+            return Lease(None, None, None, None, overflow=True)
     now = clock()
     free = conn.execute(_FREE_NUMBER, {"pool_id": pool_id, "now": now}).first()
     if free is None:
         conn.execute(_COUNT_OVERFLOW, {"pool_id": pool_id})
-        logger.info("pool %s exhausted: answered its overflow number", pool.name)
-        return Lease(pool.overflow_number, None, None, None, overflow=True)
+        logger.debug("pool %s exhausted: overflow number shown", pool_id)
+        return Lease(None, None, None, None, overflow=True)
+    pool = pool or lock_pool(conn, pool_id)
+    if pool is None:
+        return Lease(None, None, None, None, overflow=True)
     number_id, e164 = free
     expires = now + dt.timedelta(minutes=pool.hold_minutes)
     result = conn.execute(
