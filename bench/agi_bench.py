@@ -18,7 +18,8 @@ Prints, from one run on this machine:
 Each server runs in its own process; the load generator (fake Asterisk clients, one
 asyncio process) runs in this one, so on a 2-core machine each side has a core.
 
-Usage: .venv/bin/python bench/agi_bench.py [--seconds 3] [--levels 1,10,50] [--skip-classic]
+Usage: .venv/bin/python bench/agi_bench.py [--seconds 3] [--levels 1,10,50] [--rate 1000] [--repeat 3]
+       [--postgres URL] [--skip-proto] [--skip-classic]
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import textwrap
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -288,14 +290,37 @@ def free_port() -> int:
 # --- the database of the full route ----------------------------------------------------------
 
 
-def make_database(folder: Path, numbers: int = 200, pool_numbers: int = 50) -> tuple[str, list[str]]:
+def fresh_postgres(base: str) -> tuple[str, Any]:
+    """A new empty PostgreSQL database next to *base*'s, and a function that drops it."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"calltrack_agibench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(make_url(base).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(base).set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return url, drop
+
+
+def make_database(
+    folder: Path, numbers: int = 200, pool_numbers: int = 50, url: str | None = None
+) -> tuple[str, list[str]]:
     from sqlalchemy.orm import Session
 
     from schema import migrate
     from schema.db import make_engine
     from schema.models import Account, NumberPool, PoolLease, Source, TrackingNumber, VisitorSession
 
-    url = f"sqlite:///{folder / 'bench.sqlite3'}"
+    url = url or f"sqlite:///{folder / 'bench.sqlite3'}"
     engine = make_engine(url)
     migrate.upgrade(engine)
     dialled = []
@@ -396,12 +421,44 @@ def fmt(r: dict[str, object]) -> str:
     )
 
 
+def route_runs(environ: dict[str, str], numbers: list[str], levels: list[int], args: Any, log_path: Path) -> None:
+    """`calltrack agi serve` in its own process: closed-loop levels, then the open-loop runs."""
+    port = free_port()
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            [PY, "-m", "calltrack.main", "agi", "serve", "--listen", f"127.0.0.1:{port}"], env=environ, stderr=log
+        )
+        try:
+            wait_port(port)
+            for c in levels:
+                r = run_load(port, c, args.seconds, numbers, server.pid)
+                print(f"{'route, closed loop':28s} c={c:<3d} {fmt(r)}   statuses {r['statuses']}")
+            # the machine is shared: repeat the open-loop run and show every result and the median
+            p99s = []
+            for _ in range(args.repeat):
+                r = run_load(port, 50, args.seconds, numbers, server.pid, rate=args.rate)
+                p99s.append(float(r["p99"]))  # type: ignore[arg-type]
+                label = "route, " + str(int(args.rate)) + "/s offered"
+                print(f"{label:28s} c<=50 {fmt(r)}   statuses {r['statuses']}  (load {os.getloadavg()[0]:.1f})")
+            print(f"open loop at {int(args.rate)}/s: median p99 {statistics.median(p99s):.2f} ms over {len(p99s)} runs")
+        finally:
+            server.terminate()
+            server.wait()
+    warnings = [line for line in log_path.read_text().splitlines() if "WARNING" in line or "ERROR" in line]
+    print(f"server log: {len(warnings)} warning/error lines" + (f"; first: {warnings[0]}" if warnings else ""))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds per level")
     parser.add_argument("--levels", default="1,10,50", help="concurrency levels")
     parser.add_argument("--rate", type=float, default=1000.0, help="sessions/s offered in the open-loop run")
     parser.add_argument("--repeat", type=int, default=3, help="open-loop runs of the route")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="also run the route on a fresh database of this PostgreSQL server (e.g. postgresql://postgres@127.0.0.1/test)",
+    )
     parser.add_argument("--skip-classic", action="store_true")
     parser.add_argument("--skip-proto", action="store_true")
     args = parser.parse_args()
@@ -462,31 +519,19 @@ def main() -> None:
         )
         environ = {**os.environ, "CALLTRACK_CONFIG": str(config), "CALLTRACK_DATABASE_URL": url}
         print(f"\n== full route through `calltrack agi serve` on SQLite ({len(numbers)} numbers, pool leases)")
-        port = free_port()
-        server = subprocess.Popen(
-            [PY, "-m", "calltrack.main", "agi", "serve", "--listen", f"127.0.0.1:{port}"],
-            env=environ,
-            stderr=open(folder / "server.log", "w"),
-        )
-        try:
-            wait_port(port)
-            for c in levels:
-                r = run_load(port, c, args.seconds, numbers, server.pid)
-                print(f"{'route, closed loop':28s} c={c:<3d} {fmt(r)}   statuses {r['statuses']}")
-            # the machine is shared: repeat the open-loop run and show every result and the median
-            p99s = []
-            for _ in range(args.repeat):
-                r = run_load(port, 50, args.seconds, numbers, server.pid, rate=args.rate)
-                p99s.append(float(r["p99"]))  # type: ignore[arg-type]
-                label = "route, " + str(int(args.rate)) + "/s offered"
-                print(f"{label:28s} c<=50 {fmt(r)}   statuses {r['statuses']}  (load {os.getloadavg()[0]:.1f})")
-            print(f"open loop at {int(args.rate)}/s: median p99 {statistics.median(p99s):.2f} ms over {len(p99s)} runs")
-        finally:
-            server.terminate()
-            server.wait()
-        log = (folder / "server.log").read_text()
-        warnings = [line for line in log.splitlines() if "WARNING" in line or "ERROR" in line]
-        print(f"server log: {len(warnings)} warning/error lines" + (f"; first: {warnings[0]}" if warnings else ""))
+        route_runs(environ, numbers, levels, args, folder / "server.log")
+        if args.postgres:
+            try:
+                pg_url, drop = fresh_postgres(args.postgres)
+            except Exception as exc:
+                print(f"\n== PostgreSQL skipped: {str(exc).splitlines()[0]}")
+            else:
+                try:
+                    make_database(folder, url=pg_url)
+                    print(f"\n== full route through `calltrack agi serve` on PostgreSQL ({len(numbers)} numbers)")
+                    route_runs({**environ, "CALLTRACK_DATABASE_URL": pg_url}, numbers, levels, args, folder / "pg.log")
+                finally:
+                    drop()
 
         if not args.skip_classic:
             print("\n== classic AGI (one process per call)")

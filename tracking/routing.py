@@ -417,6 +417,20 @@ _UPSERT_SQL = (
     + ", ".join(f"{c} = COALESCE(calls.{c}, excluded.{c})" for c in CALL_COLUMNS)
     + " RETURNING id"
 )
+# PostgreSQL: the same upsert, naming the recording file in the same statement (on the
+# insert path from the fresh id, on the conflict path from the existing row's id).
+_PG_UPSERT_SQL = (
+    "WITH n AS (SELECT nextval(pg_get_serial_sequence('calls', 'id')) AS id) "  # noqa: S608
+    "INSERT INTO calls (id, system, linkedid, created_at, updated_at, recording_file, "
+    + ", ".join(CALL_COLUMNS)
+    + ") SELECT n.id, %(system)s, %(linkedid)s, %(now)s, %(now)s, "
+    "CASE WHEN %(recording_dir)s::text IS NULL THEN NULL ELSE %(recording_dir)s::text || '/' || n.id || '.wav' END, "
+    + ", ".join(f"%({c})s" for c in CALL_COLUMNS)
+    + " FROM n ON CONFLICT (system, linkedid) DO UPDATE SET updated_at = excluded.updated_at, "
+    + ", ".join(f"{c} = COALESCE(calls.{c}, excluded.{c})" for c in CALL_COLUMNS)
+    + ", recording_file = COALESCE(calls.recording_file, CASE WHEN %(recording_dir)s::text IS NULL THEN NULL "
+    "ELSE %(recording_dir)s::text || '/' || calls.id || '.wav' END) RETURNING id"
+)
 _RECORDING_SQL = "UPDATE calls SET recording_file = :file WHERE id = :id AND recording_file IS NULL"
 _MARK_FALLBACK_SQL = (
     "UPDATE calls SET route_status = :status, dial = :dial, recording_file = NULL, updated_at = :now WHERE id = :id"
@@ -610,7 +624,14 @@ class RouteStore:
             params["started_at"] = self._ts(params["started_at"])
         conn = self.connection()
         cur = conn.cursor()
-        cur.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
+        if self.dialect == "postgresql":
+            # one statement, one round trip: the id comes from the sequence first, so the
+            # recording's name can be written with the row (autocommit makes it atomic)
+            params["recording_dir"] = None if recording_dir is None else recording_dir.rstrip("/")
+            cur.execute(_PG_UPSERT_SQL, params)
+            pg_id: int = cur.fetchone()[0]
+            return pg_id
+        cur.execute("BEGIN IMMEDIATE")
         try:
             cur.execute(self._q(_UPSERT_SQL), params)
             call_id: int = cur.fetchone()[0]

@@ -457,6 +457,7 @@ async def test_ami_listener_row_first_then_route(server: Running, world: World, 
     assert result.side.set_vars["CALLTRACK_CALL_ID"] == str(ami_id)
     [call] = world.calls()
     assert (call.hangup_cause, call.route_status, call.source_id) == (16, "ok", acme["google"])
+    assert call.recording_file == result.side.set_vars["CALLTRACK_RECORDING_FILE"] != ""
     # and the listener's later update keeps the route's columns
     with world.factory.begin() as s:
         upsert_call(s, "asterisk", "L1", {"disposition": "answered"}, keep_existing={"caller_number"})
