@@ -796,9 +796,12 @@ class RouteJob:
             decision = router.route(self.request, self)
         except Exception as exc:
             router.store.discard()
-            reason = (
-                f"database error: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-            )
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            if type(exc).__module__.split(".")[0] in ("sqlite3", "psycopg"):
+                reason = f"database error: {type(exc).__name__}: {detail}"
+            else:  # a bug: keep its traceback
+                logger.exception("routing %s/%s failed", self.request.system, self.request.linkedid)
+                reason = f"routing error: {type(exc).__name__}: {detail}"
             decision = fallback(router.settings, self.number or router.cached(self.request), reason, self.request.at)
             with self._lock:
                 self._finished = decision
