@@ -295,7 +295,7 @@ def test_privacy_signal_shows_source_number_and_stores_nothing(world: World, bro
         ctx.close()
 
 
-@pytest.mark.parametrize("failure", ["unreachable", "error"])
+@pytest.mark.parametrize("failure", ["unreachable", "error", "garbage"])
 def test_service_down_keeps_the_original_numbers(world: World, context: Any, failure: str) -> None:
     errors: list[str] = []
     tried = threading.Event()
@@ -304,6 +304,8 @@ def test_service_down_keeps_the_original_numbers(world: World, context: Any, fai
         tried.set()
         if failure == "unreachable":
             route.abort("connectionrefused")
+        elif failure == "garbage":  # a proxy's error page, or a truncated answer
+            route.fulfill(status=200, content_type="text/html", body="<html>502 Bad Gateway</html>")
         else:
             route.fulfill(status=503, content_type="application/json", body='{"error": "temporarily unavailable"}')
 
