@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import select
 import signal
 import sys
@@ -157,6 +158,12 @@ def _fallback_pairs(fallback_dial: str, fallback_timeout: int) -> list[tuple[str
     return Decision(STATUS_FALLBACK, fallback_dial, fallback_timeout).variables()
 
 
+def _linkedid_passed(env: AGIEnv) -> bool:
+    # the same test as handlers.route.linkedid_argument, without importing it before the settings
+    args = env.args
+    return len(args) >= 2 and bool(re.fullmatch(r"[A-Za-z0-9_-]{0,40}[0-9]+\.[0-9]+", args[1].strip()))
+
+
 def handler_env(env: AGIEnv, script: str) -> AGIEnv:
     """*env* with the script name dropped from the front of the ``agi_arg_N`` arguments."""
     args = env.args
@@ -175,17 +182,19 @@ def run(agi: SyncAGI, argv: list[str], environ: dict[str, str] | os._Environ[str
     # agi_arg_1, agi_arg_2; the handler's own arguments are what follows the script name.
     script = argv[0] if argv else (env.args[0] if env.args else "")
     env = handler_env(env, script)
-    if script == "route":
+    asked = False
+    if script == "route" and not _linkedid_passed(env):
         # Ask for the linkedid now and read the answer after the imports and the settings:
         # Asterisk answers while this process loads what the route needs.
         agi.send("GET VARIABLE", variable_name("CHANNEL(linkedid)"))
+        asked = True
     try:
         from config import load_settings
 
         settings = load_settings(environ=environ)
     except Exception as exc:  # settings broken: still route the call
         logger.error("calltrack-agi: %s; routing by fallback", exc)
-        if script == "route":
+        if asked:
             agi.receive()
         agi.set_variables(_fallback_pairs("", 30))
         return 0
@@ -194,16 +203,17 @@ def run(agi: SyncAGI, argv: list[str], environ: dict[str, str] | os._Environ[str
         logger.error("calltrack-agi: unknown script %r (known: route); routing by fallback", script)
         agi.set_variables(_fallback_pairs(settings.agi.fallback_dial, settings.agi.fallback_timeout))
         return 0
-    from asterisk_agi.handlers.route import build_request, log_decision
+    from asterisk_agi.handlers.route import build_request, linkedid_argument, log_decision
     from tracking.routing import CallRouter, Decision, RouteStore
 
-    # In the classic form argv holds "route" then the arguments; Asterisk also sends them as agi_arg_N.
-    try:
-        reply = agi.receive()
-        linkedid = (reply.data or "") if reply.value == 1 else None
-    except AGICommandError as exc:  # an Asterisk without CHANNEL(linkedid): key the call by uniqueid
-        logger.warning("calltrack-agi: cannot read CHANNEL(linkedid): %s; using the uniqueid", exc)
-        linkedid = None
+    linkedid = linkedid_argument(env)
+    if asked:
+        try:
+            reply = agi.receive()
+            linkedid = (reply.data or "") if reply.value == 1 else None
+        except AGICommandError as exc:  # an Asterisk without CHANNEL(linkedid): key the call by uniqueid
+            logger.warning("calltrack-agi: cannot read CHANNEL(linkedid): %s; using the uniqueid", exc)
+            linkedid = None
     request = build_request(env, linkedid, settings.general.system_name)
     router = CallRouter(settings, RouteStore(settings.database_url, connect_timeout=settings.database.connect_timeout))
     job = router.job(request)

@@ -171,7 +171,9 @@ async def load(port: int, concurrency: int, seconds: float, numbers: list[str], 
     stop_at = [0.0]
 
     # the recorded environment, with the number, uniqueid and caller of each session filled in
-    template = environment_bytes(extension="@EXT@", uniqueid="@UID@", callerid="@CID@")
+    # and the two arguments of the sample dialplan: AGI(agi://.../route,${EXTEN},${CHANNEL(linkedid)})
+    # (the protocol-only handlers ignore them and ask for the linkedid anyway)
+    template = environment_bytes(extension="@EXT@", uniqueid="@UID@", callerid="@CID@", args=("@EXT@", "@UID@"))
 
     async def one(n: int, wid: int) -> None:
         number = numbers[n % len(numbers)]

@@ -254,3 +254,12 @@ def test_classic_slow_database_answers_by_fallback_then_writes_the_row(
     assert (side.set_vars["CALLTRACK_STATUS"], side.set_vars["CALLTRACK_DIAL"]) == ("fallback", "PJSIP/100")
     [call] = world.calls()
     assert (call.linkedid, call.route_status, call.dial) == ("L-slow", "fallback", "PJSIP/100")
+
+
+def test_classic_with_the_linkedid_argument(environ: dict[str, str], world: World, acme: dict[str, int]) -> None:
+    world.number(acme["account"], "+18005550100", source_id=acme["google"])
+    code, stderr, side = classic(environ, args=("8005550100", "1795915198.30"))
+    assert code == 0, stderr
+    assert side.set_vars["CALLTRACK_STATUS"] == "ok"
+    assert not any(c.startswith("GET VARIABLE") for c in side.commands)
+    assert world.calls()[0].linkedid == "1795915198.30"

@@ -783,3 +783,18 @@ async def test_withheld_callers_can_be_blocked(server: Running, world: World, ac
     world.block("anonymous", acme["account"])  # as `tracking.caller_lists` stores it
     assert (await server.call(callerid="Anonymous", linkedid="a")).status == "blocked"
     assert (await server.call(callerid="+14045551234", linkedid="b")).status == "ok"
+
+
+async def test_linkedid_passed_by_the_dialplan_saves_a_round_trip(
+    server: Running, world: World, acme: dict[str, int]
+) -> None:
+    """AGI(agi://.../route,${EXTEN},${CHANNEL(linkedid)}), as the sample dialplan does."""
+    world.number(acme["account"], "+18005550100", source_id=acme["google"])
+    result = await server.call(linkedid="not-asked", args=("8005550100", "pbx1-1795915078.0"))
+    assert result.status == "ok"
+    assert not any(c.startswith("GET VARIABLE") for c in result.side.commands)
+    assert world.calls()[0].linkedid == "pbx1-1795915078.0"
+    # anything else in that place is not taken for a linkedid
+    other = await server.call(linkedid="asked.1", args=("8005550100", "x; DROP"))
+    assert other.side.commands[0] == "GET VARIABLE CHANNEL(linkedid)"
+    assert {c.linkedid for c in world.calls()} == {"pbx1-1795915078.0", "asked.1"}

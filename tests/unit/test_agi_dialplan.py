@@ -30,6 +30,6 @@ def test_sample_dialplan_documents_and_uses_the_contract() -> None:
 
 def test_sample_dialplan_calls_the_default_listen_address() -> None:
     text = SAMPLE.read_text()
-    assert f"AGI(agi://{Settings().agi.listen}/route," in text
+    assert f"AGI(agi://{Settings().agi.listen}/route,${{ARG1}},${{CHANNEL(linkedid)}})" in text
     assert "AGI(calltrack-agi,route," in text  # the classic form is shown too
     assert "[calltrack-fallback]" in text and "calltrack-fallback,s,1" in text
