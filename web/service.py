@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -61,16 +62,38 @@ class WebService:
         #: the only service on its event loop (`calltrack web serve`), so SQLite work may run on it
         self.alone = alone
         self.server: _Server | None = None
+        self.sock: socket.socket | None = None
 
     def build_app(self) -> Any:
         from web.app import create_app
 
         return create_app(self.settings, self.engine, sqlite_inline=self.alone)
 
+    def bind(self) -> socket.socket:
+        """The listening socket (made here, so a busy port is an OSError, not uvicorn's sys.exit)."""
+        if self.sock is None:
+            host, port = split_listen(self.listen)
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((host, port))
+                sock.listen(2048)
+            except OSError:
+                sock.close()
+                raise
+            sock.setblocking(False)
+            self.sock = sock
+        return self.sock
+
     async def run(self, stop: asyncio.Event) -> None:
+        try:
+            sock = self.bind()
+        except OSError as exc:
+            raise RuntimeError(f"the web service cannot listen on {self.listen}: {exc.strerror or exc}") from None
         config = uvicorn_config(self.build_app(), self.listen, log_level=self.settings.general.log_level)
         self.server = _Server(config)
-        task = asyncio.create_task(self.server.serve(), name="web-uvicorn")
+        task = asyncio.create_task(self.server.serve(sockets=[sock]), name="web-uvicorn")
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if stopper in done:
@@ -80,7 +103,9 @@ class WebService:
             stopper.cancel()
             task.result()
             if not self.server.started:
-                raise RuntimeError(f"the web service could not listen on {self.listen}")
+                raise RuntimeError(f"the web service could not start on {self.listen}")
+        sock.close()
+        self.sock = None
 
     def reload(self) -> None:
         logger.info("web: nothing to reload (site and rule changes are read within seconds)")

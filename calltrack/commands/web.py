@@ -35,6 +35,10 @@ def serve(app: AppContext, listen: str | None) -> None:
         level=settings.general.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     service = WebService(settings, engine, listen, alone=True)
+    try:
+        service.bind()
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {service.listen}: {exc.strerror or exc}") from None
     click.echo(f"calltrack web: listening on http://{service.listen}; stop with Ctrl-C", err=True)
     try:
         import uvloop  # the faster event loop, when installed (a dependency on Linux)

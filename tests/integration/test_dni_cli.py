@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
@@ -211,3 +212,24 @@ def test_web_serve_as_a_process_answers_and_stops_on_sigterm(database_url: str, 
             proc.wait()
     assert proc.returncode == 0, err.decode()
     assert f"listening on http://127.0.0.1:{port}" in err.decode()
+
+
+def test_web_serve_on_a_busy_port_says_so_in_one_line(cli: Cli) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = cli.fails("web", "serve", "--listen", f"127.0.0.1:{port}")
+    assert f"cannot listen on 127.0.0.1:{port}" in result.output
+    assert "in use" in result.output
+
+
+async def test_web_service_on_a_busy_port_fails_cleanly(engine: Engine, settings: Settings) -> None:
+    from web.service import WebService
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        service = WebService(settings, engine, listen=f"127.0.0.1:{busy.getsockname()[1]}")
+        with pytest.raises(RuntimeError, match="cannot listen on"):
+            await service.run(asyncio.Event())
