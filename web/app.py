@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
 COOKIE_NAME = "_ctv"
+#: worker threads running PostgreSQL transactions
+DB_THREADS = 4
 
 
 def render_script(settings: Settings) -> str:
@@ -108,13 +110,12 @@ class DniApi:
         # fastest, and every API call waits for the write lock anyway), else in one worker thread,
         # so that a slow disk or another process holding the lock never stalls the other services
         # sharing the loop (`calltrack serve`).  Many threads queueing for the one lock would only
-        # add GIL contention and SQLite's busy-wait back-off.  PostgreSQL: a pool of worker
-        # threads, with row locks keeping them apart.
+        # add GIL contention and SQLite's busy-wait back-off.  PostgreSQL: a few worker threads,
+        # with row locks keeping them apart (more threads measured slower: they contend for the
+        # GIL and for the pool row's lock).
         sqlite = engine.dialect.name == "sqlite"
         self.inline = sqlite and sqlite_inline
-        self.writer: concurrent.futures.ThreadPoolExecutor | None = None
-        if sqlite and not sqlite_inline:
-            self.writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dni-sqlite")
+        self.writer = concurrent.futures.ThreadPoolExecutor(1 if sqlite else DB_THREADS, thread_name_prefix="dni-db")
         write_lock = threading.Lock() if sqlite else None
         self.dni = Dni(settings, engine, clock, write_lock)
         self.accounts = AccountCache(factory, cache_seconds)
@@ -131,13 +132,10 @@ class DniApi:
     async def run(self, func: Callable[..., Answer], *args: Any) -> Answer:
         if self.inline:
             return func(*args)
-        if self.writer is not None:
-            return await asyncio.get_running_loop().run_in_executor(self.writer, func, *args)
-        return await to_thread.run_sync(func, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.writer, func, *args)
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.shutdown(wait=True)
+        self.writer.shutdown(wait=True)
 
     @staticmethod
     def cors(origin: str | None) -> dict[str, str]:
