@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from config.regions import REGIONS
+
 SEARCH_PATHS = (Path("calltrack.toml"), Path("/etc/calltrack/calltrack.toml"))
 
 
@@ -321,10 +323,8 @@ def _validate(settings: Settings) -> None:
         host, _, port = listen.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ConfigError(src, key, f"must be HOST:PORT, not {listen!r}")
-    import phonenumbers  # local: phonenumbers is only needed for this check
-
     region = settings.numbers.default_region
-    if region.upper() not in phonenumbers.SUPPORTED_REGIONS:
+    if region.upper() not in REGIONS:
         raise ConfigError(src, "numbers.default_region", f"unknown region {region!r} (use a code such as US, GB, DE)")
     names = [s.name for s in settings.ami.servers]
     dupes = {n for n in names if names.count(n) > 1}

@@ -158,3 +158,25 @@ def test_sample_file_loads_and_documents_every_key() -> None:
         if not re.search(rf"^#\s*{name}\s*=", by_table.get("ami.servers", ""), flags=re.M):
             missing.append(f"ami.servers.{name}")
     assert not missing, f"keys missing from config/samples/calltrack.toml: {missing}"
+
+
+def test_region_list_matches_phonenumbers() -> None:
+    import phonenumbers
+
+    from config.regions import REGIONS
+
+    # Every region settings accept is one phonenumbers reads (a newer phonenumbers may add regions).
+    assert set(phonenumbers.SUPPORTED_REGIONS) >= REGIONS
+    assert len(REGIONS) >= 240
+
+
+def test_loading_settings_needs_only_the_standard_library(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from config import load_settings; load_settings(environ={}); "
+        "third = sorted(m for m in ('phonenumbers', 'sqlalchemy', 'click') if m in sys.modules); print(third)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True)
+    assert out.stdout.strip() == "[]"
