@@ -39,11 +39,10 @@ def group() -> None:
 @pass_app
 def serve(app: AppContext, listen: str | None) -> None:
     """Run the FastAGI server until SIGTERM or Ctrl-C (SIGHUP reloads the settings)."""
-    import asyncio
     import logging
 
     from asterisk_agi.service import AgiService
-    from calltrack.services import run_services
+    from calltrack.services import serve_blocking
 
     logging.basicConfig(
         level=app.settings.general.log_level.upper(),
@@ -57,13 +56,7 @@ def serve(app: AppContext, listen: str | None) -> None:
     click.echo(
         f"calltrack agi: FastAGI on {agi.listen} (scripts: {', '.join(agi.router.names)}); stop with Ctrl-C", err=True
     )
-    try:  # uvloop's C event loop roughly halves the server's CPU per session
-        import uvloop
-
-        runner: Any = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    code = runner(run_services([agi]))
+    code = serve_blocking([agi])
     click.echo(f"calltrack agi: stopped; {agi.stats.line()}", err=True)
     raise SystemExit(code)
 

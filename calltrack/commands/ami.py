@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -59,7 +58,7 @@ def listen(
     """
     from ami_listener.client import read_secret
     from ami_listener.listener import AmiListener
-    from calltrack.services import run_services
+    from calltrack.services import serve_blocking
     from config import AmiServer
     from schema.db import make_session_factory
 
@@ -109,5 +108,5 @@ def listen(
     listener = AmiListener(settings, make_session_factory(app.ready_engine()), servers)
     names = ", ".join(f"{s.name} ({s.host}:{s.port})" for s in servers)
     click.echo(f"calltrack ami: listening to {names}; stop with Ctrl-C", err=True)
-    code = asyncio.run(run_services([listener]))
+    code = serve_blocking([listener])
     raise SystemExit(code)

@@ -66,12 +66,11 @@ def process(app: AppContext, spool: Path | None, archive: Path | None, fmt: str 
 @pass_app
 def watch(app: AppContext) -> None:
     """Process the spool every [recorder] poll_seconds until SIGTERM or Ctrl-C."""
-    import asyncio
     import logging
 
     from sqlalchemy.orm import sessionmaker
 
-    from calltrack.services import run_services
+    from calltrack.services import serve_blocking
     from recorder.service import RecorderService
 
     logging.basicConfig(
@@ -79,7 +78,7 @@ def watch(app: AppContext) -> None:
     )
     _recorder(app)  # ffmpeg missing: said now, with the package to install
     service = RecorderService(app.settings, sessionmaker(bind=app.ready_engine(), expire_on_commit=False))
-    raise SystemExit(asyncio.run(run_services([service])))
+    raise SystemExit(serve_blocking([service]))
 
 
 def _row(rec: Recording, accounts: dict[int, str]) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import click
@@ -15,7 +14,7 @@ from calltrack.context import AppContext, pass_app
 @pass_app
 def command(app: AppContext, only: tuple[str, ...]) -> None:
     """Run every configured long-running service until SIGTERM or Ctrl-C."""
-    from calltrack.services import SERVICES, build_services, run_services
+    from calltrack.services import SERVICES, build_services, serve_blocking
 
     logging.basicConfig(
         level=app.settings.general.log_level.upper(),
@@ -30,6 +29,6 @@ def command(app: AppContext, only: tuple[str, ...]) -> None:
         known = ", ".join(SERVICES) or "none yet"
         raise click.ClickException(f"no service is configured to run (services known: {known})")
     click.echo(f"calltrack serve: running {', '.join(s.name for s in services)}; stop with Ctrl-C", err=True)
-    code = asyncio.run(run_services(services))
+    code = serve_blocking(services)
     click.echo("calltrack serve: stopped", err=True)
     raise SystemExit(code)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import click
@@ -20,7 +19,7 @@ def group() -> None:
 @pass_app
 def serve(app: AppContext, listen: str | None) -> None:
     """Serve dni.js and the DNI API until Ctrl-C or SIGTERM."""
-    from calltrack.services import run_services
+    from calltrack.services import serve_blocking
     from web.net import parse_networks
     from web.service import WebService, split_listen
 
@@ -40,12 +39,5 @@ def serve(app: AppContext, listen: str | None) -> None:
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {service.listen}: {exc.strerror or exc}") from None
     click.echo(f"calltrack web: listening on http://{service.listen}; stop with Ctrl-C", err=True)
-    try:
-        import uvloop  # the faster event loop, when installed (a dependency on Linux)
-
-        loop_factory = uvloop.new_event_loop
-    except ImportError:
-        loop_factory = None
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        code = runner.run(run_services([service]))
+    code = serve_blocking([service])
     raise SystemExit(code)

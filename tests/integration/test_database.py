@@ -62,10 +62,10 @@ def test_a_database_with_foreign_tables_is_not_taken_over(tmp_path: Path) -> Non
     assert "no calltrack schema yet: run `calltrack db upgrade`" in result.output
 
 
-def test_embedded_database_is_created_on_first_use(tmp_path: Path) -> None:
+def test_embedded_database_is_created_on_first_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env = {"XDG_DATA_HOME": str(tmp_path / "xdg"), "CALLTRACK_CONFIG": "", "CALLTRACK_DATABASE_URL": ""}
-    with CliRunner().isolated_filesystem(tmp_path):
-        result = CliRunner().invoke(calltrack, ["accounts", "list"], env=env)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(calltrack, ["accounts", "list"], env=env)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "xdg" / "calltrack" / "calltrack.sqlite3").is_file()
     assert "creating the database" in result.output

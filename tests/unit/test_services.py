@@ -42,3 +42,17 @@ async def test_one_failing_service_stops_the_others_and_fails() -> None:
     healthy = Worker("healthy")
     assert await run_services([healthy, Worker("broken", fail_after=0.01)]) == 1
     assert healthy.finished_cleanly
+
+
+class BusyPort(Worker):
+    async def run(self, stop: asyncio.Event) -> None:
+        raise OSError(98, "Address already in use")
+
+
+async def test_an_expected_failure_is_one_line_without_traceback(caplog) -> None:  # type: ignore[no-untyped-def]
+    healthy = Worker("healthy")
+    assert await run_services([healthy, BusyPort("web")]) == 1
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert record.getMessage() == "service web stopped: [Errno 98] Address already in use"
+    assert record.exc_info is None
+    assert healthy.finished_cleanly
