@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import socket
@@ -38,6 +39,8 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from benchlib import scratch_postgres
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -292,27 +295,6 @@ def free_port() -> int:
 # --- the database of the full route ----------------------------------------------------------
 
 
-def fresh_postgres(base: str) -> tuple[str, Any]:
-    """A new empty PostgreSQL database next to *base*'s, and a function that drops it."""
-    import uuid
-
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"calltrack_agibench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(make_url(base).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(base).set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return url, drop
-
-
 def make_database(
     folder: Path, numbers: int = 200, pool_numbers: int = 50, url: str | None = None
 ) -> tuple[str, list[str]]:
@@ -528,17 +510,15 @@ def main() -> None:
         print(f"\n== full route through `calltrack agi serve` on SQLite ({len(numbers)} numbers, pool leases)")
         route_runs(environ, numbers, levels, args, folder / "server.log")
         if args.postgres:
-            try:
-                pg_url, drop = fresh_postgres(args.postgres)
-            except Exception as exc:
-                print(f"\n== PostgreSQL skipped: {str(exc).splitlines()[0]}")
-            else:
+            with contextlib.ExitStack() as stack:
                 try:
+                    pg_url = stack.enter_context(scratch_postgres(args.postgres, "calltrack_agibench"))
+                except Exception as exc:
+                    print(f"\n== PostgreSQL skipped: {str(exc).splitlines()[0]}")
+                else:
                     make_database(folder, url=pg_url)
                     print(f"\n== full route through `calltrack agi serve` on PostgreSQL ({len(numbers)} numbers)")
                     route_runs({**environ, "CALLTRACK_DATABASE_URL": pg_url}, numbers, levels, args, folder / "pg.log")
-                finally:
-                    drop()
 
         if not args.skip_classic:
             print("\n== classic AGI (one process per call)")

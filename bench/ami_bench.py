@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import multiprocessing as mp
 import os
@@ -29,15 +30,15 @@ import resource
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
+
+from benchlib import scratch_postgres
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import create_engine, func, select, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
 
 from ami_listener.listener import AmiListener  # noqa: E402
 from ami_listener.parser import StreamParser  # noqa: E402
@@ -204,21 +205,6 @@ def end_to_end(url: str, calls: int, workdir: Path, queue_size: int) -> tuple[fl
         proc.join(10)
 
 
-def fresh_postgres(base: str) -> tuple[str, object]:
-    name = f"calltrack_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(make_url(base).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(base).set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return url, drop
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--calls", type=int, default=3000, help="calls in the stream (default 3000)")
@@ -237,25 +223,20 @@ def main() -> None:
         targets.append(("PostgreSQL", args.postgres))
     results = []
     for label, base in targets:
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
             work = Path(tmp)
-            drop = None
             if base is None:
                 url = f"sqlite:///{work / 'bench.sqlite3'}"
             else:
                 try:
-                    url, drop = fresh_postgres(base)
+                    url = stack.enter_context(scratch_postgres(base))
                 except Exception as exc:
                     results.append(f"  {label}: skipped ({str(exc).splitlines()[0]})")
                     continue
             engine = make_engine(url)
             migrate.upgrade(engine)
             engine.dispose()
-            try:
-                elapsed, received, stored, calls = end_to_end(url, args.calls, work, args.queue_size)
-            finally:
-                if drop is not None:
-                    drop()  # type: ignore[operator]
+            elapsed, received, stored, calls = end_to_end(url, args.calls, work, args.queue_size)
             results.append(
                 f"  {label:10s}: {received / elapsed:10,.0f} events/s  ({received} events in {elapsed:.2f} s; "
                 f"{stored} stored after the noise filter; {calls} calls closed)"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -28,9 +29,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from benchlib import scratch_postgres
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -298,26 +300,15 @@ def main() -> None:
     if args.no_postgres:
         return
     pg_url = os.environ.get("CALLTRACK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    try:
-        from sqlalchemy import create_engine, text
-        from sqlalchemy.engine import make_url
-
-        admin = create_engine(make_url(pg_url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
-        name = f"calltrack_bench_{uuid.uuid4().hex[:8]}"
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # not reachable: say so and stop
-        print(f"PostgreSQL skipped: {str(exc).splitlines()[0]}")
-        return
-    url = make_url(pg_url).set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(scratch_postgres(pg_url))
+        except Exception as exc:  # not reachable: say so and stop
+            print(f"PostgreSQL skipped: {str(exc).splitlines()[0]}")
+            return
         key = prepare(url)
         run_one("PostgreSQL, sessions only", url, key, args, heartbeat=False)
         run_one("PostgreSQL, session + heartbeat", url, key, args)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 if __name__ == "__main__":

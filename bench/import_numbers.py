@@ -22,8 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
+
+from benchlib import scratch_postgres
 
 ROOT = Path(__file__).resolve().parents[1]
 CALLTRACK = [sys.executable, "-m", "calltrack.main"]
@@ -164,27 +165,13 @@ def main() -> None:
         )
 
         if opts.postgres:
-            from sqlalchemy import create_engine, text
-            from sqlalchemy.engine import make_url
-
-            name = f"calltrack_bench_{uuid.uuid4().hex[:8]}"
-            admin = create_engine(
-                make_url(opts.postgres).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
-            )
-            with admin.connect() as conn:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
-            try:
-                pg_url = make_url(opts.postgres).set(database=name).render_as_string(hide_password=False)
+            with scratch_postgres(opts.postgres) as pg_url:
                 prepare(pg_url, env)
                 pg_seconds, pg_rss = timed_import(pg_url, csv_path, env)
-                print(
-                    f"  calltrack numbers import (PostgreSQL): {opts.rows / pg_seconds:>8,.0f} rows/s  "
-                    f"({pg_seconds:.2f} s, peak RSS {pg_rss:.0f} MiB)"
-                )
-            finally:
-                with admin.connect() as conn:
-                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                admin.dispose()
+            print(
+                f"  calltrack numbers import (PostgreSQL): {opts.rows / pg_seconds:>8,.0f} rows/s  "
+                f"({pg_seconds:.2f} s, peak RSS {pg_rss:.0f} MiB)"
+            )
 
     help_time = startup([*CALLTRACK, "--help"], opts.repeat)
     pass_time = startup([sys.executable, "-c", "pass"], opts.repeat)
