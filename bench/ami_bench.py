@@ -47,6 +47,7 @@ from schema import migrate  # noqa: E402
 from schema.db import make_engine, make_session_factory  # noqa: E402
 from schema.models import AmiEvent, Call  # noqa: E402
 from tests.fakes.ami_server import (  # noqa: E402
+    SCENARIOS,
     FakeAmiServer,
     Frame,
     Plan,
@@ -57,18 +58,6 @@ from tests.fakes.ami_server import (  # noqa: E402
     with_timestamps,
 )
 
-SCENARIOS = [
-    "answered",
-    "noanswer",
-    "busy",
-    "earlyhangup",
-    "origtimeout",
-    "agihangup",
-    "mixstop",
-    "iax-answered",
-    "classic",
-    "agidown",
-]
 CHUNK = 65536
 
 

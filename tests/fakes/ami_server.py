@@ -33,6 +33,20 @@ BANNER = b"Asterisk Call Manager/11.0.0\r\n"
 CRLF = b"\r\n"
 END = b"\r\n\r\n"
 
+#: every call shape captured in ../shared/asterisk/ami/ (ami-<scenario>.txt)
+SCENARIOS = [
+    "answered",
+    "noanswer",
+    "busy",
+    "earlyhangup",
+    "origtimeout",
+    "agihangup",
+    "mixstop",
+    "iax-answered",
+    "classic",
+    "agidown",
+]
+
 _TIME = re.compile(r"^\[\+\s*([0-9.]+)\] << (.*)$")
 
 

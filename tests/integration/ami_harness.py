@@ -20,20 +20,16 @@ from ami_listener.sink import keep
 from config import AmiServer, AmiSettings, Settings
 from schema.db import make_engine, make_session_factory
 from schema.models import AmiEvent, Call, CallEvent, CallLeg
-from tests.fakes.ami_server import FakeAmiServer, Frame, call_frames, epoch_of, load_capture, with_timestamps
+from tests.fakes.ami_server import (  # noqa: F401  (SCENARIOS is re-exported for the tests)
+    SCENARIOS,
+    FakeAmiServer,
+    Frame,
+    call_frames,
+    epoch_of,
+    load_capture,
+    with_timestamps,
+)
 
-SCENARIOS = [
-    "answered",
-    "noanswer",
-    "busy",
-    "earlyhangup",
-    "origtimeout",
-    "agihangup",
-    "mixstop",
-    "iax-answered",
-    "classic",
-    "agidown",
-]
 RESYNC_EVENTS = {"FullyBooted", "CoreShowChannel", "CoreShowChannelsComplete"}
 
 
