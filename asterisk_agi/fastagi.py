@@ -313,7 +313,7 @@ class Stats:
             f"sessions={s['sessions']} active={s['active']} errors={s['errors']} fallbacks={s['fallbacks']} "
             f"hangups={s['hangups']} timeouts={s['timeouts']} protocol_errors={s['protocol_errors']} "
             f"refused={s['refused']} unknown_scripts={s['unknown_scripts']} "
-            f"p50={s['latency_ms_p50']}ms p99={s['latency_ms_p99']}ms"
+            + (f"p50={s['latency_ms_p50']}ms p99={s['latency_ms_p99']}ms" if s["sessions"] else "no latency yet")
         )
 
 

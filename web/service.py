@@ -43,6 +43,8 @@ def uvicorn_config(app: Any, listen: str, *, log_level: str = "info") -> uvicorn
         server_header=False,
         access_log=False,
         log_level=log_level.lower(),
+        # calltrack's own logging format for uvicorn's lines too (set up by the command)
+        log_config=None,
         lifespan="on",
         timeout_graceful_shutdown=5,
     )
