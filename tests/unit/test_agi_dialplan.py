@@ -33,3 +33,12 @@ def test_sample_dialplan_calls_the_default_listen_address() -> None:
     assert f"AGI(agi://{Settings().agi.listen}/route,${{ARG1}},${{CHANNEL(linkedid)}})" in text
     assert "AGI(calltrack-agi,route," in text  # the classic form is shown too
     assert "[calltrack-fallback]" in text and "calltrack-fallback,s,1" in text
+
+
+def test_sample_dual_channel_option_names_the_files_the_recorder_merges() -> None:
+    from recorder.spool import AGENT_SUFFIX, CALLER_SUFFIX
+
+    text = SAMPLE.read_text()
+    line = next(x for x in text.splitlines() if "MixMonitor(" in x and ",br(" in x)
+    assert f"r(${{CALLTRACK_RECORDING_FILE:0:-4}}{CALLER_SUFFIX}.wav)" in line  # what the caller says
+    assert f"t(${{CALLTRACK_RECORDING_FILE:0:-4}}{AGENT_SUFFIX}.wav)" in line  # what the caller hears
