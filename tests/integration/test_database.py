@@ -84,6 +84,11 @@ def test_bad_settings_file_stops_with_file_and_key(tmp_path: Path) -> None:
     cfg.write_text("[database]\nurll = 'x'\n")
     result = CliRunner().invoke(calltrack, ["--config", str(cfg), "accounts", "list"])
     assert result.exit_code == 1
-    assert result.output == f"Error: settings: {cfg}: database.urll: unknown key (known here: connect_timeout, echo, url)\n"
-    result = CliRunner().invoke(calltrack, ["accounts", "list"], env={"CALLTRACK_CONFIG": str(tmp_path / "missing.toml")})
+    assert (
+        result.output
+        == f"Error: settings: {cfg}: database.urll: unknown key (known here: connect_timeout, echo, url)\n"
+    )
+    result = CliRunner().invoke(
+        calltrack, ["accounts", "list"], env={"CALLTRACK_CONFIG": str(tmp_path / "missing.toml")}
+    )
     assert "missing.toml: no such file" in result.output and result.exit_code == 1
