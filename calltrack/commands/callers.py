@@ -10,6 +10,14 @@ from calltrack.output import emit, format_option
 account_option = click.option("--account", help="Only for this account (default: every account).")
 
 
+def _add(app: AppContext, number: str, kind: str, account: str | None, reason: str | None) -> str:
+    """Put the caller on a list; the key it is stored under (E.164, or the caller ID)."""
+    from tracking.caller_lists import add_entry
+
+    with app.session() as session:
+        return add_entry(session, app.settings, number, kind, account, reason).number
+
+
 @click.group("callers")
 def group() -> None:
     """Blocked callers (refused) and do-not-track callers (routed, nothing stored)."""
@@ -22,11 +30,8 @@ def group() -> None:
 @pass_app
 def block(app: AppContext, number: str, account: str | None, reason: str | None) -> None:
     """Refuse calls from NUMBER (a phone number, or a caller ID such as anonymous)."""
-    from tracking.caller_lists import add_entry
-
-    with app.session() as session:
-        entry = add_entry(session, app.settings, number, "blocked", account, reason)
-        click.echo(f"blocked {entry.number}{' for ' + account if account else ' for every account'}")
+    key = _add(app, number, "blocked", account, reason)
+    click.echo(f"blocked {key}{' for ' + account if account else ' for every account'}")
 
 
 @group.command("do-not-track")
@@ -36,11 +41,8 @@ def block(app: AppContext, number: str, account: str | None, reason: str | None)
 @pass_app
 def do_not_track(app: AppContext, number: str, account: str | None, reason: str | None) -> None:
     """Route calls from NUMBER but store nothing about the caller."""
-    from tracking.caller_lists import add_entry
-
-    with app.session() as session:
-        entry = add_entry(session, app.settings, number, "do-not-track", account, reason)
-        click.echo(f"{entry.number} is not tracked{' for ' + account if account else ' for any account'}")
+    key = _add(app, number, "do-not-track", account, reason)
+    click.echo(f"{key} is not tracked{' for ' + account if account else ' for any account'}")
 
 
 @group.command("remove")

@@ -38,29 +38,24 @@ def group() -> None:
     """Which sources and numbers made the phone ring."""
 
 
-@group.command("sources")
-@report_options
-@pass_app
-def sources(
-    app: AppContext, account: str | None, since: dt.datetime | None, until: dt.datetime | None, fmt: str
-) -> None:
-    """Calls per marketing source: answered, missed, first-time callers, talk time."""
-    from tracking.reports import by_source
+def _report(name: str, columns: list[str], help_text: str) -> None:
+    """Register `reports NAME`, which lists tracking.reports.by_NAME's rows."""
 
-    with app.session() as session:
-        rows = by_source(session, account=account, since=since, until=until)
-    emit(rows, fmt, ["account", "source", *MEASURES])
+    @group.command(name, help=help_text)
+    @report_options
+    @pass_app
+    def command(
+        app: AppContext, account: str | None, since: dt.datetime | None, until: dt.datetime | None, fmt: str
+    ) -> None:
+        from tracking import reports
+
+        build = {"sources": reports.by_source, "numbers": reports.by_number}[name]
+        with app.session() as session:
+            rows = build(session, account=account, since=since, until=until)
+        emit(rows, fmt, [*columns, *MEASURES])
 
 
-@group.command("numbers")
-@report_options
-@pass_app
-def numbers(
-    app: AppContext, account: str | None, since: dt.datetime | None, until: dt.datetime | None, fmt: str
-) -> None:
-    """Calls per tracking number dialled."""
-    from tracking.reports import by_number
-
-    with app.session() as session:
-        rows = by_number(session, account=account, since=since, until=until)
-    emit(rows, fmt, ["account", "number", "label", *MEASURES])
+_report(
+    "sources", ["account", "source"], "Calls per marketing source: answered, missed, first-time callers, talk time."
+)
+_report("numbers", ["account", "number", "label"], "Calls per tracking number dialled.")
