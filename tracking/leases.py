@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, aliased
 
 from schema.models import Account, NumberPool, PoolLease, Source, TrackingNumber, VisitorSession, utcnow
 from tracking.accounts import get_account
+from tracking.pools import pool_sizes
 
 logger = logging.getLogger(__name__)
 
@@ -229,13 +230,7 @@ def pool_status(
     query = query.outerjoin(Source, Source.id == NumberPool.source_id).order_by(Account.name, NumberPool.name)
     if account_name:
         query = query.where(NumberPool.account_id == get_account(session, account_name).id)
-    sizes = dict(
-        session.execute(
-            select(TrackingNumber.pool_id, func.count())
-            .where(TrackingNumber.pool_id.is_not(None), TrackingNumber.status == "active")
-            .group_by(TrackingNumber.pool_id)
-        ).all()
-    )
+    sizes = pool_sizes(session)
     live = dict(
         session.execute(
             select(PoolLease.pool_id, func.count()).where(PoolLease.expires_at > now).group_by(PoolLease.pool_id)

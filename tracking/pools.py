@@ -94,13 +94,18 @@ def add_numbers(
     return out
 
 
-def list_pools(session: Session, account_name: str | None = None) -> list[dict[str, Any]]:
+def pool_sizes(session: Session) -> dict[int, int]:
+    """Active numbers per pool id."""
     counts = session.execute(
         select(TrackingNumber.pool_id, func.count())
         .where(TrackingNumber.pool_id.is_not(None), TrackingNumber.status == "active")
         .group_by(TrackingNumber.pool_id)
     )
-    sizes = {pool_id: count for pool_id, count in counts}
+    return {pool_id: count for pool_id, count in counts if pool_id is not None}
+
+
+def list_pools(session: Session, account_name: str | None = None) -> list[dict[str, Any]]:
+    sizes = pool_sizes(session)
     query = select(NumberPool).options(joinedload(NumberPool.account)).order_by(NumberPool.name)
     if account_name:
         query = query.where(NumberPool.account_id == get_account(session, account_name).id)
