@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -96,7 +96,3 @@ def upsert_calls(
         table.c.linkedid, table.c.id, sort_by_parameter_order=True
     )
     return {linkedid: call_id for linkedid, call_id in session.execute(stmt, params)}
-
-
-def find_call(session: Session, system: str, linkedid: str) -> Call | None:
-    return session.scalar(select(Call).where(Call.system == system, Call.linkedid == linkedid))

@@ -45,14 +45,24 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def caller_spellings(number: str, settings: Settings) -> list[str]:
-    """The ways the number may appear in call rows and raw events (E.164, national digits, digits with 1)."""
+@dataclass(frozen=True)
+class Caller:
+    """One caller's number, and the ways it may appear in call rows and raw events."""
+
+    e164: str
+    #: the national significant number: inside every spelling (+14045551234, 14045551234, 4045551234)
+    national: str
+    spellings: list[str]
+
+
+def caller(number: str, settings: Settings) -> Caller:
     e164 = phone.normalize(number, settings.numbers.default_region)
     import phonenumbers
 
     parsed = phonenumbers.parse(e164, None)
     national = str(parsed.national_number)
-    return sorted({e164, e164.lstrip("+"), national, f"{parsed.country_code}{national}"}, key=len, reverse=True)
+    spellings = sorted({e164, e164.lstrip("+"), national, f"{parsed.country_code}{national}"})
+    return Caller(e164, national, spellings)
 
 
 def _rows(session: Session, statement: Any) -> int:
@@ -73,7 +83,8 @@ def _calls_of(session: Session, spellings: list[str]) -> list[Call]:
 
 def export_caller(session: Session, settings: Settings, number: str) -> dict[str, Any]:
     """Everything calltrack holds about the caller, as one JSON-ready object."""
-    spellings = caller_spellings(number, settings)
+    who = caller(number, settings)
+    spellings = who.spellings
     calls = _calls_of(session, spellings)
     ids = [c.id for c in calls]
     legs: dict[int, list[CallLeg]] = {}
@@ -93,7 +104,7 @@ def export_caller(session: Session, settings: Settings, number: str) -> dict[str
     )
     lists = session.scalars(select(CallerListEntry).where(CallerListEntry.number.in_(spellings)))
     return {
-        "number": phone.normalize(number, settings.numbers.default_region),
+        "number": who.e164,
         "exported_at": utcnow().isoformat(),
         "calls": [
             {
@@ -204,20 +215,18 @@ def _delete_calls(session: Session, calls: list[Call], erased: Erased) -> None:
 
 def erase_caller(session: Session, settings: Settings, number: str, actor: str) -> Erased:
     """Remove everything about the caller. The caller lists keep the number (a block must keep working)."""
-    spellings = caller_spellings(number, settings)
+    who = caller(number, settings)
+    spellings = who.spellings
     erased = Erased()
     _delete_calls(session, _calls_of(session, spellings), erased)
     # Raw events of other calls that still name the number (a transfer leg, a call not yet correlated).
-    # The national digits are inside every spelling (+14045551234, 14045551234, 4045551234).
-    e164 = phone.normalize(number, settings.numbers.default_region)
-    national = min(spellings, key=len)
     payload = cast(AmiEvent.payload, String)
-    erased.raw_events += _rows(session, delete(AmiEvent).where(payload.contains(national)))
+    erased.raw_events += _rows(session, delete(AmiEvent).where(payload.contains(who.national)))
     erased.sms += _rows(
         session,
         delete(SmsMessage).where(or_(SmsMessage.from_number.in_(spellings), SmsMessage.to_number.in_(spellings))),
     )
-    session.add(AuditEntry(actor=actor, action="privacy.erase", target=_masked(e164), detail=erased.as_dict()))
+    session.add(AuditEntry(actor=actor, action="privacy.erase", target=_masked(who.e164), detail=erased.as_dict()))
     session.flush()
     return erased
 
