@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/ami_bench.py [--calls 3000] [--postgres URL] [--no-postgres]
 
-The stream is built from the real Asterisk 22 captures in ../shared/asterisk/ami
+The stream is built from the real Asterisk 22 captures in tests/fixtures/asterisk/ami
 (every scenario, renumbered so each copy is its own call, started 50 ms apart so
 many calls overlap).  Figures printed, all measured in this run:
 

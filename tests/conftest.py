@@ -26,15 +26,16 @@ from config import DatabaseSettings, GeneralSettings, Settings
 from schema import migrate
 from schema.db import make_engine
 from schema.models import Base
+from tests.fixtures import ASTERISK
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "asterisk"
+SHARED = ASTERISK
 PG_URL = os.environ.get("CALLTRACK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ["sqlite", "postgresql"]
 
 
 @pytest.fixture(scope="session")
 def asterisk_traffic() -> Path:
-    """The folder of real Asterisk 22 traffic (../shared/asterisk)."""
+    """The folder of real Asterisk 22 traffic (tests/fixtures/asterisk)."""
     if not SHARED.is_dir():
         pytest.fail(f"recorded Asterisk traffic not found at {SHARED}")
     return SHARED

@@ -1,6 +1,6 @@
 """A small fake Asterisk AMI peer for one-shot actions (MixMonitorMute).
 
-It speaks with the real bytes of Asterisk 22 from ../shared/asterisk/ami/ami-answered.txt:
+It speaks with the real bytes of Asterisk 22 from tests/fixtures/asterisk/ami/ami-answered.txt:
 the banner line, the Login reply (its ActionID swapped for the client's) and the
 FullyBooted event; an action's reply is built like the recorded StopMixMonitor
 reply (``Response: Success`` / ``ActionID``), and errors use Asterisk's own

@@ -1,6 +1,6 @@
 """A fake Asterisk AMI server on a real TCP socket, replaying recorded streams.
 
-The streams are the byte-for-byte captures in ../shared/asterisk/ami/.  The
+The streams are the byte-for-byte captures in tests/fixtures/asterisk/ami/.  The
 server sends the banner, answers Login (accepting or refusing), Ping,
 CoreShowChannels, Status and Logoff like Asterisk 22, and replays the recorded
 events after a successful login:
@@ -28,12 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "asterisk"
+from tests.fixtures import ASTERISK
+
+SHARED = ASTERISK
 BANNER = b"Asterisk Call Manager/11.0.0\r\n"
 CRLF = b"\r\n"
 END = b"\r\n\r\n"
 
-#: every call shape captured in ../shared/asterisk/ami/ (ami-<scenario>.txt)
+#: every call shape captured in tests/fixtures/asterisk/ami/ (ami-<scenario>.txt)
 SCENARIOS = [
     "answered",
     "noanswer",

@@ -1,4 +1,4 @@
-"""A fake Asterisk for AGI tests, built from the real Asterisk 22 transcripts in ../shared/asterisk/.
+"""A fake Asterisk for AGI tests, built from the real Asterisk 22 transcripts in tests/fixtures/asterisk/.
 
 It sends the environment of a recorded session (with the fields a test changes),
 answers ``GET VARIABLE`` from a dict, records ``SET VARIABLE`` after parsing the
@@ -21,9 +21,10 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "asterisk"
+from tests.fixtures import ASTERISK
+
+SHARED = ASTERISK
 FASTAGI_SESSION = "fastagi-001-8005550100-1795915078.1.from-asterisk.raw"
 CLASSIC_ENV = "agi-classic/env.txt"
 
