@@ -94,6 +94,8 @@ class CallState:
     #: answers inside the call (a Local channel's own Dial): dialling uniqueid -> the channel that answered
     inner_answers: dict[str, str] = field(default_factory=dict)
     lost: str | None = None
+    #: the route set CALLTRACK_STATUS=blocked
+    blocked: bool = False
     closed: bool = False
 
 
@@ -465,7 +467,15 @@ class Correlator:
             leg.answered_at = at
 
     def on_varset(self, p: dict[str, Any], at: dt.datetime, seq: int) -> None:
-        if p.get("Variable") != "MIXMONITOR_FILENAME":
+        variable = p.get("Variable")
+        if variable == "CALLTRACK_STATUS":
+            # the route refused a blocked caller: the call ends as blocked, not as failed
+            if _clean(p.get("Value")) == "blocked":
+                call = self.on_channel(p, at, seq)
+                if call is not None:
+                    call.blocked = True
+            return
+        if variable != "MIXMONITOR_FILENAME":
             return
         call = self.on_channel(p, at, seq)
         value = _clean(p.get("Value"))
@@ -673,7 +683,9 @@ def _answered_at(call: CallState) -> dt.datetime | None:
 
 
 def _disposition(call: CallState) -> str:
-    """answered, missed, busy, abandoned or failed, from what the call went through."""
+    """answered, missed, busy, abandoned or failed, from what the call went through; blocked when refused."""
+    if call.blocked:
+        return "blocked"
     if _answered_at(call) is not None:
         return "answered"
     status = call.dial_status

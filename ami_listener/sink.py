@@ -35,7 +35,7 @@ from ami_listener.parser import Message
 from ami_listener.spool import Spool, StoredEvent, make_event
 from schema.models import AmiEvent, Call, CallerListEntry, CallEvent, CallLeg
 from tracking.caller_info import UNKNOWN, CallerInfo, describe_number
-from tracking.calls import upsert_calls
+from tracking.calls import BLOCKED, upsert_calls
 from tracking.phone import try_normalize
 
 logger = logging.getLogger(__name__)
@@ -248,26 +248,33 @@ class CallWriter:
         lines = [{"call_id": call_id, **line} for call_id, snap in closed for line in snap.timeline]
         if lines:
             session.execute(insert(CallEvent), lines)
-        # first-time caller: no earlier call (by start) to the same account from the same number
+        # first-time caller: no earlier call (by start) to the same account from the same number;
+        # calls without an account (unknown numbers) and blocked calls (spam) have no first time
         table: Any = Call.__table__
         mine = session.execute(
-            select(table.c.id, table.c.account_id, table.c.caller_number, table.c.started_at).where(
-                table.c.id.in_(call_ids)
-            )
+            select(
+                table.c.id, table.c.account_id, table.c.caller_number, table.c.started_at, table.c.disposition
+            ).where(table.c.id.in_(call_ids))
         ).all()
         numbers = {row.caller_number for row in mine if row.caller_number}
         earliest: dict[tuple[int | None, str], Any] = {}
         if numbers:
             query = (
                 select(table.c.account_id, table.c.caller_number, func.min(table.c.started_at))
-                .where(table.c.caller_number.in_(numbers), table.c.started_at.is_not(None))
+                .where(
+                    table.c.caller_number.in_(numbers),
+                    table.c.started_at.is_not(None),
+                    table.c.account_id.is_not(None),
+                    table.c.disposition.is_(None) | (table.c.disposition != BLOCKED),
+                )
                 .group_by(table.c.account_id, table.c.caller_number)
             )
             earliest = {(acc, num): first for acc, num, first in session.execute(query)}
         updates = []
         for row in mine:
             first = None
-            if row.caller_number and row.started_at is not None:
+            counted = row.account_id is not None and row.disposition != BLOCKED
+            if counted and row.caller_number and row.started_at is not None:
                 first = row.started_at <= earliest.get((row.account_id, row.caller_number), row.started_at)
             updates.append({"call_id": row.id, "first": first})
         session.execute(

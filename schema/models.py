@@ -272,6 +272,8 @@ class Call(Base):
     first_time: Mapped[bool | None]
     #: the route handler's CALLTRACK_STATUS
     route_status: Mapped[str | None] = mapped_column(String(20))
+    #: the route found the number's business hours closed (CALLTRACK_AFTER_HOURS); None when it did not decide
+    after_hours: Mapped[bool | None]
     dial: Mapped[str | None] = mapped_column(String(500))
     started_at: Mapped[dt.datetime | None]
     ringing_at: Mapped[dt.datetime | None]
@@ -283,7 +285,8 @@ class Call(Base):
     talk_time: Mapped[float | None] = mapped_column(Float)
     answered_by: Mapped[str | None] = mapped_column(String(200))
     hangup_cause: Mapped[int | None]
-    #: answered, missed, busy, abandoned, failed; None while live
+    #: answered, missed, busy, abandoned, failed, or blocked (the route refused a blocked caller: set by
+    #: the route, never overwritten by the listener); None while live
     disposition: Mapped[str | None] = mapped_column(String(16))
     recording_file: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -4,6 +4,10 @@ A call is keyed by (Asterisk system name, linkedid of the inbound channel).  Bot
 writers use :func:`upsert_call`, an idempotent INSERT ... ON CONFLICT DO UPDATE
 that sets only the columns the writer knows, so either may arrive first and a
 retried AGI never creates a second call.
+
+A ``blocked`` disposition is the route's verdict on a caller it refused; it
+sticks: the listener's later writes (live, then ``failed`` when the caller is
+hung up) never replace it.
 """
 
 from __future__ import annotations
@@ -11,13 +15,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import case, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from schema.models import Call, utcnow
 
 _COLUMNS = {c.name for c in Call.__table__.columns} - {"id", "system", "linkedid", "created_at"}
+BLOCKED = "blocked"
+
+
+def _update(table: Any, excluded: Any, key: str, keep_existing: frozenset[str] | set[str]) -> Any:
+    """What column *key* becomes when the row exists already."""
+    if key in keep_existing:
+        return func.coalesce(table.c[key], excluded[key])
+    if key == "disposition":
+        return case((table.c.disposition == BLOCKED, table.c.disposition), else_=excluded.disposition)
+    return excluded[key]
 
 
 def upsert_call(
@@ -48,10 +62,7 @@ def upsert_call(
     table = Call.__table__
     updates: dict[str, Any] = {"updated_at": now}
     for key in values:
-        if key in keep_existing:
-            updates[key] = func.coalesce(table.c[key], stmt.excluded[key])
-        else:
-            updates[key] = stmt.excluded[key]
+        updates[key] = _update(table, stmt.excluded, key, keep_existing)
     stmt = stmt.on_conflict_do_update(index_elements=["system", "linkedid"], set_=updates).returning(table.c.id)
     call_id: int = session.execute(stmt).scalar_one()
     return call_id
@@ -88,10 +99,7 @@ def upsert_calls(
     stmt: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
     updates: dict[str, Any] = {"updated_at": stmt.excluded.updated_at}
     for key in columns:
-        if key in keep_existing:
-            updates[key] = func.coalesce(table.c[key], stmt.excluded[key])
-        else:
-            updates[key] = stmt.excluded[key]
+        updates[key] = _update(table, stmt.excluded, key, keep_existing)
     stmt = stmt.on_conflict_do_update(index_elements=["system", "linkedid"], set_=updates).returning(
         table.c.linkedid, table.c.id, sort_by_parameter_order=True
     )

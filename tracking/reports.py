@@ -1,4 +1,17 @@
-"""Reports: which sources (and which tracking numbers) made the phone ring."""
+"""Reports: which sources (and which tracking numbers) made the phone ring.
+
+What a row counts, so spam and calls in progress do not distort it:
+
+- ``calls`` leaves out blocked callers (``blocked``, counted apart);
+- ``missed`` (nobody answered in time) and ``abandoned`` (the caller gave up) are two columns;
+- ``answer_rate`` is answered over the calls that ended: a live call is neither
+  answered nor missed yet (``live``, counted apart);
+- ``first_time`` counts first-time callers of calls that reached an account;
+- ``after_hours`` counts the calls that came in while the number's business hours were closed.
+
+Every source (and every active tracking number) of the accounts reported on has a
+row, zeros when it had no calls.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +23,45 @@ from sqlalchemy.orm import Session
 
 from schema.models import Account, Call, Source, TrackingNumber
 from tracking.accounts import get_account
+from tracking.calls import BLOCKED
+
+#: the numbers of a report row, in column order
+MEASURES = [
+    "calls",
+    "answered",
+    "missed",
+    "abandoned",
+    "busy",
+    "failed",
+    "live",
+    "blocked",
+    "after_hours",
+    "first_time",
+    "answer_rate",
+    "avg_talk_seconds",
+    "talk_minutes",
+]
 
 
 def _measures() -> list[Any]:
     disp = Call.disposition
+    counted = disp.is_(None) | (disp != BLOCKED)
+
+    def count(condition: Any) -> Any:
+        return func.sum(case((condition, 1), else_=0))
+
     return [
-        func.count(Call.id).label("calls"),
-        func.sum(case((disp == "answered", 1), else_=0)).label("answered"),
-        func.sum(case((disp.in_(("missed", "abandoned")), 1), else_=0)).label("missed"),
-        func.sum(case((disp == "busy", 1), else_=0)).label("busy"),
-        func.sum(case((disp == "failed", 1), else_=0)).label("failed"),
-        func.sum(case((Call.first_time.is_(True), 1), else_=0)).label("first_time"),
-        func.sum(case((disp.is_(None), 1), else_=0)).label("live"),
-        func.sum(func.coalesce(Call.talk_time, 0)).label("talk"),
+        count(counted).label("calls"),
+        count(disp == "answered").label("answered"),
+        count(disp == "missed").label("missed"),
+        count(disp == "abandoned").label("abandoned"),
+        count(disp == "busy").label("busy"),
+        count(disp == "failed").label("failed"),
+        count(disp.is_(None)).label("live"),
+        count(disp == BLOCKED).label("blocked"),
+        count(counted & Call.after_hours.is_(True)).label("after_hours"),
+        count(counted & Call.first_time.is_(True) & Call.account_id.is_not(None)).label("first_time"),
+        func.sum(case((disp == "answered", func.coalesce(Call.talk_time, 0)), else_=0)).label("talk"),
     ]
 
 
@@ -38,29 +77,33 @@ def _filtered(
     return query
 
 
-def _row(keys: dict[str, Any], m: Any) -> dict[str, Any]:
-    calls = int(m.calls or 0)
-    answered = int(m.answered or 0)
-    talk = float(m.talk or 0.0)
+def _row(keys: dict[str, Any], m: Any | None) -> dict[str, Any]:
+    def value(name: str) -> int:
+        return int(getattr(m, name) or 0) if m is not None else 0
+
+    calls, answered, live = value("calls"), value("answered"), value("live")
+    talk = float(m.talk or 0.0) if m is not None else 0.0
+    ended = calls - live
     return {
         **keys,
-        "calls": calls,
-        "answered": answered,
-        "missed": int(m.missed or 0),
-        "busy": int(m.busy or 0),
-        "failed": int(m.failed or 0),
-        "live": int(m.live or 0),
-        "first_time": int(m.first_time or 0),
-        "answer_rate": round(100.0 * answered / calls, 1) if calls else None,
+        **{name: value(name) for name in MEASURES[:10]},
+        "answer_rate": round(100.0 * answered / ended, 1) if ended else None,
         "avg_talk_seconds": round(talk / answered, 1) if answered else None,
         "talk_minutes": round(talk / 60.0, 1),
     }
 
 
+def _accounts(session: Session, account: str | None) -> Select[Any]:
+    query = select(Account.id)
+    if account:
+        query = query.where(Account.id == get_account(session, account).id)
+    return query
+
+
 def by_source(
     session: Session, *, account: str | None = None, since: dt.datetime | None = None, until: dt.datetime | None = None
 ) -> list[dict[str, Any]]:
-    """One row per account and source; calls no source was found for are grouped as '(none)'."""
+    """One row per account and source (zeros for a source without calls); calls without a source as '(none)'."""
     query = (
         select(Account.name.label("account"), Source.name.label("source"), *_measures())
         .select_from(Call)
@@ -68,17 +111,23 @@ def by_source(
         .outerjoin(Source, Source.id == Call.source_id)
         .group_by(Account.name, Source.name)
     )
-    rows = [
-        _row({"account": m.account or "(unknown)", "source": m.source or "(none)"}, m)
+    rows = {
+        (m.account or "(unknown)", m.source or "(none)"): _row(
+            {"account": m.account or "(unknown)", "source": m.source or "(none)"}, m
+        )
         for m in session.execute(_filtered(session, query, account, since, until))
-    ]
-    return sorted(rows, key=lambda r: (r["account"], -r["calls"], r["source"]))
+    }
+    every = select(Account.name, Source.name).join(Source, Source.account_id == Account.id)
+    for acc_name, src_name in session.execute(every.where(Account.id.in_(_accounts(session, account)))):
+        rows.setdefault((acc_name, src_name), _row({"account": acc_name, "source": src_name}, None))
+    return sorted(rows.values(), key=lambda r: (r["account"], -r["calls"], -r["blocked"], r["source"]))
 
 
 def by_number(
     session: Session, *, account: str | None = None, since: dt.datetime | None = None, until: dt.datetime | None = None
 ) -> list[dict[str, Any]]:
-    """One row per tracking number dialled (unknown numbers too, as Asterisk gave them)."""
+    """One row per tracking number dialled (unknown numbers too, as Asterisk gave them; zeros for an
+    active number without calls)."""
     query = (
         select(
             Account.name.label("account"),
@@ -91,8 +140,17 @@ def by_number(
         .outerjoin(TrackingNumber, TrackingNumber.id == Call.tracking_number_id)
         .group_by(Account.name, Call.tracking_number, TrackingNumber.label)
     )
-    rows = [
-        _row({"account": m.account or "(unknown)", "number": m.number or "(unknown)", "label": m.label}, m)
+    rows = {
+        (m.account or "(unknown)", m.number or "(unknown)"): _row(
+            {"account": m.account or "(unknown)", "number": m.number or "(unknown)", "label": m.label}, m
+        )
         for m in session.execute(_filtered(session, query, account, since, until))
-    ]
-    return sorted(rows, key=lambda r: (r["account"], -r["calls"], r["number"]))
+    }
+    active = (
+        select(Account.name, TrackingNumber.number, TrackingNumber.label)
+        .join(TrackingNumber, TrackingNumber.account_id == Account.id)
+        .where(TrackingNumber.status == "active", Account.id.in_(_accounts(session, account)))
+    )
+    for acc_name, number, label in session.execute(active):
+        rows.setdefault((acc_name, number), _row({"account": acc_name, "number": number, "label": label}, None))
+    return sorted(rows.values(), key=lambda r: (r["account"], -r["calls"], -r["blocked"], r["number"]))

@@ -250,6 +250,8 @@ def decide(
         "visit": visit,
     }
     if blocked:
+        # spam is nobody's first call: a blocked caller gets no first-time flag
+        common["first_time"] = None
         return Decision(STATUS_BLOCKED, "", 0, reason="caller is on the blocked list", **common)
     open_now = _open_or_fail_open(info, at)
     dial = info.forward_to
@@ -358,7 +360,8 @@ SELECT tn.id, tn.number, tn.account_id, tn.source_id, tn.pool_id, tn.forward_to,
        (SELECT count(*) FROM caller_lists cl WHERE cl.kind = 'do-not-track' AND cl.number IN (:caller, :caller_raw)
           AND (cl.account_id IS NULL OR cl.account_id = tn.account_id)),
        CASE WHEN EXISTS (SELECT 1 FROM calls c WHERE c.caller_number = :caller AND c.account_id + 0 = tn.account_id
-          AND NOT (c.system = :system AND c.linkedid = :linkedid)) THEN 1 ELSE 0 END
+          AND NOT (c.system = :system AND c.linkedid = :linkedid)
+          AND (c.disposition IS NULL OR c.disposition <> 'blocked')) THEN 1 ELSE 0 END
 FROM tracking_numbers tn
 JOIN accounts a ON a.id = tn.account_id
 LEFT JOIN sources s ON s.id = tn.source_id
@@ -405,6 +408,8 @@ CALL_COLUMNS = (
     "route_status",
     "dial",
     "started_at",
+    "after_hours",
+    "disposition",
 )
 
 # Built from the constant CALL_COLUMNS only; every value is a bound parameter.
@@ -970,6 +975,12 @@ class CallRouter:
             "route_status": decision.status,
             "dial": decision.dial or None,
             "started_at": request.at,
+            # only where the number's hours were read; unknown numbers and blocked callers have none
+            "after_hours": decision.after_hours
+            if decision.number_id is not None and decision.status in (STATUS_OK, STATUS_FALLBACK)
+            else None,
+            # a blocked call's outcome is known now; the listener's upsert never overwrites it
+            "disposition": "blocked" if decision.status == STATUS_BLOCKED else None,
         }
 
     def spool(self, request: RouteRequest, decision: Decision) -> None:

@@ -12,7 +12,7 @@ from calltrack.options import TimeType
 from calltrack.output import emit, emit_record, format_option
 
 if TYPE_CHECKING:
-    from schema.models import Call
+    from schema.models import Call, VisitorSession
 
 #: the JSON fields of `calls list` (documented in README.md)
 FIELDS = [
@@ -35,8 +35,27 @@ FIELDS = [
     "answered_by",
     "hangup_cause",
     "disposition",
+    "after_hours",
     "recording",
+    "visit",
 ]
+#: the website visit behind a pool-number call (`visit` in JSON, `visit_*` columns in CSV)
+VISIT_FIELDS = [
+    "landing_url",
+    "referrer",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+    "gclid",
+    "gbraid",
+    "wbraid",
+    "pages_seen",
+    "started_at",
+    "last_seen_at",
+]
+CSV_FIELDS = [f for f in FIELDS if f != "visit"] + [f"visit_{f}" for f in VISIT_FIELDS]
 TABLE_COLUMNS = [
     "id",
     "started_at",
@@ -49,14 +68,45 @@ TABLE_COLUMNS = [
     "talk_time",
     "answered_by",
 ]
-STATUSES = ["answered", "missed", "busy", "abandoned", "failed", "live"]
+STATUSES = ["answered", "missed", "busy", "abandoned", "failed", "blocked", "live"]
 
 
 def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def call_record(call: Call, account: str | None, source: str | None) -> dict[str, Any]:
+def visit_record(visit: VisitorSession | None) -> dict[str, Any] | None:
+    """What the website visit told about the caller's origin (None: the call came without one)."""
+    if visit is None:
+        return None
+    return {
+        "landing_url": visit.landing_url,
+        "referrer": visit.referrer,
+        "utm_source": visit.utm_source,
+        "utm_medium": visit.utm_medium,
+        "utm_campaign": visit.utm_campaign,
+        "utm_term": visit.utm_term,
+        "utm_content": visit.utm_content,
+        "gclid": visit.gclid,
+        "gbraid": visit.gbraid,
+        "wbraid": visit.wbraid,
+        "pages_seen": visit.pages_seen,
+        "started_at": _iso(visit.started_at),
+        "last_seen_at": _iso(visit.last_seen_at),
+    }
+
+
+def _flat(record: dict[str, Any]) -> dict[str, Any]:
+    """*record* with its visit as ``visit_*`` columns (CSV and tables have no nested values)."""
+    out = {k: v for k, v in record.items() if k != "visit"}
+    visit = record.get("visit") or {}
+    out.update({f"visit_{f}": visit.get(f) for f in VISIT_FIELDS})
+    return out
+
+
+def call_record(
+    call: Call, account: str | None, source: str | None, visit: VisitorSession | None = None
+) -> dict[str, Any]:
     return {
         "id": call.id,
         "system": call.system,
@@ -77,7 +127,9 @@ def call_record(call: Call, account: str | None, source: str | None) -> dict[str
         "answered_by": call.answered_by,
         "hangup_cause": call.hangup_cause,
         "disposition": call.disposition or "",
+        "after_hours": call.after_hours,
         "recording": call.recording_file,
+        "visit": visit_record(visit),
     }
 
 
@@ -91,6 +143,12 @@ def group() -> None:
 @click.option("--account", help="Only this account's calls.")
 @click.option("--source", help="Only calls attributed to this source.")
 @click.option("--status", type=click.Choice(STATUSES), help="Only calls with this disposition (live: not ended).")
+@click.option(
+    "--after-hours/--in-hours",
+    "after_hours",
+    default=None,
+    help="Only calls that came while the number's business hours were closed (or open).",
+)
 @click.option("--limit", type=int, default=1000, show_default=True, help="At most this many calls, newest first.")
 @format_option
 @pass_app
@@ -100,20 +158,22 @@ def list_(
     account: str | None,
     source: str | None,
     status: str | None,
+    after_hours: bool | None,
     limit: int,
     fmt: str,
 ) -> None:
     """List calls, newest first."""
     from sqlalchemy import select
 
-    from schema.models import Account, Call, Source
+    from schema.models import Account, Call, Source, VisitorSession
     from tracking.errors import NotFound
 
     with app.session() as session:
         query = (
-            select(Call, Account.name, Source.name)
+            select(Call, Account.name, Source.name, VisitorSession)
             .outerjoin(Account, Account.id == Call.account_id)
             .outerjoin(Source, Source.id == Call.source_id)
+            .outerjoin(VisitorSession, VisitorSession.id == Call.visitor_session_id)
         )
         acc: Account | None = None
         if since is not None:
@@ -134,9 +194,15 @@ def list_(
             query = query.where(Call.disposition.is_(None))
         elif status is not None:
             query = query.where(Call.disposition == status)
+        if after_hours is not None:
+            # in hours: the route found the number open (calls it did not judge have no hours)
+            query = query.where(Call.after_hours.is_(after_hours))
         query = query.order_by(Call.started_at.desc().nulls_last(), Call.id.desc()).limit(limit)
-        rows = [call_record(call, acc_name, src_name) for call, acc_name, src_name in session.execute(query)]
-    emit(rows, fmt, TABLE_COLUMNS if fmt == "table" else FIELDS)
+        rows = [call_record(*row) for row in session.execute(query)]
+    if fmt == "json":
+        emit(rows, fmt, FIELDS)
+    else:
+        emit([_flat(r) for r in rows], fmt, TABLE_COLUMNS if fmt == "table" else CSV_FIELDS)
 
 
 @group.command("show")
@@ -149,7 +215,7 @@ def show(app: AppContext, call_id: str, fmt: str) -> None:
 
     from sqlalchemy import select
 
-    from schema.models import Account, Call, CallEvent, CallLeg, Source
+    from schema.models import Account, Call, CallEvent, CallLeg, Source, VisitorSession
     from tracking.errors import NotFound
 
     with app.session() as session:
@@ -163,7 +229,8 @@ def show(app: AppContext, call_id: str, fmt: str) -> None:
         call = calls[0]
         account = session.scalar(select(Account.name).where(Account.id == call.account_id)) if call.account_id else None
         source = session.scalar(select(Source.name).where(Source.id == call.source_id)) if call.source_id else None
-        record = call_record(call, account, source)
+        visit = session.get(VisitorSession, call.visitor_session_id) if call.visitor_session_id else None
+        record = call_record(call, account, source, visit)
         record["caller_country"] = call.caller_country
         record["caller_line_type"] = call.caller_line_type
         record["route_status"] = call.route_status
@@ -188,9 +255,14 @@ def show(app: AppContext, call_id: str, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps({**record, "legs": leg_rows, "timeline": timeline}, indent=2, ensure_ascii=False))
         return
-    emit_record(record, fmt)
     if fmt == "csv":
+        emit_record(_flat(record), fmt)
         return
+    flat = {k: v for k, v in record.items() if k != "visit"}
+    if visit is not None:
+        # only what the visit told: a call without a website visit shows no empty visit lines
+        flat.update({f"visit_{k}": v for k, v in (record["visit"] or {}).items() if v not in (None, "")})
+    emit_record(flat, fmt)
     click.echo("")
     click.echo("legs:")
     emit(leg_rows, "table")

@@ -11,19 +11,7 @@ import click
 from calltrack.context import AppContext, pass_app
 from calltrack.options import TimeType
 from calltrack.output import emit, format_option
-
-MEASURES = [
-    "calls",
-    "answered",
-    "missed",
-    "busy",
-    "failed",
-    "live",
-    "first_time",
-    "answer_rate",
-    "avg_talk_seconds",
-    "talk_minutes",
-]
+from tracking.reports import MEASURES
 
 
 def report_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -56,6 +44,8 @@ def _report(name: str, columns: list[str], help_text: str) -> None:
 
 
 _report(
-    "sources", ["account", "source"], "Calls per marketing source: answered, missed, first-time callers, talk time."
+    "sources",
+    ["account", "source"],
+    "Calls per marketing source: answered, missed, abandoned, blocked, after hours, first-time callers, talk time.",
 )
 _report("numbers", ["account", "number", "label"], "Calls per tracking number dialled.")

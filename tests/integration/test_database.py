@@ -30,6 +30,30 @@ def test_downgrade_to_empty_and_upgrade_again(engine: Engine) -> None:
     assert migrate.current_revision(engine) == migrate.head_revision()
 
 
+def test_after_hours_migration_keeps_existing_calls(engine: Engine) -> None:
+    """Calls stored before the route recorded business hours come through with after_hours unknown."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory(str(migrate.MIGRATIONS))
+    (rev,) = [r for r in script.walk_revisions() if r.path.endswith("_call_after_hours.py")]
+    cfg = migrate.alembic_config(engine)
+    command.downgrade(cfg, str(rev.down_revision))
+    assert "after_hours" not in {c["name"] for c in inspect(engine).get_columns("calls")}
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO calls (system, linkedid, disposition, created_at, updated_at) "
+                "VALUES ('pbx1', '1795915078.0', 'answered', :t, :t)"
+            ),
+            {"t": "2026-11-29 01:17:58"},
+        )
+    migrate.upgrade(engine)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT linkedid, disposition, after_hours FROM calls")).all()
+    assert [tuple(r) for r in rows] == [("1795915078.0", "answered", None)]
+    migrate.check(engine)
+
+
 def test_db_commands(cli: Cli) -> None:
     assert "already at revision" in cli.ok("db", "upgrade").output
     out = cli.ok("db", "current").output

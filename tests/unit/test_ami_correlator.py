@@ -72,6 +72,25 @@ def test_recorded_scenarios(
     assert all(leg["hungup_at"] is not None for leg in snap.legs)
 
 
+@pytest.mark.parametrize("status", ["blocked", "ok"])
+def test_a_call_the_route_refused_ends_blocked(asterisk_traffic: Path, status: str) -> None:
+    """The classic capture (no Dial after the AGI) with the route's CALLTRACK_STATUS VarSet in it."""
+    frames = [
+        Frame(
+            f.at,
+            f.data.replace(
+                b"Variable: CT_DEST\r\nValue: Local/100@agents",
+                b"Variable: CALLTRACK_STATUS\r\nValue: " + status.encode(),
+            ),
+        )
+        for f in stream("classic", asterisk_traffic)
+    ]
+    snaps = correlate(events(frames))
+    (snap,) = snaps.values()
+    assert snap.closed
+    assert snap.values["disposition"] == ("blocked" if status == "blocked" else "failed")
+
+
 def test_answered_call_in_detail(asterisk_traffic: Path) -> None:
     snap = one(asterisk_traffic, "answered")
     v = snap.values
