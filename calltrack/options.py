@@ -39,3 +39,13 @@ class TimeType(click.ParamType):
         if isinstance(value, dt.datetime):
             return value
         return parse_time(str(value))
+
+
+def check_period(since: dt.datetime | None, until: dt.datetime | None) -> None:
+    """Refuse an empty period (``--until`` at or before ``--since``) instead of listing nothing."""
+    if since is not None and until is not None and until <= since:
+        raise click.BadParameter(
+            f"--until ({until.isoformat(timespec='seconds')}) must be after --since "
+            f"({since.isoformat(timespec='seconds')})",
+            param_hint="'--until'",
+        )

@@ -30,9 +30,60 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+#: a table column is cut to this many terminal columns, with an ellipsis
+MAX_WIDTH = 40
+ELLIPSIS = "\u2026"
+
+
 def _table_cell(value: Any) -> str:
-    # A caller-controlled value must not break the table into extra lines.
-    return _cell(value).replace("\r", "\\r").replace("\n", "\\n").replace("\t", " ")
+    # A caller-controlled value must not break the table into extra lines, nor move the cursor.
+    text = _cell(value)
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() or ch == " " else _escape(ch) for ch in text)
+
+
+def _escape(ch: str) -> str:
+    return {"\r": "\\r", "\n": "\\n", "\t": " "}.get(ch) or f"\\x{ord(ch):02x}"
+
+
+def width(text: str) -> int:
+    """Terminal columns *text* takes: East Asian wide characters and most emoji take two."""
+    if text.isascii():
+        return len(text)
+    from wcwidth import wcswidth
+
+    measured = wcswidth(text)
+    return measured if measured >= 0 else len(text)
+
+
+def fit(text: str, limit: int = MAX_WIDTH) -> str:
+    """*text* cut to *limit* terminal columns, with an ellipsis where something was cut.
+
+    A file path keeps its end (the file's name) and loses its beginning.
+    """
+    tail = text.startswith("/")
+    if text.isascii():
+        if len(text) <= limit:
+            return text
+        return ELLIPSIS + text[-(limit - 1) :] if tail else text[: limit - 1] + ELLIPSIS
+    if width(text) <= limit:
+        return text
+    from wcwidth import wcwidth
+
+    out: list[str] = []
+    used = 0
+    for ch in reversed(text) if tail else text:
+        w = max(wcwidth(ch), 0)
+        if used + w > limit - 1:
+            break
+        out.append(ch)
+        used += w
+    return ELLIPSIS + "".join(reversed(out)) if tail else "".join(out) + ELLIPSIS
+
+
+def _pad(text: str, size: int) -> str:
+    return text + " " * (size - width(text))
 
 
 def render(rows: Sequence[dict[str, Any]], fmt: str, columns: Sequence[str] | None = None) -> str:
@@ -48,10 +99,10 @@ def render(rows: Sequence[dict[str, Any]], fmt: str, columns: Sequence[str] | No
         return buf.getvalue().rstrip("\n")
     if not rows:
         return "(none)"
-    cells = [[_table_cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    cells = [[fit(_table_cell(row.get(c))) for c in columns] for row in rows]
+    widths = [max(len(c), *(width(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(_pad(c.upper(), w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    lines += ["  ".join(_pad(v, w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     return "\n".join(lines)
 
 
@@ -66,6 +117,6 @@ def emit_record(record: dict[str, Any], fmt: str = "table") -> None:
             render([record], fmt) if fmt == "csv" else json.dumps(record, indent=2, ensure_ascii=False, default=str)
         )
         return
-    width = max(len(k) for k in record)
+    size = max(len(k) for k in record)
     for key, value in record.items():
-        click.echo(f"{key.ljust(width)}  {_table_cell(value)}")
+        click.echo(f"{key.ljust(size)}  {_table_cell(value)}")

@@ -57,6 +57,26 @@ def build_services(app: AppContext, only: Sequence[str] = ()) -> list[Service]:
     return services
 
 
+def describe(service: Service) -> str:
+    """What a service listens on or watches, for the start-up line of `calltrack serve`."""
+    name = service.name
+    listen = getattr(service, "listen", None)
+    if name == "agi" and listen:
+        return f"agi (FastAGI on {listen})"
+    if name == "web" and listen:
+        return f"web (http://{listen}/)"
+    if name == "ami":
+        servers = [c.server for c in getattr(service, "connections", ())]
+        if servers:
+            where = [f"{s.name} at {'tls://' if s.tls else ''}{s.host}:{s.port}" for s in servers]
+            return f"ami ({', '.join(where)})"
+    if name == "recorder":
+        settings = getattr(service, "settings", None)
+        if settings is not None:
+            return f"recorder (spool {settings.recorder.spool_dir})"
+    return name
+
+
 def serve_blocking(services: Sequence[Service]) -> int:
     """Run *services* in this thread until they stop; on uvloop when it is installed.
 

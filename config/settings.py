@@ -301,8 +301,37 @@ def _build(cls: Any, data: Mapping[str, Any], source: str, prefix: str) -> Any:
     return cls(**kwargs)
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: URL schemes calltrack can use (SQLAlchemy drivers it ships with)
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
+
+
+def check_database_url(url: str, source: str, key: str = "database.url") -> None:
+    """Refuse a URL that is not SQLite or PostgreSQL, in one line naming where it came from.
+
+    Only the shape is checked here (the standard library has no SQLAlchemy URL parser);
+    connecting says the rest.
+    """
+    if not url:
+        return
+    scheme, sep, rest = url.partition("://")
+    usage = "use sqlite:///PATH or postgresql://USER@HOST/DATABASE"
+    if not sep or not scheme or not rest:
+        raise ConfigError(source, key, f"{url!r} is not a database URL: {usage}")
+    if scheme.lower() not in DATABASE_SCHEMES:
+        shown = scheme.split("+", 1)[0]
+        raise ConfigError(source, key, f"{shown} databases are not supported ({scheme}://...): {usage}")
+    if scheme.lower() == "sqlite" and rest not in ("", "/:memory:") and not rest.startswith("/"):
+        raise ConfigError(source, key, f"{url!r} is not a database URL: {usage}")
+
+
 def _validate(settings: Settings) -> None:
     src = settings.source
+    if settings.general.log_level.upper() not in LOG_LEVELS:
+        raise ConfigError(
+            src, "general.log_level", f"must be one of {', '.join(LOG_LEVELS)}, not {settings.general.log_level!r}"
+        )
+    check_database_url(settings.database.url, src)
     if settings.recorder.format not in ("mp3", "opus", "flac"):
         raise ConfigError(src, "recorder.format", f"must be mp3, opus or flac, not {settings.recorder.format!r}")
     if settings.web.attribution not in ("first-touch", "last-touch"):
@@ -369,6 +398,11 @@ def load_settings(
             raise ConfigError(source, None, "is a folder, not a file") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(source, None, f"not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            # TOML files are UTF-8; a file saved as Latin-1 or UTF-16 fails here.
+            raise ConfigError(
+                source, None, f"not UTF-8 text ({exc.reason} at byte {exc.start}): save the file as UTF-8"
+            ) from None
         except OSError as exc:
             raise ConfigError(source, None, f"cannot be read: {exc.strerror}") from None
     for env_name, (section, key) in ENV_OVERRIDES.items():

@@ -22,14 +22,26 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur.close()
 
 
+class NoDatabase(Exception):
+    """The database named by the URL does not exist and is not to be created here."""
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (None for other databases and in-memory ones)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database).expanduser()
+
+
 def make_engine(url: str, *, connect_timeout: float = 5.0, echo: bool = False) -> Engine:
-    """An engine for *url*; for a SQLite file, its folder is created on first use."""
+    """An engine for *url*.  Nothing is created on disk before the first connection (the caller decides)."""
     parsed = make_url(url)
     kwargs: dict[str, Any] = {"echo": echo, "future": True}
     if parsed.get_backend_name() == "sqlite":
-        database = parsed.database
-        if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"timeout": max(connect_timeout, 1.0)}
         engine = create_engine(parsed, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)

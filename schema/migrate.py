@@ -50,14 +50,18 @@ def check(engine: Engine) -> None:
     command.check(alembic_config(engine))
 
 
-def require_current(engine: Engine) -> None:
-    """Refuse to work on a database that is behind (or ahead of) this calltrack."""
+def require_current(engine: Engine, *, fresh_hint: bool = False) -> None:
+    """Refuse to work on a database that is behind (or ahead of) this calltrack.
+
+    *fresh_hint*: the database is not the embedded default, so a new one is made by hand.
+    """
     current = current_revision(engine)
     head = head_revision()
     if current == head:
         return
     if current is None:
-        raise DatabaseBehind("the database has no calltrack schema yet: run `calltrack db upgrade`")
+        hint = " (a new database is created by `calltrack db upgrade`)" if fresh_hint and is_empty(engine) else ""
+        raise DatabaseBehind(f"the database has no calltrack schema yet: run `calltrack db upgrade`{hint}")
     script = ScriptDirectory(str(MIGRATIONS))
     known = {rev.revision for rev in script.walk_revisions()}
     if current not in known:

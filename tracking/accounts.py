@@ -12,7 +12,7 @@ from schema.models import Account, Source
 from tracking.errors import Conflict, InvalidInput, NotFound
 
 
-def _clean_name(name: str, what: str) -> str:
+def clean_name(name: str, what: str) -> str:
     text = (name or "").strip()
     if not text:
         raise InvalidInput(f"{what} name must not be empty")
@@ -32,7 +32,7 @@ def validate_timezone(tz: str) -> str:
 
 
 def add_account(session: Session, name: str, timezone: str = "UTC") -> Account:
-    name = _clean_name(name, "account")
+    name = clean_name(name, "account")
     tz = validate_timezone(timezone)
     if session.scalar(select(Account.id).where(func.lower(Account.name) == name.lower())) is not None:
         raise Conflict(f"account {name!r} already exists")
@@ -59,7 +59,7 @@ def add_source(
     session: Session, account_name: str, name: str, medium: str | None = None, campaign: str | None = None
 ) -> Source:
     account = get_account(session, account_name)
-    name = _clean_name(name, "source")
+    name = clean_name(name, "source")
     if _find_source(session, account.id, name) is not None:
         raise Conflict(f"source {name!r} already exists in account {account.name!r}")
     source = Source(account_id=account.id, name=name, medium=(medium or None), campaign=(campaign or None))
@@ -91,7 +91,7 @@ def list_sources(session: Session, account_name: str | None = None) -> list[Sour
 def rename_source(session: Session, account_name: str, old: str, new: str) -> Source:
     account = get_account(session, account_name)
     source = get_source(session, account, old)
-    new = _clean_name(new, "source")
+    new = clean_name(new, "source")
     other = _find_source(session, account.id, new)
     if other is not None and other.id != source.id:
         raise Conflict(f"source {new!r} already exists in account {account.name!r}")

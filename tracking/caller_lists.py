@@ -14,8 +14,9 @@ from tracking.accounts import get_account
 from tracking.errors import Conflict, InvalidInput, NotFound
 
 KINDS = ("blocked", "do-not-track")
-# Caller IDs that are not phone numbers but are worth listing ("anonymous", "restricted", short codes).
-_RAW_CALLER = re.compile(r"[A-Za-z0-9+*#]{1,64}")
+#: caller IDs that are not phone numbers but that carriers and Asterisk deliver for withheld callers
+WITHHELD = ("anonymous", "restricted", "unknown", "unavailable", "private", "withheld")
+_SHORT_CODE = re.compile(r"[0-9*#]{2,15}")
 
 
 def caller_key(raw: str, settings: Settings) -> str:
@@ -24,11 +25,14 @@ def caller_key(raw: str, settings: Settings) -> str:
     e164 = phone.try_normalize(text, settings.numbers.default_region)
     if e164:
         return e164
-    if _RAW_CALLER.fullmatch(text) and not text.isdigit():
+    if text.lower() in WITHHELD:
         return text.lower()
-    if text.isdigit() and 2 <= len(text) <= 15:
+    if _SHORT_CODE.fullmatch(text):
         return text  # a short code or an internal number
-    raise InvalidInput(f"invalid caller {raw!r}: give a phone number or a caller ID such as anonymous")
+    raise InvalidInput(
+        f"invalid caller {raw!r}: give a phone number (read in region {settings.numbers.default_region} without a "
+        f"country code), a short code, or one of {', '.join(WITHHELD)}"
+    )
 
 
 def add_entry(

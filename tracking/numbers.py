@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, joinedload
 
 from config import Settings
@@ -318,7 +318,10 @@ def list_numbers(
         if source:
             query = query.where(TrackingNumber.source_id == get_source(session, acct, source).id)
     elif source:
-        query = query.join(Source, TrackingNumber.source_id == Source.id).where(Source.name == source)
+        ids = list(session.scalars(select(Source.id).where(func.lower(Source.name) == source.strip().lower())))
+        if not ids:
+            raise NotFound(f"unknown source {source!r} in any account (see `calltrack sources list`)")
+        query = query.where(TrackingNumber.source_id.in_(ids))
     if status:
         query = query.where(TrackingNumber.status == status)
     return list(session.scalars(query).unique())

@@ -26,19 +26,42 @@ def normalize(raw: str, region: str = "US") -> str:
     # "14045550100" in NANP regions: a national number with its trunk/country prefix and no "+".
     if not text.startswith("+") and digits:
         candidates.append("+" + digits)
-    last_error = "not a valid number"
     for candidate in candidates:
         try:
             parsed = phonenumbers.parse(candidate, region.upper())
-        except phonenumbers.NumberParseException as exc:
-            last_error = str(exc)
+        except phonenumbers.NumberParseException:
             continue
         # Checking the home region first skips the search through every region of the
         # country code (about 25 for +1), the slow part of is_valid_number.
         if phonenumbers.is_valid_number_for_region(parsed, region.upper()) or phonenumbers.is_valid_number(parsed):
             return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-        last_error = "not a valid number for its region"
-    raise InvalidInput(f"invalid phone number {raw!r}: {last_error}")
+    raise InvalidInput(f"invalid phone number {raw!r}: {_why_invalid(text, region.upper())}")
+
+
+# Regions tried, in this order, to show how a national number from elsewhere is written.
+_EXAMPLE_REGIONS = ("GB", "IE", "DE", "FR", "ES", "IT", "NL", "BE", "CH", "AU", "NZ", "IN", "MX", "BR", "US", "CA")
+
+
+def _why_invalid(text: str, region: str) -> str:
+    """Why *text* did not parse: the region it was read in, and how to write it (the error path only)."""
+    if text.startswith("+"):
+        return "not a valid number (check the country code and the digit count)"
+    hint = "write it with + and its country code, such as +44 20 7946 0018 for a UK number"
+    for other in _EXAMPLE_REGIONS:
+        if other == region:
+            continue
+        try:
+            parsed = phonenumbers.parse(text, other)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number_for_region(parsed, other):
+            shown = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+            hint = f"write it with + and its country code, such as {shown} if it is a {other} number"
+            break
+    return (
+        f"not a valid number in region {region}, where numbers without a country code are read "
+        f"(numbers.default_region): {hint}"
+    )
 
 
 def try_normalize(raw: str | None, region: str = "US") -> str | None:

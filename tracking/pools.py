@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
@@ -15,6 +16,16 @@ from tracking.errors import Conflict, InvalidInput
 from tracking.numbers import NumberFields, Resolver, existing_numbers
 
 MAX_HOLD_MINUTES = 24 * 60
+
+
+@dataclass(frozen=True)
+class PoolMember:
+    """A number put in a pool, and where it was before."""
+
+    number: TrackingNumber
+    #: "new", "source" (moved from a source, named in ``previous``), "pool" (from another pool) or "already"
+    change: str
+    previous: str | None = None
 
 
 def create_pool(
@@ -57,8 +68,12 @@ def add_numbers(
     *,
     timeout: int | None = None,
     record: bool | None = None,
-) -> list[TrackingNumber]:
-    """Put *numbers* in the pool: new ones are created, the account's existing ones are moved in."""
+) -> list[PoolMember]:
+    """Put *numbers* in the pool: new ones are created, the account's existing ones are moved in.
+
+    Each member says where it came from, so the command can tell which numbers stopped
+    belonging to a source (calls to them are then attributed by visitor session).
+    """
     if not numbers:
         raise InvalidInput("give at least one number")
     resolver = Resolver(session, settings)
@@ -80,6 +95,12 @@ def add_numbers(
                 raise Conflict(
                     f"number {number} is released; reactivate it with `calltrack numbers update --reactivate`"
                 )
+            if tn.pool_id == pool.id:
+                member = PoolMember(tn, "already")
+            elif tn.source_id is not None:
+                member = PoolMember(tn, "source", tn.source.name if tn.source else None)
+            else:
+                member = PoolMember(tn, "pool", tn.pool.name if tn.pool else None)
             tn.pool_id, tn.source_id = pool.id, None
         else:
             values = resolver.new_number_values(
@@ -89,7 +110,8 @@ def add_numbers(
             )
             tn = TrackingNumber(**values)
             session.add(tn)
-        out.append(tn)
+            member = PoolMember(tn, "new")
+        out.append(member)
     session.flush()
     return out
 

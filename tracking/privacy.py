@@ -175,7 +175,7 @@ class Erased:
         }
 
 
-def _remove_files(paths: Iterable[str | None], erased: Erased) -> None:
+def remove_files(paths: Iterable[str | None], erased: Erased) -> None:
     for path in paths:
         if not path:
             continue
@@ -190,14 +190,14 @@ def _remove_files(paths: Iterable[str | None], erased: Erased) -> None:
             erased.missing_files.append(path)
 
 
-def _delete_calls(session: Session, calls: list[Call], erased: Erased) -> None:
+def delete_calls(session: Session, calls: list[Call], erased: Erased) -> None:
     if not calls:
         return
     ids = [c.id for c in calls]
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
         recs = list(session.execute(select(Recording.path, Recording.source_path).where(Recording.call_id.in_(chunk))))
-        _remove_files((p for row in recs for p in row), erased)
+        remove_files((p for row in recs for p in row), erased)
         erased.recordings += _rows(session, delete(Recording).where(Recording.call_id.in_(chunk)))
         session.execute(delete(CallEvent).where(CallEvent.call_id.in_(chunk)))
         session.execute(delete(CallLeg).where(CallLeg.call_id.in_(chunk)))
@@ -218,7 +218,7 @@ def erase_caller(session: Session, settings: Settings, number: str, actor: str) 
     who = caller(number, settings)
     spellings = who.spellings
     erased = Erased()
-    _delete_calls(session, _calls_of(session, spellings), erased)
+    delete_calls(session, _calls_of(session, spellings), erased)
     # Raw events of other calls that still name the number (a transfer leg, a call not yet correlated).
     payload = cast(AmiEvent.payload, String)
     erased.raw_events += _rows(session, delete(AmiEvent).where(payload.contains(who.national)))
@@ -258,7 +258,7 @@ def apply_retention(session: Session, settings: Settings, actor: str, now: dt.da
         if days > 0:
             cutoff = now - dt.timedelta(days=days)
             old = list(session.scalars(select(Call).where(Call.account_id == acct.id, Call.started_at < cutoff)))
-            _delete_calls(session, old, erased)
+            delete_calls(session, old, erased)
             erased.sessions += _rows(
                 session,
                 delete(VisitorSession).where(
@@ -274,7 +274,7 @@ def apply_retention(session: Session, settings: Settings, actor: str, now: dt.da
                     )
                 )
             )
-            _remove_files((path for _, path in old_recs), erased)
+            remove_files((path for _, path in old_recs), erased)
             if old_recs:
                 session.execute(
                     update(Recording)

@@ -39,15 +39,11 @@ def group() -> None:
 @pass_app
 def serve(app: AppContext, listen: str | None) -> None:
     """Run the FastAGI server until SIGTERM or Ctrl-C (SIGHUP reloads the settings)."""
-    import logging
-
     from asterisk_agi.service import AgiService
+    from calltrack.logs import setup as setup_logging
     from calltrack.services import serve_blocking
 
-    logging.basicConfig(
-        level=app.settings.general.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(app.settings.general.log_level)
     app.ready_engine()
     try:
         agi = AgiService(app.settings, reload_settings=_reloader(app), listen=listen)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 import click
 
 from calltrack.context import AppContext, pass_app
+from calltrack.logs import setup as setup_logging
 
 if TYPE_CHECKING:
     from ami_listener.listener import AmiListener
@@ -63,10 +63,7 @@ def listen(
     from schema.db import make_session_factory
 
     settings = app.settings
-    logging.basicConfig(
-        level=settings.general.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(settings.general.log_level)
     one = any(v is not None for v in (name, host, port, username, secret_file, tls, ca_file))
     if one:
         base = AmiServer(name=settings.general.system_name)

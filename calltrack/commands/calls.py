@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from calltrack.context import AppContext, pass_app
-from calltrack.options import TimeType
+from calltrack.options import TimeType, check_period
 from calltrack.output import emit, emit_record, format_option
 
 if TYPE_CHECKING:
@@ -140,6 +140,7 @@ def group() -> None:
 
 @group.command("list")
 @click.option("--since", type=TimeType(), help="Calls started at or after this time (2026-11-29, 12h, 7d).")
+@click.option("--until", type=TimeType(), help="Calls started before this time.")
 @click.option("--account", help="Only this account's calls.")
 @click.option("--source", help="Only calls attributed to this source.")
 @click.option("--status", type=click.Choice(STATUSES), help="Only calls with this disposition (live: not ended).")
@@ -149,12 +150,19 @@ def group() -> None:
     default=None,
     help="Only calls that came while the number's business hours were closed (or open).",
 )
-@click.option("--limit", type=int, default=1000, show_default=True, help="At most this many calls, newest first.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="At most this many calls, newest first.",
+)
 @format_option
 @pass_app
 def list_(
     app: AppContext,
     since: dt.datetime | None,
+    until: dt.datetime | None,
     account: str | None,
     source: str | None,
     status: str | None,
@@ -168,6 +176,7 @@ def list_(
     from schema.models import Account, Call, Source, VisitorSession
     from tracking.errors import NotFound
 
+    check_period(since, until)
     with app.session() as session:
         query = (
             select(Call, Account.name, Source.name, VisitorSession)
@@ -178,6 +187,8 @@ def list_(
         acc: Account | None = None
         if since is not None:
             query = query.where(Call.started_at >= since)
+        if until is not None:
+            query = query.where(Call.started_at < until)
         if account is not None:
             acc = session.scalar(select(Account).where(Account.name == account))
             if acc is None:

@@ -19,9 +19,10 @@ def upgrade(app: AppContext) -> None:
     from schema import migrate
     from schema.db import redact
 
-    before = migrate.current_revision(app.engine)
-    migrate.upgrade(app.engine)
-    after = migrate.current_revision(app.engine)
+    engine = app.make_engine(create=True)
+    before = migrate.current_revision(engine)
+    migrate.upgrade(engine)
+    after = migrate.current_revision(engine)
     where = redact(app.settings.database_url)
     if before == after:
         click.echo(f"{where}: already at revision {after}")

@@ -12,6 +12,21 @@ from calltrack.context import AppContext, pass_app
 from calltrack.output import emit, emit_record, format_option
 
 COLUMNS = ["number", "account", "source", "pool", "forward_to", "timeout", "record", "whisper", "label", "status"]
+#: `--format csv` writes the columns `numbers import --update` reads, so an export can be edited and imported back
+CSV_COLUMNS = [
+    "number",
+    "account",
+    "source",
+    "pool",
+    "forward_to",
+    "timeout",
+    "record",
+    "whisper",
+    "label",
+    "hours",
+    "after_hours",
+    "status",
+]
 
 
 def routing_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -71,7 +86,7 @@ def list_(app: AppContext, account: str | None, source: str | None, status: str 
         rows = [
             number_record(tn, region) for tn in list_numbers(session, account=account, source=source, status=status)
         ]
-    emit(rows, fmt, None if fmt == "json" else COLUMNS)
+    emit(rows, fmt, {"json": None, "csv": CSV_COLUMNS}.get(fmt, COLUMNS))
 
 
 @group.command("show")
@@ -122,7 +137,7 @@ def import_(app: AppContext, path: str, update_existing: bool) -> None:
     """Import numbers from CSV: all rows or none.
 
     Columns: number, account, source or pool, forward_to; optional timeout,
-    record, whisper, label.
+    record, whisper, label, hours, after_hours, status (what `numbers list --format csv` writes).
     """
     from tracking.number_import import import_numbers
 

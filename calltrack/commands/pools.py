@@ -54,8 +54,22 @@ def add_numbers(
     from tracking.pools import add_numbers as add
 
     with app.session() as session:
-        added = add(session, app.settings, pool, account, list(numbers), forward_to, timeout=timeout, record=record)
-    click.echo(f"pool {pool!r}: {len(added)} number(s) added")
+        members = add(session, app.settings, pool, account, list(numbers), forward_to, timeout=timeout, record=record)
+        lines = []
+        for m in members:
+            if m.change == "source":
+                lines.append(
+                    f"  {m.number.number}: moved from source {m.previous!r} (its calls now follow visitor sessions)"
+                )
+            elif m.change == "pool":
+                lines.append(f"  {m.number.number}: moved from pool {m.previous!r}")
+            elif m.change == "already":
+                lines.append(f"  {m.number.number}: already in this pool")
+    new = sum(m.change == "new" for m in members)
+    moved = sum(m.change in ("source", "pool") for m in members)
+    click.echo(f"pool {pool!r}: {new + moved} number(s) added ({new} new, {moved} moved in)")
+    for line in lines:
+        click.echo(line)
 
 
 @group.command("list")

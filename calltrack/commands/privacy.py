@@ -16,9 +16,7 @@ def group() -> None:
 
 @group.command("export")
 @click.argument("number")
-@click.option(
-    "--to", "to", type=click.Path(dir_okay=False, writable=True), help="Write the JSON here (default: stdout)."
-)
+@click.option("--to", "to", type=click.Path(dir_okay=False), help="Write the JSON here (default: stdout).")
 @pass_app
 def export(app: AppContext, number: str, to: str | None) -> None:
     """Everything held about the caller NUMBER, as JSON (calls, timelines, recordings, texts)."""
@@ -27,6 +25,9 @@ def export(app: AppContext, number: str, to: str | None) -> None:
     from schema.models import AuditEntry
     from tracking.privacy import cli_actor, export_caller, write_export
 
+    target = Path(to) if to else None
+    if target is not None and not target.parent.is_dir():
+        raise click.ClickException(f"cannot write {to}: the folder {target.parent} does not exist")
     with app.session() as session:
         data = export_caller(session, app.settings, number)
         session.add(
@@ -37,8 +38,13 @@ def export(app: AppContext, number: str, to: str | None) -> None:
                 detail={"calls": len(data["calls"])},
             )
         )
-    if to:
-        write_export(data, Path(to))
+        if target is not None:
+            # Written inside the transaction: a file that cannot be written leaves no audit line behind.
+            try:
+                write_export(data, target)
+            except OSError as exc:
+                raise click.ClickException(f"cannot write {to}: {exc.strerror or exc}") from None
+    if target is not None:
         click.echo(f"wrote {len(data['calls'])} call(s) about {data['number']} to {to}", err=True)
     else:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))

@@ -23,11 +23,31 @@ def group() -> None:
     """Call recordings: process, list, verify, export."""
 
 
+def spool_problem(spool: Path) -> str | None:
+    """Why the recorder cannot watch *spool*, or None.
+
+    A missing spool folder is not "nothing to do": MixMonitor cannot write there either,
+    so every recording would be lost.
+    """
+    if not spool.exists():
+        return (
+            f"the recorder's spool folder {spool} does not exist: create it where Asterisk's MixMonitor can "
+            "write (owner asterisk, group calltrack, mode 2770; the Debian package does), or set "
+            "[recorder] spool_dir"
+        )
+    if not spool.is_dir():
+        return f"the recorder's spool folder {spool} is not a folder"
+    return None
+
+
 def _recorder(app: AppContext, **options: Any) -> Any:
     from sqlalchemy.orm import sessionmaker
 
     from recorder.pipeline import Recorder
 
+    problem = spool_problem(Path(options.get("spool_dir") or app.settings.recorder.spool_dir))
+    if problem:
+        raise click.ClickException(problem)
     engine = app.ready_engine()
     return Recorder(app.settings, sessionmaker(bind=engine, expire_on_commit=False), **options)
 
@@ -66,16 +86,13 @@ def process(app: AppContext, spool: Path | None, archive: Path | None, fmt: str 
 @pass_app
 def watch(app: AppContext) -> None:
     """Process the spool every [recorder] poll_seconds until SIGTERM or Ctrl-C."""
-    import logging
-
     from sqlalchemy.orm import sessionmaker
 
+    from calltrack.logs import setup as setup_logging
     from calltrack.services import serve_blocking
     from recorder.service import RecorderService
 
-    logging.basicConfig(
-        level=app.settings.general.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(app.settings.general.log_level)
     _recorder(app)  # ffmpeg missing: said now, with the package to install
     service = RecorderService(app.settings, sessionmaker(bind=app.ready_engine(), expire_on_commit=False))
     raise SystemExit(serve_blocking([service]))

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from calltrack.context import AppContext, pass_app
-from calltrack.options import TimeType
+from calltrack.options import TimeType, check_period
 from calltrack.output import emit, format_option
 from tracking.reports import MEASURES
 
@@ -37,6 +37,7 @@ def _report(name: str, columns: list[str], help_text: str) -> None:
     ) -> None:
         from tracking import reports
 
+        check_period(since, until)
         build = {"sources": reports.by_source, "numbers": reports.by_number}[name]
         with app.session() as session:
             rows = build(session, account=account, since=since, until=until)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-
 import click
 
 from calltrack.context import AppContext, pass_app
+from calltrack.logs import setup as setup_logging
 
 
 @click.command("serve")
@@ -14,12 +13,17 @@ from calltrack.context import AppContext, pass_app
 @pass_app
 def command(app: AppContext, only: tuple[str, ...]) -> None:
     """Run every configured long-running service until SIGTERM or Ctrl-C."""
-    from calltrack.services import SERVICES, build_services, serve_blocking
+    from calltrack.services import SERVICES, build_services, describe, serve_blocking
 
-    logging.basicConfig(
-        level=app.settings.general.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(app.settings.general.log_level)
+    if "recorder" in (only or SERVICES):
+        from pathlib import Path
+
+        from calltrack.commands.recordings import spool_problem
+
+        problem = spool_problem(Path(app.settings.recorder.spool_dir))
+        if problem:
+            raise click.ClickException(f"{problem} (or leave the recorder out: serve --only agi --only web ...)")
     app.ready_engine()
     try:
         services = build_services(app, only)
@@ -28,7 +32,7 @@ def command(app: AppContext, only: tuple[str, ...]) -> None:
     if not services:
         known = ", ".join(SERVICES) or "none yet"
         raise click.ClickException(f"no service is configured to run (services known: {known})")
-    click.echo(f"calltrack serve: running {', '.join(s.name for s in services)}; stop with Ctrl-C", err=True)
+    click.echo(f"calltrack serve: running {', '.join(describe(s) for s in services)}; stop with Ctrl-C", err=True)
     code = serve_blocking(services)
     click.echo("calltrack serve: stopped", err=True)
     raise SystemExit(code)

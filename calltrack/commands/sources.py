@@ -52,9 +52,34 @@ def list_(app: AppContext, account: str | None, fmt: str) -> None:
 @account_option
 @pass_app
 def rename(app: AppContext, old: str, new: str, account: str) -> None:
-    """Rename a source (its numbers and calls keep it)."""
+    """Rename a source (its numbers, calls, pools and rules keep it)."""
     from tracking.accounts import rename_source
 
     with app.session() as session:
         rename_source(session, account, old, new)
     click.echo(f"renamed source {old!r} to {new!r}")
+
+
+@group.command("remove")
+@click.argument("name")
+@account_option
+@click.option("--move-to", "move_to", help="Move its numbers, calls, pools, rules and visitor sessions to this source.")
+@click.option("--yes", is_flag=True, help="Remove it even when its calls are left without a source.")
+@pass_app
+def remove(app: AppContext, name: str, account: str, move_to: str | None, yes: bool) -> None:
+    """Remove a source.
+
+    A source with tracking numbers (released ones too) needs --move-to, which moves
+    them and everything attributed to the source. Without it, the source's calls and
+    visitor sessions keep no source and its website rules are removed (--yes).
+    """
+    from calltrack.commands.accounts import confirm_or_refuse
+    from tracking.privacy import cli_actor
+    from tracking.removal import plan_source_removal, remove_source
+
+    with app.session() as session:
+        plan = plan_source_removal(session, account, name, move_to)
+        if plan.loses_history and not yes:
+            confirm_or_refuse(plan.describe())
+        remove_source(session, plan, cli_actor())
+        click.echo(f"removed {plan.describe()}")

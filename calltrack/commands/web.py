@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-
 import click
 
 from calltrack.context import AppContext, pass_app
+from calltrack.logs import setup as setup_logging
 
 
 @click.group("web")
@@ -30,9 +29,7 @@ def serve(app: AppContext, listen: str | None) -> None:
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     engine = app.ready_engine()
-    logging.basicConfig(
-        level=settings.general.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(settings.general.log_level)
     service = WebService(settings, engine, listen, alone=True)
     try:
         service.bind()

@@ -246,3 +246,13 @@ async def test_mute_without_an_answer_or_a_listener(asterisk_traffic: Path, tmp_
     await peer.close()
     with pytest.raises(AmiActionFailed, match="cannot connect"):
         await mixmonitor_mute(AmiServer(port=peer.port, secret="x"), CHANNEL, True, timeout=2)
+
+
+def test_process_refuses_a_spool_folder_that_does_not_exist(cli: Cli, tmp_path: Path) -> None:
+    missing = tmp_path / "typo-spool"
+    result = cli.fails("recordings", "process", "--spool", str(missing))
+    assert f"the recorder's spool folder {missing} does not exist" in result.output
+    assert result.output.count("\n") == 1 and "nothing to do" not in result.output
+    config = tmp_path / "calltrack.toml"
+    config.write_text(f'[recorder]\nspool_dir = "{missing}"\n')
+    assert f"spool folder {missing} does not exist" in cli.fails("--config", str(config), "recordings", "watch").output

@@ -161,6 +161,11 @@ secret = "s3cret"
         assert proc.returncode == 0, text
         assert "calltrack serve: stopped" in text
         assert "Traceback" not in text
+        # The start-up line says where each service listens.
+        assert f"agi (FastAGI on 127.0.0.1:{agi_port})" in text
+        assert f"web (http://127.0.0.1:{web_port}/)" in text
+        assert f"ami (pbx1 at 127.0.0.1:{ami.port})" in text
+        assert f"recorder (spool {spool})" in text
     finally:
         if proc.poll() is None:
             proc.kill()
