@@ -370,8 +370,9 @@ def test_channel_names(channel: str, base: str, exten: str) -> None:
     assert channel_exten(channel) == exten
 
 
-def _trunk_call(dial: str | None, answer_first: bool) -> list[RawEvent]:
-    """A PJSIP trunk call: optionally Answer() (a greeting), optionally a Dial with the given outcome."""
+def _trunk_call(dial: str | None, answer_first: bool, cause: str = "16") -> list[RawEvent]:
+    """A PJSIP trunk call: optionally Answer() (a greeting), optionally a Dial with the given outcome;
+    the inbound leg ends with hangup *cause*."""
     chan = {"Channel": "PJSIP/carrier-00000001", "Uniqueid": "1800000000.1", "Linkedid": "1800000000.1"}
     agent = {"Channel": "PJSIP/100-00000002", "Uniqueid": "1800000000.2", "Linkedid": "1800000000.1"}
     t = 1_800_000_000.0
@@ -388,24 +389,26 @@ def _trunk_call(dial: str | None, answer_first: bool) -> list[RawEvent]:
                     "Timestamp": str(t + 12)})  # fmt: skip
         out.append({"Event": "Hangup", **agent, "Cause": "16", "Timestamp": str(t + 20)})
     out.append({"Event": "HangupRequest", **chan, "Timestamp": str(t + 30)})
-    out.append({"Event": "Hangup", **chan, "Cause": "16", "Timestamp": str(t + 30)})
+    out.append({"Event": "Hangup", **chan, "Cause": cause, "Timestamp": str(t + 30)})
     return [RawEvent(i + 1, T0, p) for i, p in enumerate(out)]
 
 
 @pytest.mark.parametrize(
-    ("dial", "answer_first", "disposition", "talk"),
+    ("dial", "answer_first", "disposition", "talk", "cause"),
     [
-        (None, True, "answered", 29.0),  # IVR / voicemail: the dialplan answered and nobody was dialled
-        (None, False, "abandoned", None),  # the caller hung up before anything happened
-        ("NOANSWER", True, "missed", None),  # a greeting, then the agent never answered
-        ("ANSWER", True, "answered", 8.0),
-        ("CHANUNAVAIL", False, "failed", None),
+        (None, True, "answered", 29.0, "16"),  # IVR / voicemail: the dialplan answered and nobody was dialled
+        (None, False, "abandoned", None, "16"),  # the caller hung up before anything happened
+        # Busy() in the dialplan (no Dial, so no DialStatus): the caller heard a busy tone and hung up
+        (None, False, "busy", None, "17"),
+        ("NOANSWER", True, "missed", None, "16"),  # a greeting, then the agent never answered
+        ("ANSWER", True, "answered", 8.0, "16"),
+        ("CHANUNAVAIL", False, "failed", None, "16"),
     ],
 )
 def test_trunk_calls_with_and_without_a_greeting(
-    dial: str | None, answer_first: bool, disposition: str, talk: float | None
+    dial: str | None, answer_first: bool, disposition: str, talk: float | None, cause: str
 ) -> None:
-    (snap,) = correlate(_trunk_call(dial, answer_first)).values()
+    (snap,) = correlate(_trunk_call(dial, answer_first, cause)).values()
     assert snap.values["disposition"] == disposition
     assert snap.values["talk_time"] == talk
     assert snap.values["caller_name"] == 'O\'Brien, "Pat"'
