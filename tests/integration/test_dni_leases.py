@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from config import Settings
@@ -151,3 +153,78 @@ def test_numbers_released_by_time_are_leased_again_under_concurrency(
     assert leases == len(POOL) + 3
     assert overflows == (20 - len(POOL)) + (20 - 3)
     assert peak == len(POOL)
+
+
+def test_a_heartbeat_and_a_new_visit_racing_for_one_number_never_share_it(
+    database_url: str, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    """The heartbeat reads its lease before it writes, so only the lock taken at its start
+    (BEGIN IMMEDIATE on SQLite, FOR UPDATE of the pool row on PostgreSQL) keeps a new visit
+    from leasing the number in between.
+
+    The interleaving is forced, not hoped for: the heartbeat's clock is read after its reads,
+    and there the test lets a new visit run on another connection, waiting until that visit
+    has finished or has asked for the lock the heartbeat holds.
+    """
+    with session_factory.begin() as s:
+        account = add_account(s, "Solo")
+        add_source(s, "Solo", "Ads")
+        create_pool(s, settings, "one", "Solo", 30, source="Ads", overflow=OVERFLOW)
+        add_numbers(s, settings, "one", "Solo", POOL[:1], "PJSIP/1")
+        add_site(s, "Solo", SITE)
+        add_rule(s, "Solo", "default", "", "Ads")
+        key = account.public_key
+    start = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
+    info = AccountCache(session_factory).get(key)
+    assert info is not None
+
+    holder_engine, visitor_engine = make_engine(database_url), make_engine(database_url)
+    visitor_locks = threading.Event()  # the visit asked for the lock (and waits for it, if the heartbeat has it)
+    visitor_done = threading.Event()
+    answers: dict[str, Answer | BaseException] = {}
+
+    @event.listens_for(visitor_engine, "before_cursor_execute")
+    def _asks_for_the_lock(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "BEGIN IMMEDIATE" in statement or "FOR UPDATE" in statement:
+            visitor_locks.set()
+
+    def visit() -> None:
+        # two minutes later by the visitor's clock, the holder's lease has ended unless the heartbeat extended it
+        visitor = Dni(settings, visitor_engine, lambda: start + dt.timedelta(minutes=31), write_lock=None)
+        try:
+            answers["visitor"] = visitor.start(info, PageView(key, None, f"{SITE}/?new=1", ""))
+        except BaseException as exc:  # reported by the assertions below
+            answers["visitor"] = exc
+        finally:
+            visitor_done.set()
+
+    racer = threading.Thread(target=visit)
+    holder_now = start
+
+    def holder_clock() -> dt.datetime:
+        if holder_now > start and racer.ident is None:
+            racer.start()  # the heartbeat has read its lease; the new visit runs now
+            deadline = time.monotonic() + 30
+            while not (visitor_locks.wait(0.01) or visitor_done.is_set()):
+                assert time.monotonic() < deadline, "the new visit neither finished nor waited for the lock"
+        return holder_now
+
+    try:
+        holder = Dni(settings, holder_engine, holder_clock, write_lock=None)
+        first = holder.start(info, PageView(key, None, f"{SITE}/?n=1", ""))
+        assert first.number == POOL[0]
+        holder_now = start + dt.timedelta(minutes=29)  # one minute before the lease ends
+        try:
+            kept = holder.heartbeat(info, first.session or "")
+        finally:
+            racer.join(30)
+    finally:
+        holder_engine.dispose()
+        visitor_engine.dispose()
+    assert visitor_done.is_set()
+    newcomer = answers["visitor"]
+    assert not isinstance(newcomer, BaseException), f"the new visit failed: {newcomer!r}"
+    assert kept.number == POOL[0]
+    assert newcomer.number == OVERFLOW, "the new visit got the number the heartbeat kept"
+    with session_factory() as s:
+        assert find_double_leases(s) == []
