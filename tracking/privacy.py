@@ -1,9 +1,11 @@
 """Privacy: export and erase everything about one caller, and retention windows.
 
 Erasing a caller removes their calls with legs, timeline and recordings (rows and
-archive files), the raw AMI events of those calls and any other raw event that
-names the number (so `calls rebuild` cannot bring them back), and their text
-messages.  Each erase and retention run leaves an audit entry that does not
+archive files), the raw AMI events of those calls (by linkedid, and by the
+uniqueid of each of their channels for the events that carry no linkedid, such
+as ``Cdr``) and any other raw event that names the number (so `calls rebuild`
+cannot bring them back), and their text messages.  Retention removes old calls
+the same way.  Each erase and retention run leaves an audit entry that does not
 repeat the number.
 """
 
@@ -194,8 +196,18 @@ def delete_calls(session: Session, calls: list[Call], erased: Erased) -> None:
     if not calls:
         return
     ids = [c.id for c in calls]
+    system_of = {c.id: c.system for c in calls}
+    # Channels of the calls: Cdr and OriginateResponse events carry a channel's Uniqueid and no Linkedid.
+    channels: dict[str, set[str]] = {}
+    for c in calls:
+        if c.uniqueid:
+            channels.setdefault(c.system, set()).add(c.uniqueid)
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
+        for call_id, uniqueid in session.execute(
+            select(CallLeg.call_id, CallLeg.uniqueid).where(CallLeg.call_id.in_(chunk))
+        ):
+            channels.setdefault(system_of[call_id], set()).add(uniqueid)
         recs = list(session.execute(select(Recording.path, Recording.source_path).where(Recording.call_id.in_(chunk))))
         remove_files((p for row in recs for p in row), erased)
         erased.recordings += _rows(session, delete(Recording).where(Recording.call_id.in_(chunk)))
@@ -210,6 +222,13 @@ def delete_calls(session: Session, calls: list[Call], erased: Erased) -> None:
             group = linkedids[start : start + 500]
             erased.raw_events += _rows(
                 session, delete(AmiEvent).where(AmiEvent.system == system, AmiEvent.linkedid.in_(group))
+            )
+    for system, uniqueids in channels.items():
+        uids = sorted(uniqueids)
+        for start in range(0, len(uids), 500):
+            group = uids[start : start + 500]
+            erased.raw_events += _rows(
+                session, delete(AmiEvent).where(AmiEvent.system == system, AmiEvent.uniqueid.in_(group))
             )
 
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from ami_listener.sink import insert_events, rebuild
+from ami_listener.spool import make_event
+from config import PrivacySettings, Settings
 from schema.models import (
     Account,
     AmiEvent,
@@ -22,7 +26,11 @@ from schema.models import (
     utcnow,
 )
 from tests.conftest import Cli
+from tests.fakes.ami_server import Frame, call_frames, epoch_of, load_capture, with_timestamps
+from tests.integration.ami_harness import kept_payloads
 from tracking.calls import upsert_call
+from tracking.phone import try_normalize
+from tracking.privacy import apply_retention
 
 JANE = "+14045551234"
 BOB = "+14045559876"
@@ -171,3 +179,120 @@ def test_retention_windows(cli: Cli, session_factory: sessionmaker[Session], tmp
     assert count(session_factory, Call) == 0 and count(session_factory, VisitorSession) == 0
     assert "invalid retention -1" in cli.fails("privacy", "set-retention", "Acme", "--days", "-1").output
     assert "unknown account" in cli.fails("privacy", "set-retention", "Nobody", "--days", "1").output
+
+
+# --- raw AMI events, from recorded calls -------------------------------------------------------
+
+
+def recorded_call(traffic: Path, scenario: str, *, caller: tuple[str, str] | None = None, days_later: int = 0) -> Any:
+    """A recorded call's frames; optionally from another caller (national digits, name), some days later."""
+    recorded = load_capture(scenario, traffic)
+    shift = days_later * 86_400
+    out = with_timestamps(call_frames(recorded), epoch_of(recorded) + shift)
+    if caller is not None:
+        digits, name = caller
+        out = [
+            Frame(f.at, f.data.replace(b"4045551234", digits.encode()).replace(b"Jane Doe", name.encode())) for f in out
+        ]
+    return out, dt.datetime.fromtimestamp(epoch_of(recorded) + shift, dt.UTC)
+
+
+def store_events(factory: sessionmaker[Session], system: str, stream: Any, at: dt.datetime, key: str) -> None:
+    """What the AMI listener stores of *stream* (received at *at*), then the calls rebuilt from it."""
+    events = [make_event(i, f"{key}:{i}", at, payload) for i, payload in enumerate(kept_payloads(stream))]
+    with factory() as s, s.begin():
+        insert_events(s, system, events)
+        rebuild(s, system, normalize=try_normalize)
+
+
+def raw_events(factory: sessionmaker[Session]) -> list[tuple[str, dict[str, Any]]]:
+    """Stored events as (the call they belong to, payload); "" for those of no call (a bridge, a boot)."""
+    with factory() as s:
+        rows = s.execute(select(AmiEvent.linkedid, AmiEvent.uniqueid, AmiEvent.payload).order_by(AmiEvent.seq))
+        # a capture's channels share the linkedid's epoch second: Cdr events carry only the Uniqueid
+        return [(str(lid or uid or "").split(".")[0], payload) for lid, uid, payload in rows]
+
+
+JANE_CALL = "1795915078.0"  # the answered capture
+BOB_CALL = "1795915122.8"  # the busy capture, from Bob
+JANES, BOBS = JANE_CALL.split(".")[0], BOB_CALL.split(".")[0]
+
+
+def names_jane(payload: dict[str, Any]) -> bool:
+    text = json.dumps(payload, ensure_ascii=False)
+    return "4045551234" in text or "Jane Doe" in text
+
+
+def test_erase_removes_every_raw_event_of_the_callers_calls(
+    cli: Cli, session_factory: sessionmaker[Session], asterisk_traffic: Path
+) -> None:
+    jane, jane_at = recorded_call(asterisk_traffic, "answered")
+    bob, bob_at = recorded_call(asterisk_traffic, "busy", caller=("4045559876", "Bob Roe"))
+    store_events(session_factory, "pbx", jane, jane_at, "a")
+    store_events(session_factory, "pbx", bob, bob_at, "b")
+    before = raw_events(session_factory)
+    bobs = [e for e in before if e[0] == BOBS]
+    # what makes the by-call delete necessary: the agent leg's events do not name her number
+    assert any("4045551234" not in json.dumps(p) for call, p in before if call == JANES)
+
+    cli.ok("privacy", "erase", JANE, "--yes")
+    after = raw_events(session_factory)
+    assert [p for call, p in after if call == JANES] == []
+    assert [p for _, p in after if names_jane(p)] == []
+    assert [e for e in after if e[0] == BOBS] == bobs  # the other caller's call is untouched
+    assert [e for e in after if e[0] == ""] == [e for e in before if e[0] == ""]
+
+    # rebuilding calls from the raw events cannot bring any part of her call back
+    cli.ok("calls", "rebuild")
+    with session_factory() as s:
+        assert list(s.scalars(select(Call.linkedid))) == [BOB_CALL]
+        assert not [leg for leg in s.scalars(select(CallLeg)) if "Jane" in (leg.caller_name or "")]
+
+
+def test_retention_removes_old_raw_events_by_call_and_by_the_global_window(
+    cli: Cli, session_factory: sessionmaker[Session], settings: Settings, asterisk_traffic: Path
+) -> None:
+    cli.ok("accounts", "add", "Acme")
+    jane, jane_at = recorded_call(asterisk_traffic, "answered")  # 45 days before "now"
+    bob, bob_at = recorded_call(asterisk_traffic, "busy", caller=("4045559876", "Bob Roe"), days_later=40)
+    with session_factory() as s, s.begin():
+        account_id = s.scalar(select(Account.id))
+        for linkedid in (JANE_CALL, BOB_CALL):  # the route made the rows: the calls belong to the account
+            upsert_call(s, "pbx", linkedid, {"account_id": account_id, "route_status": "ok"})
+    store_events(session_factory, "pbx", jane, jane_at, "a")
+    store_events(session_factory, "pbx", bob, bob_at, "b")
+    booted = {"Event": "FullyBooted", "Privilege": "system,all", "Status": "Fully Booted"}
+    with session_factory() as s, s.begin():  # events of no call: each connection's FullyBooted
+        insert_events(s, "pbx", [make_event(0, "a:boot", jane_at, booted), make_event(10**9, "b:boot", bob_at, booted)])
+    now = jane_at + dt.timedelta(days=45)
+    before = raw_events(session_factory)
+    bobs = [e for e in before if e[0] == BOBS]
+    no_call = [e for e in before if e[0] == ""]
+    assert len(no_call) > 2  # bridges too
+
+    # the account keeps calls 30 days, no global window: the old call goes with every raw event of it
+    cli.ok("privacy", "set-retention", "Acme", "--days", "30")
+    with session_factory() as s, s.begin():
+        assert apply_retention(s, settings, "test", now=now).calls == 1
+    after = raw_events(session_factory)
+    assert [p for call, p in after if call == JANES] == []
+    assert [p for _, p in after if names_jane(p)] == []  # Cdr events name her and have no linkedid
+    assert [e for e in after if e[0] == BOBS] == bobs
+    assert [e for e in after if e[0] == ""] == no_call  # events of no call wait for the global window
+    kept = len(after)
+
+    # privacy.retention_days: raw events older than it go, whichever call they belong to (or none)
+    window = settings.replace(privacy=PrivacySettings(retention_days=30))
+    with session_factory() as s, s.begin():
+        erased = apply_retention(s, window, "test", now=now)
+    with session_factory() as s:
+        old = s.scalar(
+            select(func.count()).select_from(AmiEvent).where(AmiEvent.received_at < jane_at + dt.timedelta(days=1))
+        )
+        assert old == 0
+    after = raw_events(session_factory)
+    assert erased.raw_events == kept - len(after) > 0
+    assert [e for e in after if e[0] == BOBS] == bobs  # 5 days old: kept
+    assert [p["Event"] for call, p in after if call == ""].count("FullyBooted") == 1  # the recent one
+    with session_factory() as s:
+        assert list(s.scalars(select(Call.linkedid))) == [BOB_CALL]
