@@ -23,6 +23,8 @@ import asyncio
 import contextlib
 import random
 import re
+import socket
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,6 +216,9 @@ class Plan:
     drop_after: int | None = None
     #: cut writes at random byte boundaries (seeded)
     split_seed: int | None = None
+    #: with split_seed: how many bytes the client has read so far.  Each piece is then sent only
+    #: once the client has read everything before it, so two pieces never arrive as one read.
+    delivered: Callable[[], int] | None = None
     #: refuse the login
     refuse_login: bool = False
     #: FullyBooted's Uptime; small after a restart.  The default reaches back before the captures were
@@ -282,20 +287,38 @@ class FakeAmiServer:
         self._writers.append(writer)
         rng = random.Random(plan.split_seed) if plan.split_seed is not None else None
         lock = asyncio.Lock()
+        resynced = asyncio.Event()
+
+        written = 0
+        if plan.delivered is not None:
+            writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        async def delivered(deadline: float = 20.0) -> None:
+            assert plan.delivered is not None
+            until = time.monotonic() + deadline
+            while plan.delivered() < written:
+                if time.monotonic() > until:
+                    raise AssertionError("the client did not read what the fake server sent")
+                await asyncio.sleep(0)
 
         async def send(data: bytes) -> None:
+            nonlocal written
             async with lock:
                 if rng is None:
                     writer.write(data)
+                    written += len(data)
                     await writer.drain()
                     return
                 pos = 0
                 while pos < len(data):
                     step = rng.randint(1, 97)
                     writer.write(data[pos : pos + step])
+                    written += len(data[pos : pos + step])
                     pos += step
                     await writer.drain()
-                    if rng.random() < 0.3:
+                    if plan.delivered is not None:
+                        await delivered()
+                    elif rng.random() < 0.3:
                         await asyncio.sleep(0.0005)
 
         streamer: asyncio.Task[None] | None = None
@@ -331,9 +354,10 @@ class FakeAmiServer:
                                 Status="Fully Booted",
                             )
                         )
-                        streamer = asyncio.create_task(self._stream(plan, send, writer, finished))
+                        streamer = asyncio.create_task(self._stream(plan, send, writer, finished, resynced))
                     elif name == "coreshowchannels":
                         await send(self._core_show_channels(plan, aid))
+                        resynced.set()
                     elif name == "ping":
                         if not plan.answer_ping:
                             continue
@@ -359,9 +383,12 @@ class FakeAmiServer:
         send: Callable[[bytes], Awaitable[None]],
         writer: asyncio.StreamWriter,
         finished: asyncio.Event,
+        resynced: asyncio.Event,
     ) -> None:
-        # the listener sends CoreShowChannels first; give it a moment so the answer comes before new events
-        await asyncio.sleep(0.05)
+        # The listener sends CoreShowChannels after its login: as on a real Asterisk, the answer (the
+        # channels alive before the new events) comes first. A client that never asks gets the events anyway.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(resynced.wait(), 5)
         if plan.garbage:
             await send(plan.garbage)
         frames = list(plan.frames)

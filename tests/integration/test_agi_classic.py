@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import array
+import fcntl
 import os
 import signal
 import subprocess
 import sys
+import termios
 import textwrap
 import time
 from pathlib import Path
@@ -147,6 +150,22 @@ def test_classic_sighup_is_a_quiet_hangup(environ: dict[str, str], world: World,
     assert call.linkedid == "L-hup"
 
 
+def wait_reading(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Until the script has installed its SIGHUP handler and read everything written to its stdin."""
+    assert proc.stdin is not None
+    deadline = time.monotonic() + timeout
+    unread = array.array("i", [0])
+    while True:
+        assert proc.poll() is None, "the script ended early"
+        with open(f"/proc/{proc.pid}/status") as status:
+            caught = next(int(line.split()[1], 16) for line in status if line.startswith("SigCgt:"))
+        fcntl.ioctl(proc.stdin.fileno(), termios.FIONREAD, unread)  # bytes still in the pipe
+        if caught & (1 << (signal.SIGHUP - 1)) and unread[0] == 0:
+            return
+        assert time.monotonic() < deadline, "the script did not start reading its environment"
+        time.sleep(0.01)
+
+
 @pytest.mark.parametrize("cut", ["stdin-closed-mid-environment", "stalled"])
 def test_classic_broken_environment(environ: dict[str, str], cut: str) -> None:
     env = environment_bytes(classic=True)
@@ -161,7 +180,7 @@ def test_classic_broken_environment(environ: dict[str, str], cut: str) -> None:
         assert proc.stdin is not None
         proc.stdin.write(env[:150])
         proc.stdin.flush()
-        time.sleep(1.0)  # let it start and wait for the rest; then Asterisk hangs up
+        wait_reading(proc)  # it has started and waits for the rest; then Asterisk hangs up
         proc.send_signal(signal.SIGHUP)
         assert proc.wait(timeout=20) == 0  # stdin still open: only the SIGHUP ended it
         assert proc.stdout is not None and proc.stderr is not None

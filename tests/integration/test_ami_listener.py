@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from ami_listener.client import ListenerProtocol
 from config import Settings
 from schema.db import make_engine
 from tests.fakes.ami_server import FakeAmiServer, Plan, interleave, replace_caller_name
@@ -111,19 +112,39 @@ async def test_every_call_shape_is_recorded(
 
 
 async def test_random_splits_keep_utf8_caller_names_whole(
-    settings: Settings, database_url: str, secret_file: Path, asterisk_traffic: Path
+    settings: Settings,
+    database_url: str,
+    secret_file: Path,
+    asterisk_traffic: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    reads: list[bytes] = []
+    received = [0]
+    receive = ListenerProtocol.data_received
+
+    def recorded(self: ListenerProtocol, data: bytes) -> None:
+        reads.append(data)
+        received[0] += len(data)
+        receive(self, data)
+
+    monkeypatch.setattr(ListenerProtocol, "data_received", recorded)
     name = 'Zoë "Zed" Ñúñez 李小龍'
     stream = interleave(
         replace_caller_name(frames("answered", asterisk_traffic), name),
         replace_caller_name(frames("busy", asterisk_traffic), name),
     )
     expected = kept_payloads(stream)
-    plan = Plan(frames=stream, split_seed=7)
+    # each piece leaves only once the listener has read the one before: the cuts are the listener's reads
+    plan = Plan(frames=stream, split_seed=7, delivered=lambda: received[0])
     async with FakeAmiServer([plan]) as fake, Harness(settings, database_url, fake, secret_file) as h:
         await wait_for(lambda: stored_everything(h, expected), what="all events stored")
         await wait_for(lambda: len(calls_of(h.engine, h.system)) == 2, what="two calls")
         calls = calls_of(h.engine, h.system)
+    everything, pos, inside_a_character = b"".join(reads), 0, 0
+    for chunk in reads[:-1]:
+        pos += len(chunk)
+        inside_a_character += 0x80 <= everything[pos] < 0xC0  # the next read starts with a continuation byte
+    assert inside_a_character >= 10
     assert stored_call_events(h.engine, h.system) == expected
     assert {c["caller_name"] for c in calls.values()} == {name}
     assert calls[LINKEDID["busy"]]["disposition"] == "busy"
@@ -193,9 +214,12 @@ async def test_drop_mid_call_then_resync_completes_the_call(
             lambda: calls_of(h.engine, h.system).get(LINKEDID["answered"], {}).get("ended_at") is not None,
             what="the call closed",
         )
-        assert fake.connections == 2 and h.client.resyncs >= 2
-        actions = [a.get("Action") for a in fake.actions]
-        assert actions.count("CoreShowChannels") >= 2
+        # the resync counter moves only once the CoreShowChannels reply is complete: wait for it, not for the call
+        await wait_for(
+            lambda: h.client.resyncs >= 2 and [a.get("Action") for a in fake.actions].count("CoreShowChannels") >= 2,
+            what="a resync on each connection",
+        )
+        assert fake.connections == 2
     call = calls_of(h.engine, h.system)[LINKEDID["answered"]]
     assert call["disposition"] == "answered"
     assert call["answered_by"] == "Local/100@agents"

@@ -56,10 +56,18 @@ async def test_watch_without_ffmpeg_says_so_once_and_keeps_the_spool(
     cfg = recorder_settings(settings, tmp_path, poll_seconds=0.05, ffmpeg="/opt/nowhere/ffmpeg")
     source = put_real(asterisk_traffic, cfg.recorder.spool_dir, "1.wav")
     service = RecorderService(cfg, session_factory)
+    looked_up = []
+    make = service._make
+
+    def look_for_ffmpeg() -> object:
+        looked_up.append(1)
+        return make()
+
+    service._make = look_for_ffmpeg  # type: ignore[method-assign]
     stop = asyncio.Event()
     with caplog.at_level(logging.ERROR, logger="recorder.service"):
         task = asyncio.create_task(service.run(stop))
-        await asyncio.sleep(0.5)
+        await wait_for(lambda: len(looked_up) >= 4)  # the start and three polls after it
         stop.set()
         await asyncio.wait_for(task, 10)
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -33,6 +35,15 @@ async def echo_caller(agi: AsyncAGI, session: SessionInfo) -> str:
 
 
 Start = Callable[..., Awaitable[tuple[FastAGIServer, int]]]
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    """Wait for *condition* (checked on every turn of the loop) with a deadline."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
 
 
 @pytest.fixture
@@ -79,18 +90,29 @@ async def test_many_sessions_at_once(start: Start) -> None:
     assert server.stats.snapshot()["sessions"] == 40
 
 
-async def test_utf8_split_across_reads_and_invalid_bytes(start: Start) -> None:
+async def test_utf8_split_across_reads_and_invalid_bytes(start: Start, monkeypatch: pytest.MonkeyPatch) -> None:
     _, port = await start()
+    reads: list[bytes] = []
+    receive = AsyncAGI.data_received
+
+    def recorded(self: AsyncAGI, data: bytes) -> None:
+        reads.append(data)
+        receive(self, data)
+
+    monkeypatch.setattr(AsyncAGI, "data_received", recorded)
     env = environment_bytes(calleridname="Zoë Ñúñez 北京")
     cut = env.index("北".encode()) + 1  # in the middle of a three-byte character
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     writer.write(env[:cut])
     await writer.drain()
-    await asyncio.sleep(0.05)
+    # the rest goes only once the server has read the first part: the two can never arrive as one read
+    await until(lambda: b"".join(reads) == env[:cut], "the server to read the first part")
     writer.write(env[cut:])
     peer = FakeFastAGIPeer("127.0.0.1", port)
     await peer._answer(reader, writer, 5)
     assert peer.side.set_vars["SEEN_NAME"] == "Zoë Ñúñez 北京"
+    assert b"".join(reads).startswith(env) and len(reads) >= 2
 
     bad = environment_bytes(calleridname="@@").replace(b"@@", b"J\xffane")
     result = await FakeFastAGIPeer("127.0.0.1", port).session(bad)
@@ -159,10 +181,9 @@ async def test_peer_closes_in_the_middle_of_the_environment(start: Start) -> Non
     server, port = await start()
     env = environment_bytes()
     received, closed, _ = await FakeFastAGIPeer("127.0.0.1", port).raw(env[: len(env) // 2], then_wait=0)
-    await asyncio.sleep(0.1)
     assert received == b""
+    await until(lambda: server.stats.active == 0 and server.stats.counts["connections"] == 1, "the session to end")
     assert server.stats.counts["protocol_errors"] == 1
-    assert server.stats.active == 0
 
 
 async def test_peer_stalls_in_the_middle_of_the_environment_and_is_dropped(start: Start) -> None:
@@ -268,7 +289,7 @@ def test_router_refuses_a_name_twice() -> None:
     assert router.get("sms") is sms and router.get("nope") is None
 
 
-async def test_graceful_stop_finishes_sessions_in_flight(start: Start) -> None:
+async def test_graceful_stop_finishes_sessions_in_flight(start: Start, caplog: pytest.LogCaptureFixture) -> None:
     gate = asyncio.Event()
 
     async def slow(agi: AsyncAGI, session: SessionInfo) -> str:
@@ -279,10 +300,10 @@ async def test_graceful_stop_finishes_sessions_in_flight(start: Start) -> None:
 
     server, port = await start({"route": slow})
     in_flight = asyncio.create_task(FakeFastAGIPeer("127.0.0.1", port).session())
-    while server.stats.active == 0:
-        await asyncio.sleep(0.01)
-    stopping = asyncio.create_task(server.stop(grace=10))
-    await asyncio.sleep(0.1)
+    await until(lambda: server.stats.active == 1, "the session in flight")
+    with caplog.at_level(logging.INFO, logger="asterisk_agi.fastagi"):
+        stopping = asyncio.create_task(server.stop(grace=10))
+        await until(lambda: "waiting for 1 session(s) in flight" in caplog.text, "the server to start stopping")
     with pytest.raises(OSError):  # no longer accepting
         await asyncio.open_connection("127.0.0.1", port)
     assert not stopping.done()
@@ -314,8 +335,7 @@ async def test_a_port_probe_is_not_a_session(start: Start) -> None:
     _, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.close()
     await FakeFastAGIPeer("127.0.0.1", port).session()
-    while server.stats.active:
-        await asyncio.sleep(0.01)
+    await until(lambda: server.stats.active == 0 and server.stats.counts["connections"] == 2, "both connections to end")
     snap = server.stats.snapshot()
     assert (snap["connections"], snap["sessions"], snap["hangups"]) == (2, 1, 0)
     assert server.stats.counts["probes"] == 1
@@ -334,8 +354,7 @@ async def test_a_flood_while_the_handler_works_is_bounded(start: Start) -> None:
     server, port = await start({"route": busy})
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(environment_bytes())
-    while not seen:
-        await asyncio.sleep(0.01)
+    await until(lambda: bool(seen), "the handler to start")
     flood = b"A" * 65536
     for _ in range(64):  # 4 MiB, far more than the server holds
         writer.write(flood)
@@ -350,8 +369,7 @@ async def test_a_flood_while_the_handler_works_is_bounded(start: Start) -> None:
     except ConnectionResetError:
         pass
     writer.close()
-    while server.stats.active:
-        await asyncio.sleep(0.01)
+    await until(lambda: server.stats.active == 0, "the session to end")
     assert server.stats.counts["protocol_errors"] == 1
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
+from collections.abc import Callable
 
 from calltrack.services import run_services
 
@@ -14,9 +16,11 @@ class Worker:
         self.name = name
         self.fail_after = fail_after
         self.finished_cleanly = False
+        self.started = False
         self.reloads = 0
 
     async def run(self, stop: asyncio.Event) -> None:
+        self.started = True
         if self.fail_after is not None:
             await asyncio.sleep(self.fail_after)
             raise RuntimeError(f"{self.name} broke")
@@ -28,12 +32,29 @@ class Worker:
         self.reloads += 1
 
 
-async def test_sigterm_stops_every_service_cleanly() -> None:
+async def until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.005)
+
+
+async def test_sighup_reloads_and_sigterm_stops_every_service_cleanly() -> None:
     services = [Worker("a"), Worker("b")]
-    loop = asyncio.get_running_loop()
-    loop.call_later(0.05, os.kill, os.getpid(), signal.SIGHUP)
-    loop.call_later(0.1, os.kill, os.getpid(), signal.SIGTERM)
+
+    async def administrator() -> None:
+        # signals only once every service runs (the handlers are in place by then), one after the other
+        try:
+            await until(lambda: all(s.started for s in services), "the services to start")
+            os.kill(os.getpid(), signal.SIGHUP)
+            await until(lambda: all(s.reloads for s in services), "the reload")
+            assert not any(s.finished_cleanly for s in services)  # a reload is not a stop
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    signals = asyncio.create_task(administrator())
     assert await run_services(services) == 0
+    await signals
     assert all(s.finished_cleanly for s in services)
     assert [s.reloads for s in services] == [1, 1]
 
