@@ -4,7 +4,10 @@ Every test that asks for ``database_url`` (or anything built on it) runs twice:
 once on a SQLite file and once on PostgreSQL (127.0.0.1:5432, database ``test``;
 override with CALLTRACK_TEST_POSTGRES_URL).  Each xdist worker gets its own
 PostgreSQL database, emptied before each test and dropped at the end.  Where
-PostgreSQL is not reachable the PostgreSQL runs are skipped with the reason.
+PostgreSQL is not reachable the PostgreSQL runs are skipped with the reason, and
+the summary names each PostgreSQL-only protection that went untested because of it:
+a test marked ``@pytest.mark.postgresql_protection("what it protects")`` is the one
+that fails when that protection is removed from the PostgreSQL code path.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -31,6 +35,56 @@ from tests.fixtures import ASTERISK
 SHARED = ASTERISK
 PG_URL = os.environ.get("CALLTRACK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ["sqlite", "postgresql"]
+
+
+PROTECTION = "postgresql_protection"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tag the PostgreSQL runs of protection tests, so the summary can name what a skip left untested.
+
+    Done on the items (in each xdist worker): the reports carry ``user_properties`` to the
+    process that prints the summary.
+    """
+    for item in items:
+        marker = item.get_closest_marker(PROTECTION)
+        if marker is None:
+            continue
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("database_url") if callspec is not None else None
+        if backend in (None, "postgresql"):
+            item.user_properties.append((PROTECTION, str(marker.args[0])))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Which PostgreSQL-only protections no test checked in this run (PostgreSQL unreachable)."""
+    ran: set[str] = set()
+    skipped: dict[str, list[str]] = {}
+    reasons: set[str] = set()
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            for key, what in getattr(report, "user_properties", ()):
+                if key != PROTECTION:
+                    continue
+                if outcome == "skipped":
+                    skipped.setdefault(what, []).append(report.nodeid)
+                    if isinstance(report.longrepr, tuple):
+                        reasons.add(str(report.longrepr[2]).removeprefix("Skipped: "))
+                elif report.when == "call":
+                    ran.add(what)
+    untested = {what: ids for what, ids in skipped.items() if what not in ran}
+    if not untested:
+        return
+    terminalreporter.section("PostgreSQL-only protections NOT tested", sep="=", red=True, bold=True)
+    for reason in sorted(reasons):
+        terminalreporter.line(reason)
+    for what, ids in sorted(untested.items()):
+        terminalreporter.line(f"- {what}")
+        for nodeid in sorted(set(ids)):
+            terminalreporter.line(f"    {nodeid}")
+    terminalreporter.line(
+        f"{len(untested)} protection(s) above hold on PostgreSQL only; run with PostgreSQL to test them."
+    )
 
 
 @pytest.fixture(scope="session")

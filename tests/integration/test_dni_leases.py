@@ -13,6 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -94,6 +95,10 @@ def counts(factory: sessionmaker[Session]) -> tuple[int, int, int]:
         return leases, pool.overflow_count, pool.peak_leases
 
 
+FOR_UPDATE = "SELECT ... FOR UPDATE of the pool row: two web workers never lease one number (tracking/leases.py)"
+
+
+@pytest.mark.postgresql_protection(FOR_UPDATE)
 def test_many_sessions_at_once_never_share_a_number(
     database_url: str, session_factory: sessionmaker[Session], settings: Settings
 ) -> None:
@@ -155,6 +160,7 @@ def test_numbers_released_by_time_are_leased_again_under_concurrency(
     assert peak == len(POOL)
 
 
+@pytest.mark.postgresql_protection(FOR_UPDATE)
 def test_a_heartbeat_and_a_new_visit_racing_for_one_number_never_share_it(
     database_url: str, session_factory: sessionmaker[Session], settings: Settings
 ) -> None:
