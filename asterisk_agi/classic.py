@@ -1,6 +1,12 @@
 """``calltrack-agi``: classic AGI over stdin/stdout, for sites without FastAGI.
 
-    exten => _X.,n,AGI(calltrack-agi,route,${EXTEN})
+    exten => _X.,n,AGI(calltrack-agi,route?number=...)     (the sample dialplan's full line)
+
+Asterisk runs ``calltrack-agi`` from its agi-bin folder (``astagidir``, usually
+/var/lib/asterisk/agi-bin: link the installed script there) and passes the AGI
+arguments in argv as well as in the environment; argv is what is trusted here, since
+caller text can write lines into the environment but not into argv. The settings come
+from ``CALLTRACK_CONFIG``, else /etc/calltrack/calltrack.toml (see the README).
 
 Asterisk starts one process per call, so this module starts fast: it imports the
 standard library, the settings, the AGI protocol and the routing module, and the
@@ -18,16 +24,18 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import select
 import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 
 from asterisk_agi.protocol import (
+    MAX_ENV_BYTES,
+    MAX_ENV_LINES,
     MAX_LINE,
-    AGICommandError,
+    OVERSIZED,
     AGIEnv,
     AGIEOFHangup,
     AGIError,
@@ -40,6 +48,9 @@ from asterisk_agi.protocol import (
     ReplyParser,
     command,
     decode,
+    new_nonce,
+    parse_sync,
+    sync_command,
     variable_name,
 )
 
@@ -55,6 +66,9 @@ class SyncAGI:
         self.read_timeout = read_timeout
         self.env = AGIEnv()
         self.hung_up = False
+        self.hangup_received = False
+        self.in_step = True
+        self.verified = False
         self.sighup = False
         self._buffer = b""
         self._wakeup_r: int | None = None
@@ -102,29 +116,105 @@ class SyncAGI:
             raise AGIProtocolError(f"line longer than {MAX_LINE} bytes")
         return decode(raw)
 
+    def _fill(self, deadline: float) -> None:
+        """Read more from stdin (raises on EOF, SIGHUP or the deadline)."""
+        while True:
+            self._check()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AGITimeout(f"nothing from Asterisk for {self.read_timeout:g} s")
+            fds = [self.infd] + ([self._wakeup_r] if self._wakeup_r is not None else [])
+            ready, _, _ = select.select(fds, [], [], left)
+            if self._wakeup_r is not None and self._wakeup_r in ready:
+                os.read(self._wakeup_r, 512)
+                continue
+            if self.infd in ready:
+                chunk = os.read(self.infd, 65536)
+                if not chunk:
+                    self.hung_up = True
+                    raise AGIEOFHangup("stdin closed by Asterisk" + (" mid-line" if self._buffer else ""))
+                self._buffer += chunk
+                return
+
+    def _readline_tolerant(self) -> tuple[str, int]:
+        """The next line, or for a line longer than MAX_LINE its start and its length (the rest is dropped)."""
+        deadline = time.monotonic() + self.read_timeout
+        skipped, head = 0, ""
+        while True:
+            raw, sep, rest = self._buffer.partition(b"\n")
+            if sep:
+                self._buffer = rest
+                if skipped or len(raw) > MAX_LINE:
+                    return (head if skipped else decode(raw[:200])), skipped + len(raw)
+                return decode(raw), 0
+            if len(self._buffer) > MAX_LINE:
+                if not skipped:
+                    head = decode(self._buffer[:200])
+                skipped += len(self._buffer)
+                self._buffer = b""
+                if skipped > MAX_ENV_BYTES:
+                    raise AGIProtocolError(f"line longer than {MAX_ENV_BYTES} bytes")
+            self._fill(deadline)
+
     def read_env(self) -> AGIEnv:
+        """The environment up to the blank line; what is out of step is recorded (see EnvParser)."""
         parser = EnvParser()
         while True:
             try:
-                line = self._readline()
+                line, oversized = self._readline_tolerant()
             except AGIEOFHangup:
                 if parser.env.values:
                     raise AGIProtocolError("stdin closed in the middle of the AGI environment") from None
                 raise
-            if parser.feed(line):
-                self.env = parser.env
-                return self.env
+            if parser.feed(line, oversized):
+                break
+        self.env = parser.env
+        if self._buffer:
+            self.env.anomalies.append(f"{len(self._buffer)} bytes arrived before the first command")
+        self.in_step = not self.env.anomalies
+        return self.env
 
-    def send(self, name: str, *args: object) -> None:
-        """Write one command; :meth:`receive` reads its reply (work can be done in between)."""
+    def send_sync(self, fetch: tuple[str, ...] = ()) -> str:
+        """Send the synchronisation (see :meth:`asterisk_agi.fastagi.AsyncAGI.synchronise`); its nonce."""
         self._check()
-        data = command(name, *args)
+        nonce = new_nonce()
+        self._write(sync_command(nonce, fetch))
+        return nonce
+
+    def receive_sync(self, nonce: str, count: int) -> tuple[list[str], list[str]]:
+        """The fetched values and the lines read before the synchronisation's reply."""
+        drained: list[str] = []
+        while True:
+            line, oversized = self._readline_tolerant()
+            if not oversized:
+                values = parse_sync(line, nonce, count)
+                if values is not None:
+                    self.in_step = self.verified = True
+                    while drained and drained[-1] == "HANGUP":  # Asterisk's, once the environment was written
+                        drained.pop()
+                        self.hangup_received = True
+                    return values, drained
+                if line.startswith("510") and not drained:
+                    raise AGIProtocolError("Asterisk does not know GET FULL VARIABLE")
+            drained.append(OVERSIZED if oversized else line)
+            if len(drained) > MAX_ENV_LINES:
+                raise AGIProtocolError(f"no answer to the synchronisation within {MAX_ENV_LINES} lines")
+
+    def synchronise(self, fetch: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
+        return self.receive_sync(self.send_sync(fetch), len(fetch))
+
+    def _write(self, data: bytes) -> None:
         try:
             while data:
                 data = data[os.write(self.outfd, data) :]
         except OSError as exc:  # BrokenPipeError: SIGPIPE is ignored by Python
             self.hung_up = True
             raise AGISIGHUPHangup(f"the pipe to Asterisk broke: {exc}") from None
+
+    def send(self, name: str, *args: object) -> None:
+        """Write one command; :meth:`receive` reads its reply (work can be done in between)."""
+        self._check()
+        self._write(command(name, *args))
 
     def receive(self) -> Reply:
         parser = ReplyParser()
@@ -148,8 +238,28 @@ class SyncAGI:
         return reply.data or ""
 
     def set_variables(self, pairs: list[tuple[str, str]]) -> None:
+        """SET VARIABLE each pair, whatever stray lines come between the replies (as the FastAGI side does).
+
+        Classic AGI signals a hangup with SIGHUP, never with a line, so a line that is no
+        reply (``HANGUP`` included) is stray: the stream is synchronised and the variable
+        set again. Raises on SIGHUP and when the pipe is gone.
+        """
         for name, value in pairs:
-            self.execute("SET VARIABLE", variable_name(name), value)
+            for _attempt in range(3):
+                if not self.in_step:
+                    self.synchronise()
+                if self.hung_up:
+                    raise AGIEOFHangup("the channel has hung up")
+                self._write(command("SET VARIABLE", variable_name(name), value))
+                line, oversized = self._readline_tolerant()
+                if line.startswith("200 ") and not oversized:
+                    if not self.verified and b"\n" in self._buffer:
+                        self.in_step = False  # more than one reply to one command
+                    break
+                self.in_step = False
+                self.env.anomalies.append(f"{line[:40]!r} in reply to SET VARIABLE {name}")
+            else:
+                raise AGIProtocolError(f"no reply to SET VARIABLE {name} after synchronising")
 
 
 def _fallback_pairs(fallback_dial: str, fallback_timeout: int) -> list[tuple[str, str]]:
@@ -158,44 +268,37 @@ def _fallback_pairs(fallback_dial: str, fallback_timeout: int) -> list[tuple[str
     return Decision(STATUS_FALLBACK, fallback_dial, fallback_timeout).variables()
 
 
-def _linkedid_passed(env: AGIEnv) -> bool:
-    # the same test as handlers.route.linkedid_argument, without importing it before the settings
-    args = env.args
-    return len(args) >= 2 and bool(re.fullmatch(r"[A-Za-z0-9_-]{0,40}[0-9]+\.[0-9]+", args[1].strip()))
-
-
-def handler_env(env: AGIEnv, script: str) -> AGIEnv:
-    """*env* with the script name dropped from the front of the ``agi_arg_N`` arguments."""
-    args = env.args
-    if not args or args[0] != script:
-        return env
-    values = {k: v for k, v in env.values.items() if not k.startswith("agi_arg_")}
-    for n, arg in enumerate(args[1:], 1):
-        values[f"agi_arg_{n}"] = arg
-    return AGIEnv(values)
-
-
 def run(agi: SyncAGI, argv: list[str], environ: dict[str, str] | os._Environ[str]) -> int:
     """One classic AGI session on *agi*; the exit status."""
+    from asterisk_agi.handlers.inputs import (
+        FETCH,
+        CallInputs,
+        classic_needs_sync,
+        from_address,
+        from_arguments,
+        parse_query,
+    )
+
     env = agi.read_env()
-    # AGI(calltrack-agi,route,${EXTEN}): Asterisk passes "route" and the number both in argv and as
-    # agi_arg_1, agi_arg_2; the handler's own arguments are what follows the script name.
-    script = argv[0] if argv else (env.args[0] if env.args else "")
-    env = handler_env(env, script)
-    asked = False
-    if script == "route" and not _linkedid_passed(env):
-        # Ask for the linkedid now and read the answer after the imports and the settings:
-        # Asterisk answers while this process loads what the route needs.
-        agi.send("GET VARIABLE", variable_name("CHANNEL(linkedid)"))
-        asked = True
+    # AGI(calltrack-agi,route?number=...) or AGI(calltrack-agi,route,${EXTEN},...): Asterisk passes the
+    # arguments in argv (trusted) and again as agi_arg_N (after the caller ID: not trusted).
+    head = argv[0] if argv else ""
+    script, _, query_text = head.partition("?")
+    query = parse_query(query_text)
+    args = list(argv[1:])
+    nonce = ""
+    if script == "route" and classic_needs_sync(query, args, env):
+        # Sent now, read after the imports and the settings: Asterisk answers while this process
+        # loads what the route needs.
+        nonce = agi.send_sync(FETCH)
     try:
         from config import load_settings
 
         settings = load_settings(environ=environ)
     except Exception as exc:  # settings broken: still route the call
         logger.error("calltrack-agi: %s; routing by fallback", exc)
-        if asked:
-            agi.receive()
+        if nonce:
+            agi.receive_sync(nonce, len(FETCH))
         agi.set_variables(_fallback_pairs("", 30))
         return 0
     agi.read_timeout = settings.agi.read_timeout
@@ -203,18 +306,20 @@ def run(agi: SyncAGI, argv: list[str], environ: dict[str, str] | os._Environ[str
         logger.error("calltrack-agi: unknown script %r (known: route); routing by fallback", script)
         agi.set_variables(_fallback_pairs(settings.agi.fallback_dial, settings.agi.fallback_timeout))
         return 0
-    from asterisk_agi.handlers.route import build_request, linkedid_argument, log_decision
+    from asterisk_agi.handlers.route import build_request, log_anomalies, log_decision
     from tracking.routing import CallRouter, Decision, RouteStore
 
-    linkedid = linkedid_argument(env)
-    if asked:
-        try:
-            reply = agi.receive()
-            linkedid = (reply.data or "") if reply.value == 1 else None
-        except AGICommandError as exc:  # an Asterisk without CHANNEL(linkedid): key the call by uniqueid
-            logger.warning("calltrack-agi: cannot read CHANNEL(linkedid): %s; using the uniqueid", exc)
-            linkedid = None
-    request = build_request(env, linkedid, settings.general.system_name)
+    fetched: list[str] | None = None
+    drained: list[str] = []
+    if nonce:
+        fetched, drained = agi.receive_sync(nonce, len(FETCH))
+    inputs: CallInputs | None = from_address(query, env)
+    if inputs is not None and drained:
+        inputs = replace(inputs, anomalies=(*inputs.anomalies, f"{len(drained)} line(s) before the first reply"))
+    if inputs is None:
+        inputs = from_arguments(args, env, fetched, drained)
+    log_anomalies("", env, inputs)
+    request = build_request(inputs, settings.general.system_name)
     router = CallRouter(settings, RouteStore(settings.database_url, connect_timeout=settings.database.connect_timeout))
     job = router.job(request)
     result: list[Decision] = []

@@ -9,6 +9,12 @@ environment, closes early or sends garbage is logged and dropped; nothing spins.
 Stopping (:meth:`FastAGIServer.serve` with its stop event) closes the listening
 socket first, then lets the sessions in flight finish.
 
+Caller-controlled text can put lines of its own into the environment (see
+:mod:`asterisk_agi.protocol`): :meth:`AsyncAGI.read_env` records what is out of step
+instead of refusing the session, :meth:`AsyncAGI.synchronise` finds the real end of
+what Asterisk wrote with a marker only this server knows, and
+:meth:`AsyncAGI.set_variables` does not let a stray line stop it.
+
 Commands are never pipelined: Asterisk reads them with ``fgets`` on a buffered
 stream but waits for the next one by polling the socket, so a second command
 already sitting in its buffer would never be read. Each command is one round trip,
@@ -28,6 +34,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from asterisk_agi.protocol import (
+    MAX_ENV_BYTES,
+    MAX_ENV_LINES,
     MAX_LINE,
     AGIEnv,
     AGIEOFHangup,
@@ -41,6 +49,9 @@ from asterisk_agi.protocol import (
     ReplyParser,
     command,
     decode,
+    new_nonce,
+    parse_sync,
+    sync_command,
     variable_name,
 )
 
@@ -66,10 +77,17 @@ class AsyncAGI(asyncio.Protocol):
         self.read_timeout = read_timeout
         self.env = AGIEnv()
         self.hung_up = False
+        #: Asterisk wrote HANGUP (the channel is gone; commands allowed on a dead channel still work)
+        self.hangup_received = False
+        #: False while the stream may hold lines Asterisk did not write as replies (see synchronise)
+        self.in_step = True
+        #: True once a synchronisation proved the stream in step
+        self.verified = False
         self.peer = ""
         self.transport: asyncio.Transport | None = None
         self._on_connect = on_connect
         self._buffer = b""
+        self._head = ""
         self._eof = False
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -160,31 +178,82 @@ class AsyncAGI(asyncio.Protocol):
         finally:
             self._waiter = None
 
+    async def _readline_tolerant(self) -> tuple[str, int]:
+        """The next line, or for a line longer than MAX_LINE its start and its length (the rest is dropped)."""
+        skipped = 0
+        while True:
+            i = self._buffer.find(b"\n")
+            if i >= 0:
+                raw = self._buffer[:i]
+                self._buffer = self._buffer[i + 1 :]
+                if skipped or len(raw) > MAX_LINE:
+                    return decode(raw[:200]) if not skipped else self._head, skipped + len(raw)
+                return decode(raw), 0
+            if len(self._buffer) > MAX_LINE:
+                if not skipped:
+                    self._head = decode(self._buffer[:200])
+                skipped += len(self._buffer)
+                self._buffer = b""
+                if skipped > MAX_ENV_BYTES:
+                    raise AGIProtocolError(f"line longer than {MAX_ENV_BYTES} bytes")
+            if self._eof:
+                raise AGIEOFHangup("connection closed by Asterisk" + (" mid-line" if self._buffer else ""))
+            await self._wait()
+
     async def read_env(self) -> AGIEnv:
-        """Read the environment block up to the blank line; garbage is refused as soon as a line is seen."""
+        """Read the environment block up to the blank line.
+
+        Garbage where the environment starts is refused at once; after that, what is
+        out of step (see :class:`EnvParser`) is recorded in ``env.anomalies``, and bytes
+        already waiting after the blank line (Asterisk sends nothing before the first
+        command) are one more.
+        """
         parser = EnvParser()
         while True:
-            buffer, pos = self._buffer, 0
-            while True:
-                i = buffer.find(b"\n", pos)
-                if i < 0:
-                    break
-                if i - pos > MAX_LINE:
-                    raise AGIProtocolError(f"line longer than {MAX_LINE} bytes")
-                done = parser.feed(decode(buffer[pos:i]))
-                pos = i + 1
-                if done:
-                    self._buffer = buffer[pos:]
-                    self.env = parser.env
-                    return self.env
-            self._buffer = buffer[pos:]
-            if len(self._buffer) > MAX_LINE:
-                raise AGIProtocolError(f"line longer than {MAX_LINE} bytes")
-            if self._eof:
+            try:
+                line, oversized = await self._readline_tolerant()
+            except AGIEOFHangup:
                 if parser.env.values or self._buffer:
-                    raise AGIProtocolError("connection closed in the middle of the AGI environment")
-                raise AGIEOFHangup("connection closed by Asterisk before the environment")
-            await self._wait()
+                    raise AGIProtocolError("connection closed in the middle of the AGI environment") from None
+                raise AGIEOFHangup("connection closed by Asterisk before the environment") from None
+            if parser.feed(line, oversized):
+                break
+        self.env = parser.env
+        if self._buffer:
+            self.env.anomalies.append(f"{len(self._buffer)} bytes arrived before the first command")
+        self.in_step = not self.env.anomalies
+        return self.env
+
+    async def synchronise(self, fetch: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
+        """Bring the stream in step: one ``GET FULL VARIABLE`` with a marker, lines read up to its reply.
+
+        Returns the values of the *fetch* expressions (evaluated by Asterisk on the
+        channel, so nothing in the environment can change them) and the lines read
+        before the reply: everything Asterisk wrote that was not yet read (the end of
+        the environment) and whatever caller text put in between. Raises
+        AGIProtocolError when the reply does not come within MAX_ENV_LINES lines.
+        """
+        if self.hung_up or self.transport is None or self.transport.is_closing():
+            self.hung_up = True
+            raise AGIEOFHangup("the channel has hung up")
+        nonce = new_nonce()
+        self.transport.write(sync_command(nonce, fetch))
+        drained: list[str] = []
+        while True:
+            line, oversized = await self._readline_tolerant()
+            if not oversized:
+                values = parse_sync(line, nonce, len(fetch))
+                if values is not None:
+                    self.in_step = self.verified = True
+                    while drained and drained[-1] == "HANGUP":  # Asterisk's, once the environment was written
+                        drained.pop()
+                        self.hangup_received = True
+                    return values, drained
+                if line.startswith("510") and not drained:
+                    raise AGIProtocolError("Asterisk does not know GET FULL VARIABLE")
+            drained.append(line if not oversized else "\x00oversized")
+            if len(drained) > MAX_ENV_LINES:
+                raise AGIProtocolError(f"no answer to the synchronisation within {MAX_ENV_LINES} lines")
 
     # commands
 
@@ -219,8 +288,33 @@ class AsyncAGI(asyncio.Protocol):
         await self.execute("SET VARIABLE", variable_name(name), value)
 
     async def set_variables(self, pairs: list[tuple[str, str]]) -> None:
+        """SET VARIABLE each pair, whatever stray lines come between the replies.
+
+        A ``HANGUP`` does not stop it: SET VARIABLE works on a dead channel, and a HANGUP
+        line may have been written by caller text into a stream not yet proven in step.
+        A line that is no reply puts the stream out of step: it is synchronised and the
+        variable set again. Raises only when the connection is gone.
+        """
         for name, value in pairs:
-            await self.set_variable(name, value)
+            for _attempt in range(3):
+                if not self.in_step:
+                    await self.synchronise()
+                if self.hung_up or self.transport is None or self.transport.is_closing():
+                    self.hung_up = True
+                    raise AGIEOFHangup("the channel has hung up")
+                self.transport.write(command("SET VARIABLE", variable_name(name), value))
+                line, oversized = await self._readline_tolerant()
+                while line == "HANGUP" and not oversized:
+                    self.hangup_received = True
+                    line, oversized = await self._readline_tolerant()
+                if line.startswith("200 ") and not oversized:
+                    if not self.verified and b"\n" in self._buffer and not self._buffer.startswith(b"HANGUP\n"):
+                        self.in_step = False  # more than one reply to one command
+                    break
+                self.in_step = False
+                self.env.anomalies.append(f"{line[:40]!r} in reply to SET VARIABLE {name}")
+            else:
+                raise AGIProtocolError(f"no reply to SET VARIABLE {name} after synchronising")
 
     async def verbose(self, message: str, level: int = 1) -> None:
         await self.execute("VERBOSE", message, Bare(str(int(level))))
@@ -298,6 +392,7 @@ class Stats:
             "hangups": self.counts["hangups"],
             "timeouts": self.counts["timeouts"],
             "protocol_errors": self.counts["protocol_errors"],
+            "out_of_step": self.counts["out_of_step"],
             "refused": self.counts["refused"],
             "probes": self.counts["probes"],
             "unknown_scripts": self.counts["unknown_scripts"],
@@ -312,7 +407,7 @@ class Stats:
         return (
             f"sessions={s['sessions']} active={s['active']} errors={s['errors']} fallbacks={s['fallbacks']} "
             f"hangups={s['hangups']} timeouts={s['timeouts']} protocol_errors={s['protocol_errors']} "
-            f"refused={s['refused']} unknown_scripts={s['unknown_scripts']} "
+            f"refused={s['refused']} unknown_scripts={s['unknown_scripts']} out_of_step={s['out_of_step']} "
             + (f"p50={s['latency_ms_p50']}ms p99={s['latency_ms_p99']}ms" if s["sessions"] else "no latency yet")
         )
 
@@ -472,6 +567,11 @@ class FastAGIServer:
             status = await handler(agi, SessionInfo(host, self.policy.system(host)))
             if status:
                 stats.statuses[status] += 1
+            if agi.env.anomalies:
+                stats.counts["out_of_step"] += 1
+            if agi.hangup_received:
+                stats.counts["hangups"] += 1
+                logger.info("FastAGI session from %s: caller hung up while the variables were set", host)
         except AGIHangup as exc:
             stats.counts["hangups"] += 1
             logger.info("FastAGI session from %s: caller hung up (%s)", host, exc)

@@ -4,25 +4,80 @@ Both transports (FastAGI over TCP in :mod:`asterisk_agi.fastagi`, classic AGI ov
 stdin/stdout in :mod:`asterisk_agi.classic`) feed lines into the parsers here and
 send what :func:`command` builds, so the protocol is written once.
 
+**Caller-controlled text in the environment.** Asterisk writes the environment with
+``%s`` (res_agi.c ``setup_env``): a caller ID name or number with a line break in it
+becomes extra lines, an early blank line (the end of the environment) and lines that
+look like replies. The order of the keys is fixed, so :class:`EnvParser` checks it and
+records every departure (a key out of place, repeated or unknown, a line that is no
+``key: value``, an oversized line, the environment ending early) instead of trusting
+what it read; :func:`authentic_tail` then recovers what Asterisk wrote after the last
+caller-controlled line, reading backwards from the real end of the environment, which
+a synchronisation (:func:`sync_command`, a ``GET FULL VARIABLE`` with an unguessable
+marker) locates: Asterisk answers exactly one reply per command, and only once it has
+written the whole environment.
+
 Only the standard library is imported: the classic script must start fast.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
+import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 #: the longest line accepted from Asterisk, in bytes (an environment line or a reply)
 MAX_LINE = 8192
 #: the most environment lines accepted before the blank line
 MAX_ENV_LINES = 256
+#: the most bytes read from Asterisk before the reply to the first command (oversized lines included)
+MAX_ENV_BYTES = 256 * 1024
 
 _COMMAND_WORD = re.compile(r"[A-Z][A-Z ]*[A-Z]|[A-Z]")
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\([A-Za-z0-9_-]*\))?")
 _ENV_KEY = re.compile(r"agi_[a-z0-9_]+")
+_ARG_KEY = re.compile(r"agi_arg_([1-9][0-9]*)")
 _REPLY_200 = re.compile(r"200 result=(-?\w*)(?: (.*))?")
 _DATA = re.compile(r"\((.*)\)((?: [A-Za-z_]+=\S*)*)")
 _EXTRA = re.compile(r"([A-Za-z_]+)=(\S*)")
+_INT = re.compile(r"-?[0-9]+")
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+
+#: FastAGI only (launch_netscript), before the rest: the URL's path is trusted, nothing a caller sets precedes it
+NETWORK_KEYS = ("agi_network", "agi_network_script")
+#: what setup_env writes, in its order; then agi_arg_1, agi_arg_2... and a blank line
+ENV_KEYS = (
+    "agi_request",
+    "agi_channel",
+    "agi_language",
+    "agi_type",
+    "agi_uniqueid",
+    "agi_version",
+    "agi_callerid",
+    "agi_calleridname",
+    "agi_callingpres",
+    "agi_callingani2",
+    "agi_callington",
+    "agi_callingtns",
+    "agi_dnid",
+    "agi_rdnis",
+    "agi_context",
+    "agi_extension",
+    "agi_priority",
+    "agi_enhanced",
+    "agi_accountcode",
+    "agi_threadid",
+)
+#: written with %d by Asterisk
+_INT_KEYS = frozenset(
+    ("agi_callingpres", "agi_callingani2", "agi_callington", "agi_callingtns", "agi_priority", "agi_threadid")
+)
+#: setup_env's keys after the caller ID, from agi_threadid back (how authentic_tail reads them)
+_TAIL_BACKWARDS = tuple(reversed(ENV_KEYS[ENV_KEYS.index("agi_callingpres") :]))
+#: how an oversized line is kept in AGIEnv.lines (never taken for a value)
+OVERSIZED = "\x00oversized"
 
 
 # --- errors ---------------------------------------------------------------------------
@@ -129,9 +184,15 @@ def decode(raw: bytes) -> str:
 
 @dataclass
 class AGIEnv:
-    """The ``agi_*`` variables Asterisk sends first, plus the ``agi_arg_N`` arguments in order."""
+    """The ``agi_*`` variables Asterisk sends first, plus the ``agi_arg_N`` arguments in order.
+
+    ``anomalies`` says how the stream departed from what Asterisk writes (empty for a
+    clean session); ``lines`` keeps every line as received, for :func:`authentic_tail`.
+    """
 
     values: dict[str, str] = field(default_factory=dict)
+    anomalies: list[str] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
 
     def get(self, key: str, default: str = "") -> str:
         return self.values.get(key, default)
@@ -151,6 +212,25 @@ class AGIEnv:
         script = self.values.get("agi_network_script", "")
         return script.split("?", 1)[0].strip("/")
 
+    @property
+    def query(self) -> dict[str, str]:
+        """The parameters after ``?`` in the AGI address (``agi://host/route?number=...``), raw.
+
+        Asterisk writes the address (``agi_network_script``) before anything a caller
+        controls, so these are the values a poisoned environment cannot forge. Values
+        are not URL-decoded: the sample dialplan sends digits and base64 (whose ``+`` a
+        form decoder would turn into a space).
+        """
+        script = self.values.get("agi_network_script", "")
+        _, sep, query = script.partition("?")
+        out: dict[str, str] = {}
+        if sep:
+            for part in query.split("&"):
+                key, _, value = part.partition("=")
+                if key and key not in out:
+                    out[key] = value
+        return out
+
     def known(self, key: str) -> str:
         """The value, or "" for Asterisk's placeholders (``unknown``, empty)."""
         value = self.values.get(key, "").strip()
@@ -158,32 +238,190 @@ class AGIEnv:
 
 
 class EnvParser:
-    """Fed one line at a time until the blank line; refuses anything that is not AGI."""
+    """Fed one line at a time until the blank line.
+
+    Garbage where the environment should start is refused (not an AGI peer). After
+    that nothing is refused: whatever departs from the order Asterisk writes (see
+    :data:`ENV_KEYS`) is recorded in ``env.anomalies`` and the first value of a key
+    is kept, so the handler can decide what it still trusts and route the call.
+    """
 
     def __init__(self) -> None:
         self.env = AGIEnv()
         self.done = False
         self._count = 0
+        self._bytes = 0
+        # where the order check stands: the keys allowed next (None once it is broken)
+        self._allowed: tuple[str, ...] | None = ("agi_network", "agi_request")
+        self._last = ""
 
-    def feed(self, line: str) -> bool:
-        """Take one line (without its newline); True once the environment is complete."""
-        if line == "":
+    def _anomaly(self, text: str) -> None:
+        if len(self.env.anomalies) < 8:
+            self.env.anomalies.append(text)
+
+    def feed(self, line: str, oversized: int = 0) -> bool:
+        """Take one line (without its newline); True once the environment is complete.
+
+        *oversized*: the line was that many bytes long and *line* is only its start.
+        """
+        self._bytes += (oversized or len(line)) + 1
+        if self._bytes > MAX_ENV_BYTES:
+            raise AGIProtocolError(f"AGI environment larger than {MAX_ENV_BYTES} bytes")
+        if line == "" and not oversized:
             if self._count == 0:
                 raise AGIProtocolError("empty AGI environment")
             self.done = True
+            if self._allowed is not None and "agi_threadid" not in self.env.values:
+                self._anomaly(f"the environment ended after {self._last} (no {self._allowed[0]})")
             return True
         self._count += 1
         if self._count > MAX_ENV_LINES:
             raise AGIProtocolError(f"AGI environment longer than {MAX_ENV_LINES} lines")
+        self.env.lines.append(OVERSIZED if oversized else line)
         key, sep, value = line.partition(":")
         if not sep or not _ENV_KEY.fullmatch(key):
-            raise AGIProtocolError(f"not an AGI environment line: {line[:80]!r}")
+            if self._count == 1:
+                raise AGIProtocolError(f"not an AGI environment line: {line[:80]!r}")
+            self._anomaly(f"a line that is not an AGI variable: {line[:40]!r}")
+            self._allowed = None
+            return False
+        if oversized:
+            self._anomaly(f"{key} of {oversized} bytes (longer than {MAX_LINE})")
         if key in self.env.values:
-            # Asterisk never repeats a key; a caller ID name with a line break in it could
-            raise AGIProtocolError(f"AGI environment repeats {key}")
+            # Asterisk never repeats a key: a caller ID with a line break in it does
+            self._anomaly(f"{key} sent twice")
+            self._allowed = None
+            return False
+        self._check_order(key)
         # Asterisk writes "key: value"; an empty value keeps the space ("agi_accountcode: ").
-        self.env.values[key] = value[1:] if value.startswith(" ") else value
+        value = value[1:] if value.startswith(" ") else value
+        if key in _INT_KEYS and not _INT.fullmatch(value):
+            self._anomaly(f"{key} is not a number: {value[:40]!r}")
+        if not oversized:
+            self.env.values[key] = value
         return False
+
+    def _check_order(self, key: str) -> None:
+        allowed = self._allowed
+        self._last = key
+        if allowed is None:
+            return
+        if key not in allowed:
+            known = key in ENV_KEYS or key in NETWORK_KEYS or _ARG_KEY.fullmatch(key)
+            if known:
+                self._anomaly(f"{key} where {allowed[0]} was expected")
+            else:
+                self._anomaly(f"unknown key {key} (a newer Asterisk?)")
+            self._allowed = None
+            return
+        m = _ARG_KEY.fullmatch(key)
+        if m:
+            self._allowed = (f"agi_arg_{int(m.group(1)) + 1}",)
+        elif key == "agi_network":
+            self._allowed = ("agi_network_script", "agi_request")
+        elif key == "agi_network_script":
+            self._allowed = ("agi_request",)
+        elif key == "agi_threadid":
+            self._allowed = ("agi_arg_1",)
+        else:
+            self._allowed = (ENV_KEYS[ENV_KEYS.index(key) + 1],)
+
+
+def _split(line: str) -> tuple[str, str]:
+    key, sep, value = line.partition(": ")
+    if not sep:
+        key, sep, value = line.partition(":")
+    return (key, value) if sep and _ENV_KEY.fullmatch(key) else ("", "")
+
+
+def authentic_tail(lines: Sequence[str]) -> dict[str, str]:
+    """What Asterisk itself wrote at the end of the environment, read backwards from the real end.
+
+    *lines* are every line received before the reply to the first command, the
+    environment's blank lines included. Caller text sits in the middle (the caller ID
+    fields, maybe the DNID or redirecting number); Asterisk's own lines after it, down
+    to ``agi_threadid`` and the ``agi_arg_N`` arguments, end the stream. Reading from
+    the end, each line must be the key Asterisk writes there; the first that is not
+    ends what can be trusted. Arguments are returned only when the whole run from
+    ``agi_threadid`` to the blank line is consistent.
+    """
+    i = len(lines) - 1
+    while i >= 0 and lines[i] == "HANGUP":  # the channel hung up after the environment
+        i -= 1
+    if i < 0 or lines[i] != "":
+        return {}
+    i -= 1
+    args: list[tuple[int, str]] = []
+    while i >= 0:
+        key, value = _split(lines[i])
+        m = _ARG_KEY.fullmatch(key)
+        if m is None:
+            break
+        args.append((int(m.group(1)), value))
+        i -= 1
+    args.reverse()
+    if [n for n, _ in args] != list(range(1, len(args) + 1)):
+        return {}
+    out: dict[str, str] = {}
+    for key in _TAIL_BACKWARDS:
+        if i < 0:
+            break
+        got, value = _split(lines[i])
+        if got != key or (key in _INT_KEYS and not _INT.fullmatch(value)):
+            break
+        out[key] = value
+        i -= 1
+    if "agi_threadid" not in out:
+        return {}
+    out.update((f"agi_arg_{n}", value) for n, value in args)
+    return out
+
+
+# --- synchronisation ------------------------------------------------------------------------
+
+SYNC_MARK = "calltrack-sync-"
+
+
+def new_nonce() -> str:
+    """A marker no caller can have written into the environment beforehand."""
+    return secrets.token_hex(12)
+
+
+def base64_of(expression: str) -> str:
+    """An Asterisk expression whose value travels base64-encoded (one line, whatever it holds)."""
+    return "${BASE64_ENCODE(" + expression + ")}"
+
+
+def sync_command(nonce: str, fetch: Sequence[str] = ()) -> bytes:
+    """``GET FULL VARIABLE`` answering the marker and each *fetch* expression, ``|``-separated.
+
+    Each expression must give text without ``|``, ``(`` or a line break: wrap caller
+    text in :func:`base64_of`.
+    """
+    return command("GET FULL VARIABLE", "|".join((SYNC_MARK + nonce, *fetch)))
+
+
+def parse_sync(line: str, nonce: str, count: int) -> list[str] | None:
+    """The *count* values of the reply to :func:`sync_command`, or None when *line* is not that reply."""
+    head = f"200 result=1 ({SYNC_MARK}{nonce}"
+    if not line.startswith(head) or not line.endswith(")"):
+        return None
+    parts = line[len(head) : -1].split("|")
+    if parts[0] != "" or len(parts) != count + 1:
+        return None
+    return parts[1:]
+
+
+def unbase64(value: str) -> str | None:
+    """Text sent base64-encoded (BASE64_ENCODE); None when *value* is not base64."""
+    value = value.strip()
+    if not _BASE64.fullmatch(value) or len(value) % 4 == 1:
+        return None
+    try:
+        raw = base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw.decode("utf-8", errors="replace")
 
 
 # --- replies ---------------------------------------------------------------------------

@@ -18,14 +18,19 @@ Prints, from one run on this machine:
 Each server runs in its own process; the load generator (fake Asterisk clients, one
 asyncio process) runs in this one, so on a 2-core machine each side has a core.
 
+The route is driven as the sample dialplan calls it (``--form address``: everything in the
+AGI address, no round trip before the variables) or as older dialplans do (``--form
+arguments``: ``route,${EXTEN},${CHANNEL(linkedid)}``, one synchronisation round trip).
+
 Usage: .venv/bin/python bench/agi_bench.py [--seconds 3] [--levels 1,10,50] [--rate 1000] [--repeat 3]
-       [--postgres URL] [--skip-proto] [--skip-classic]
+       [--postgres URL] [--skip-proto] [--skip-classic] [--form address|arguments]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import datetime as dt
 import os
@@ -126,9 +131,11 @@ PANORAMISK_SERVER = textwrap.dedent(
 class FakeAsterisk(asyncio.Protocol):
     """One FastAGI session as Asterisk plays it, kept cheap so the servers are what is measured."""
 
-    def __init__(self, env: bytes, linkedid: bytes, done: asyncio.Future[str]) -> None:
+    def __init__(self, env: bytes, linkedid: bytes, done: asyncio.Future[str], fetched: bytes = b"") -> None:
         self.env = env
         self.linkedid_reply = b"200 result=1 (" + linkedid + b")\n"
+        #: the values part of the answer to the route's synchronisation (GET FULL VARIABLE)
+        self.fetched = fetched
         self.done = done
         self.buffer = b""
         self.status = "none"
@@ -152,6 +159,9 @@ class FakeAsterisk(asyncio.Protocol):
                 out.append(b"200 result=1\n")
             elif line.startswith(b"GET VARIABLE"):
                 out.append(self.linkedid_reply)
+            elif line.startswith(b'GET FULL VARIABLE "'):
+                marker = line[19:].split(b"|", 1)[0]
+                out.append(b"200 result=1 (" + marker + self.fetched + b")\n")
             else:
                 out.append(b"510 Invalid or unknown command\n")
         self.buffer = buf
@@ -166,29 +176,46 @@ class FakeAsterisk(asyncio.Protocol):
             self.done.set_result(self.status)
 
 
-async def load(port: int, concurrency: int, seconds: float, numbers: list[str], rate: float = 0) -> dict[str, object]:
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+async def load(
+    port: int, concurrency: int, seconds: float, numbers: list[str], rate: float = 0, form: str = "arguments"
+) -> dict[str, object]:
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
     statuses: Counter[str] = Counter()
     counter = [0]
     stop_at = [0.0]
 
-    # the recorded environment, with the number, uniqueid and caller of each session filled in
-    # and the two arguments of the sample dialplan: AGI(agi://.../route,${EXTEN},${CHANNEL(linkedid)})
-    # (the protocol-only handlers ignore them and ask for the linkedid anyway)
-    template = environment_bytes(extension="@EXT@", uniqueid="@UID@", callerid="@CID@", args=("@EXT@", "@UID@"))
+    # the recorded environment, with the number, uniqueid and caller of each session filled in:
+    # "address", as the sample dialplan calls AGI(agi://.../route?number=...&linkedid=<b64>...) with the
+    # caller ID cleared; "arguments", AGI(agi://.../route,${EXTEN},${CHANNEL(linkedid)}) (the protocol-only
+    # handlers ignore both and ask for the linkedid anyway)
+    if form == "address":
+        template = environment_bytes(script="route?@Q@", extension="s", uniqueid="@UID@", callerid="", calleridname="")
+    else:
+        template = environment_bytes(extension="@EXT@", uniqueid="@UID@", callerid="@CID@", args=("@EXT@", "@UID@"))
 
     async def one(n: int, wid: int) -> None:
         number = numbers[n % len(numbers)]
         uid = f"1795{wid:04d}.{n}"
-        env = (
-            template.replace(b"@EXT@", number.encode())
-            .replace(b"@UID@", uid.encode())
-            .replace(b"@CID@", f"+1404555{n % 10000:04d}".encode())
-        )
+        cid = f"+1404555{n % 10000:04d}"
+        fetched = b""
+        if form == "address":
+            query = f"number={number}&linkedid={b64(uid)}&uniqueid={b64(uid)}&caller={b64(cid)}&name={b64('Jane Doe')}"
+            env = template.replace(b"@Q@", query.encode()).replace(b"@UID@", uid.encode())
+        else:
+            env = (
+                template.replace(b"@EXT@", number.encode())
+                .replace(b"@UID@", uid.encode())
+                .replace(b"@CID@", cid.encode())
+            )
+            fetched = f"|{b64(uid)}|{b64(uid)}|{b64(cid)}|{b64('Jane Doe')}".encode()
         done: asyncio.Future[str] = loop.create_future()
         linkedid = uid.encode()
-        await loop.create_connection(lambda: FakeAsterisk(env, linkedid, done), "127.0.0.1", port)
+        await loop.create_connection(lambda: FakeAsterisk(env, linkedid, done, fetched), "127.0.0.1", port)
         statuses[await done] += 1
 
     async def worker(wid: int) -> None:
@@ -250,7 +277,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def run_load(
-    port: int, concurrency: int, seconds: float, numbers: list[str], pid: int, rate: float = 0
+    port: int, concurrency: int, seconds: float, numbers: list[str], pid: int, rate: float = 0, form: str = "arguments"
 ) -> dict[str, object]:
     try:
         import uvloop
@@ -259,7 +286,7 @@ def run_load(
     except ImportError:  # the load generator is only faster with it
         runner = asyncio.run
     cpu_before, wall_before = cpu_seconds(pid), time.perf_counter()
-    result = runner(load(port, concurrency, seconds, numbers, rate))
+    result = runner(load(port, concurrency, seconds, numbers, rate, form))
     cpu, wall = cpu_seconds(pid) - cpu_before, time.perf_counter() - wall_before
     # the server's CPU per session (warm-up sessions included in both counts)
     sessions = result["sessions"] if rate else result["rate"] * (seconds + min(0.5, seconds / 4))  # type: ignore[operator]
@@ -415,12 +442,12 @@ def route_runs(environ: dict[str, str], numbers: list[str], levels: list[int], a
         try:
             wait_port(port)
             for c in levels:
-                r = run_load(port, c, args.seconds, numbers, server.pid)
+                r = run_load(port, c, args.seconds, numbers, server.pid, form=args.form)
                 print(f"{'route, closed loop':28s} c={c:<3d} {fmt(r)}   statuses {r['statuses']}")
             # the machine is shared: repeat the open-loop run and show every result and the median
             p99s = []
             for _ in range(args.repeat):
-                r = run_load(port, 50, args.seconds, numbers, server.pid, rate=args.rate)
+                r = run_load(port, 50, args.seconds, numbers, server.pid, rate=args.rate, form=args.form)
                 p99s.append(float(r["p99"]))  # type: ignore[arg-type]
                 label = "route, " + str(int(args.rate)) + "/s offered"
                 print(f"{label:28s} c<=50 {fmt(r)}   statuses {r['statuses']}  (load {os.getloadavg()[0]:.1f})")
@@ -449,6 +476,12 @@ def main() -> None:
         help="also run the route on a fresh database of this PostgreSQL server (e.g. postgresql://postgres@127.0.0.1/test)",
     )
     parser.add_argument("--skip-classic", action="store_true")
+    parser.add_argument(
+        "--form",
+        choices=("address", "arguments"),
+        default="address",
+        help="how the route is called: the sample dialplan's address, or the older arguments form",
+    )
     parser.add_argument("--skip-proto", action="store_true")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
@@ -507,7 +540,10 @@ def main() -> None:
             )
         )
         environ = {**os.environ, "CALLTRACK_CONFIG": str(config), "CALLTRACK_DATABASE_URL": url}
-        print(f"\n== full route through `calltrack agi serve` on SQLite ({len(numbers)} numbers, pool leases)")
+        print(
+            f"\n== full route through `calltrack agi serve` on SQLite ({len(numbers)} numbers, pool leases;"
+            f" dialplan form: {args.form})"
+        )
         route_runs(environ, numbers, levels, args, folder / "server.log")
         if args.postgres:
             with contextlib.ExitStack() as stack:

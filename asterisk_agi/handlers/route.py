@@ -1,21 +1,22 @@
-"""The ``route`` handler: ``AGI(agi://127.0.0.1:4573/route,${EXTEN})`` or ``AGI(calltrack-agi,route,${EXTEN})``.
+"""The ``route`` handler: ``AGI(agi://127.0.0.1:4573/route?number=...)`` or ``AGI(calltrack-agi,route?number=...)``.
 
-Reads the dialled tracking number (the first argument, else ``agi_extension``, else
-``agi_dnid``), the caller and the channel's linkedid, lets
+Reads the dialled tracking number, the caller and the channel's linkedid, lets
 :class:`tracking.routing.CallRouter` decide and write the call row within the
 database deadline, and sets the ``CALLTRACK_*`` variables of the dialplan contract.
 Whatever goes wrong, the variables say ``fallback`` and name a destination.
+
+Where the inputs come from, and why they can be trusted: :mod:`asterisk_agi.handlers.inputs`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 import time
 from typing import TYPE_CHECKING
 
-from asterisk_agi.protocol import AGICommandError, AGIEnv
+from asterisk_agi.handlers.inputs import FETCH, CallInputs, from_address, from_environment
+from asterisk_agi.protocol import AGIEnv
 from tracking.routing import STATUS_FALLBACK, CallRouter, Decision, RouteRequest, RouteStore
 
 if TYPE_CHECKING:
@@ -25,45 +26,43 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_NUMBERISH = re.compile(r"\+?[0-9][0-9 ()./-]*")
-# a uniqueid/linkedid: "1795915078.1", with the system name in front when Asterisk sets one
-_LINKEDID = re.compile(r"[A-Za-z0-9_-]{0,40}[0-9]+\.[0-9]+")
+
+async def read_inputs(agi: AsyncAGI) -> CallInputs:
+    """The route's inputs over FastAGI (at most one round trip)."""
+    inputs = from_address(agi.env.query, agi.env)
+    if inputs is None:
+        fetched, drained = await agi.synchronise(FETCH)
+        inputs = from_environment(agi.env, fetched, drained)
+    return inputs
 
 
-def linkedid_argument(env: AGIEnv) -> str | None:
-    """The linkedid the dialplan passed as the second argument (``${CHANNEL(linkedid)}``), if any.
-
-    Passing it saves a round trip to Asterisk; without it the route asks with GET VARIABLE.
-    """
-    args = env.args
-    if len(args) >= 2 and _LINKEDID.fullmatch(args[1].strip()):
-        return args[1].strip()
-    return None
-
-
-def dialled_number(env: AGIEnv) -> str:
-    """The tracking number the caller dialled: the first argument, else the extension, else the DNID."""
-    args = env.args
-    if args and args[0].strip():
-        return args[0].strip()
-    extension = env.known("agi_extension")
-    if extension and _NUMBERISH.fullmatch(extension):
-        return extension
-    return env.known("agi_dnid") or extension
+def log_anomalies(peer: str, env: AGIEnv, inputs: CallInputs) -> None:
+    if inputs.anomalies:
+        logger.warning(
+            "AGI session from %s (channel %r) is out of step: %s; routing the call to %r by %s",
+            peer or "stdin",
+            env.get("agi_channel")[:80],
+            "; ".join(inputs.anomalies),
+            inputs.dialled,
+            inputs.origin,
+        )
 
 
-def build_request(env: AGIEnv, linkedid: str | None, system: str, at: dt.datetime | None = None) -> RouteRequest:
+def build_request(inputs: CallInputs, system: str, at: dt.datetime | None = None) -> RouteRequest:
     """The call as the route sees it; the linkedid falls back to the channel's uniqueid."""
-    uniqueid = env.known("agi_uniqueid")
     return RouteRequest(
-        dialled=dialled_number(env),
-        caller_number=env.known("agi_callerid"),
-        caller_name=env.known("agi_calleridname"),
+        dialled=inputs.dialled,
+        caller_number=_known(inputs.caller_number),
+        caller_name=_known(inputs.caller_name),
         system=system,
-        linkedid=(linkedid or "").strip() or uniqueid,
-        uniqueid=uniqueid,
+        linkedid=inputs.linkedid.strip() or inputs.uniqueid,
+        uniqueid=inputs.uniqueid,
         at=at or dt.datetime.now(dt.UTC),
     )
+
+
+def _known(value: str) -> str:
+    return "" if value.strip().lower() in ("unknown", "<unknown>") else value
 
 
 def log_decision(request: RouteRequest, decision: Decision) -> None:
@@ -126,14 +125,9 @@ class RouteHandler:
     async def __call__(self, agi: AsyncAGI, session: SessionInfo) -> str:
         import asyncio
 
-        linkedid = linkedid_argument(agi.env)
-        if linkedid is None:
-            try:
-                linkedid = await agi.get_variable("CHANNEL(linkedid)")
-            except AGICommandError as exc:  # an Asterisk without CHANNEL(linkedid): key the call by uniqueid
-                logger.warning("cannot read CHANNEL(linkedid): %s; using the uniqueid", exc)
-                linkedid = None
-        request = build_request(agi.env, linkedid, session.system)
+        inputs = await read_inputs(agi)
+        log_anomalies(session.peer, agi.env, inputs)
+        request = build_request(inputs, session.system)
         if self.inline is not None and time.monotonic() >= self.inline_off_until:
             started = time.monotonic()
             decision = self.router.try_inline(request, self.inline)

@@ -1,7 +1,11 @@
 """A fake Asterisk for AGI tests, built from the real Asterisk 22 transcripts in tests/fixtures/asterisk/.
 
 It sends the environment of a recorded session (with the fields a test changes),
-answers ``GET VARIABLE`` from a dict, records ``SET VARIABLE`` after parsing the
+the way setup_env writes it (``%s``: a caller name with line breaks becomes extra
+lines), or the one the sample dialplan produces (:func:`dialplan_session`, played by
+:mod:`tests.fakes.dialplan`); answers ``GET VARIABLE`` from a dict and ``GET FULL
+VARIABLE`` by substituting the expression on the channel (``${BASE64_ENCODE(...)}``
+and all, as pbx_substitute_variables does), records ``SET VARIABLE`` after parsing the
 arguments the way Asterisk's ``parse_args`` does (so escaping is checked against
 Asterisk's rules, not ours), and can misbehave: send ``HANGUP`` (then ``511`` to
 channel commands, as the ``agihangup`` recording shows), stall, close in the middle
@@ -22,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tests.fakes.dialplan import Channel, route_agi, substitute
 from tests.fixtures import ASTERISK
 
 SHARED = ASTERISK
@@ -95,6 +100,14 @@ class AsteriskSide:
     #: SET VARIABLE name -> value, as Asterisk would have stored it
     set_vars: dict[str, str] = field(default_factory=dict)
     hung_up: bool = False
+    #: the channel GET FULL VARIABLE evaluates on (caller ID, uniqueid; CHANNEL(linkedid) from *variables*)
+    channel: Channel = field(default_factory=Channel)
+
+    def evaluate(self, expression: str) -> str:
+        channel = self.channel
+        channel.linkedid = self.variables.get("CHANNEL(linkedid)", "")
+        channel.variables = {**self.set_vars, **{k: v for k, v in self.variables.items() if "(" not in k}}
+        return substitute(expression, channel)
 
     def respond(self, line: str) -> bytes:
         index = len(self.commands)
@@ -119,6 +132,10 @@ class AsteriskSide:
             if value is None:
                 return out + b"200 result=0\n"
             return out + f"200 result=1 ({value})\n".encode()
+        if name == "GET FULL":
+            if len(argv) not in (4, 5) or upper[2] != "VARIABLE":
+                return out + b"520-Invalid command syntax.  Proper usage follows:\n520 End of proper usage.\n"
+            return out + f"200 result=1 ({self.evaluate(argv[3])})\n".encode()
         if name == "SET VARIABLE":
             if len(argv) != 4:
                 return out + b"520-Invalid command syntax.  Proper usage follows:\n520 End of proper usage.\n"
@@ -156,7 +173,7 @@ def environment_bytes(
         if classic and key == "agi_arg_1":
             break  # the recorded classic session had its own arguments
         if classic and key == "agi_request":
-            value = "/usr/local/bin/calltrack-agi"
+            value = "/var/lib/asterisk/agi-bin/calltrack-agi"
         elif key in changes:
             value = changes[key]
         lines.append(f"{key}: {value}")
@@ -164,6 +181,56 @@ def environment_bytes(
         lines.append(f"agi_arg_{n}: {arg}")
     lines.extend(extra or [])
     return ("\n".join(lines) + "\n\n").encode("utf-8")
+
+
+def environment_from(values: dict[str, str], *, classic: bool = False, args: tuple[str, ...] = ()) -> bytes:
+    """The recorded environment with *values* put in, each line written as setup_env does (``%s``)."""
+    lines = []
+    for key, value in recorded_environment(classic):
+        if classic and key == "agi_arg_1":
+            break
+        if classic and key in ("agi_network", "agi_network_script"):
+            continue
+        lines.append(f"{key}: {values.get(key, value)}")
+    lines.extend(f"agi_arg_{n}: {arg}" for n, arg in enumerate(args, 1))
+    return ("\n".join(lines) + "\n\n").encode("utf-8")
+
+
+@dataclass
+class DialplanCall:
+    """A call played through the sample dialplan up to its AGI(): what Asterisk sends, and the channel."""
+
+    env: bytes
+    #: the classic script's argv (``calltrack-agi route?...``)
+    argv: list[str]
+    channel: Channel
+    url: str
+
+
+def dialplan_session(
+    *,
+    exten: str = "8005550100",
+    callerid: str = "+14045551234",
+    calleridname: str = "Jane Doe",
+    uniqueid: str = "1795915078.1",
+    linkedid: str = "1795915078.0",
+    classic: bool = False,
+) -> DialplanCall:
+    """The environment of a call that ran the sample dialplan: the address carries the inputs, the caller ID is cleared."""
+    channel = Channel(uniqueid=uniqueid, linkedid=linkedid, caller_num=callerid, caller_name=calleridname)
+    _run, data = route_agi(channel, exten)
+    url = data.split(",", 1)[0]
+    assert url.startswith("agi://"), url
+    script = url.split("/", 3)[3]
+    query = script.partition("?")[2]
+    values = {**channel.agi_values(), "agi_network_script": script, "agi_request": url}
+    values.update({"agi_extension": "s", "agi_context": "calltrack-route"})
+    if classic:
+        values["agi_request"] = "/var/lib/asterisk/agi-bin/calltrack-agi"
+        return DialplanCall(
+            environment_from(values, classic=True, args=(f"route?{query}",)), [f"route?{query}"], channel, url
+        )
+    return DialplanCall(environment_from(values), [], channel, url)
 
 
 @dataclass
@@ -197,13 +264,37 @@ class FakeFastAGIPeer:
             values.setdefault("CHANNEL(linkedid)", linkedid)
         self.side = AsteriskSide(values, hangup_at=hangup_at)
 
-    async def session(self, env: bytes | None = None, *, timeout: float = 10.0, **fields: object) -> PeerResult:
-        """Send the environment and answer commands until the server closes the connection."""
+    async def session(
+        self, env: bytes | None = None, *, timeout: float = 10.0, line_by_line: bool = False, **fields: object
+    ) -> PeerResult:
+        """Send the environment and answer commands until the server closes the connection.
+
+        *line_by_line*: one write per line, as res_agi does (ast_agi_send), letting the
+        event loop run between them, so the server may see the environment in pieces.
+        """
         started = time.monotonic()
+        side = self.side
+        side.channel.uniqueid = str(fields.get("uniqueid", "1795915078.1"))
+        side.channel.caller_num = str(fields.get("callerid", "+14045551234"))
+        side.channel.caller_name = str(fields.get("calleridname", "Jane Doe"))
+        data = env if env is not None else environment_bytes(**fields)  # type: ignore[arg-type]
         reader, writer = await asyncio.open_connection(self.host, self.port)
-        writer.write(env if env is not None else environment_bytes(**fields))  # type: ignore[arg-type]
+        if line_by_line:
+            for line in data.split(b"\n")[:-1]:
+                writer.write(line + b"\n")
+                await writer.drain()
+                await asyncio.sleep(0)
+        else:
+            writer.write(data)
         closed = await self._answer(reader, writer, timeout)
         return PeerResult(self.side, closed, time.monotonic() - started)
+
+    async def dialplan(self, *, line_by_line: bool = False, timeout: float = 10.0, **fields: object) -> PeerResult:
+        """A call that ran the sample dialplan (see :func:`dialplan_session`)."""
+        call = dialplan_session(**fields)  # type: ignore[arg-type]
+        self.side.channel = call.channel
+        self.side.variables.setdefault("CHANNEL(linkedid)", call.channel.linkedid)
+        return await self.session(call.env, timeout=timeout, line_by_line=line_by_line, **_channel_fields(call))
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float) -> bool:
         try:
@@ -246,6 +337,11 @@ class FakeFastAGIPeer:
         finally:
             writer.close()
         return received, closed, time.monotonic() - started
+
+
+def _channel_fields(call: DialplanCall) -> dict[str, object]:
+    c = call.channel
+    return {"uniqueid": c.uniqueid, "callerid": c.caller_num, "calleridname": c.caller_name}
 
 
 def run_classic(

@@ -10,6 +10,7 @@ import pytest
 
 from asterisk_agi.protocol import (
     MAX_ENV_LINES,
+    AGIEnv,
     AGIInvalidCommand,
     AGINetworkHangup,
     AGIProtocolError,
@@ -19,12 +20,19 @@ from asterisk_agi.protocol import (
     EnvParser,
     Reply,
     ReplyParser,
+    authentic_tail,
+    base64_of,
     command,
+    new_nonce,
     parse_200,
+    parse_sync,
     quote,
+    sync_command,
+    unbase64,
     variable_name,
 )
-from tests.fakes.fastagi_peer import parse_args
+from tests.fakes.dialplan import Channel, substitute
+from tests.fakes.fastagi_peer import environment_bytes, parse_args
 
 TRANSCRIPT_LINE = re.compile(r"\[\+\s*[\d.]+\] (A>|S>|--) (b'.*'|b\".*\")$")
 
@@ -148,11 +156,29 @@ def test_network_script_path_and_query_are_stripped() -> None:
     "line",
     ["GET / HTTP/1.1", "hello", "agi channel: x", "AGI_CHANNEL: x", "x" * 100, "\x00\x01garbage: y"],
 )
-def test_garbage_in_the_environment_is_refused(line: str) -> None:
+def test_garbage_where_the_environment_starts_is_refused(line: str) -> None:
+    with pytest.raises(AGIProtocolError):
+        EnvParser().feed(line)
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["GET / HTTP/1.1", "hello", "agi channel: x", "AGI_CHANNEL: x", "x" * 100, "\x00\x01garbage: y"],
+)
+def test_garbage_later_is_recorded_not_trusted(line: str) -> None:
     parser = EnvParser()
     parser.feed("agi_network: yes")
-    with pytest.raises(AGIProtocolError):
-        parser.feed(line)
+    parser.feed(line)
+    assert parser.env.anomalies and "not an AGI variable" in parser.env.anomalies[0]
+
+
+def test_recorded_environments_are_in_step(asterisk_traffic: Path) -> None:
+    for raw in [
+        *(p.read_bytes() for p in sorted((asterisk_traffic / "fastagi").glob("*.from-asterisk.raw"))),
+        (asterisk_traffic / "agi-classic/env.txt").read_bytes(),
+    ]:
+        parser = feed_env(raw)
+        assert parser.done and parser.env.anomalies == []
 
 
 def test_an_empty_environment_is_refused() -> None:
@@ -244,10 +270,94 @@ def test_single_line_520() -> None:
         read_reply(["520 Invalid command syntax."])
 
 
-def test_a_repeated_key_is_refused() -> None:
-    """A caller ID name with a line break could smuggle in a second agi_extension: the session is refused."""
+def test_a_repeated_key_is_recorded_and_the_first_value_kept() -> None:
+    """A caller ID name with a line break could smuggle in a second agi_extension."""
     parser = EnvParser()
     parser.feed("agi_calleridname: x")
     parser.feed("agi_extension: 9999")
-    with pytest.raises(AGIProtocolError, match="repeats agi_extension"):
-        parser.feed("agi_extension: 8005550100")
+    parser.feed("agi_extension: 8005550100")
+    assert "agi_extension sent twice" in parser.env.anomalies
+    assert parser.env.get("agi_extension") == "9999"  # which is why nothing after the caller ID is trusted
+
+
+# --- a caller name that forges the environment, as Asterisk writes it --------------------------
+
+MALLORY = "Mallory\nagi_arg_1: 14045550300\nagi_arg_2: 1796170000.999\n\n" + "200 result=1\n" * 10
+
+
+def asterisk_stream(name: str, args: tuple[str, ...] = ("+14045550100", "1796170000.5")) -> list[str]:
+    """Every line Asterisk writes for a session whose caller name is *name* (setup_env's %s)."""
+    return environment_bytes(calleridname=name, args=args).decode().split("\n")[:-1]
+
+
+def parse_stream(lines: list[str]) -> tuple[EnvParser, list[str]]:
+    parser = EnvParser()
+    for i, line in enumerate(lines):
+        if parser.feed(line):
+            return parser, lines[i + 1 :]
+    raise AssertionError("no blank line")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (MALLORY, "agi_arg_1 where agi_callingpres was expected"),
+        ("Line1\nLine2", "a line that is not an AGI variable: 'Line2'"),
+        ("Bob\n\n200 result=1", "the environment ended after agi_calleridname (no agi_callingpres)"),
+        ("x\nagi_callingpres: 0", "agi_callingpres sent twice"),
+        ("x\nagi_tenant: 1", "unknown key agi_tenant (a newer Asterisk?)"),
+    ],
+)
+def test_caller_text_in_the_environment_is_noticed_and_the_real_arguments_recovered(name: str, expected: str) -> None:
+    lines = asterisk_stream(name)
+    parser, rest = parse_stream(lines)
+    assert parser.env.anomalies[0] == expected
+    # what the synchronisation drains (rest) ends with Asterisk's own lines: the real arguments win
+    tail = authentic_tail([*parser.env.lines, "", *rest])
+    assert tail["agi_arg_1"] == "+14045550100" and tail["agi_arg_2"] == "1796170000.5"
+    assert tail["agi_threadid"] == "140226209765056" and "agi_calleridname" not in tail
+
+
+def test_the_authentic_tail_of_a_clean_environment_and_of_broken_ones() -> None:
+    lines = asterisk_stream("Jane Doe")
+    assert authentic_tail(lines)["agi_extension"] == "8005550100"
+    assert authentic_tail([*lines, "HANGUP"])["agi_arg_1"] == "+14045550100"
+    assert authentic_tail(lines[:-1]) == {}  # no real end seen
+    # an argument that itself carries a line break: its arguments cannot be told apart
+    assert authentic_tail(asterisk_stream("J", args=("1\nagi_arg_2: 2", "3"))) == {}
+    assert authentic_tail(asterisk_stream("J", args=("1\nfoo", "3"))) == {}
+
+
+def test_an_oversized_line_is_recorded_not_kept() -> None:
+    parser = EnvParser()
+    parser.feed("agi_network: yes")
+    parser.feed("agi_calleridname: " + "A" * 100, oversized=9000)
+    assert "agi_calleridname of 9000 bytes (longer than 8192)" in parser.env.anomalies
+    assert "agi_calleridname" not in parser.env.values
+
+
+def test_the_synchronisation_round_trip_through_asterisks_rules() -> None:
+    """The command as Asterisk parses and substitutes it, and its reply parsed back."""
+    nonce = new_nonce()
+    fetch = (base64_of("${CHANNEL(linkedid)}"), base64_of("${CALLERID(name):0:800}"))
+    line = sync_command(nonce, fetch).decode()
+    argv = parse_args(line.rstrip("\n"))
+    assert argv[:3] == ["GET", "FULL", "VARIABLE"] and len(argv) == 4
+    channel = Channel(linkedid="my,custom id", caller_name='Jo "Q" \\ Smith\n200 result=1 (x)')
+    reply = f"200 result=1 ({substitute(argv[3], channel)})"
+    values = parse_sync(reply, nonce, 2)
+    assert values is not None
+    assert [unbase64(v) for v in values] == ["my,custom id", 'Jo "Q" \\ Smith\n200 result=1 (x)']
+    assert parse_sync(reply, new_nonce(), 2) is None  # another session's marker
+    assert parse_sync("200 result=1", nonce, 2) is None
+
+
+@pytest.mark.parametrize(("text", "expected"), [("", ""), ("SmFuZQ==", "Jane"), ("SmFuZQ", "Jane"), ("Sm!u", None)])
+def test_unbase64(text: str, expected: str | None) -> None:
+    assert unbase64(text) == expected
+
+
+def test_the_address_query_is_kept_raw() -> None:
+    env = AGIEnv({"agi_network_script": "route?number=+14045550100&name=YWI+Yw==&x"})
+    assert env.script == "route"
+    assert env.query == {"number": "+14045550100", "name": "YWI+Yw==", "x": ""}

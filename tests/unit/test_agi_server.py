@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from asterisk_agi.fastagi import AsyncAGI, FastAGIServer, PeerPolicy, Router, SessionInfo, Stats
-from asterisk_agi.protocol import MAX_LINE
+from asterisk_agi.protocol import MAX_ENV_BYTES, MAX_LINE
 from config import AgiSettings, GeneralSettings, Settings
 from tests.fakes.fastagi_peer import FakeFastAGIPeer, environment_bytes
 
@@ -208,11 +208,10 @@ async def test_peer_stalls_instead_of_answering_a_command(start: Start) -> None:
     [
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(256)) + b"\n\n",
-        b"agi_network: yes\n" + b"agi_callerid: " + b"9" * (MAX_LINE + 10) + b"\n\n",
-        b"agi_network: yes\n" + b"A" * (MAX_LINE * 5),
         b"\n",
+        b"agi_network: yes\n" + b"A" * (MAX_ENV_BYTES + 10),
     ],
-    ids=["http", "binary", "oversized-line", "endless-line", "empty-env"],
+    ids=["http", "binary", "empty-env", "endless-line"],
 )
 async def test_garbage_and_oversized_lines_are_dropped(start: Start, data: bytes) -> None:
     server, port = await start()
@@ -374,18 +373,46 @@ async def test_a_flood_while_the_handler_works_is_bounded(start: Start) -> None:
 
 
 @pytest.mark.parametrize("name", ["Jane\nDoe", "x\nagi_extension: 9999", "x\nagi_network_script: other"])
-async def test_a_line_break_in_the_caller_name_cannot_spoof_the_environment(start: Start, name: str) -> None:
-    """Asterisk writes the name raw; the broken environment is refused and the dialplan's fallback routes the call."""
-    seen: list[str] = []
+async def test_a_line_break_in_the_caller_name_is_noticed_and_cannot_pick_the_handler(start: Start, name: str) -> None:
+    """Asterisk writes the name raw: the server notices, keeps the session (the handler decides what it trusts)."""
+    seen: list[tuple[str, list[str]]] = []
 
     async def record(agi: AsyncAGI, session: SessionInfo) -> str:
-        seen.append(agi.env.get("agi_extension"))
+        seen.append((agi.env.script, list(agi.env.anomalies)))
+        await agi.set_variables([("X", "1")])
         return "ok"
 
-    server, port = await start({"route": record, "other": record})
-    received, closed, _ = await FakeFastAGIPeer("127.0.0.1", port).raw(
-        environment_bytes(calleridname=name), then_wait=5
-    )
-    assert closed and received == b""
-    assert seen == []
-    assert server.stats.counts["protocol_errors"] == 1
+    async def other(agi: AsyncAGI, session: SessionInfo) -> str:
+        raise AssertionError("caller text chose the handler")
+
+    server, port = await start({"route": record, "other": other})
+    result = await FakeFastAGIPeer("127.0.0.1", port).session(calleridname=name)
+    assert result.closed_by_server and result.side.set_vars == {"X": "1"}
+    [(script, anomalies)] = seen
+    assert script == "route" and anomalies
+    assert server.stats.counts["out_of_step"] == 1
+
+
+async def test_an_oversized_caller_id_line_does_not_end_the_session(start: Start) -> None:
+    server, port = await start()
+    result = await FakeFastAGIPeer("127.0.0.1", port).session(callerid="9" * (MAX_LINE + 10))
+    assert result.side.set_vars["SEEN_NAME"] == "Jane Doe"
+    assert server.stats.counts["out_of_step"] == 1 and server.stats.counts["protocol_errors"] == 0
+
+
+async def test_stray_lines_between_replies_do_not_stop_the_variables(start: Start) -> None:
+    """A HANGUP or a reply nobody asked for (caller text in a poisoned stream): every variable is still set."""
+    server, port = await start()
+    peer = FakeFastAGIPeer("127.0.0.1", port)
+    original = peer.side.respond
+
+    def respond(line: str) -> bytes:
+        out = original(line)
+        if line.startswith("SET VARIABLE SEEN_NAME"):
+            return b"HANGUP\n" + out + b"200 result=1\nagi_callingpres: 0\n"
+        return out
+
+    peer.side.respond = respond  # type: ignore[method-assign]
+    result = await peer.session()
+    assert set(result.side.set_vars) == {"SEEN_NAME", "SEEN_LINKEDID", "SEEN_SYSTEM", "SEEN_ARGS"}
+    assert any(c.startswith("GET FULL VARIABLE") for c in result.side.commands)  # it synchronised
