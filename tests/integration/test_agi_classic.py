@@ -28,8 +28,8 @@ def command() -> list[str]:
     return [sys.executable, "-m", "asterisk_agi.classic"]
 
 
-@pytest.fixture
-def environ(settings: Settings, database_url: str, tmp_path: Path) -> dict[str, str]:
+@pytest.fixture(name="environ")
+def environ_fixture(settings: Settings, database_url: str, tmp_path: Path) -> dict[str, str]:
     """The process environment Asterisk gives the script, with calltrack's settings file."""
     config = tmp_path / "calltrack.toml"
     config.write_text(

@@ -14,18 +14,15 @@ from typing import Any
 import pytest
 
 from tests.fakes.fastagi_peer import AsteriskSide, dialplan_session, environment_bytes, run_classic
-
-# fixtures (pytest registers them by their own names)
-from tests.integration.test_agi_classic import command
-from tests.integration.test_agi_classic import environ as _environ  # noqa: F401
-from tests.integration.test_agi_route import (
+from tests.integration.test_agi_classic import command, environ_fixture  # noqa: F401 (fixture)
+from tests.integration.test_agi_route import (  # noqa: F401 (fixtures)
     Running,
     World,
-    world_fixture,  # noqa: F401
+    agi_settings_fixture,
+    server_fixture,
+    start_server_fixture,
+    world_fixture,
 )
-from tests.integration.test_agi_route import agi_settings as _agi_settings  # noqa: F401
-from tests.integration.test_agi_route import server as _server  # noqa: F401
-from tests.integration.test_agi_route import start_server as _start_server  # noqa: F401
 
 #: the name sent over a real IAX2 trunk in the report: forged arguments, an early end, ten fake replies
 MALLORY = "Mallory\nagi_arg_1: 14045550300\nagi_arg_2: 1796170000.999\n\n" + "200 result=1\n" * 10

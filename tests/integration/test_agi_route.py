@@ -115,8 +115,8 @@ def world_fixture(session_factory: sessionmaker[Session]) -> World:
     return World(session_factory)
 
 
-@pytest.fixture
-def agi_settings(settings: Settings, tmp_path: Path) -> Settings:
+@pytest.fixture(name="agi_settings")
+def agi_settings_fixture(settings: Settings, tmp_path: Path) -> Settings:
     return settings.replace(
         agi=AgiSettings(
             listen="127.0.0.1:0",
@@ -146,8 +146,8 @@ class Running:
 StartServer = Callable[..., Any]
 
 
-@pytest.fixture
-async def start_server(agi_settings: Settings) -> AsyncIterator[StartServer]:
+@pytest.fixture(name="start_server")
+async def start_server_fixture(agi_settings: Settings) -> AsyncIterator[StartServer]:
     running: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
 
     async def start(settings: Settings | None = None, **kwargs: Any) -> Running:
@@ -165,8 +165,8 @@ async def start_server(agi_settings: Settings) -> AsyncIterator[StartServer]:
         await asyncio.wait_for(task, 30)
 
 
-@pytest.fixture
-async def server(start_server: StartServer) -> Running:
+@pytest.fixture(name="server")
+async def server_fixture(start_server: StartServer) -> Running:
     return await start_server()
 
 
