@@ -185,6 +185,14 @@ class CallWriter:
             values["caller_line_type"] = info.line_type
             rows.append((snap.linkedid, values))
         ids = upsert_calls(session, self.system, rows, keep_existing={"tracking_number"})
+        if untracked:
+            # the recorder must know: a recording of this call is deleted, never archived
+            table_: Any = Call.__table__
+            session.execute(
+                table_.update()
+                .where(table_.c.id.in_([ids[lid] for lid in untracked if lid in ids]))
+                .values(do_not_track=True)
+            )
         closed = [(ids[snap.linkedid], snap) for snap in snaps if snap.closed]
         if closed:
             self._write_details(session, closed)

@@ -6,6 +6,12 @@ call; above ``stream_above_seconds`` the recorder gives ffmpeg the spool file
 itself, and ffmpeg streams it.  Both ways use the same encoder options, so the
 archives are the same.
 
+A WAV whose header cannot be trusted (sizes never written because Asterisk
+died mid-call, see :mod:`recorder.wavfile`) is not given to ffmpeg as a WAV: ffmpeg
+would believe the header and encode nothing.  Its samples are piped to ffmpeg as
+raw PCM instead (``-f s16le`` on an inherited pipe), read from the file by a
+thread, exactly as many bytes as the file holds whole samples.
+
 Verification decodes archives with ffmpeg's ``framecrc`` muxer, which prints
 every decoded packet with its stream and duration: one ffmpeg process can check
 a whole batch of archives, and each gets its own exact decoded duration.
@@ -19,12 +25,14 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 from recorder.errors import EncodeFailed, FfmpegMissing, VerifyFailed
+from recorder.wavfile import WavInfo
 
 logger = logging.getLogger(__name__)
 
@@ -119,36 +127,57 @@ class Ffmpeg:
         args += ["-ac", str(channels), "-f", fmt.muxer]
         return args
 
-    def encode_stream(self, source: Path, dest: Path, fmt: Format, bitrate: str) -> None:
+    def encode_stream(self, source: WavInfo, dest: Path, fmt: Format, bitrate: str) -> None:
         """Encode a mono WAV by letting ffmpeg read the file itself (constant memory)."""
-        self._run_encode(["-i", f"file:{source}", *self.output_args(fmt, bitrate, 1)], dest)
+        with _Inputs([source]) as inputs:
+            self._run_encode([*inputs.args[0], *self.output_args(fmt, bitrate, 1)], dest, inputs)
 
-    def encode_dual(self, caller: Path, agent: Path, seconds: float, dest: Path, fmt: Format, bitrate: str) -> None:
+    def encode_dual(
+        self, caller: WavInfo, agent: WavInfo, seconds: float, dest: Path, fmt: Format, bitrate: str
+    ) -> None:
         """Merge MixMonitor's per-direction files to stereo (caller left, agent right), padded to *seconds*."""
         graph = f"[0:a]apad=whole_dur={seconds:.3f}[l];[1:a]apad=whole_dur={seconds:.3f}[r];[l][r]amerge=inputs=2[a]"
-        self._run_encode(
-            [
-                "-i", f"file:{caller}", "-i", f"file:{agent}",
-                "-filter_complex", graph, "-map", "[a]", "-t", f"{seconds:.3f}",
-                *self.output_args(fmt, bitrate, 2),
-            ],
-            dest,
-        )  # fmt: skip
+        with _Inputs([caller, agent]) as inputs:
+            self._run_encode(
+                [
+                    *inputs.args[0], *inputs.args[1],
+                    "-filter_complex", graph, "-map", "[a]", "-t", f"{seconds:.3f}",
+                    *self.output_args(fmt, bitrate, 2),
+                ],
+                dest,
+                inputs,
+            )  # fmt: skip
 
-    def _run_encode(self, args: list[str], dest: Path) -> None:
+    def _run_encode(self, args: list[str], dest: Path, inputs: _Inputs | None = None) -> None:
         # ffmpeg writes the file itself, seekable, so the MP3 and FLAC headers get their frame counts.
         cmd = [self.program, *BASE_ARGS, "-y", *args, f"file:{dest}"]
         try:
-            proc = subprocess.run(cmd, capture_output=True, check=False)
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                pass_fds=inputs.child_fds if inputs else (),
+            )
         except FileNotFoundError:
             raise EncodeFailed(f"ffmpeg has disappeared from {self.program}: {INSTALL_HINT}") from None
+        if inputs:
+            inputs.start()
+        _, stderr = proc.communicate()
+        feed_error = inputs.finish() if inputs else None
         # At -loglevel error every line is an error: ffmpeg 5.1 exits 0 when writing the trailer
         # fails on a full disk, so its exit code alone is not enough.
-        if proc.returncode != 0 or proc.stderr.strip():
-            raise EncodeFailed(explain_write_error(_last_line(proc.stderr), dest.parent))
+        if proc.returncode != 0 or stderr.strip():
+            raise EncodeFailed(explain_write_error(_last_line(stderr), dest.parent))
+        if feed_error is not None:
+            raise EncodeFailed(f"cannot read the recording: {feed_error}")
 
-    def encode_pydub(self, source: Path, dest: Path, fmt: Format, bitrate: str) -> None:
-        """Encode through pydub (the whole WAV in memory): used for short recordings."""
+    def encode_pydub(self, source: WavInfo, dest: Path, fmt: Format, bitrate: str) -> None:
+        """Encode through pydub (the whole WAV in memory): used for short recordings with a sound header."""
+        if source.repair:
+            # pydub reads the header's sizes: the samples go to ffmpeg by the raw path instead
+            self.encode_stream(source, dest, fmt, bitrate)
+            return
         import warnings
 
         with warnings.catch_warnings():
@@ -159,7 +188,7 @@ class Ffmpeg:
         # pydub has no per-call converter: its class attribute names the program.
         AudioSegment.converter = self.program
         try:
-            audio = AudioSegment.from_wav(str(source))
+            audio = AudioSegment.from_wav(str(source.path))
             audio.export(
                 str(dest),
                 format=fmt.muxer,
@@ -229,6 +258,77 @@ class Ffmpeg:
         if isinstance(durations, VerifyFailed):
             raise durations
         return durations
+
+
+class _Inputs:
+    """ffmpeg's input options for a set of WAVs, with the pipes that carry the untrusted ones.
+
+    A sound WAV is read by ffmpeg itself (``-i file:...``).  For one whose header was
+    repaired, a pipe is made whose read end the child inherits (``-i pipe:N``), and a
+    thread copies the file's whole samples into the write end.
+    """
+
+    def __init__(self, sources: Sequence[WavInfo]) -> None:
+        self.sources = list(sources)
+        self.args: list[list[str]] = []
+        self.child_fds: list[int] = []
+        self._feeds: list[tuple[WavInfo, int]] = []
+        self._threads: list[threading.Thread] = []
+        self._errors: list[str] = []
+
+    def __enter__(self) -> _Inputs:
+        for info in self.sources:
+            if not info.repair:
+                self.args.append(["-i", f"file:{info.path}"])
+                continue
+            read_end, write_end = os.pipe()
+            self.child_fds.append(read_end)
+            self._feeds.append((info, write_end))
+            raw = ["-f", "s16le", "-ar", str(info.rate), "-ac", str(info.channels)]
+            self.args.append([*raw, "-i", f"pipe:{read_end}"])
+        return self
+
+    def start(self) -> None:
+        """Start feeding (once ffmpeg holds its ends of the pipes, which are closed here)."""
+        for fd in self.child_fds:
+            os.close(fd)
+        self.child_fds = []
+        for info, fd in self._feeds:
+            thread = threading.Thread(target=self._feed, args=(info, fd), name="recorder-feed", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self._feeds = []
+
+    def _feed(self, info: WavInfo, fd: int) -> None:
+        try:
+            with open(fd, "wb", closefd=True) as out, open(info.path, "rb") as src:
+                src.seek(info.data_offset)
+                left = info.data_bytes
+                while left > 0:
+                    chunk = src.read(min(left, 1 << 16))
+                    if not chunk:
+                        self._errors.append(f"{info.path} became shorter while it was being encoded")
+                        return
+                    out.write(chunk)
+                    left -= len(chunk)
+        except BrokenPipeError:
+            pass  # ffmpeg stopped reading: its own error says why
+        except OSError as exc:
+            self._errors.append(f"{info.path}: {exc.strerror or exc}")
+
+    def finish(self) -> str | None:
+        """Wait for the feeders; the first error one met, if any."""
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
+        return self._errors[0] if self._errors else None
+
+    def __exit__(self, *exc: object) -> None:
+        for fd in self.child_fds:
+            os.close(fd)
+        for _, fd in self._feeds:
+            os.close(fd)
+        self.finish()
 
 
 def parse_framecrc(lines: Iterable[str], streams: int) -> list[float]:

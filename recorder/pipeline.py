@@ -66,6 +66,14 @@ class Task:
     account_id: int | None
     #: archived row whose source is still in the spool: only the deletion is left to do
     cleanup: bool = False
+    #: the call's caller is on a do-not-track list: the file is deleted unheard, never archived
+    discard: bool = False
+
+    @property
+    def label(self) -> str:
+        """How the log names it: the recording's own id, its call's id and the spool file."""
+        call = f"call {self.call_id}" if self.call_id is not None else "no known call"
+        return f"recording {self.rec_id} ({call}, {self.entry.nominal})"
 
 
 @dataclass
@@ -94,11 +102,19 @@ class PassReport:
     cleaned: int = 0
     #: recordings of calls never connected (a WAV header without audio)
     empty: list[str] = field(default_factory=list)
+    #: recordings of do-not-track callers, deleted without being archived
+    discarded: list[str] = field(default_factory=list)
+    #: archived recordings whose WAV header had to be repaired (a recording cut by a crash)
+    repaired: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         parts = [f"{len(self.archived)} archived"]
+        if self.repaired:
+            parts.append(f"{len(self.repaired)} of them with a repaired WAV header")
         if self.empty:
             parts.append(f"{len(self.empty)} without audio (never connected)")
+        if self.discarded:
+            parts.append(f"{len(self.discarded)} deleted unarchived (do-not-track callers)")
         if self.cleaned:
             parts.append(f"{self.cleaned} spool files of earlier archives removed")
         if self.retrying:
@@ -181,6 +197,9 @@ class Recorder:
                     continue
                 if row is not None and row.state in ("failed", "deleted"):
                     continue
+                if row is not None and row.state == "discarded":  # its spool file could not be deleted
+                    tasks.append(Task(entry, row.id, row.call_id, row.account_id, discard=True))
+                    continue
                 age = now.timestamp() - entry.mtime
                 call = self._find_call(session, entry)
                 ended = call is not None and self._call_ended(session, call)
@@ -191,10 +210,11 @@ class Recorder:
                 row = store.get_or_create(
                     session, str(entry.nominal), call.id if call else None, call.account_id if call else None
                 )
-                if row.next_attempt_at is not None and row.next_attempt_at > now:
+                untracked = call is not None and bool(call.do_not_track)
+                if not untracked and row.next_attempt_at is not None and row.next_attempt_at > now:
                     waiting += 1
                     continue
-                tasks.append(Task(entry, row.id, row.call_id, row.account_id))
+                tasks.append(Task(entry, row.id, row.call_id, row.account_id, discard=untracked))
         return tasks, waiting
 
     def _find_call(self, session: Session, entry: SpoolEntry) -> Call | None:
@@ -252,6 +272,11 @@ class Recorder:
                 for task in tasks:
                     if should_stop and should_stop():
                         break
+                    if task.discard:
+                        self._discard(task, report)
+                        if on_progress:
+                            on_progress(task.entry.key)
+                        continue
                     if task.cleanup:
                         if self._cleanup(task, report):
                             if on_progress:
@@ -332,7 +357,7 @@ class Recorder:
             self._remove_temp(job)
             raise
         except Exception as exc:  # a bug must not stop the other recordings
-            logger.exception("recording %s: unexpected error", task.entry.key)
+            logger.exception("%s: unexpected error", task.label)
             self._failed(job, f"internal error: {exc!r}", report)
             return None
         return job
@@ -354,11 +379,13 @@ class Recorder:
         with open(job.temp, "xb"):
             pass
         if entry.pair is not None:
-            self.ffmpeg.encode_dual(entry.pair[0], entry.pair[1], job.duration, job.temp, self.format, self.cfg.bitrate)
+            self.ffmpeg.encode_dual(
+                job.sources[0], job.sources[1], job.duration, job.temp, self.format, self.cfg.bitrate
+            )
         elif job.duration <= self.cfg.stream_above_seconds:
-            self.ffmpeg.encode_pydub(job.sources[0].path, job.temp, self.format, self.cfg.bitrate)
+            self.ffmpeg.encode_pydub(job.sources[0], job.temp, self.format, self.cfg.bitrate)
         else:
-            self.ffmpeg.encode_stream(job.sources[0].path, job.temp, self.format, self.cfg.bitrate)
+            self.ffmpeg.encode_stream(job.sources[0], job.temp, self.format, self.cfg.bitrate)
         with open(job.temp, "rb+") as f:
             os.fsync(f.fileno())
             job.size = os.fstat(f.fileno()).st_size
@@ -379,7 +406,7 @@ class Recorder:
             except SQLAlchemyError:
                 raise
             except Exception as exc:
-                logger.exception("recording %s: unexpected error", job.task.entry.key)
+                logger.exception("%s: unexpected error", job.task.label)
                 self._failed(job, f"internal error: {exc!r}", report)
 
     def _complete(self, job: Job, decoded: float | VerifyFailed, report: PassReport) -> None:
@@ -416,6 +443,8 @@ class Recorder:
         except OSError as exc:
             self._failed(job, explain_os_error(exc, job.dest.parent), report)
             return
+        repairs = [f"{info.path.name}: {info.repair}" for info in job.sources if info.repair]
+        note = f"WAV header repaired ({'; '.join(repairs)})" if repairs else None
         with self.session_factory() as session, session.begin():
             store.archived(
                 session,
@@ -426,22 +455,45 @@ class Recorder:
                 duration=decoded,
                 sha256=job.sha256,
                 now=self._now(),
+                note=note,
             )
         self._step("committed", job)
         report.archived.append(key)
-        logger.info("recording %s archived to %s (%d bytes, %.1f s)", key, job.dest, job.size, decoded)
+        if note:
+            report.repaired.append(key)
+            logger.warning("%s: %s", job.task.label, note)
+        logger.info("%s archived to %s (%d bytes, %.1f s)", job.task.label, job.dest, job.size, decoded)
         if not self.cfg.keep_source:
-            self._delete_source(job.task.entry)
+            self._delete_source(job.task)
             self._step("deleted", job)
 
-    def _delete_source(self, entry: SpoolEntry) -> None:
-        for part in entry.parts:
+    def _delete_source(self, task: Task) -> bool:
+        """Delete the spool files of *task*; False when one could not be (the next pass tries again)."""
+        done = True
+        for part in task.entry.parts:
             try:
                 part.unlink(missing_ok=True)
-            except OSError as exc:  # the next pass tries again
-                logger.warning("recording %s: cannot delete %s: %s", entry.key, part, exc.strerror)
+            except OSError as exc:
+                logger.warning("%s: cannot delete %s: %s", task.label, part, exc.strerror)
+                done = False
         with contextlib.suppress(OSError):
-            fsync_dir(entry.nominal.parent)
+            fsync_dir(task.entry.nominal.parent)
+        return done
+
+    def _discard(self, task: Task, report: PassReport) -> None:
+        """A do-not-track caller's call was recorded anyway (a dialplan that records everything):
+        the audio is deleted unheard and never archived; the row stays to say why."""
+        deleted = self._delete_source(task)
+        with self.session_factory() as session, session.begin():
+            store.discarded(
+                session,
+                task.rec_id,
+                "the caller is on a do-not-track list: the recording was deleted without being archived"
+                + ("" if deleted else " (deleting the spool file failed; retried by the next pass)"),
+            )
+        if deleted:
+            report.discarded.append(task.entry.key)
+            logger.info("%s: do-not-track caller; spool file deleted, nothing archived", task.label)
 
     def _cleanup(self, task: Task, report: PassReport) -> bool:
         """Delete the source of an archived recording once its archive proves good.
@@ -459,19 +511,22 @@ class Recorder:
                     good = sha256_of(Path(row.path)) == row.sha256
                 except OSError:
                     good = False
-            if not good:
-                logger.error(
-                    "recording %s: archive %s is missing or damaged while its source is still in the spool; "
-                    "archiving it again",
-                    task.entry.key,
-                    row.path,
+            rewritten = row.archived_at is not None and task.entry.mtime > row.archived_at.timestamp()
+            if not good or rewritten:
+                why = (
+                    "the spool file was written again after it was archived"
+                    if good
+                    else "archive missing or damaged while its source is still in the spool"
                 )
+                logger.error("%s: %s (archive %s); archiving it again", task.label, why, row.path)
                 row.state, row.attempts, row.next_attempt_at = "pending", 0, None
-                row.last_error = "archive missing or damaged; archived again from the spool file"
-                row.path = None
+                row.last_error = f"{why}; archived again from the spool file"
+                if not good:
+                    row.path = None
+                # else the new archive replaces the old one at its path (a rename): no stray copy is left
                 task.cleanup = False
                 return False
-        self._delete_source(task.entry)
+        self._delete_source(task)
         report.cleaned += 1
         return True
 
@@ -493,10 +548,10 @@ class Recorder:
             )
         key = job.task.entry.key
         if state == "failed":
-            logger.error("recording %s failed for good (source kept in the spool): %s", key, reason)
+            logger.error("%s failed for good (spool file kept): %s", job.task.label, reason)
             report.failed.append((key, reason))
         else:
-            logger.warning("recording %s failed, will retry: %s", key, reason)
+            logger.warning("%s failed, will retry: %s", job.task.label, reason)
             report.retrying.append((key, reason))
 
     def _empty(self, job: Job, reason: str, report: PassReport) -> None:
@@ -504,10 +559,10 @@ class Recorder:
         self._remove_temp(job)
         with self.session_factory() as session, session.begin():
             store.empty(session, job.task.rec_id, reason)
-        logger.info("recording %s: %s", job.task.entry.key, reason)
+        logger.info("%s: %s", job.task.label, reason)
         report.empty.append(job.task.entry.key)
         if not self.cfg.keep_source:
-            self._delete_source(job.task.entry)
+            self._delete_source(job.task)
 
     def _abandon(self, job: Job, reason: str, wait: float = 0) -> None:
         self._remove_temp(job)

@@ -100,6 +100,18 @@ def empty(session: Session, rec_id: int, reason: str) -> None:
     row.next_attempt_at = None
 
 
+def discarded(session: Session, rec_id: int, reason: str) -> None:
+    """The recording was deleted unheard (a do-not-track caller): no archive, a row that says why."""
+    row = session.get(Recording, rec_id)
+    assert row is not None
+    row.state = "discarded"
+    row.path = None
+    row.format = None
+    row.note = reason
+    row.last_error = None
+    row.next_attempt_at = None
+
+
 def archived(
     session: Session,
     rec_id: int,
@@ -110,6 +122,7 @@ def archived(
     duration: float,
     sha256: str,
     now: dt.datetime,
+    note: str | None = None,
 ) -> None:
     row = session.get(Recording, rec_id)
     assert row is not None
@@ -121,6 +134,7 @@ def archived(
     row.sha256 = sha256
     row.archived_at = now
     row.last_error = None
+    row.note = note
     row.next_attempt_at = None
 
 

@@ -2,9 +2,18 @@
 
 MixMonitor writes 16-bit signed PCM (8 kHz mono for narrow-band calls) in a
 plain RIFF/WAVE file.  A call that never connects leaves a 44-byte header with
-no samples; a file cut short (a full disk while recording, a copy interrupted)
-declares more audio than it holds.  Both are refused here with a reason, before
-ffmpeg sees them, so the row says what is wrong with the file.
+no samples: refused here (:class:`NoAudio`), so the row says why there is nothing.
+
+Asterisk's ``format_wav.c`` writes the header with RIFF and data sizes 0 when it
+opens the file and fills them in only when it closes it (``update_header``), so
+a recording cut by an Asterisk crash (``kill -9``, a power cut) keeps sizes 0
+although its audio is all there.  Other writers leave 0xFFFFFFFF; a file cut short
+after it was closed (an interrupted copy) declares more audio than it holds; a
+crash mid-write leaves half a sample.  For such a header the data is taken to be
+what the file holds (whole samples, to the end of the file or of the declared
+size, whichever is first) and :attr:`WavInfo.repair` says what was wrong: the
+encoder then reads the samples from :attr:`WavInfo.data_offset` itself instead of
+trusting the header, and the recording's row notes the repair.
 """
 
 from __future__ import annotations
@@ -32,6 +41,13 @@ class WavInfo:
     data_offset: int
     size: int
     mtime_ns: int
+    #: what was wrong with the header, when it could not be trusted ("" for a sound one)
+    repair: str = ""
+
+    @property
+    def data_bytes(self) -> int:
+        """The bytes of whole samples from :attr:`data_offset` on."""
+        return self.frames * self.channels * self.sample_width
 
     @property
     def duration(self) -> float:
@@ -53,6 +69,7 @@ def read_wav_info(path: Path) -> WavInfo:
                 raise BadRecording("empty file (0 bytes)")
             if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
                 raise BadRecording("not a WAV file (no RIFF/WAVE header)")
+            riff_size = struct.unpack("<I", head[4:8])[0]
             fmt: tuple[int, int, int, int, int] | None = None
             while True:
                 chunk = f.read(8)
@@ -89,19 +106,31 @@ def read_wav_info(path: Path) -> WavInfo:
         raise BadRecording(f"unsupported WAV encoding (format {tag}, {bits} bits); MixMonitor's .wav is 16-bit PCM")
     if channels < 1 or rate < 1 or block_align != channels * 2:
         raise BadRecording(f"corrupt WAV: impossible layout ({channels} channels, {rate} Hz, block {block_align})")
-    present = st.st_size - data_offset
+    present = max(st.st_size - data_offset, 0)
+    per_second = rate * block_align
+    problems = []
     if declared in UNSET_SIZES:
         data = present
+        problems.append(
+            f"data size {'0' if declared == 0 else '0xFFFFFFFF'} (never written: the recording was cut before "
+            "Asterisk closed the file); the audio runs to the end of the file"
+        )
     elif declared > present:
-        raise BadRecording(
-            f"truncated: the header declares {declared / (rate * block_align):.2f} s of audio, "
-            f"the file holds {max(present, 0) / (rate * block_align):.2f} s"
+        data = present
+        problems.append(
+            f"truncated: the header declares {declared / per_second:.2f} s of audio, "
+            f"the file holds {present / per_second:.2f} s, which was kept"
         )
     else:
         data = declared
+    if data % block_align:
+        problems.append(f"{data % block_align} byte(s) of a partial sample at the end dropped")
     frames = data // block_align
     if frames == 0:
         raise NoAudio("no audio: the WAV holds only its header (the call was never connected)")
+    if not problems and riff_size != st.st_size - 8 and riff_size in UNSET_SIZES:
+        # the data size is sound: only the RIFF size was never written
+        problems.append("RIFF size never written")
     return WavInfo(
         path=path,
         channels=channels,
@@ -111,4 +140,5 @@ def read_wav_info(path: Path) -> WavInfo:
         data_offset=data_offset,
         size=st.st_size,
         mtime_ns=st.st_mtime_ns,
+        repair="; ".join(problems),
     )

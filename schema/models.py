@@ -274,6 +274,9 @@ class Call(Base):
     route_status: Mapped[str | None] = mapped_column(String(20))
     #: the route found the number's business hours closed (CALLTRACK_AFTER_HOURS); None when it did not decide
     after_hours: Mapped[bool | None]
+    #: the caller is on a do-not-track list (set by the route and the listener): the call keeps no caller
+    #: data and its recording, if the dialplan made one anyway, is discarded unheard
+    do_not_track: Mapped[bool | None]
     dial: Mapped[str | None] = mapped_column(String(500))
     started_at: Mapped[dt.datetime | None]
     ringing_at: Mapped[dt.datetime | None]
@@ -362,7 +365,7 @@ class Recording(Base):
 
     __tablename__ = "recordings"
     __table_args__ = (
-        CheckConstraint("state IN ('pending', 'archived', 'empty', 'failed', 'deleted')", name="state"),
+        CheckConstraint("state IN ('pending', 'archived', 'empty', 'failed', 'deleted', 'discarded')", name="state"),
         UniqueConstraint("source_path"),
     )
 
@@ -379,6 +382,8 @@ class Recording(Base):
     state: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+    #: what the recorder did beyond the usual: a WAV header it repaired, why it discarded the file
+    note: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     archived_at: Mapped[dt.datetime | None]

@@ -410,6 +410,7 @@ CALL_COLUMNS = (
     "started_at",
     "after_hours",
     "disposition",
+    "do_not_track",
 )
 
 # Built from the constant CALL_COLUMNS only; every value is a bound parameter.
@@ -981,6 +982,8 @@ class CallRouter:
             else None,
             # a blocked call's outcome is known now; the listener's upsert never overwrites it
             "disposition": "blocked" if decision.status == STATUS_BLOCKED else None,
+            # the recorder deletes, unheard, a recording the dialplan made of such a call anyway
+            "do_not_track": True if do_not_track else None,
         }
 
     def spool(self, request: RouteRequest, decision: Decision) -> None:

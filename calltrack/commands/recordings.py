@@ -15,7 +15,7 @@ from calltrack.output import emit, emit_record, format_option
 if TYPE_CHECKING:
     from schema.models import Recording
 
-COLUMNS = ["id", "call", "account", "state", "format", "duration", "bytes", "created", "path", "error"]
+COLUMNS = ["id", "call", "account", "state", "format", "duration", "bytes", "created", "path", "error", "note"]
 
 
 @click.group("recordings")
@@ -73,10 +73,11 @@ def process(app: AppContext, spool: Path | None, archive: Path | None, fmt: str 
     with bar:
         report = recorder.process(tasks, on_progress=lambda _key: bar.update(1))
     report.waiting += waiting
+    # named by spool file: the key is a call id, not the recording's id
     for key, reason in report.retrying:
-        click.echo(f"{key}: {reason} (will retry)", err=True)
+        click.echo(f"{key}.wav: {reason} (will retry)", err=True)
     for key, reason in report.failed:
-        click.echo(f"{key}: {reason} (failed for good; the spool file is kept)", err=True)
+        click.echo(f"{key}.wav: {reason} (failed for good; the spool file is kept)", err=True)
     click.echo(report.summary())
     if report.failed or report.retrying:
         raise SystemExit(1)
@@ -110,6 +111,7 @@ def _row(rec: Recording, accounts: dict[int, str]) -> dict[str, Any]:
         "created": rec.created_at.isoformat(timespec="seconds"),
         "path": rec.path if rec.state == "archived" else None,  # a pending row's path is only planned
         "error": rec.last_error,
+        "note": rec.note,
     }
 
 
@@ -127,7 +129,9 @@ def _accounts(session: Any) -> dict[int, str]:
     "--since", type=TimeType(), help="Only recordings first seen since: 2026-11-01, 2026-11-01T08:00, 7d or 12h."
 )
 @click.option(
-    "--state", type=click.Choice(["pending", "archived", "empty", "failed", "deleted"]), help="Only this state."
+    "--state",
+    type=click.Choice(["pending", "archived", "empty", "failed", "deleted", "discarded"]),
+    help="Only this state.",
 )
 @click.option("--orphans", is_flag=True, help="Only recordings whose call is unknown.")
 @format_option

@@ -63,7 +63,7 @@ def write_wav(path: Path, seconds: float, rate: int = 8000, old: float = 3600) -
 
 
 def add_call(
-    session_factory: sessionmaker[Session], ended: bool = True, account: str | None = "Acme"
+    session_factory: sessionmaker[Session], ended: bool = True, account: str | None = "Acme", do_not_track: bool = False
 ) -> tuple[int, int | None]:
     with session_factory() as s, s.begin():
         account_id = None
@@ -79,6 +79,7 @@ def add_call(
             account_id=account_id,
             started_at=dt.datetime(2026, 11, 29, 3, 30, tzinfo=dt.UTC),  # 22:30 on the 28th in New York
             ended_at=utcnow() if ended else None,
+            do_not_track=do_not_track or None,
         )
         s.add(call)
         s.flush()

@@ -54,6 +54,33 @@ def test_after_hours_migration_keeps_existing_calls(engine: Engine) -> None:
     migrate.check(engine)
 
 
+def test_recording_notes_migration_widens_the_states(engine: Engine) -> None:
+    """A recording row made before 'discarded' existed survives; the new state is accepted, nonsense is not."""
+    from alembic.script import ScriptDirectory
+    from sqlalchemy.exc import IntegrityError
+
+    script = ScriptDirectory(str(migrate.MIGRATIONS))
+    (rev,) = [r for r in script.walk_revisions() if r.path.endswith("_recording_notes.py")]
+    cfg = migrate.alembic_config(engine)
+    command.downgrade(cfg, str(rev.down_revision))
+    insert = text(
+        "INSERT INTO recordings (source_path, state, attempts, created_at) VALUES (:p, :state, 0, '2026-11-29 01:00:00')"
+    )
+    with engine.begin() as conn:
+        conn.execute(insert, {"p": "/spool/1.wav", "state": "archived"})
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(insert, {"p": "/spool/2.wav", "state": "discarded"})
+    migrate.upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(insert, {"p": "/spool/2.wav", "state": "discarded"})
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(insert, {"p": "/spool/3.wav", "state": "lost"})
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT source_path, state, note FROM recordings ORDER BY source_path")).all()
+    assert [tuple(r) for r in rows] == [("/spool/1.wav", "archived", None), ("/spool/2.wav", "discarded", None)]
+    migrate.check(engine)
+
+
 def test_db_commands(cli: Cli) -> None:
     assert "already at revision" in cli.ok("db", "upgrade").output
     out = cli.ok("db", "current").output

@@ -113,7 +113,7 @@ def test_process_reports_bad_files_and_keeps_them(cli: Cli, factory: sessionmake
     result = cli("recordings", "process", "--spool", str(spool), "--archive", str(tmp_path / "archive"))
 
     assert result.exit_code == 1
-    assert "broken: empty file (0 bytes) (will retry)" in result.output
+    assert "broken.wav: empty file (0 bytes) (will retry)" in result.output
     assert "Traceback" not in result.output
     assert (spool / "broken.wav").exists()
     with factory() as s:
@@ -127,11 +127,11 @@ def test_retry_after_failing_for_good(
     config = tmp_path / "one-attempt.toml"
     config.write_text("[recorder]\nmax_attempts = 1\n")
     source = put_real(asterisk_traffic, spool, "3.wav")
-    source.write_bytes(source.read_bytes()[:1000])  # truncated by a copy that was interrupted
+    source.write_bytes(source.read_bytes()[:30])  # a copy interrupted inside the header
     age(source, 3600)
     cli.fails("--config", str(config), "recordings", "process", "--spool", str(spool), "--archive", str(tmp_path / "a"))
     (rec,) = json.loads(cli.ok("recordings", "list", "--state", "failed", "--format", "json").output)
-    assert rec["error"].startswith("truncated")
+    assert rec["error"].startswith("corrupt WAV")
     assert "is failed" not in cli.fails("recordings", "retry").output
     put_real(asterisk_traffic, spool, "3.wav")  # the full file, copied again
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import logging
 import os
 import shutil
+import struct
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,8 +131,6 @@ def test_bad_files_are_retried_then_failed_and_never_stop_the_others(
     spool = cfg.recorder.spool_dir
     (spool / "empty.wav").write_bytes(b"")
     (spool / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk" * 4)
-    truncated = write_wav(spool / "truncated.wav", 2.0)
-    truncated.write_bytes(truncated.read_bytes()[:10_000])
     put_real(asterisk_traffic, spool, "headeronly.wav", "noanswer-1795915093.5.wav")
     put_real(asterisk_traffic, spool, "good.wav")
     for p in spool.iterdir():
@@ -149,14 +149,13 @@ def test_bad_files_are_retried_then_failed_and_never_stop_the_others(
     reasons = dict(first.retrying)
     assert reasons["empty"] == "empty file (0 bytes)"
     assert reasons["corrupt"].startswith("corrupt WAV")
-    assert reasons["truncated"].startswith("truncated: the header declares 2.00 s")
     assert "headeronly" not in reasons
     pending = {Path(r.source_path).stem: r for r in rows(session_factory) if r.state == "pending"}
     assert {k: (r.attempts, r.last_error) for k, r in pending.items()} == {k: (1, v) for k, v in reasons.items()}
 
     second = Recorder(cfg, session_factory).run_pass()
 
-    assert sorted(k for k, _ in second.failed) == ["corrupt", "empty", "truncated"]
+    assert sorted(k for k, _ in second.failed) == ["corrupt", "empty"]
     assert {r.state for r in rows(session_factory) if Path(r.source_path).stem not in ("good", "headeronly")} == {
         "failed"
     }
@@ -412,3 +411,210 @@ def test_dual_channel_recording_is_merged_to_stereo(
     assert rec.duration == pytest.approx(3.0, abs=0.1)
     assert probe(Path(rec.path or "")) == ("mp3", 2)
     assert list(spool.iterdir()) == []
+
+
+# --- recordings cut by an Asterisk crash --------------------------------------------------------
+
+
+def crash_header(path: Path, extra: bytes = b"", declared: int | None = None) -> Path:
+    """*path* as Asterisk's formats/format_wav.c leaves it when Asterisk dies mid-call: write_header()
+    wrote RIFF and data sizes 0 (offsets 4 and 40) when the file was opened, and update_header(), which
+    fills them in at close, never ran. With *declared*, the data size written instead (a header that
+    claims more than the file holds)."""
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"RIFF" and data[36:40] == b"data"  # format_wav.c's 44-byte header
+    data[4:8] = struct.pack("<I", 0 if declared is None else declared + 36)
+    data[40:44] = struct.pack("<I", 0 if declared is None else declared)
+    path.write_bytes(bytes(data) + extra)
+    age(path, 3600)
+    return path
+
+
+def ffprobe_duration(path: Path) -> float:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return float(out)
+
+
+@pytest.mark.parametrize(("fmt", "stream_above"), [("mp3", 600), ("mp3", 0), ("opus", 600), ("flac", 0)])
+def test_a_recording_cut_by_an_asterisk_crash_is_recovered(
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    tmp_path: Path,
+    asterisk_traffic: Path,
+    fmt: str,
+    stream_above: int,
+) -> None:
+    cfg = recorder_settings(settings, tmp_path, format=fmt, stream_above_seconds=stream_above)
+    call_id, _ = add_call(session_factory)
+    source = crash_header(put_real(asterisk_traffic, cfg.recorder.spool_dir, f"{call_id}.wav"))
+
+    report = Recorder(cfg, session_factory).run_pass()
+
+    assert (report.archived, report.retrying, report.repaired) == ([str(call_id)], [], [str(call_id)])
+    (rec,) = rows(session_factory)
+    assert (rec.state, rec.call_id, rec.last_error) == ("archived", call_id, None)
+    assert rec.duration == pytest.approx(5.5, abs=cfg.recorder.verify_tolerance_seconds)
+    # all of the call, not the 0 s the header declared (ffprobe estimates an MP3's length from its bitrate)
+    assert ffprobe_duration(Path(rec.path or "")) == pytest.approx(5.5, abs=0.25)
+    assert rec.note == (
+        f"WAV header repaired ({call_id}.wav: data size 0 (never written: the recording was cut before Asterisk "
+        "closed the file); the audio runs to the end of the file)"
+    )
+    assert not source.exists()
+
+
+@pytest.mark.parametrize("damage", ["half a sample", "declared too large"])
+def test_other_untrustworthy_headers_are_repaired(
+    settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path, asterisk_traffic: Path, damage: str
+) -> None:
+    cfg = recorder_settings(settings, tmp_path)
+    spool = cfg.recorder.spool_dir
+    if damage == "half a sample":  # the crash came in the middle of a write
+        crash_header(put_real(asterisk_traffic, spool, "21.wav"), extra=b"\x11")
+        expected = "1 byte(s) of a partial sample at the end dropped"
+    else:  # closed with 11 s of audio, then cut to half (an interrupted copy)
+        crash_header(put_real(asterisk_traffic, spool, "21.wav"), declared=176_000)
+        expected = "truncated: the header declares 11.00 s of audio, the file holds 5.50 s, which was kept"
+
+    report = Recorder(cfg, session_factory).run_pass()
+
+    assert report.archived == ["21"], report.retrying
+    (rec,) = rows(session_factory)
+    assert rec.duration == pytest.approx(5.5, abs=cfg.recorder.verify_tolerance_seconds)
+    assert rec.note is not None and expected in rec.note
+    archive = Path(rec.path or "")
+
+    # the whole file arrives again (the copy redone): archived again, not deleted as already done
+    full = put_real(asterisk_traffic, spool, "21.wav", old=0)
+    write_wav(full, 11.0, old=0)
+    later = utcnow() + dt.timedelta(hours=1)
+    again = Recorder(cfg, session_factory, settle_seconds=0, clock=lambda: later).run_pass()
+
+    assert again.archived == ["21"] and again.cleaned == 0
+    (rec,) = rows(session_factory)
+    assert (rec.state, rec.note) == ("archived", None)
+    assert rec.duration == pytest.approx(11.0, abs=cfg.recorder.verify_tolerance_seconds)
+    assert not full.exists()
+    assert files_under(tmp_path / "archive") == [archive] == [Path(rec.path or "")]  # replaced, no stray copy
+
+
+def test_dual_channel_files_cut_by_a_crash(
+    settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path, asterisk_traffic: Path
+) -> None:
+    cfg = recorder_settings(settings, tmp_path, dual_channel=True)
+    spool = cfg.recorder.spool_dir
+    crash_header(put_real(asterisk_traffic, spool, "22-in.wav"))
+    write_wav(spool / "22-out.wav", 5.0)  # this one was closed: its header is sound
+
+    report = Recorder(cfg, session_factory).run_pass()
+
+    assert report.archived == ["22"], report.retrying
+    (rec,) = rows(session_factory)
+    assert probe(Path(rec.path or "")) == ("mp3", 2)
+    assert rec.duration == pytest.approx(5.5, abs=cfg.recorder.verify_tolerance_seconds)
+    assert rec.note is not None and "22-in.wav: data size 0" in rec.note and "22-out.wav" not in rec.note
+    assert list(spool.iterdir()) == []
+
+
+# --- verification --------------------------------------------------------------------------------
+
+
+def test_an_archive_of_the_wrong_length_fails_verification_and_keeps_the_source(
+    settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path, asterisk_traffic: Path
+) -> None:
+    """The archive ffmpeg wrote is a valid MP3, but of 2 s of a 5.5 s call: never archived, never
+    the source's loss."""
+    cfg = recorder_settings(settings, tmp_path, max_attempts=2)
+    call_id, _ = add_call(session_factory)
+    source = put_real(asterisk_traffic, cfg.recorder.spool_dir, f"{call_id}.wav")
+    original = source.read_bytes()
+
+    def short_archive(step: str, job: Job) -> None:
+        if step == "encoded":  # what an encoder that stops early would leave
+            assert job.temp is not None
+            subprocess.run(
+                ["ffmpeg", "-v", "error", "-y", "-i", str(source), "-t", "2", "-f", "mp3", str(job.temp)], check=True
+            )
+
+    first = Recorder(cfg, session_factory, hook=short_archive).run_pass()
+
+    ((key, reason),) = first.retrying
+    assert key == str(call_id) and first.archived == []
+    assert reason.startswith("verification failed: the archive decodes to 2.0") and "the source is 5.50 s" in reason
+    assert source.read_bytes() == original
+    (rec,) = rows(session_factory)
+    assert (rec.state, rec.attempts, rec.last_error, rec.sha256) == ("pending", 1, reason, None)
+    assert files_under(tmp_path / "archive") == []  # the bad archive is not kept
+
+    second = Recorder(cfg, session_factory, hook=short_archive).run_pass()
+
+    assert [k for k, _ in second.failed] == [str(call_id)]
+    (rec,) = rows(session_factory)
+    assert (rec.state, rec.path) == ("failed", None)
+    assert source.read_bytes() == original  # failed for good, and the audio is still there
+    assert files_under(tmp_path / "archive") == []
+
+
+# --- do-not-track callers ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("keep_source", [False, True])
+def test_a_do_not_track_callers_recording_is_deleted_unheard(
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    tmp_path: Path,
+    asterisk_traffic: Path,
+    keep_source: bool,
+) -> None:
+    cfg = recorder_settings(settings, tmp_path, keep_source=keep_source)
+    call_id, _ = add_call(session_factory, do_not_track=True)
+    other_id, _ = add_call(session_factory, account="Other")
+    spool = cfg.recorder.spool_dir
+    source = put_real(asterisk_traffic, spool, f"{call_id}.wav")
+    put_real(asterisk_traffic, spool, f"{other_id}.wav")
+
+    report = Recorder(cfg, session_factory).run_pass()
+
+    assert (report.discarded, report.archived) == ([str(call_id)], [str(other_id)])
+    assert not source.exists()  # even with keep_source: the caller asked not to be tracked
+    untracked = {r.call_id: r for r in rows(session_factory)}[call_id]
+    assert (untracked.state, untracked.path, untracked.sha256, untracked.bytes) == ("discarded", None, None, None)
+    assert untracked.note is not None and "do-not-track" in untracked.note
+    archived = files_under(tmp_path / "archive")
+    assert [p.stem for p in archived] == [str(other_id)]  # nothing of the untracked call was encoded
+    again = Recorder(cfg, session_factory).run_pass()
+    assert (again.archived, again.discarded) == ([], [])
+
+
+def test_log_lines_name_the_recording_the_call_and_the_file(
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    tmp_path: Path,
+    asterisk_traffic: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cfg = recorder_settings(settings, tmp_path)
+    for name in ("A", "B", "C"):  # so that the call's id is not the recording's
+        call_id, _ = add_call(session_factory, account=name)
+    spool = cfg.recorder.spool_dir
+    source = crash_header(put_real(asterisk_traffic, spool, f"{call_id}.wav"))
+    (spool / "broken.wav").write_bytes(b"")
+    age(spool / "broken.wav", 3600)
+
+    with caplog.at_level(logging.INFO, logger="recorder.pipeline"):
+        Recorder(cfg, session_factory).run_pass()
+
+    recs = {Path(r.source_path).stem: r.id for r in rows(session_factory)}
+    assert recs[str(call_id)] != call_id
+    lines = [r.getMessage() for r in caplog.records]
+    label = f"recording {recs[str(call_id)]} (call {call_id}, {source})"
+    assert any(line.startswith(f"{label} archived to ") for line in lines), lines
+    assert any(line.startswith(f"{label}: WAV header repaired") for line in lines), lines
+    broken = f"recording {recs['broken']} (no known call, {spool / 'broken.wav'}) failed, will retry: empty file"
+    assert any(line.startswith(broken) for line in lines), lines
+    assert not any(line.startswith(f"recording {call_id} ") for line in lines)
