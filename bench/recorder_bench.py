@@ -106,6 +106,7 @@ def child_recorder(spool: Path, work: Path, stream_above: int) -> dict[str, floa
     from schema import migrate
     from schema.db import make_engine
 
+    work.mkdir(parents=True, exist_ok=True)  # SQLite creates the database file, not its folder
     settings = Settings(
         general=GeneralSettings(data_dir=work),
         database=DatabaseSettings(url=f"sqlite:///{work / 'bench.sqlite3'}"),
