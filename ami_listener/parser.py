@@ -54,7 +54,7 @@ def parse_buffer(data: bytes, problems: list[str] | None = None) -> tuple[list[M
             message: Message | None = dict([line.split(": ", 1) for line in lines])
         except ValueError:
             message = None
-        if message is None or len(message) != len(lines) or " " in "".join(message):
+        if message is None or len(message) != len(lines) or "" in message or " " in "".join(message):
             message = _parse_frame(frame, problems)
         if message:
             append(message)

@@ -116,3 +116,74 @@ def test_banner_is_taken_even_when_split() -> None:
     assert parser.feed(b"ager/11.0.0\r\nResponse: Success\r\n\r\n") == [{"Response": "Success"}]
     assert parser.banner == "Asterisk Call Manager/11.0.0"
     assert parser.skipped == 0
+
+
+def test_the_careful_path_keeps_values_whole_and_skips_only_the_odd_lines() -> None:
+    frame = (
+        b"Event: VarSet\r\nVariable: a: b\r\nVariable: c\r\nBare:value:with:colons\r\nPadded:   kept  \r\n"
+        b"no colon here\r\nValue: after the odd line\r\n\r\n"
+    )
+    problems: list[str] = []
+    assert parse_buffer(frame, problems)[0] == [
+        {
+            "Event": "VarSet",
+            "Variable": ["a: b", "c"],  # a repeated header becomes a list; ": " inside a value stays
+            "Bare": "value:with:colons",
+            "Padded": "  kept  ",  # the value is what follows ": ", spaces and all
+            "Value": "after the odd line",
+        }
+    ]
+    assert problems == ["line without a colon skipped: no colon here"]
+
+
+def test_bare_lf_messages_in_one_read_all_arrive() -> None:
+    messages, rest = parse_buffer(b"Event: A\nX: 1\n\nEvent: B\n\nEvent: C")
+    assert [m["Event"] for m in messages] == ["A", "B"]
+    assert rest == b"Event: C"
+
+
+def test_stream_parser_reports_what_it_skipped() -> None:
+    parser = StreamParser()
+    long_line = "x" * 100
+    assert parser.feed(b"Asterisk Call Manager/11.0.0\r\nResponse: Success\r\n\r\n") == [{"Response": "Success"}]
+    assert parser.banner == "Asterisk Call Manager/11.0.0"
+    got = parser.feed(f"{long_line}\r\n\r\nEvent: Bad\r\nName: J\xffane\r\n\r\n".encode("latin-1"))
+    assert got == [{"Event": "Bad", "Name": "J\ufffdane"}]
+    assert parser.feed(b": no name\r\n\r\n" + b"y" * 80 + b"\r\n\r\n") == []
+    assert parser.skipped == 4
+    assert (
+        parser.take_problems()
+        == [
+            "invalid UTF-8 replaced in: Event: Bad\\r\\nName: J\ufffdane",  # the read is decoded first
+            f"line without a colon skipped: {long_line[:80]}...",
+            "line with a bad header name skipped: : no name",
+            f"line without a colon skipped: {'y' * 80}",  # 80 characters: shown whole
+        ]
+    )
+    assert parser.problems == []
+    for n in range(60):
+        parser.feed(f"odd {n}\r\n\r\n".encode())
+    assert parser.skipped == 64
+    assert parser.problems == [f"line without a colon skipped: odd {n}" for n in range(10, 60)]  # the last 50
+
+
+def test_stream_parser_without_a_banner_and_with_a_bad_one() -> None:
+    parser = StreamParser()
+    assert parser.feed(b"Event: FullyBooted\r\n\r\n") == [{"Event": "FullyBooted"}]
+    assert parser.banner == ""  # decided once: a later line is never taken for a banner
+    assert parser.feed(b"Asterisk Call Manager/11.0.0\r\nEvent: Later\r\n\r\n") == [{"Event": "Later"}]
+    assert parser.take_problems() == ["line without a colon skipped: Asterisk Call Manager/11.0.0"]
+    broken = StreamParser()
+    assert broken.feed(b"Asterisk Call Manager/\xff\r\nEvent: X\r\n\r\n") == [{"Event": "X"}]
+    assert broken.banner == "Asterisk Call Manager/\ufffd"
+
+
+def test_stream_parser_drops_a_frame_that_never_ends() -> None:
+    parser = StreamParser()
+    parser.MAX_PENDING = 100  # type: ignore[misc]
+    assert parser.feed(b"odd\r\n\r\nEvent: X\r\n" + b"a" * 90) == []
+    assert parser.skipped == 1  # the odd line; exactly 100 bytes pending: still waiting for the end
+    assert parser.feed(b"b") == []
+    assert parser.skipped == 2
+    assert parser.take_problems() == ["line without a colon skipped: odd", "dropped 101 bytes without a message end"]
+    assert parser.feed(b"Event: Y\r\n\r\n") == [{"Event": "Y"}]  # and reading goes on

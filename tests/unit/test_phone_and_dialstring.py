@@ -96,3 +96,22 @@ def test_dial_strings_with_characters_asterisk_misreads(dial: str, bad: str) -> 
 def test_malformed_dial_strings(dial: str) -> None:
     with pytest.raises(InvalidInput):
         dialstring.validate(dial)
+
+
+def _refused(dial: str, **what: str) -> str:
+    with pytest.raises(InvalidInput) as info:
+        dialstring.validate(dial, **what)
+    return str(info.value)
+
+
+def test_what_is_wrong_with_a_dial_string_is_said() -> None:
+    assert _refused("") == "empty dial string"
+    assert _refused("  ", what="fallback dial string") == "empty fallback dial string"
+    longest = "PJSIP/" + "1" * 494
+    assert dialstring.validate(longest) == longest  # 500 characters: the limit is inclusive
+    assert _refused(longest + "1") == "dial string too long (501 characters, at most 500)"
+    assert _refused("PJSIP/1 0,0") == "invalid dial string 'PJSIP/1 0,0': Asterisk would misread ' ' ','"
+    assert _refused("PJSIP/100&SIP") == (
+        "invalid dial string 'PJSIP/100&SIP': each part must be TECHNOLOGY/resource, "
+        "such as PJSIP/100 or Local/100@agents"
+    )
