@@ -447,6 +447,10 @@ async def test_first_time_caller_flag(server: Running, world: World, acme: dict[
     assert [c.first_time for c in world.calls()] == [True, False, True, None]
 
 
+@pytest.mark.postgresql_protection(
+    "the route's one-statement call upsert on PostgreSQL (ON CONFLICT ... COALESCE): what was written first is kept, "
+    "two AGI runs for one linkedid are one call (tracking/routing.py _PG_UPSERT_SQL)"
+)
 async def test_two_agi_runs_for_one_linkedid_make_one_call(server: Running, world: World, acme: dict[str, int]) -> None:
     world.number(acme["account"], "+18005550100", source_id=acme["google"])
     first = await server.call(linkedid="1795915078.0", uniqueid="1795915078.1")
