@@ -84,6 +84,8 @@ data_dir = "{tmp_path / "data"}"
 system_name = "pbx1"
 [agi]
 listen = "127.0.0.1:{agi_port}"
+# generous: a loaded machine must not turn the routed call into a fallback (not what is tested here)
+db_deadline_ms = 5000
 [web]
 listen = "127.0.0.1:{web_port}"
 [recorder]
