@@ -256,3 +256,23 @@ def test_process_refuses_a_spool_folder_that_does_not_exist(cli: Cli, tmp_path: 
     config = tmp_path / "calltrack.toml"
     config.write_text(f'[recorder]\nspool_dir = "{missing}"\n')
     assert f"spool folder {missing} does not exist" in cli.fails("--config", str(config), "recordings", "watch").output
+
+
+def test_a_repaired_header_is_told_by_process_list_and_show(
+    cli: Cli, factory: sessionmaker, tmp_path: Path, spool: Path, asterisk_traffic: Path
+) -> None:
+    call_id, _ = add_call(factory)
+    source = put_real(asterisk_traffic, spool, f"{call_id}.wav")
+    data = bytearray(source.read_bytes())
+    data[4:8] = data[40:44] = b"\0\0\0\0"  # as Asterisk leaves it when it dies mid-call
+    source.write_bytes(bytes(data))
+    age(source, 3600)
+
+    out = process(cli, tmp_path)
+
+    assert "1 archived, 1 of them with a repaired WAV header" in out
+    (listed,) = json.loads(cli.ok("recordings", "list", "--format", "json").output)
+    assert listed["state"] == "archived" and listed["duration"] == pytest.approx(5.5, abs=0.1)
+    assert listed["note"].startswith(f"WAV header repaired ({call_id}.wav: data size 0")
+    assert "NOTE" in cli.ok("recordings", "list").output.splitlines()[0]
+    assert "WAV header repaired" in cli.ok("recordings", "show", str(listed["id"])).output
