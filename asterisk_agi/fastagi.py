@@ -474,6 +474,10 @@ class FastAGIServer:
         self._server: asyncio.Server | None = None
         self._sessions: set[asyncio.Task[Any]] = set()
 
+    @property
+    def listening(self) -> bool:
+        return self._server is not None and self._server.is_serving()
+
     def reload(self, settings: Settings) -> None:
         """Take new settings for the sessions that start from now on (the listen address needs a restart)."""
         policy = PeerPolicy(settings)  # raises before anything changes when the new settings are wrong

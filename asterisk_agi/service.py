@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -26,6 +28,8 @@ logger = logging.getLogger(__name__)
 SPOOL_EVERY = 10.0
 CHECKPOINT_EVERY = 1.0
 SWITCH_INTERVAL = 0.0002
+#: the longest the server waits for the database while warming up before it listens anyway
+WARM_LIMIT = 10.0
 
 
 def check_settings(settings: Settings) -> None:
@@ -83,16 +87,60 @@ class AgiService:
         self.address: tuple[str, int] | None = None
         self.started = asyncio.Event()
 
+    def health(self) -> str:
+        """ "" while healthy (before start-up counts as healthy), else what is wrong (for the watchdog)."""
+        if self.started.is_set() and not self.server.listening:
+            return "the FastAGI server is not listening"
+        return ""
+
     async def _in_db_thread(self, fn: Callable[[], Any]) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
 
     async def _warm(self) -> None:
+        """Before accepting calls: what the first burst would otherwise pay on its deadline.
+
+        The number cache (and the imports and time zones it needs), a database
+        connection with its statements prepared in every database thread, and the
+        inline SQLite connection. Bounded: a database that does not answer is left to
+        the calls (they route by fallback) rather than keeping the port closed.
+        """
+        started = time.monotonic()
         try:
-            count = await self._in_db_thread(self.call_router.warm)
+            count = await asyncio.wait_for(self._in_db_thread(self.call_router.warm), WARM_LIMIT)
             logger.info("FastAGI: %d active tracking numbers cached for fallback routing", count)
         except Exception as exc:
             self.store.discard()
-            logger.warning("FastAGI: cannot load the tracking numbers yet (%s); will route by fallback", exc)
+            logger.warning(
+                "FastAGI: cannot load the tracking numbers yet (%s); will route by fallback", exc or "timeout"
+            )
+            return
+        threads = db_threads(self.settings)
+        barrier = threading.Barrier(threads, timeout=WARM_LIMIT)
+
+        def connect() -> None:
+            try:
+                barrier.wait()  # one task per thread: each opens its own connection
+            except threading.BrokenBarrierError:
+                pass
+            try:
+                self.store.warm()
+            except Exception as exc:
+                self.store.discard()
+                logger.warning("FastAGI: a database thread could not connect yet: %s", exc)
+
+        loop = asyncio.get_running_loop()
+        jobs = [loop.run_in_executor(self.executor, connect) for _ in range(threads)]
+        try:
+            await asyncio.wait_for(asyncio.gather(*jobs), WARM_LIMIT)
+        except TimeoutError:
+            logger.warning("FastAGI: database threads still connecting after %g s", WARM_LIMIT)
+        if self.inline is not None:
+            try:
+                self.inline.warm()
+            except Exception as exc:
+                self.inline.discard()
+                logger.info("FastAGI: inline SQLite connection not warmed: %s", exc)
+        logger.info("FastAGI: warmed up in %.0f ms", (time.monotonic() - started) * 1000)
 
     async def replay_spool(self) -> int:
         try:
@@ -109,9 +157,9 @@ class AgiService:
         # the default 5 ms switch interval a waiting thread can sit out a whole interval.
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         host, port = parse_listen(self.listen)
+        await self._warm()
         self.address = await self.server.start(host, port)
         self.started.set()
-        await self._warm()
         await self.replay_spool()
         ticker = asyncio.create_task(self._background(stop))
         try:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from calltrack.context import AppContext
 
+from calltrack.systemd import Notifier, watchdog
 from tracking.errors import TrackingError
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,10 @@ def serve_blocking(services: Sequence[Service]) -> int:
 
     uvloop's event loop roughly halves the CPU per FastAGI session and per web request.
     """
+    import faulthandler
+
+    # systemd's watchdog kills a stalled service with SIGABRT: say where every thread was
+    faulthandler.enable()
     try:
         import uvloop
 
@@ -118,6 +123,11 @@ async def run_services(services: Sequence[Service], stop: asyncio.Event | None =
         pass
     failed = False
     tasks = {asyncio.create_task(s.run(stop), name=s.name): s for s in services}
+    notifier = Notifier()
+    helpers = [
+        asyncio.create_task(_tell_systemd(notifier, services, stop)),
+        asyncio.create_task(watchdog(notifier, stop, lambda: _health(services))),
+    ]
     try:
         pending = set(tasks)
         while pending:
@@ -137,6 +147,30 @@ async def run_services(services: Sequence[Service], stop: asyncio.Event | None =
                 if failed:
                     stop.set()
     finally:
+        for helper in helpers:
+            helper.cancel()
+        notifier.close()
         for sig in installed:
             loop.remove_signal_handler(sig)
     return 1 if failed else 0
+
+
+async def _tell_systemd(notifier: Notifier, services: Sequence[Service], stop: asyncio.Event) -> None:
+    """READY=1 once every service accepts work (those with a ``started`` event have set it), STOPPING=1 at stop."""
+    for service in services:
+        started = getattr(service, "started", None)
+        if isinstance(started, asyncio.Event):
+            await started.wait()
+    notifier.notify("READY=1", f"STATUS=serving: {', '.join(s.name for s in services)}")
+    await stop.wait()
+    notifier.notify("STOPPING=1", "STATUS=stopping: finishing the work in flight")
+
+
+def _health(services: Sequence[Service]) -> str:
+    """ "" when every service that can tell says it is healthy, else what is wrong."""
+    for service in services:
+        health = getattr(service, "health", None)
+        problem = health() if callable(health) else ""
+        if problem:
+            return f"{service.name}: {problem}"
+    return ""

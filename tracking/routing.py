@@ -286,14 +286,27 @@ def unsafe(decision: Decision) -> str:
     return ""
 
 
-def fallback(settings: Settings, info: NumberInfo | None, reason: str, at: dt.datetime | None = None) -> Decision:
-    """Routing when tracking failed: the number's destination if known, else the configured fallback."""
+def fallback(
+    settings: Settings,
+    info: NumberInfo | None,
+    reason: str,
+    at: dt.datetime | None = None,
+    *,
+    recording_file: str = "",
+) -> Decision:
+    """Routing when tracking failed: the number's destination if known, else the configured fallback.
+
+    With *recording_file* (the number records, the caller may be recorded and the call
+    has a key to name the file by), the call is recorded as the number says.
+    """
     if info is not None and info.status == "active" and not unsafe(decide(info, at or dt.datetime.now(dt.UTC))):
         ok = decide(info, at or dt.datetime.now(dt.UTC))
         return Decision(
             STATUS_FALLBACK,
             ok.dial,
             ok.timeout,
+            record=info.record and bool(recording_file),
+            recording_file=recording_file if info.record else "",
             whisper=ok.whisper,
             source_id=ok.source_id,
             source_name=ok.source_name,
@@ -320,6 +333,13 @@ def unknown(settings: Settings, reason: str, info: NumberInfo | None = None) -> 
 def recording_path(settings: Settings, call_id: int) -> str:
     """Where MixMonitor writes the call's audio: the spool folder, named by the call id."""
     return os.path.join(settings.recorder.spool_dir, f"{call_id}.wav")
+
+
+def key_recording_path(settings: Settings, system: str, linkedid: str) -> str:
+    """Where a call routed without its id (fallback) records: named by its key (tracking.recording_names)."""
+    from tracking.recording_names import key_stem
+
+    return os.path.join(settings.recorder.spool_dir, key_stem(system, linkedid) + ".wav")
 
 
 def caller_key(raw: str, region: str) -> str | None:
@@ -439,7 +459,7 @@ _PG_UPSERT_SQL = (
 )
 _RECORDING_SQL = "UPDATE calls SET recording_file = :file WHERE id = :id AND recording_file IS NULL"
 _MARK_FALLBACK_SQL = (
-    "UPDATE calls SET route_status = :status, dial = :dial, recording_file = NULL, updated_at = :now WHERE id = :id"
+    "UPDATE calls SET route_status = :status, dial = :dial, recording_file = :file, updated_at = :now WHERE id = :id"
 )
 
 
@@ -498,6 +518,8 @@ class RouteStore:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._all: list[Any] = []
+        #: bumped by close(): a thread's connection from before is not used again
+        self._generation = 0
         self._sql: dict[str, str] = {}
 
     # connections
@@ -539,9 +561,9 @@ class RouteStore:
 
     def connection(self) -> Any:
         conn = getattr(self._local, "conn", None)
-        if conn is None:
+        if conn is None or getattr(self._local, "generation", -1) != self._generation:
             conn = self._connect()
-            self._local.conn = conn
+            self._local.conn, self._local.generation = conn, self._generation
             with self._lock:
                 self._all.append(conn)
         return conn
@@ -560,8 +582,10 @@ class RouteStore:
                 pass
 
     def close(self) -> None:
+        """Close every thread's connection (each opens a new one on its next use)."""
         with self._lock:
             conns, self._all = self._all, []
+            self._generation += 1
         for conn in conns:
             try:
                 conn.close()
@@ -610,6 +634,10 @@ class RouteStore:
         )
         return _row_to_number(row), facts
 
+    def not_tracked(self) -> set[tuple[int | None, str]]:
+        rows = self.execute("SELECT account_id, number FROM caller_lists WHERE kind = 'do-not-track'").fetchall()
+        return {(row[0], row[1]) for row in rows}
+
     def active_numbers(self) -> list[NumberInfo]:
         return [_row_to_number(row) for row in self.execute(_ALL_NUMBERS_SQL).fetchall()]
 
@@ -619,8 +647,11 @@ class RouteStore:
         ).fetchone()
         return Visit(*row) if row is not None else None
 
-    def save_call(self, system: str, linkedid: str, values: dict[str, Any], recording_dir: str | None) -> int:
-        """Upsert the call in one transaction; with *recording_dir*, also name its recording file. Its id."""
+    def save_call(
+        self, system: str, linkedid: str, values: dict[str, Any], recording_dir: str | None, recording_file: str = ""
+    ) -> int:
+        """Upsert the call in one transaction; name its recording file by *recording_dir* (and its id) or
+        as *recording_file* (a fallback call's, named by its key), unless the row already names one. Its id."""
         params = {c: values.get(c) for c in CALL_COLUMNS}
         params["system"] = system
         params["linkedid"] = linkedid
@@ -636,13 +667,15 @@ class RouteStore:
             params["recording_dir"] = None if recording_dir is None else recording_dir.rstrip("/")
             cur.execute(_PG_UPSERT_SQL, params)
             pg_id: int = cur.fetchone()[0]
+            if recording_file:  # only spooled fallback rows: a second statement is fine
+                cur.execute(self._q(_RECORDING_SQL), {"file": recording_file, "id": pg_id})
             return pg_id
         cur.execute("BEGIN IMMEDIATE")
         try:
             cur.execute(self._q(_UPSERT_SQL), params)
             call_id: int = cur.fetchone()[0]
-            if recording_dir is not None:
-                file = os.path.join(recording_dir, f"{call_id}.wav")
+            if recording_dir is not None or recording_file:
+                file = recording_file or os.path.join(str(recording_dir), f"{call_id}.wav")
                 cur.execute(self._q(_RECORDING_SQL), {"file": file, "id": call_id})
             cur.execute("COMMIT")
         except BaseException:
@@ -653,6 +686,13 @@ class RouteStore:
             raise
         return call_id
 
+    def warm(self) -> None:
+        """Open this thread's connection and run the route's statements once (prepared, pages read)."""
+        self.lookup("+10000000000", "+10000000000", "+10000000000", "", "")
+        self.execute(
+            "SELECT 1 FROM calls WHERE system = :system AND linkedid = :linkedid", {"system": "", "linkedid": ""}
+        ).fetchall()
+
     def checkpoint(self) -> None:
         """SQLite: copy the write-ahead log back into the database file (PASSIVE: never waits)."""
         if self.dialect == "sqlite":
@@ -661,7 +701,13 @@ class RouteStore:
     def mark_fallback(self, call_id: int, decision: Decision) -> None:
         self.execute(
             _MARK_FALLBACK_SQL,
-            {"status": decision.status, "dial": decision.dial, "id": call_id, "now": self._ts(dt.datetime.now(dt.UTC))},
+            {
+                "status": decision.status,
+                "dial": decision.dial,
+                "file": decision.recording_file if decision.record else None,
+                "id": call_id,
+                "now": self._ts(dt.datetime.now(dt.UTC)),
+            },
         )
 
 
@@ -742,12 +788,13 @@ class CallSpool:
                 try:
                     record = json.loads(raw)
                     values = _from_jsonable(record["values"])
+                    recording_file = str(record["values"].get("recording_file") or "")
                     system, linkedid = str(record["system"]), str(record["linkedid"])
                 except (ValueError, KeyError, TypeError) as exc:
                     logger.error("agi spool %s line %d unreadable, skipped: %s", path, index + 1, exc)
                     continue
                 try:
-                    store.save_call(system, linkedid, values, None)
+                    store.save_call(system, linkedid, values, None, recording_file)
                 except Exception:
                     store.discard()
                     rest = b"\n".join(lines[index:]) + b"\n"
@@ -808,7 +855,7 @@ class RouteJob:
             else:  # a bug: keep its traceback
                 logger.exception("routing %s/%s failed", self.request.system, self.request.linkedid)
                 reason = f"routing error: {type(exc).__name__}: {detail}"
-            decision = fallback(router.settings, self.number or router.cached(self.request), reason, self.request.at)
+            decision = router.fallback(self.request, self.number or router.cached(self.request), reason)
             with self._lock:
                 self._finished = decision
                 told = self._abandoned or decision
@@ -830,8 +877,8 @@ class RouteJob:
         with self._lock:
             if self._finished is not None:
                 return self._finished
-            self._abandoned = fallback(
-                self.router.settings, self.number or self.router.cached(self.request), reason, self.request.at
+            self._abandoned = self.router.fallback(
+                self.request, self.number or self.router.cached(self.request), reason
             )
             return self._abandoned
 
@@ -850,18 +897,50 @@ class CallRouter:
         self.spool_ = spool if spool is not None else CallSpool(spool_folder(settings))
         self._numbers: dict[str, NumberInfo] = {}
         self._dialled: dict[tuple[str, str], str | None] = {}
+        #: (account id or None for every account, number) of the do-not-track list, for fallbacks
+        self._not_tracked: set[tuple[int | None, str]] = set()
 
     # caches
 
     def warm(self) -> int:
-        """Load every active number into the fallback cache; how many."""
+        """Load every active number (and the do-not-track list) into the fallback cache; how many numbers.
+
+        Also pays what the first call would otherwise pay on the hot path: the imports of
+        phonenumbers and the dial string checks, the time zones of the numbers' accounts.
+        """
         numbers = self.store.active_numbers()
         self._numbers = {n.number: n for n in numbers}
+        self._not_tracked = self.store.not_tracked()
+        caller_key("2025550123", self.settings.numbers.default_region)  # imports phonenumbers, loads the region
+        now = dt.datetime.now(dt.UTC)
+        for info in {n.timezone: n for n in numbers}.values():
+            unsafe(decide(info, now))  # the account's ZoneInfo, tracking.dialstring
         return len(numbers)
 
     def clear(self) -> None:
         self._numbers = {}
         self._dialled = {}
+        self._not_tracked = set()
+
+    def not_tracked(self, request: RouteRequest, account_id: int | None) -> bool:
+        """From the cache: whether the caller is on a do-not-track list that covers *account_id*."""
+        if not self._not_tracked:
+            return False
+        caller = caller_key(request.caller_number, self.settings.numbers.default_region)
+        raw = request.caller_number.strip().lower()
+        return any(
+            (account, number) in self._not_tracked
+            for account in {None, account_id}
+            for number in (caller, raw)
+            if number
+        )
+
+    def fallback(self, request: RouteRequest, info: NumberInfo | None, reason: str) -> Decision:
+        """The fallback decision for *request*, recorded as *info* says unless the caller is not tracked."""
+        recording_file = ""
+        if info is not None and info.record and request.linkedid and not self.not_tracked(request, info.account_id):
+            recording_file = key_recording_path(self.settings, request.system, request.linkedid)
+        return fallback(self.settings, info, reason, request.at, recording_file=recording_file)
 
     def e164(self, dialled: str) -> str | None:
         """The dialled number as E.164 (remembered: phonenumbers is slow and DIDs repeat)."""
@@ -919,6 +998,8 @@ class CallRouter:
                     visit = store.visit(info.id, request.at, grace)
                 first = None if caller is None or facts.do_not_track else not facts.seen_before
                 decision = decide(info, request.at, blocked=facts.blocked, first_time=first, visit=visit)
+                if facts.do_not_track:
+                    decision = replace(decision, record=False)  # a caller who asked not to be tracked is not recorded
                 problem = unsafe(decision)
                 if problem:
                     # written to the database past the CLI's checks: never hand it to Dial()
@@ -993,7 +1074,10 @@ class CallRouter:
             return
         number = self.e164(request.dialled)
         caller = caller_key(request.caller_number, self.settings.numbers.default_region)
-        values = self.call_values(request, decision, number, caller)
+        dnt = self.not_tracked(request, decision.account_id)
+        values = self.call_values(request, decision, number, caller, do_not_track=dnt)
+        if decision.record and decision.recording_file:
+            values["recording_file"] = decision.recording_file
         try:
             self.spool_.append(_clip(request.system, "system") or "", _clip(request.linkedid, "linkedid") or "", values)
         except OSError as exc:

@@ -404,12 +404,37 @@ async def test_blocked_caller_written_as_national_number(server: Running, world:
 async def test_do_not_track_caller_is_routed_but_not_stored(
     server: Running, world: World, acme: dict[str, int]
 ) -> None:
-    world.number(acme["account"], "+18005550100", source_id=acme["google"])
+    world.number(acme["account"], "+18005550100", source_id=acme["google"])  # a number that records
     world.block("+14045551234", None, kind="do-not-track")
     result = await server.call()
     assert result.status == "ok"
     [call] = world.calls()
     assert (call.caller_number, call.caller_name, call.first_time) == (None, None, None)
+    # nor recorded (issue 9, item 12)
+    assert (result.side.set_vars["CALLTRACK_RECORD"], result.side.set_vars["CALLTRACK_RECORDING_FILE"]) == ("0", "")
+    assert call.recording_file is None
+
+
+async def test_do_not_track_caller_routed_by_fallback_is_not_recorded_either(
+    server: Running, world: World, acme: dict[str, int], database_url: str, tmp_path: Path
+) -> None:
+    """The do-not-track list is cached with the numbers: a fallback still honours it."""
+    world.number(acme["account"], "+18005550100", source_id=acme["google"])
+    world.block("+14045551234", acme["account"], kind="do-not-track")
+    server.service.reload()  # the caches, loaded again with the list
+    assert await wait_for(lambda: bool(server.service.call_router._not_tracked))
+    for store in [s for s in (server.service.store, server.service.inline) if s is not None]:
+        store.url = unreachable(database_url, tmp_path)
+        store.close()
+    tracked = await server.call(linkedid="t", callerid="+14045559999")
+    untracked = await server.call(linkedid="u")
+    assert [r.status for r in (tracked, untracked)] == ["fallback", "fallback"]
+    assert tracked.side.set_vars["CALLTRACK_RECORD"] == "1"
+    assert (untracked.side.set_vars["CALLTRACK_RECORD"], untracked.side.set_vars["CALLTRACK_RECORDING_FILE"]) == (
+        "0",
+        "",
+    )
+    assert untracked.side.set_vars["CALLTRACK_DIAL"] == "PJSIP/100"  # still the number's own destination
 
 
 async def test_after_hours_destination_in_the_accounts_timezone(server: Running, world: World) -> None:
@@ -677,10 +702,13 @@ async def test_slow_database_falls_back_within_the_deadline_and_the_row_follows(
     assert got["CALLTRACK_STATUS"] == "fallback"
     assert (got["CALLTRACK_DIAL"], got["CALLTRACK_DIAL_TIMEOUT"]) == ("PJSIP/100", "22")  # the number's own
     assert got["CALLTRACK_CALL_ID"] == ""
+    # the number records: without a call id the file is named by the call's key (issue 9, items 14 and 15)
+    file = str(agi_settings.recorder.spool_dir / "ct~asterisk~slow.wav")
+    assert (got["CALLTRACK_RECORD"], got["CALLTRACK_RECORDING_FILE"]) == ("1", file)
     # the write went on after the answer; the row says what Asterisk was told
     assert await wait_for(lambda: [c.route_status for c in world.calls()] == ["fallback"])
     [call] = world.calls()
-    assert (call.linkedid, call.dial, call.recording_file) == ("slow", "PJSIP/100", None)
+    assert (call.linkedid, call.dial, call.recording_file) == ("slow", "PJSIP/100", file)
 
 
 @pytest.mark.parametrize(
@@ -813,3 +841,50 @@ async def test_any_linkedid_asterisk_can_make_is_the_call_key_without_asking_aga
     assert result.status == "ok"
     assert not any(c.startswith("GET") for c in result.side.commands)
     assert world.calls()[0].linkedid == linkedid[:64]
+
+
+async def test_the_server_warms_up_before_it_accepts_calls(
+    agi_settings: Settings, world: World, acme: dict[str, int], database_url: str, tmp_path: Path
+) -> None:
+    """Issue 9, item 14: a burst right after a start finds the cache, connections and imports ready."""
+    import threading
+
+    from asterisk_agi.service import db_threads
+
+    world.number(acme["account"], "+18005550100", source_id=acme["google"], forward_to="PJSIP/100", record=True)
+    service = AgiService(agi_settings, stats_every=3600)
+    entered, gate = threading.Event(), threading.Event()
+    warm = service.call_router.warm
+
+    def held_warm() -> int:
+        entered.set()
+        gate.wait(10)
+        return warm()
+
+    service.call_router.warm = held_warm  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    try:
+        assert await wait_for(entered.is_set)
+        assert not service.started.is_set() and service.address is None  # not accepting while cold
+        gate.set()
+        await asyncio.wait_for(service.started.wait(), 10)
+        assert service.call_router._numbers
+        assert len(service.store._all) == db_threads(agi_settings)  # a connection in every database thread
+        # the database goes away at once: the first call still rings the number and records
+        for store in [s for s in (service.store, service.inline) if s is not None]:
+            store.url = unreachable(database_url, tmp_path)
+            store.close()
+        assert service.address is not None
+        result = await FakeFastAGIPeer(*service.address).dialplan(linkedid="first")
+        got = result.side.set_vars
+        assert (got["CALLTRACK_STATUS"], got["CALLTRACK_DIAL"], got["CALLTRACK_RECORD"]) == (
+            "fallback",
+            "PJSIP/100",
+            "1",
+        )
+        assert got["CALLTRACK_RECORDING_FILE"] == str(agi_settings.recorder.spool_dir / "ct~asterisk~first.wav")
+    finally:
+        gate.set()
+        stop.set()
+        await asyncio.wait_for(task, 30)
