@@ -149,6 +149,8 @@ async def run_services(services: Sequence[Service], stop: asyncio.Event | None =
     finally:
         for helper in helpers:
             helper.cancel()
+        if not notifier.stopping:  # a service failed before any stop was asked
+            notifier.notify("STOPPING=1")
         notifier.close()
         for sig in installed:
             loop.remove_signal_handler(sig)
@@ -163,6 +165,7 @@ async def _tell_systemd(notifier: Notifier, services: Sequence[Service], stop: a
             await started.wait()
     notifier.notify("READY=1", f"STATUS=serving: {', '.join(s.name for s in services)}")
     await stop.wait()
+    notifier.stopping = True
     notifier.notify("STOPPING=1", "STATUS=stopping: finishing the work in flight")
 
 

@@ -46,6 +46,8 @@ class Notifier:
             self.watchdog_seconds = int(usec) / 1_000_000
         self._socket: socket.socket | None = None
         self._failed = False
+        #: STOPPING=1 was sent
+        self.stopping = False
 
     @property
     def enabled(self) -> bool:

@@ -42,6 +42,7 @@ from recorder.ffmpeg import FORMATS, Ffmpeg, Format, explain_os_error
 from recorder.spool import SpoolEntry, scan
 from recorder.wavfile import WavInfo, read_wav_info
 from schema.models import Account, AmiEvent, Call, CallEvent, Recording, utcnow
+from tracking.recording_names import parse_stem
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -142,6 +143,35 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _call_by_key(session: Session, stem: str) -> Call | None:
+    """The call a fallback recording is named after (``ct~<system>~<linkedid>``: tracking.recording_names)."""
+    key = parse_stem(stem)
+    if key is None:
+        return None
+    return session.scalar(select(Call).where(Call.system == key[0], Call.linkedid == key[1]))
+
+
+def adopt_orphans(session: Session) -> int:
+    """Link recordings archived before their call's row existed (a fallback call's row written later)."""
+    adopted = 0
+    orphans = session.scalars(
+        select(Recording).where(Recording.call_id.is_(None), Recording.source_path.like("%ct~%")).limit(500)
+    )
+    for row in orphans:
+        call = _call_by_key(session, Path(row.source_path).stem)
+        if call is not None:
+            row.call_id, row.account_id = call.id, call.account_id
+            logger.info(
+                "recording %s linked to call %s (%s/%s)",
+                Path(row.source_path).name,
+                call.id,
+                call.system,
+                call.linkedid,
+            )
+            adopted += 1
+    return adopted
+
+
 class Recorder:
     """Turns finished spool WAVs into verified archives linked to their calls."""
 
@@ -181,6 +211,7 @@ class Recorder:
         waiting = 0
         entries = scan(self.spool_dir, self.cfg.dual_channel)
         with self.session_factory() as session, session.begin():
+            adopt_orphans(session)
             known: dict[str, Recording] = {}
             paths = [str(e.nominal) for e in entries]
             for i in range(0, len(paths), 500):
@@ -222,6 +253,8 @@ class Recorder:
         call = session.scalar(select(Call).where(Call.recording_file.in_(names)).order_by(Call.id).limit(1))
         if call is None and entry.key.isdigit() and len(entry.key) < 19:
             call = session.get(Call, int(entry.key))
+        if call is None:
+            call = _call_by_key(session, entry.key)
         return call
 
     @staticmethod

@@ -45,6 +45,16 @@ def write_config(path: Path, tmp_path: Path, fallback: str) -> None:
     )
 
 
+def wait_state(pid: int, state: str) -> None:
+    """Until the process is in *state* (``T``: stopped), from /proc."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == state:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} never reached state {state}")
+
+
 def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -161,3 +171,53 @@ def test_agi_serve_refuses_a_bad_fallback_dial(cli: Cli, tmp_path: Path, monkeyp
     config.write_text('[agi]\nfallback_dial = "PJSIP/100,tT"\n')
     result = cli.fails("--config", str(config), "agi", "serve")
     assert "agi.fallback_dial" in result.output
+
+
+async def test_a_stopped_server_stops_feeding_the_systemd_watchdog(
+    database_url: str, tmp_path: Path, world: World, acme: dict[str, int]
+) -> None:
+    """Issue 9, item 9: SIGSTOP freezes the event loop, so systemd (WatchdogSec) sees the pings stop and restarts."""
+    from tests.unit.test_systemd import Systemd
+
+    world.number(acme["account"], "+18005550100", source_id=acme["google"], forward_to="PJSIP/100")
+    config = tmp_path / "calltrack.toml"
+    write_config(config, tmp_path, "PJSIP/day")
+    manager = Systemd(tmp_path / "notify")
+    port = free_port()
+    env = {
+        **os.environ,
+        "CALLTRACK_CONFIG": str(config),
+        "CALLTRACK_DATABASE_URL": database_url,
+        "NOTIFY_SOCKET": manager.address,
+        "WATCHDOG_USEC": "1000000",  # a ping every 0.25 s
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "calltrack.main", "agi", "serve", "--listen", f"127.0.0.1:{port}"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        # READY=1 means calls are taken: the port is open then, not before
+        ready = await asyncio.to_thread(manager.until, "READY=1", 60)
+        assert "STATUS=serving: agi" in ready[-1]
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        await asyncio.to_thread(manager.until, "WATCHDOG=1")
+        proc.send_signal(signal.SIGSTOP)
+        await asyncio.to_thread(wait_state, proc.pid, "T")  # stopped: whatever it sent is in the socket now
+        manager.drain()
+        assert await asyncio.to_thread(manager.receive, 2.0) is None  # eight intervals without a ping
+        proc.send_signal(signal.SIGCONT)
+        await asyncio.to_thread(manager.until, "WATCHDOG=1")
+        known = await FakeFastAGIPeer("127.0.0.1", port).dialplan(linkedid="after")
+        assert known.status == "ok"
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(manager.until, "STOPPING=1")
+        _, err = await asyncio.to_thread(proc.communicate, timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.kill()
+            proc.wait()
+        manager.sock.close()
+    assert proc.returncode == 0, err.decode()

@@ -647,6 +647,9 @@ async def test_database_lost_after_start_routes_known_numbers_to_their_destinati
             "21",
         )
         assert result.side.set_vars["CALLTRACK_SOURCE"] == "Google Ads"
+        # the number records: so does the fallback, to a file named by the call's key
+        assert result.side.set_vars["CALLTRACK_RECORD"] == "1"
+        assert result.side.set_vars["CALLTRACK_RECORDING_FILE"].endswith(f"/ct~asterisk~away{n}.wav")
     unknown = await server.call(linkedid="away-unknown", extension="8005559999")
     assert (unknown.status, unknown.side.set_vars["CALLTRACK_DIAL"]) == ("fallback", "PJSIP/operator")
     # back again: the server writes the spooled rows itself
@@ -657,6 +660,8 @@ async def test_database_lost_after_start_routes_known_numbers_to_their_destinati
     assert set(calls) == {"ok", "away0", "away1", "away-unknown"}
     assert calls["away0"].route_status == "fallback"
     assert calls["away0"].source_id == acme["google"]
+    assert (calls["away0"].recording_file or "").endswith("/ct~asterisk~away0.wav")  # the recorder links by it
+    assert calls["away-unknown"].recording_file is None
 
 
 class Lock:
