@@ -839,6 +839,8 @@ class RouteJob:
     router: CallRouter
     request: RouteRequest
     number: NumberInfo | None = None
+    #: the caller's facts from this call's lookup (do-not-track decides a fallback's recording)
+    facts: CallerFacts | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _finished: Decision | None = None
     _abandoned: Decision | None = None
@@ -855,7 +857,7 @@ class RouteJob:
             else:  # a bug: keep its traceback
                 logger.exception("routing %s/%s failed", self.request.system, self.request.linkedid)
                 reason = f"routing error: {type(exc).__name__}: {detail}"
-            decision = router.fallback(self.request, self.number or router.cached(self.request), reason)
+            decision = router.fallback(self.request, self.number or router.cached(self.request), reason, self.facts)
             with self._lock:
                 self._finished = decision
                 told = self._abandoned or decision
@@ -878,7 +880,7 @@ class RouteJob:
             if self._finished is not None:
                 return self._finished
             self._abandoned = self.router.fallback(
-                self.request, self.number or self.router.cached(self.request), reason
+                self.request, self.number or self.router.cached(self.request), reason, self.facts
             )
             return self._abandoned
 
@@ -935,10 +937,14 @@ class CallRouter:
             if number
         )
 
-    def fallback(self, request: RouteRequest, info: NumberInfo | None, reason: str) -> Decision:
-        """The fallback decision for *request*, recorded as *info* says unless the caller is not tracked."""
+    def fallback(
+        self, request: RouteRequest, info: NumberInfo | None, reason: str, facts: CallerFacts | None = None
+    ) -> Decision:
+        """The fallback decision for *request*, recorded as *info* says unless the caller is not tracked
+        (by this call's lookup when it got that far, else by the cached list)."""
         recording_file = ""
-        if info is not None and info.record and request.linkedid and not self.not_tracked(request, info.account_id):
+        not_tracked = facts.do_not_track if facts is not None else self.not_tracked(request, info and info.account_id)
+        if info is not None and info.record and request.linkedid and not not_tracked:
             recording_file = key_recording_path(self.settings, request.system, request.linkedid)
         return fallback(self.settings, info, reason, request.at, recording_file=recording_file)
 
@@ -986,7 +992,7 @@ class CallRouter:
         else:
             info, facts = found
             if job is not None:
-                job.number = info
+                job.number, job.facts = info, facts
             if info.status != "active":
                 self._numbers.pop(info.number, None)
                 decision = unknown(settings, f"{info.number} is {info.status}", info)
