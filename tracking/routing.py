@@ -943,7 +943,9 @@ class CallRouter:
         """The fallback decision for *request*, recorded as *info* says unless the caller is not tracked
         (by this call's lookup when it got that far, else by the cached list)."""
         recording_file = ""
-        not_tracked = facts.do_not_track if facts is not None else self.not_tracked(request, info and info.account_id)
+        not_tracked = (
+            facts.do_not_track if facts is not None else self.not_tracked(request, info.account_id if info else None)
+        )
         if info is not None and info.record and request.linkedid and not not_tracked:
             recording_file = key_recording_path(self.settings, request.system, request.linkedid)
         return fallback(self.settings, info, reason, request.at, recording_file=recording_file)
