@@ -11,6 +11,7 @@ import pytest
 from asterisk_agi.protocol import (
     MAX_ENV_LINES,
     AGIEnv,
+    AGIError,
     AGIInvalidCommand,
     AGINetworkHangup,
     AGIProtocolError,
@@ -76,6 +77,7 @@ def test_quoted_values_reach_asterisk_unchanged(value: str) -> None:
         "line one\r\nEXEC Dial PJSIP/999",
         "nul\0byte",
         "trailing newline\n",
+        "carriage\rreturn alone",
     ],
 )
 def test_line_breaks_can_never_start_a_second_command(value: str) -> None:
@@ -361,3 +363,43 @@ def test_the_address_query_is_kept_raw() -> None:
     env = AGIEnv({"agi_network_script": "route?number=+14045550100&name=YWI+Yw==&x"})
     assert env.script == "route"
     assert env.query == {"number": "+14045550100", "name": "YWI+Yw==", "x": ""}
+
+
+def _refusal(lines: list[str]) -> AGIError:
+    with pytest.raises(AGIError) as info:
+        read_reply(lines)
+    return info.value
+
+
+def test_what_each_refusal_says() -> None:
+    """The server logs these: the code, Asterisk's own words, the usage text."""
+    invalid = _refusal(["510 Invalid or unknown command"])
+    assert isinstance(invalid, AGIInvalidCommand) and invalid.code == 510
+    assert str(invalid) == "510 Invalid or unknown command"
+    assert str(_refusal(["510"])) == "510 Invalid or unknown command"
+    usage = _refusal(
+        [
+            "520-Invalid command syntax.  Proper usage follows:",
+            "Usage: GET VARIABLE <variablename>",
+            "520 End of proper usage.",
+        ]
+    )
+    assert isinstance(usage, AGIUsageError) and usage.code == 520
+    assert str(usage) == "520 Invalid command syntax.  Proper usage follows:"
+    assert usage.lines == ("Invalid command syntax.  Proper usage follows:", "Usage: GET VARIABLE <variablename>")
+    single = _refusal(["520 Invalid command syntax."])
+    assert isinstance(single, AGIUsageError) and single.code == 520
+    assert (str(single), single.lines) == ("520 Invalid command syntax.", ("Invalid command syntax.",))
+    assert str(_refusal(["520"])) == "520 usage error"
+    hangup = _refusal(["HANGUP"])
+    assert isinstance(hangup, AGINetworkHangup) and str(hangup) == "HANGUP from Asterisk"
+    dead = "511 Command Not Permitted on a dead channel or intercept routine"
+    assert isinstance(_refusal([dead]), AGIResultHangup) and str(_refusal([dead])) == dead
+    assert str(_refusal(["x" * 100])) == f"unexpected reply from Asterisk: {'x' * 80!r}"
+
+
+def test_a_usage_reply_is_bounded() -> None:
+    longest = ["520-Invalid command syntax."] + ["usage"] * (MAX_ENV_LINES - 1)
+    assert isinstance(_refusal([*longest, "520 End of proper usage."]), AGIUsageError)
+    too_long = _refusal([*longest, "usage", "520 End of proper usage."])
+    assert isinstance(too_long, AGIProtocolError) and str(too_long) == "520 usage reply too long"
