@@ -403,3 +403,11 @@ def test_a_usage_reply_is_bounded() -> None:
     assert isinstance(_refusal([*longest, "520 End of proper usage."]), AGIUsageError)
     too_long = _refusal([*longest, "usage", "520 End of proper usage."])
     assert isinstance(too_long, AGIProtocolError) and str(too_long) == "520 usage reply too long"
+
+
+@pytest.mark.parametrize("spelling", ["unknown", "<unknown>", "Unknown", "<UNKNOWN>", "  unknown  ", ""])
+def test_asterisks_unknown_caller_id_is_no_caller_id(spelling: str) -> None:
+    env = AGIEnv(values={"agi_callerid": spelling, "agi_calleridname": " Jane "})
+    assert env.known("agi_callerid") == ""
+    assert env.known("agi_calleridname") == "Jane"
+    assert env.known("agi_dnid") == ""  # not sent at all
