@@ -97,6 +97,8 @@ class CallState:
     #: the route set CALLTRACK_STATUS=blocked
     blocked: bool = False
     closed: bool = False
+    #: the time of the latest event that named one of the call's channels
+    last_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -229,6 +231,26 @@ class Correlator:
     def open_calls(self) -> list[str]:
         return sorted({c.linkedid for c in self.calls_by_linkedid.values() if not c.closed})
 
+    def unsettled(self, horizon: dt.timedelta = dt.timedelta(minutes=2)) -> frozenset[str]:
+        """Linkedids of calls still open and not answered (ringing, in the dialplan) with an event within *horizon*.
+
+        Times are the events' own: *horizon* counts back from the latest event of any call, so
+        a channel that never hangs up (Asterisk's Message channel) does not count forever.
+        """
+        calls = {id(c): c for c in self.calls_by_linkedid.values()}.values()
+        latest = max((c.last_at for c in calls if c.last_at is not None), default=None)
+        if latest is None:
+            return frozenset()
+        return frozenset(
+            c.linkedid
+            for c in calls
+            if not c.closed
+            and c.dialled is not None
+            and _answered_at(c) is None
+            and c.last_at is not None
+            and latest - c.last_at <= horizon
+        )
+
     # -- grouping --------------------------------------------------------------
 
     def _call_for(self, uniqueid: str | None, linkedid: str | None, seq: int, create: bool = True) -> CallState | None:
@@ -306,6 +328,8 @@ class Correlator:
             if leg.role == "inbound" and call.dialled is None and exten and exten != "s":
                 call.dialled = exten
         leg.last_seq = seq
+        if call.last_at is None or at > call.last_at:
+            call.last_at = at
         return leg
 
     def _pair_local(self, uid: str, channel: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,14 +75,17 @@ class AmiListener:
             self.connections.append(Connection(server, client, sink))
 
     async def run(self, stop: asyncio.Event) -> None:
+        hang_up = asyncio.Event()
         reading = asyncio.Event()
-        tasks = [asyncio.create_task(c.client.run(stop), name=f"ami-read-{c.server.name}") for c in self.connections]
+        tasks = [asyncio.create_task(c.client.run(hang_up), name=f"ami-read-{c.server.name}") for c in self.connections]
         writers = [
             asyncio.create_task(c.sink.run(reading), name=f"ami-write-{c.server.name}") for c in self.connections
         ]
+        lingering = asyncio.create_task(self._stop_when_settled(stop, hang_up), name="ami-stop")
         try:
             await asyncio.gather(*tasks)
         finally:
+            lingering.cancel()
             for task in tasks:
                 task.cancel()
             # the sockets are closed: let the writers store (or spool) what was read, then stop
@@ -89,6 +93,29 @@ class AmiListener:
             await asyncio.gather(*writers, return_exceptions=True)
             for c in self.connections:
                 c.sink.spool.close()
+
+    async def _stop_when_settled(self, stop: asyncio.Event, hang_up: asyncio.Event) -> None:
+        """After *stop*, keep reading while calls ring or are being routed (at most ``stop_wait_seconds``).
+
+        A call routed while calltrack stops is answered a few seconds after its AGI returned: the
+        listener, stopped last, is still there to see it.
+        """
+        await stop.wait()
+        wait = self.settings.ami.stop_wait_seconds
+        deadline = time.monotonic() + wait
+        # only the calls ringing now: on a busy server new calls would never let it stop
+        ringing = [(c.sink, c.sink.unsettled) for c in self.connections]
+
+        def waiting() -> int:
+            return sum(len(calls & sink.unsettled) for sink, calls in ringing)
+
+        if wait > 0 and waiting():
+            logger.info(
+                "AMI listener: stopping once %d ringing call(s) are answered or end (at most %g s)", waiting(), wait
+            )
+            while waiting() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        hang_up.set()
 
     def reload(self) -> None:
         logger.info("AMI listener: settings changes need a restart (servers are read at start)")

@@ -405,6 +405,8 @@ class EventSink:
         self.spooled = 0
         self.calls_written = 0
         self.db_failures = 0
+        #: linkedids of the calls still ringing or being routed (Correlator.unsettled), as of the last stored batch
+        self.unsettled: frozenset[str] = frozenset()
 
     # -- reader side (never waits) --
 
@@ -584,6 +586,7 @@ class EventSink:
             # A failed commit leaves the snapshots pending: the next successful batch writes them.
             pending = list(self._pending.values())
             self.calls_written += self.writer.write(session, pending)
+            self.unsettled = self.correlator.unsettled()
         self._pending.clear()
 
 

@@ -105,8 +105,22 @@ def _reload_all(services: Sequence[Service]) -> None:
             logger.exception("service %s failed to reload", service.name)
 
 
+#: the order services stop in on SIGTERM: each stage has finished before the next is told to stop.
+#: The FastAGI server drains first (calls being routed get their answer and their row), the AMI
+#: listener last, so it still records what those calls do next; unknown services stop in the middle.
+STOP_ORDER: dict[str, int] = {"agi": 0, "web": 1, "recorder": 1, "ami": 2}
+
+
+def stop_stage(service: Service) -> int:
+    return STOP_ORDER.get(service.name, 1)
+
+
 async def run_services(services: Sequence[Service], stop: asyncio.Event | None = None) -> int:
-    """Run *services* until SIGTERM/SIGINT (or *stop*); 0 on a clean stop, 1 if one failed."""
+    """Run *services* until SIGTERM/SIGINT (or *stop*); 0 on a clean stop, 1 if one failed.
+
+    Stopping goes by :data:`STOP_ORDER`: each service gets its own stop event, set once every
+    service of the earlier stages has returned.
+    """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     installed = []
@@ -122,9 +136,13 @@ async def run_services(services: Sequence[Service], stop: asyncio.Event | None =
     except (NotImplementedError, RuntimeError):
         pass
     failed = False
-    tasks = {asyncio.create_task(s.run(stop), name=s.name): s for s in services}
+    stages = sorted({stop_stage(s) for s in services})
+    stage_stop = {stage: asyncio.Event() for stage in stages}
+    tasks = {asyncio.create_task(s.run(stage_stop[stop_stage(s)]), name=s.name): s for s in services}
+    sequencer = asyncio.create_task(_stop_in_order(stop, tasks, stage_stop), name="stop-in-order")
     notifier = Notifier()
     helpers = [
+        sequencer,
         asyncio.create_task(_tell_systemd(notifier, services, stop)),
         asyncio.create_task(watchdog(notifier, stop, lambda: _health(services))),
     ]
@@ -177,3 +195,20 @@ def _health(services: Sequence[Service]) -> str:
         if problem:
             return f"{service.name}: {problem}"
     return ""
+
+
+async def _stop_in_order(
+    stop: asyncio.Event, tasks: dict[asyncio.Task[None], Service], stage_stop: dict[int, asyncio.Event]
+) -> None:
+    await stop.wait()
+    stages = sorted(stage_stop)
+    if len(stages) > 1:
+        logger.info(
+            "stopping %s",
+            ", then ".join(" and ".join(s.name for s in tasks.values() if stop_stage(s) == stage) for stage in stages),
+        )
+    for stage in stages:
+        stage_stop[stage].set()
+        running = [task for task, service in tasks.items() if stop_stage(service) == stage]
+        if running:
+            await asyncio.wait(running)

@@ -19,7 +19,9 @@ from config.settings import (
     Settings,
     TrackingSettings,
     WebSettings,
+    agi_system_names,
     load_settings,
+    system_name_problem,
 )
 
 __all__ = [
@@ -35,5 +37,7 @@ __all__ = [
     "Settings",
     "TrackingSettings",
     "WebSettings",
+    "agi_system_names",
     "load_settings",
+    "system_name_problem",
 ]

@@ -43,7 +43,8 @@ def _default_data_dir() -> Path:
 class GeneralSettings:
     #: where the embedded database and other local state live
     data_dir: Path = field(default_factory=_default_data_dir)
-    #: the Asterisk system name used in call keys when a peer does not say
+    #: the Asterisk system name used in call keys when a peer does not say; when not set and exactly
+    #: one [[ami.servers]] is configured, that server's name (so the AGI route and the listener agree)
     system_name: str = "asterisk"
     #: Python logging level for the daemons
     log_level: str = "INFO"
@@ -125,6 +126,9 @@ class AmiSettings:
     spool_dir: str = ""
     #: longest wait between reconnect attempts, seconds
     reconnect_max_seconds: float = 60.0
+    #: on stop, keep recording calls still ringing or being routed until they are answered or end, at most
+    #: this long, seconds (0: stop at once)
+    stop_wait_seconds: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -355,6 +359,8 @@ def _validate(settings: Settings) -> None:
     region = settings.numbers.default_region
     if region.upper() not in REGIONS:
         raise ConfigError(src, "numbers.default_region", f"unknown region {region!r} (use a code such as US, GB, DE)")
+    if settings.ami.stop_wait_seconds < 0:
+        raise ConfigError(src, "ami.stop_wait_seconds", "must be 0 or more")
     names = [s.name for s in settings.ami.servers]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
@@ -414,8 +420,46 @@ def load_settings(
             table[key] = value
     settings: Settings = _build(Settings, data, source, "")
     settings = dataclasses.replace(settings, source=source)
+    general = data.get("general")
+    if (not isinstance(general, dict) or "system_name" not in general) and len(settings.ami.servers) == 1:
+        # The AGI route and the AMI listener key calls by the system name: with one Asterisk and no
+        # system_name, the server's name is the one both mean (README's example: name = "pbx1").
+        named = dataclasses.replace(settings.general, system_name=settings.ami.servers[0].name)
+        settings = dataclasses.replace(settings, general=named)
     _validate(settings)
     return settings
+
+
+def agi_system_names(settings: Settings) -> list[str]:
+    """The system names the AGI route keys calls by: ``general.system_name`` and the ``agi.peer_systems`` names."""
+    names = [settings.general.system_name]
+    for entry in settings.agi.peer_systems:
+        _, sep, name = entry.partition("=")
+        if sep and name.strip() and name.strip() not in names:
+            names.append(name.strip())
+    return names
+
+
+def system_name_problem(settings: Settings, servers: tuple[AmiServer, ...] | None = None) -> str | None:
+    """One line saying why the AGI route and the AMI listener would key one call under two systems, or None.
+
+    The route names a call's system ``general.system_name`` (or the peer's ``agi.peer_systems``
+    name); the listener names it after its ``[[ami.servers]]`` entry.  A server whose name the
+    route never uses would give every call of that Asterisk two rows: one live forever from the
+    route, one without attribution from the listener.
+    """
+    known = agi_system_names(settings)
+    for index, server in enumerate(settings.ami.servers if servers is None else servers):
+        if server.name not in known:
+            peers = ", ".join(settings.agi.peer_systems) or "none"
+            key = f"{settings.source}: ami.servers[{index}].name" if servers is None else "--name"
+            return (
+                f"{key}: {server.name!r} is not a system name the AGI route "
+                f"uses (general.system_name = {settings.general.system_name!r}, agi.peer_systems: {peers}), so "
+                f"every call would be stored twice; set general.system_name = {server.name!r} (or map that "
+                f"Asterisk's address to it in agi.peer_systems)"
+            )
+    return None
 
 
 def section_types() -> Mapping[str, type]:

@@ -42,8 +42,12 @@ def serve(app: AppContext, listen: str | None) -> None:
     from asterisk_agi.service import AgiService
     from calltrack.logs import setup as setup_logging
     from calltrack.services import serve_blocking
+    from config import system_name_problem
 
     setup_logging(app.settings.general.log_level)
+    problem = system_name_problem(app.settings)
+    if problem:
+        raise click.ClickException(problem)
     app.ready_engine()
     try:
         agi = AgiService(app.settings, reload_settings=_reloader(app), listen=listen)

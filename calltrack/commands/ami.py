@@ -59,7 +59,7 @@ def listen(
     from ami_listener.client import read_secret
     from ami_listener.listener import AmiListener
     from calltrack.services import serve_blocking
-    from config import AmiServer
+    from config import AmiServer, system_name_problem
     from schema.db import make_session_factory
 
     settings = app.settings
@@ -84,6 +84,9 @@ def listen(
             "no AMI server to listen to: add an [[ami.servers]] table to the settings, or give --host "
             "--username --secret-file"
         )
+    problem = system_name_problem(settings, servers if one else None)
+    if problem:
+        raise click.ClickException(problem)
     for server in servers:
         if not server.secret and not server.secret_file:
             raise click.ClickException(f"AMI server {server.name!r}: no secret (set secret_file or --secret-file)")

@@ -232,6 +232,8 @@ class Plan:
     answer_ping: bool = True
     #: (n, event): after n frames, wait for the event before sending the rest
     gate: tuple[int, asyncio.Event] | None = None
+    #: several gates, in order: [(n1, e1), (n2, e2)] sends frames[:n1], waits for e1, sends up to n2, waits for e2...
+    gates: Sequence[tuple[int, asyncio.Event]] = ()
 
 
 @dataclass
@@ -394,12 +396,13 @@ class FakeAmiServer:
         frames = list(plan.frames)
         if plan.drop_after is not None:
             frames = frames[: plan.drop_after]
-        parts = [frames]
-        if plan.gate is not None:
-            parts = [frames[: plan.gate[0]], frames[plan.gate[0] :]]
+        gates = [plan.gate] if plan.gate is not None else []
+        gates.extend(plan.gates)
+        bounds = [0, *(n for n, _ in gates), len(frames)]
+        parts = [frames[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
         for i, part in enumerate(parts):
-            if i == 1 and plan.gate is not None:
-                await plan.gate[1].wait()
+            if i > 0:
+                await gates[i - 1][1].wait()
             if plan.pace == 0 and plan.split_seed is None:
                 await send(b"".join(f.data for f in part))
             else:

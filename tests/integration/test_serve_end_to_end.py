@@ -81,7 +81,6 @@ async def test_one_call_through_every_service(cli: Cli, tmp_path: Path, asterisk
         f"""
 [general]
 data_dir = "{tmp_path / "data"}"
-system_name = "pbx1"
 [agi]
 listen = "127.0.0.1:{agi_port}"
 # generous: a loaded machine must not turn the routed call into a fallback (not what is tested here)
@@ -94,6 +93,7 @@ archive_dir = "{tmp_path / "archive"}"
 quiet_seconds = 0
 settle_seconds = 3600
 poll_seconds = 0.2
+# README's own example: no general.system_name, so the route keys calls by this server's name too
 [[ami.servers]]
 name = "pbx1"
 host = "127.0.0.1"

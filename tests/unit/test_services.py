@@ -77,3 +77,39 @@ async def test_an_expected_failure_is_one_line_without_traceback(caplog) -> None
     assert record.getMessage() == "service web stopped: [Errno 98] Address already in use"
     assert record.exc_info is None
     assert healthy.finished_cleanly
+
+
+class Draining(Worker):
+    """Takes a while to finish after its stop (the FastAGI server finishing the calls in flight)."""
+
+    def __init__(self, name: str, log: list[str], drain: asyncio.Event | None = None) -> None:
+        super().__init__(name)
+        self.log = log
+        self.drain = drain
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self.log.append(f"{self.name} told to stop")
+        if self.drain is not None:
+            await self.drain.wait()
+        self.log.append(f"{self.name} stopped")
+
+
+async def test_stop_order_agi_drains_first_and_the_listener_stops_last() -> None:
+    log: list[str] = []
+    drained = asyncio.Event()
+    services = [Draining("ami", log), Draining("web", log), Draining("agi", log, drained), Draining("recorder", log)]
+    stop = asyncio.Event()
+    runner = asyncio.create_task(run_services(services, stop))
+    stop.set()
+    while "agi told to stop" not in log:
+        await asyncio.sleep(0)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert log == ["agi told to stop"]  # web, recorder and the listener keep running while calls are routed
+    drained.set()
+    assert await runner == 0
+    assert log.index("agi stopped") < log.index("web told to stop")
+    assert log.index("web stopped") < log.index("ami told to stop")
+    assert log.index("recorder stopped") < log.index("ami told to stop")
+    assert log[-2:] == ["ami told to stop", "ami stopped"]

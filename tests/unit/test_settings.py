@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from config import ConfigError, Settings, load_settings
+from config import ConfigError, Settings, agi_system_names, load_settings, system_name_problem
 from config.settings import section_types
 
 SAMPLE = Path(__file__).resolve().parents[2] / "config" / "samples" / "calltrack.toml"
@@ -180,3 +180,35 @@ def test_loading_settings_needs_only_the_standard_library(tmp_path: Path) -> Non
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_one_ami_server_names_the_system_when_system_name_is_not_set(tmp_path: Path) -> None:
+    # README's own example: [[ami.servers]] name = "pbx1" and no [general] system_name. The AGI route
+    # then keyed calls "asterisk" and the listener "pbx1": every call was stored twice.
+    readme = write(tmp_path / "readme.toml", '[[ami.servers]]\nname = "pbx1"\nusername = "calltrack"\n')
+    settings = load_settings(readme, environ={})
+    assert settings.general.system_name == "pbx1"
+    assert system_name_problem(settings) is None
+    # an explicit name is kept (file or environment), and the mismatch is one clear line
+    explicit = write(
+        tmp_path / "explicit.toml", '[general]\nsystem_name = "asterisk"\n[[ami.servers]]\nname = "pbx1"\n'
+    )
+    for settings in (
+        load_settings(explicit, environ={}),
+        load_settings(readme, environ={"CALLTRACK_SYSTEM_NAME": "x"}),
+    ):
+        problem = system_name_problem(settings)
+        assert problem is not None and "\n" not in problem
+        assert "ami.servers[0].name: 'pbx1' is not a system name the AGI route uses" in problem
+        assert "stored twice" in problem and "set general.system_name = 'pbx1'" in problem
+    # several servers: each must be general.system_name or a peer_systems name
+    many = write(
+        tmp_path / "many.toml",
+        '[general]\nsystem_name = "pbx1"\n[agi]\npeer_systems = ["10.0.0.6=pbx2"]\n'
+        '[[ami.servers]]\nname = "pbx1"\n[[ami.servers]]\nname = "pbx2"\n[[ami.servers]]\nname = "pbx3"\n',
+    )
+    settings = load_settings(many, environ={})
+    assert agi_system_names(settings) == ["pbx1", "pbx2"]
+    assert "ami.servers[2].name: 'pbx3'" in (system_name_problem(settings) or "")
+    # no AMI server at all: nothing to disagree with
+    assert system_name_problem(Settings()) is None
