@@ -85,8 +85,11 @@ def listen(
             "--username --secret-file"
         )
     problem = system_name_problem(settings, servers if one else None)
-    if problem:
+    if problem and not one:
         raise click.ClickException(problem)
+    if problem:
+        # one server given by options, often on a machine without settings: said, not refused
+        click.echo(f"calltrack ami: warning: {problem}", err=True)
     for server in servers:
         if not server.secret and not server.secret_file:
             raise click.ClickException(f"AMI server {server.name!r}: no secret (set secret_file or --secret-file)")
