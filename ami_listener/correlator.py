@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from ami_listener.parser import unescape
+
 #: answered, missed, busy, abandoned, failed
 DISPOSITIONS = ("answered", "missed", "busy", "abandoned", "failed")
 #: the ActionID prefix of the listener's resynchronisation requests
@@ -120,6 +122,13 @@ def _clean(value: Any) -> str | None:
         return None
     value = value.strip()
     return None if value in _UNKNOWN else value
+
+
+def _name(value: Any) -> str | None:
+    """A name or value AMI sent C-escaped (see :func:`ami_listener.parser.unescape`), as Asterisk holds it."""
+    if not isinstance(value, str):
+        return None
+    return _clean(unescape(value))
 
 
 def _int(value: Any) -> int | None:
@@ -350,7 +359,7 @@ class Correlator:
 
     def _take_caller(self, call: CallState, leg: Leg, p: dict[str, Any], prefix: str = "") -> None:
         number = _clean(p.get(prefix + "CallerIDNum"))
-        name = _clean(p.get(prefix + "CallerIDName"))
+        name = _name(p.get(prefix + "CallerIDName"))
         if number:
             leg.caller_number = number
         if name:
@@ -396,7 +405,7 @@ class Correlator:
         if leg is None:
             return
         before = (call.caller_number, call.caller_name)
-        number, name = _clean(p.get("CallerIDNum")), _clean(p.get("CallerIDName"))
+        number, name = _clean(p.get("CallerIDNum")), _name(p.get("CallerIDName"))
         if leg.role == "inbound":
             if number:
                 call.caller_number = leg.caller_number = number
@@ -417,7 +426,7 @@ class Correlator:
         if p.get("Uniqueid") != call.dialplan_uid:
             return
         connected = _clean(p.get("ConnectedLineNum"))
-        name = _clean(p.get("ConnectedLineName"))
+        name = _name(p.get("ConnectedLineName"))
         label = f"{name} <{connected}>" if name and connected else (connected or name)
         if label and label != call.connected:
             if call.connected is not None:
@@ -502,7 +511,7 @@ class Correlator:
         if variable != "MIXMONITOR_FILENAME":
             return
         call = self.on_channel(p, at, seq)
-        value = _clean(p.get("Value"))
+        value = _name(p.get("Value"))
         if call is not None and value and value != call.recording:
             call.recording = value
             self._note(call, at, "recording", {"file": value})

@@ -16,6 +16,7 @@ UTF-8 are replaced.  What was skipped is reported through *problems*.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 #: one AMI message: headers in arrival order; a repeated header becomes a list
@@ -107,6 +108,29 @@ def _parse_frame(text: str, problems: list[str] | None) -> Message:
 def _preview(text: str, limit: int = 80) -> str:
     text = text.strip().replace("\r", "\\r").replace("\n", "\\n")
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+#: ast_escape_c (main/utils.c) writes these characters as a backslash and this letter
+_C_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
+              "\\": "\\", "'": "'", '"': '"', "?": "?"}  # fmt: skip
+_C_ESCAPED = re.compile(r"\\([abfnrtv\\'\"?])")
+
+
+def unescape(value: str) -> str:
+    """Undo Asterisk's ``ast_escape_c`` (main/utils.c): the exact text Asterisk holds.
+
+    AMI runs caller and connected-line names (``CallerIDName``, ``ConnectedLineName`` and
+    their ``Dest``/``Transferer``... prefixed forms, ast_manager_build_channel_state_string
+    in main/manager_channels.c), ``ChanVariable`` and ``VarSet``'s ``Value``
+    (main/stasis_channels.c) through it: ``Jo "Q" Smith`` arrives as ``Jo \\"Q\\" Smith``,
+    a line feed as the two characters backslash and ``n``.  Only those headers are escaped;
+    the ``Cdr`` event's ``CallerID`` and the AGI environment are not.  ast_escape_c escapes
+    every backslash, so a backslash not followed by one of its letters cannot come from it and
+    is kept as it is.
+    """
+    if "\\" not in value:
+        return value
+    return _C_ESCAPED.sub(lambda m: _C_ESCAPES[m.group(1)], value)
 
 
 class StreamParser:

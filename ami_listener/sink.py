@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select
+from sqlalchemy import String, bindparam, delete, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -37,6 +37,7 @@ from schema.models import AmiEvent, Call, CallerListEntry, CallEvent, CallLeg
 from tracking.caller_info import UNKNOWN, CallerInfo, describe_number
 from tracking.calls import BLOCKED, upsert_calls
 from tracking.phone import try_normalize
+from tracking.routing import caller_key
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +151,7 @@ class CallWriter:
         self.region = region
         self.geocode = geocode
         self._info: dict[str, CallerInfo] = {}
+        self._callers: dict[str, str | None] = {}
 
     def write(self, session: Session, snapshots: Iterable[CallSnapshot]) -> int:
         """Upsert every call (one statement), then the legs, timeline and first-time flag of the closed ones.
@@ -179,19 +181,26 @@ class CallWriter:
         rows = []
         for snap in snaps:
             values = dict(snap.values)
-            info = self._describe(values.get("caller_number"))
+            # the number as the route stores it: E.164 when it parses, None when withheld
+            values["caller_number"] = self.caller(values.get("caller_number"))
+            info = self._describe(values["caller_number"])
             values["caller_location"] = info.location
             values["caller_country"] = info.country
             values["caller_line_type"] = info.line_type
-            rows.append((snap.linkedid, values))
-        ids = upsert_calls(session, self.system, rows, keep_existing={"tracking_number"})
+            rows.append((snap.linkedid, clipped(values, _CALL_LIMITS)))
+        # caller ID the listener has not seen yet (a Local channel's first events say <unknown>) leaves
+        # the route's in place: both writers store the same text, so the last one changes nothing
+        ids = upsert_calls(
+            session, self.system, rows, keep_existing={"tracking_number"}, keep_when_null=CALLER_ID_COLUMNS
+        )
         if untracked:
-            # the recorder must know: a recording of this call is deleted, never archived
+            # the recorder must know: a recording of this call is deleted, never archived; and whatever
+            # names the caller goes, even what an earlier write left
             table_: Any = Call.__table__
             session.execute(
                 table_.update()
                 .where(table_.c.id.in_([ids[lid] for lid in untracked if lid in ids]))
-                .values(do_not_track=True)
+                .values(do_not_track=True, **dict.fromkeys(CALLER_ID_COLUMNS))
             )
         closed = [(ids[snap.linkedid], snap) for snap in snaps if snap.closed]
         if closed:
@@ -236,6 +245,19 @@ class CallWriter:
         )
         return {lid for lid in suspects if None in listed[keys[lid]] or accounts.get(lid) in listed[keys[lid]]}
 
+    def caller(self, raw: str | None) -> str | None:
+        """A caller number as both writers store it (``tracking.routing.caller_key``), remembered."""
+        if not raw:
+            return None
+        try:
+            return self._callers[raw]
+        except KeyError:
+            pass
+        if len(self._callers) > 50_000:
+            self._callers.clear()
+        value = self._callers[raw] = caller_key(raw, self.region)
+        return value
+
     def _describe(self, number: str | None) -> CallerInfo:
         if not number or not self.geocode:
             return UNKNOWN
@@ -250,10 +272,10 @@ class CallWriter:
         call_ids = [call_id for call_id, _ in closed]
         session.execute(delete(CallLeg).where(CallLeg.call_id.in_(call_ids)))
         session.execute(delete(CallEvent).where(CallEvent.call_id.in_(call_ids), CallEvent.kind.in_(TIMELINE_KINDS)))
-        legs = [{"call_id": call_id, **leg} for call_id, snap in closed for leg in snap.legs]
+        legs = [clipped({"call_id": call_id, **leg}, _LEG_LIMITS) for call_id, snap in closed for leg in snap.legs]
         if legs:
             session.execute(insert(CallLeg), legs)
-        lines = [{"call_id": call_id, **line} for call_id, snap in closed for line in snap.timeline]
+        lines = [{"call_id": call_id, **self._line(line)} for call_id, snap in closed for line in snap.timeline]
         if lines:
             session.execute(insert(CallEvent), lines)
         # first-time caller: no earlier call (by start) to the same account from the same number;
@@ -289,6 +311,36 @@ class CallWriter:
             table.update().where(table.c.id == bindparam("call_id")).values(first_time=bindparam("first")),
             updates,
         )
+
+    def _line(self, line: dict[str, Any]) -> dict[str, Any]:
+        if line["kind"] == "caller-id" and line["detail"].get("number"):
+            return {**line, "detail": {**line["detail"], "number": self.caller(line["detail"]["number"])}}
+        return line
+
+
+#: what names the caller on a call row: the listener never blanks what the route stored
+CALLER_ID_COLUMNS = frozenset({"caller_number", "caller_name"})
+
+
+def _limits(table: Any) -> dict[str, int]:
+    return {c.name: c.type.length for c in table.columns if isinstance(c.type, String) and c.type.length}
+
+
+_CALL_LIMITS = _limits(Call.__table__)
+_LEG_LIMITS = _limits(CallLeg.__table__)
+
+
+def clipped(values: dict[str, Any], limits: dict[str, int]) -> dict[str, Any]:
+    """*values* with text cut to its column's size, as the route cuts it (PostgreSQL refuses longer text).
+
+    Asterisk takes what a caller or a carrier sends (an 8 KB caller name, an 80-character extension):
+    a batch refused for that would hold the listener's events in the spool for ever.
+    """
+    for key, limit in limits.items():
+        value = values.get(key)
+        if isinstance(value, str) and len(value) > limit:
+            values[key] = value[:limit]
+    return values
 
 
 def _scrubbed(snap: CallSnapshot) -> CallSnapshot:

@@ -25,10 +25,18 @@ _COLUMNS = {c.name for c in Call.__table__.columns} - {"id", "system", "linkedid
 BLOCKED = "blocked"
 
 
-def _update(table: Any, excluded: Any, key: str, keep_existing: frozenset[str] | set[str]) -> Any:
+def _update(
+    table: Any,
+    excluded: Any,
+    key: str,
+    keep_existing: frozenset[str] | set[str],
+    keep_when_null: frozenset[str] | set[str] = frozenset(),
+) -> Any:
     """What column *key* becomes when the row exists already."""
     if key in keep_existing:
         return func.coalesce(table.c[key], excluded[key])
+    if key in keep_when_null:
+        return func.coalesce(excluded[key], table.c[key])
     if key == "disposition":
         return case((table.c.disposition == BLOCKED, table.c.disposition), else_=excluded.disposition)
     return excluded[key]
@@ -74,12 +82,13 @@ def upsert_calls(
     rows: Sequence[tuple[str, dict[str, Any]]],
     *,
     keep_existing: frozenset[str] | set[str] = frozenset(),
+    keep_when_null: frozenset[str] | set[str] = frozenset(),
 ) -> dict[str, int]:
     """:func:`upsert_call` for many calls in one statement (executemany); linkedid -> id.
 
     Every values dict must name the same columns.  Same conflict rules as
     :func:`upsert_call`: only the given columns change, *keep_existing* ones
-    only while still NULL.
+    only while still NULL; *keep_when_null* ones keep their value when the new one is NULL.
     """
     if not rows:
         return {}
@@ -99,7 +108,7 @@ def upsert_calls(
     stmt: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
     updates: dict[str, Any] = {"updated_at": stmt.excluded.updated_at}
     for key in columns:
-        updates[key] = _update(table, stmt.excluded, key, keep_existing)
+        updates[key] = _update(table, stmt.excluded, key, keep_existing, keep_when_null)
     stmt = stmt.on_conflict_do_update(index_elements=["system", "linkedid"], set_=updates).returning(
         table.c.linkedid, table.c.id, sort_by_parameter_order=True
     )

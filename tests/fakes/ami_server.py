@@ -91,12 +91,39 @@ def load_capture(scenario: str, traffic: Path = SHARED) -> list[Frame]:
     return [Frame(t, c + END) for t, c in zip(times, chunks, strict=True)]
 
 
+_STAMP = re.compile(rb"\r\nTimestamp: ([0-9]+\.[0-9]+)\r\n")
+
+
+def load_pjsip_capture(scenario: str, traffic: Path = SHARED) -> list[Frame]:
+    """The frames of ``pjsip/ami-<scenario>.txt`` (recorded with ``timestampevents = yes``) after the banner.
+
+    Each frame's time is its own ``Timestamp`` since the first one (a reply without one takes the
+    time of the message before it).
+    """
+    raw = (traffic / "pjsip" / f"ami-{scenario}.txt").read_bytes()
+    assert raw.startswith(BANNER)
+    chunks = raw[len(BANNER) :].split(END)
+    assert chunks.pop() == b""
+    out: list[Frame] = []
+    start: float | None = None
+    at = 0.0
+    for chunk in chunks:
+        m = _STAMP.search(chunk + CRLF)
+        if m:
+            stamp = float(m.group(1))
+            start = stamp if start is None else start
+            at = stamp - start
+        out.append(Frame(at, chunk + END))
+    return out
+
+
 def call_frames(frames: Sequence[Frame]) -> list[Frame]:
     """The frames after login: drops the login reply, FullyBooted/SuccessfulAuth and the final Goodbye."""
     out = []
     for f in frames:
         h = f.headers
-        if h.get("ActionID", "").endswith("-login") or h.get("Response") == "Goodbye":
+        action = h.get("ActionID", "")
+        if action.endswith("-login") or action.startswith("login-") or h.get("Response") == "Goodbye":
             continue
         if h.get("Event") in ("FullyBooted", "SuccessfulAuth"):
             continue
@@ -181,10 +208,41 @@ def multiply(scenarios: Iterable[Sequence[Frame]], copies: int, spacing: float =
     return interleave(*streams)
 
 
+#: ast_escape_c (Asterisk's main/utils.c): these characters become a backslash and the letter
+_C_ESCAPE = {"\a": "a", "\b": "b", "\f": "f", "\n": "n", "\r": "r", "\t": "t", "\v": "v",
+             "\\": "\\", "'": "'", '"': '"', "?": "?"}  # fmt: skip
+
+
+def escape_c(text: str) -> str:
+    """What ``ast_escape_c`` makes of *text*: how AMI writes caller and connected-line names."""
+    return "".join("\\" + _C_ESCAPE[ch] if ch in _C_ESCAPE else ch for ch in text)
+
+
 def replace_caller_name(frames: Sequence[Frame], name: str) -> list[Frame]:
-    """The captures' caller "Jane Doe" renamed (UTF-8, quotes...)."""
-    new = name.encode("utf-8")
-    return [Frame(f.at, f.data.replace(b"Jane Doe", new)) for f in frames]
+    """The captures' caller "Jane Doe" renamed (UTF-8, quotes, line breaks...), written as Asterisk writes it.
+
+    ``...CallerIDName`` and ``...ConnectedLineName`` headers (any prefix) carry it C-escaped
+    (``ast_manager_build_channel_state_string``); the ``Cdr`` event's ``CallerID`` is the quoted
+    ``"name" <number>`` with backslashes and quotes escaped (as the pjsip capture of a quoted
+    name shows); anything else (a Newexten's AppData) as it is.
+    """
+    escaped = escape_c(name).encode("utf-8")
+    quoted = name.replace("\\", "\\\\").replace('"', '\\"').encode("utf-8")
+    plain = name.encode("utf-8")
+    out = []
+    for f in frames:
+        lines = []
+        for line in f.data.split(CRLF):
+            key, sep, value = line.partition(b": ")
+            if sep and (key.endswith(b"CallerIDName") or key.endswith(b"ConnectedLineName")):
+                line = key + sep + value.replace(b"Jane Doe", escaped)
+            elif sep and key == b"CallerID":
+                line = key + sep + value.replace(b"Jane Doe", quoted)
+            else:
+                line = line.replace(b"Jane Doe", plain)
+            lines.append(line)
+        out.append(Frame(f.at, CRLF.join(lines)))
+    return out
 
 
 def live_channels(frames: Sequence[Frame]) -> list[dict[str, str]]:

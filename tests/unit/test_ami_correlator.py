@@ -378,7 +378,7 @@ def _trunk_call(dial: str | None, answer_first: bool, cause: str = "16") -> list
     t = 1_800_000_000.0
     out: list[dict[str, Any]] = [
         {"Event": "Newchannel", **chan, "Context": "from-pstn", "Exten": "4045550100", "CallerIDNum": "+15551230000",
-         "CallerIDName": 'O\'Brien, "Pat"', "ChannelStateDesc": "Ring", "Timestamp": str(t)},
+         "CallerIDName": 'O\\\'Brien, \\"Pat\\"', "ChannelStateDesc": "Ring", "Timestamp": str(t)},
     ]  # fmt: skip
     if answer_first:
         out.append({"Event": "Newstate", **chan, "ChannelStateDesc": "Up", "Timestamp": str(t + 1)})

@@ -187,3 +187,25 @@ def test_stream_parser_drops_a_frame_that_never_ends() -> None:
     assert parser.skipped == 2
     assert parser.take_problems() == ["line without a colon skipped: odd", "dropped 101 bytes without a message end"]
     assert parser.feed(b"Event: Y\r\n\r\n") == [{"Event": "Y"}]  # and reading goes on
+
+
+def test_unescape_undoes_ast_escape_c_exactly() -> None:
+    from ami_listener.parser import unescape
+    from tests.fakes.ami_server import escape_c
+
+    texts = [
+        "".join(chr(c) for c in range(1, 128)),
+        'Jo "Quote" Smith',
+        "C:\\path\\n is not a line feed",
+        "line one\nline two\r\n\ttabbed\a\b\f\v?'",
+        'Zoë \\"JJ\\" O\'Brien \\\\ x',
+        "\\\\\\",
+        "李小龍 😀",
+        "",
+    ]
+    for text in texts:
+        assert unescape(escape_c(text)) == text
+    # what ast_escape_c cannot have written is left as it is (a lone backslash, an unknown letter)
+    assert unescape("a\\qb\\") == "a\\qb\\"
+    # the pjsip capture: a SIP display name "Zoë \"JJ\" O'Brien \\ x" as AMI sent it, and as CALLERID(name) holds it
+    assert unescape('Zoë \\\\\\"JJ\\\\\\" O\\\'Brien \\\\\\\\ x') == 'Zoë \\"JJ\\" O\'Brien \\\\ x'
