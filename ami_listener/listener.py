@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import logging
 import time
@@ -48,13 +49,14 @@ class AmiListener:
         ami = settings.ami
         region = settings.numbers.default_region
         spool_dir = Path(settings.ami_spool_dir)
+        grace = dt.timedelta(seconds=settings.tracking.attribution_grace_seconds)
         for server in servers if servers is not None else ami.servers:
             sink = EventSink(
                 server.name,
                 session_factory,
                 Spool(spool_dir / f"{_safe(server.name)}.jsonl", fsync=spool_fsync),
                 correlator=Correlator(functools.partial(_normalize, region=region)),
-                writer=CallWriter(server.name, region, settings.privacy.geocode),
+                writer=CallWriter(server.name, region, settings.privacy.geocode, grace),
                 queue_size=ami.queue_size,
                 batch_size=ami.batch_size,
             )

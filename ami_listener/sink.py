@@ -33,7 +33,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from ami_listener.correlator import RESYNC_PREFIX, CallSnapshot, Correlator, RawEvent
 from ami_listener.parser import Message
 from ami_listener.spool import Spool, StoredEvent, make_event
-from schema.models import AmiEvent, Call, CallerListEntry, CallEvent, CallLeg
+from schema.models import AmiEvent, Call, CallerListEntry, CallEvent, CallLeg, TrackingNumber
+from tracking.attribution import attribute
 from tracking.caller_info import UNKNOWN, CallerInfo, describe_number
 from tracking.calls import BLOCKED, upsert_calls
 from tracking.phone import try_normalize
@@ -146,10 +147,17 @@ def insert_events(session: Session, system: str, events: Sequence[StoredEvent]) 
 class CallWriter:
     """Writes call snapshots: the call row (shared upsert), its legs and its timeline."""
 
-    def __init__(self, system: str, region: str = "US", geocode: bool = True) -> None:
+    def __init__(
+        self,
+        system: str,
+        region: str = "US",
+        geocode: bool = True,
+        attribution_grace: dt.timedelta = dt.timedelta(seconds=300),
+    ) -> None:
         self.system = system
         self.region = region
         self.geocode = geocode
+        self.attribution_grace = attribution_grace
         self._info: dict[str, CallerInfo] = {}
         self._callers: dict[str, str | None] = {}
 
@@ -175,7 +183,8 @@ class CallWriter:
             )
         if not snaps:
             return len(merged)
-        untracked = self._do_not_track(session, snaps)
+        attributed = self._attribute(session, [s for s in snaps if s.closed])
+        untracked = self._do_not_track(session, snaps, {lid: a["account_id"] for lid, a in attributed.items()})
         if untracked:
             snaps = [_scrubbed(s) if s.linkedid in untracked else s for s in snaps]
         rows = []
@@ -193,6 +202,24 @@ class CallWriter:
         ids = upsert_calls(
             session, self.system, rows, keep_existing={"tracking_number"}, keep_when_null=CALLER_ID_COLUMNS
         )
+        if attributed:
+            # only where the route still has not written (it may have, meanwhile, on another connection)
+            table__: Any = Call.__table__
+            session.execute(
+                table__.update()
+                .where(
+                    table__.c.id == bindparam("call_id"),
+                    table__.c.account_id.is_(None),
+                    table__.c.route_status.is_(None),
+                )
+                .values(
+                    account_id=bindparam("account_id"),
+                    source_id=bindparam("source_id"),
+                    tracking_number_id=bindparam("tracking_number_id"),
+                    visitor_session_id=bindparam("visitor_session_id"),
+                ),
+                [{"call_id": ids[lid], **a} for lid, a in attributed.items() if lid in ids],
+            )
         if untracked:
             # the recorder must know: a recording of this call is deleted, never archived; and whatever
             # names the caller goes, even what an earlier write left
@@ -218,7 +245,54 @@ class CallWriter:
             )
         return len(snaps)
 
-    def _do_not_track(self, session: Session, snaps: list[CallSnapshot]) -> set[str]:
+    def _attribute(self, session: Session, snaps: list[CallSnapshot]) -> dict[str, dict[str, Any]]:
+        """Account, source (and website visit) of calls the AGI route never saw, from the number dialled.
+
+        With the FastAGI server down the dialplan fails open and the call is answered, but no route
+        wrote its row: the listener attributes it the way the route would have (the number's source,
+        or for a pool number the visit whose lease covered the call, ``tracking.attribution``), once
+        the call has ended. A number that was not active when the call came in attributes nothing,
+        as the route would have said ``unknown-number``.
+        """
+        wanted = {s.linkedid: s for s in snaps if s.values.get("tracking_number") and s.values.get("started_at")}
+        if not wanted:
+            return {}
+        table: Any = Call.__table__
+        seen = {
+            lid: (account_id, status)
+            for lid, account_id, status in session.execute(
+                select(table.c.linkedid, table.c.account_id, table.c.route_status).where(
+                    table.c.system == self.system, table.c.linkedid.in_(list(wanted))
+                )
+            )
+        }
+        todo = [s for lid, s in wanted.items() if seen.get(lid, (None, None)) == (None, None)]
+        if not todo:
+            return {}
+        numbers = {
+            n.number: n
+            for n in session.scalars(
+                select(TrackingNumber).where(TrackingNumber.number.in_({s.values["tracking_number"] for s in todo}))
+            )
+        }
+        out: dict[str, dict[str, Any]] = {}
+        for snap in todo:
+            number = numbers.get(snap.values["tracking_number"])
+            started: dt.datetime = snap.values["started_at"]
+            if number is None or not _active_at(number, started):
+                continue
+            found = attribute(session, number, started, self.attribution_grace)
+            out[snap.linkedid] = {
+                "account_id": number.account_id,
+                "source_id": found.source_id,
+                "tracking_number_id": number.id,
+                "visitor_session_id": found.session.id if found.session is not None else None,
+            }
+        return out
+
+    def _do_not_track(
+        self, session: Session, snaps: list[CallSnapshot], attributed: dict[str, int] | None = None
+    ) -> set[str]:
         """Linkedids of calls from callers on a do-not-track list (global, or of the call's account)."""
         keys: dict[str, str] = {}
         for snap in snaps:
@@ -243,6 +317,8 @@ class CallWriter:
                 select(Call.linkedid, Call.account_id).where(Call.system == self.system, Call.linkedid.in_(suspects))
             ).all()
         )
+        for lid, account_id in (attributed or {}).items():
+            accounts[lid] = accounts.get(lid) or account_id
         return {lid for lid in suspects if None in listed[keys[lid]] or accounts.get(lid) in listed[keys[lid]]}
 
     def caller(self, raw: str | None) -> str | None:
@@ -341,6 +417,13 @@ def clipped(values: dict[str, Any], limits: dict[str, int]) -> dict[str, Any]:
         if isinstance(value, str) and len(value) > limit:
             values[key] = value[:limit]
     return values
+
+
+def _active_at(number: TrackingNumber, at: dt.datetime) -> bool:
+    """Whether *number* routed calls at *at*: active now, or released after it."""
+    if number.status == "active":
+        return True
+    return number.released_at is not None and at < number.released_at
 
 
 def _scrubbed(snap: CallSnapshot) -> CallSnapshot:
@@ -651,6 +734,7 @@ def rebuild(
     geocode: bool = True,
     normalize: Callable[[str], str | None] | None = None,
     chunk: int = 50_000,
+    attribution_grace: dt.timedelta = dt.timedelta(seconds=300),
 ) -> int:
     """Regenerate the calls of *system* from ``ami_events``; return the calls written.
 
@@ -658,7 +742,7 @@ def rebuild(
     progress, not the whole history.
     """
     correlator = Correlator(normalize)
-    writer = CallWriter(system, region, geocode)
+    writer = CallWriter(system, region, geocode, attribution_grace)
     written: set[str] = set()
     fed = 0
     for event in iter_events(session, system, since=since):

@@ -313,5 +313,6 @@ def rebuild(app: AppContext, since: dt.datetime | None, system: str | None) -> N
                 region=region,
                 geocode=settings.privacy.geocode,
                 normalize=lambda raw: try_normalize(raw, region),
+                attribution_grace=dt.timedelta(seconds=settings.tracking.attribution_grace_seconds),
             )
     click.echo(f"rebuilt {total} call{'s' if total != 1 else ''} from stored AMI events")
