@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import String, bindparam, delete, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -160,6 +161,10 @@ class CallWriter:
         self.attribution_grace = attribution_grace
         self._info: dict[str, CallerInfo] = {}
         self._callers: dict[str, str | None] = {}
+        #: per live call (linkedid): its row id and the legs and timeline lines written for it, committed
+        self._legs: dict[str, tuple[int, dict[str, dict[str, Any]]]] = {}
+        self._lines: dict[str, list[dict[str, Any]]] = {}
+        self._staged: dict[str, tuple[int, dict[str, dict[str, Any]], list[dict[str, Any]], bool]] = {}
 
     def write(self, session: Session, snapshots: Iterable[CallSnapshot]) -> int:
         """Upsert every call (one statement), then the legs, timeline and first-time flag of the closed ones.
@@ -172,6 +177,9 @@ class CallWriter:
         merged = [s for s in snaps if s.merged_into is not None]
         if merged:
             snaps = [s for s in snaps if s.merged_into is None]
+            for snap in merged:
+                self._legs.pop(snap.linkedid, None)
+                self._lines.pop(snap.linkedid, None)
             # a consultation call merged into the call it transferred: its row goes, unless the route made it
             table: Any = Call.__table__
             session.execute(
@@ -181,6 +189,12 @@ class CallWriter:
                     table.c.route_status.is_(None),
                 )
             )
+            # one the route made stays, without the legs and lines written while it looked separate
+            kept = select(table.c.id).where(
+                table.c.system == self.system, table.c.linkedid.in_([s.linkedid for s in merged])
+            )
+            session.execute(delete(CallLeg).where(CallLeg.call_id.in_(kept)))
+            session.execute(delete(CallEvent).where(CallEvent.call_id.in_(kept), CallEvent.kind.in_(TIMELINE_KINDS)))
         if not snaps:
             return len(merged)
         attributed = self._attribute(session, [s for s in snaps if s.closed])
@@ -229,9 +243,10 @@ class CallWriter:
                 .where(table_.c.id.in_([ids[lid] for lid in untracked if lid in ids]))
                 .values(do_not_track=True, **dict.fromkeys(CALLER_ID_COLUMNS))
             )
-        closed = [(ids[snap.linkedid], snap) for snap in snaps if snap.closed]
+        self._write_details(session, [(ids[snap.linkedid], snap) for snap in snaps])
+        closed = [ids[snap.linkedid] for snap in snaps if snap.closed]
         if closed:
-            self._write_details(session, closed)
+            self._first_time(session, closed)
         gone = [snap for snap in snaps if snap.closed and snap.linkedid in untracked]
         if gone:
             # do-not-track: once the call is over, its raw events (which name the caller) go too
@@ -344,16 +359,69 @@ class CallWriter:
             info = self._info[number] = describe_number(number, self.region)
         return info
 
-    def _write_details(self, session: Session, closed: list[tuple[int, CallSnapshot]]) -> None:
-        call_ids = [call_id for call_id, _ in closed]
-        session.execute(delete(CallLeg).where(CallLeg.call_id.in_(call_ids)))
-        session.execute(delete(CallEvent).where(CallEvent.call_id.in_(call_ids), CallEvent.kind.in_(TIMELINE_KINDS)))
-        legs = [clipped({"call_id": call_id, **leg}, _LEG_LIMITS) for call_id, snap in closed for leg in snap.legs]
+    def _write_details(self, session: Session, calls: list[tuple[int, CallSnapshot]]) -> None:
+        """Legs and timeline of live and ended calls alike: a live call shows who is on it.
+
+        What this writer wrote (and saw committed, :meth:`committed`) is remembered per call, so a
+        live call costs only its changed legs and its new timeline lines; a call it knows nothing
+        of (after a restart or a failed batch) is rewritten whole.
+        """
+        whole = [(cid, snap) for cid, snap in calls if self._legs.get(snap.linkedid, (None,))[0] != cid]
+        if whole:
+            ids = [cid for cid, _ in whole]
+            session.execute(delete(CallLeg).where(CallLeg.call_id.in_(ids)))
+            session.execute(delete(CallEvent).where(CallEvent.call_id.in_(ids), CallEvent.kind.in_(TIMELINE_KINDS)))
+        fresh = {cid for cid, _ in whole}
+        legs: list[dict[str, Any]] = []
+        lines: list[dict[str, Any]] = []
+        rewrite: list[int] = []
+        for cid, snap in calls:
+            known = {} if cid in fresh else self._legs[snap.linkedid][1]
+            rows = {leg["uniqueid"]: clipped({"call_id": cid, **leg}, _LEG_LIMITS) for leg in snap.legs}
+            legs.extend(row for uid, row in rows.items() if known.get(uid) != row)
+            timeline = [{"call_id": cid, **self._line(line)} for line in snap.timeline]
+            done = [] if cid in fresh else self._lines[snap.linkedid]
+            if timeline[: len(done)] != done:  # lines re-sorted by a merge: write them again
+                rewrite.append(cid)
+                done = []
+            lines.extend(timeline[len(done) :])
+            self._staged[snap.linkedid] = (cid, rows, timeline, snap.closed)
+        if rewrite:
+            session.execute(delete(CallEvent).where(CallEvent.call_id.in_(rewrite), CallEvent.kind.in_(TIMELINE_KINDS)))
         if legs:
-            session.execute(insert(CallLeg), legs)
-        lines = [{"call_id": call_id, **self._line(line)} for call_id, snap in closed for line in snap.timeline]
+            table: Any = CallLeg.__table__
+            dialect = session.get_bind().dialect.name
+            stmt: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+            columns = [k for k in legs[0] if k not in ("call_id", "uniqueid")]
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["call_id", "uniqueid"], set_={k: stmt.excluded[k] for k in columns}
+            )
+            session.execute(stmt, legs)
         if lines:
             session.execute(insert(CallEvent), lines)
+
+    def committed(self) -> None:
+        """The transaction of the last writes is committed: what they wrote is known to be there."""
+        for lid, (cid, rows, timeline, closed) in self._staged.items():
+            if closed:
+                self._legs.pop(lid, None)
+                self._lines.pop(lid, None)
+            else:
+                self._legs[lid] = (cid, rows)
+                self._lines[lid] = timeline
+        self._staged.clear()
+        if len(self._legs) > 100_000:  # calls that never ended (a channel whose Hangup was never seen)
+            self._legs.clear()
+            self._lines.clear()
+
+    def rolled_back(self) -> None:
+        """The last writes did not happen: their calls are rewritten whole next time."""
+        for lid in self._staged:
+            self._legs.pop(lid, None)
+            self._lines.pop(lid, None)
+        self._staged.clear()
+
+    def _first_time(self, session: Session, call_ids: list[int]) -> None:
         # first-time caller: no earlier call (by start) to the same account from the same number;
         # calls without an account (unknown numbers) and blocked calls (spam) have no first time
         table: Any = Call.__table__
@@ -703,6 +771,14 @@ class EventSink:
         return True
 
     def _store_sync(self, events: list[StoredEvent]) -> None:
+        try:
+            self._store_in_transaction(events)
+        except BaseException:
+            self.writer.rolled_back()
+            raise
+        self.writer.committed()
+
+    def _store_in_transaction(self, events: list[StoredEvent]) -> None:
         with self.session_factory() as session, session.begin():
             if not self._warm:
                 fed = warm_start(session, self.system, self.correlator)
@@ -752,6 +828,7 @@ def rebuild(
             snaps = correlator.take_changed()  # calls still open are written live, then again when closed
             written.update(s.linkedid for s in snaps if s.merged_into is None)
             writer.write(session, snaps)
+            writer.committed()  # one transaction: what was written is there for the next chunk
     snaps = correlator.take_changed()
     written.update(s.linkedid for s in snaps if s.merged_into is None)
     writer.write(session, snaps)

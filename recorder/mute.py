@@ -80,7 +80,14 @@ async def mixmonitor_mute(server: Any, channel: str, mute: bool, direction: str 
             raise AmiActionFailed(f"{where}: no reply to MixMonitorMute within {timeout:g} s") from None
         message = str(reply.get("Message", "") or "")
         if not reply.success:
-            raise AmiActionFailed(f"{where}: Asterisk refused MixMonitorMute on {channel}: {message or 'error'}")
+            hint = ""
+            if message == "Permission denied":
+                # MixMonitorMute is registered with the system and call classes (app_mixmonitor.c)
+                hint = (
+                    f" (the manager user {server.username!r} needs the call write class: "
+                    'write = reporting,call in manager.conf; README, "AMI listener")'
+                )
+            raise AmiActionFailed(f"{where}: Asterisk refused MixMonitorMute on {channel}: {message or 'error'}{hint}")
         logger.info("recording on %s %s (%s)", channel, "paused" if mute else "resumed", direction)
         return message
     finally:

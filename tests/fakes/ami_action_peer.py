@@ -40,6 +40,8 @@ class ActionPeer:
     channels: set[str] = field(default_factory=set)
     #: when False, actions other than Login get no reply at all
     answer_actions: bool = True
+    #: the manager user's write classes (manager.conf ``write =``); an action needs one of its own
+    write: frozenset[str] = frozenset({"system", "call", "reporting"})
     received: list[dict[str, str]] = field(default_factory=list)
     port: int = 0
     _server: asyncio.AbstractServer | None = None
@@ -83,6 +85,10 @@ class ActionPeer:
                     return
                 elif not self.answer_actions:
                     pass
+                elif action == "mixmonitormute" and not self.write & {"system", "call"}:
+                    # app_mixmonitor.c registers it with EVENT_FLAG_SYSTEM | EVENT_FLAG_CALL; manager.c
+                    # runs an action only when the user's writeperm shares a class with it
+                    writer.write(self._reply("Error", action_id, "Permission denied"))
                 elif action == "mixmonitormute":
                     if headers.get("Channel") in self.channels:
                         writer.write(self._reply("Success", action_id, None))
