@@ -92,6 +92,12 @@ class CallState:
     hangup_cause: int | None = None
     recording: str | None = None
     transfers: int = 0
+    #: a transfer succeeded: the caller talks on after the agent who answered has left
+    transferred: bool = False
+    #: who the caller was transferred to: the channel that answered after it, else the target
+    transferred_to: str | None = None
+    #: when the caller's side (an inbound leg) first hung up after the answer
+    caller_left_at: dt.datetime | None = None
     connected: str | None = None
     #: answers inside the call (a Local channel's own Dial): dialling uniqueid -> the channel that answered
     inner_answers: dict[str, str] = field(default_factory=dict)
@@ -284,6 +290,8 @@ class Correlator:
         keep, gone = (a, b) if a.first_seq <= b.first_seq else (b, a)
         for uid, leg in gone.legs.items():
             if uid not in keep.legs:
+                if leg.role == "inbound":  # the consultation's own caller is the agent, not ours
+                    leg.role = "agent"
                 keep.legs[uid] = leg
             self.calls_by_channel[uid] = keep
         for lid in gone.linkedids:
@@ -292,6 +300,8 @@ class Correlator:
         keep.timeline.extend(gone.timeline)
         keep.timeline.sort(key=lambda e: e.at)
         keep.transfers += gone.transfers
+        keep.transferred = keep.transferred or gone.transferred
+        keep.transferred_to = keep.transferred_to or gone.transferred_to
         if gone.ended_at and (keep.ended_at is None or gone.ended_at > keep.ended_at):
             keep.ended_at = gone.ended_at
         keep.closed = False
@@ -475,6 +485,13 @@ class Correlator:
             return
         call.dial_end_at = at
         if status == "ANSWER":
+            if call.answered_at is not None and call.transferred:
+                # the caller, transferred, is answered again: that is who the call went to
+                inner = call.inner_answers.get(self._partners.get(p.get("DestUniqueid") or "", ""))
+                to = channel_base(inner or dest_channel) or None
+                if to and to != call.transferred_to:
+                    call.transferred_to = to
+                    self._note(call, at, "transfer-answered", {"by": to, "exten": channel_exten(inner or dest_channel)})
             if call.answered_at is None:
                 call.answered_at = at
                 call.answered_uid = p.get("DestUniqueid")
@@ -533,6 +550,11 @@ class Correlator:
             "to": target,
             "result": p.get("Result"),
         }
+        if p.get("Result") == "Success":
+            # the transferee goes on in the dialplan at Extension@Context; whoever answers there
+            # (a DialEnd of the caller's channel after this) is named instead
+            call.transferred = True
+            call.transferred_to = target or None
         self._note(call, at, "transfer", detail)
         self._touch(call)
 
@@ -546,12 +568,18 @@ class Correlator:
             call = self._merge(first, second)
         call.transfers += 1
         target = p.get("TransferTargetChannel") or p.get("SecondTransfererConnectedLineNum") or ""
+        to = channel_base(target) if "/" in target else target
         detail = {
             "type": "attended",
             "by": channel_base(p.get("OrigTransfererChannel") or ""),
-            "to": channel_base(target) if "/" in target else target,
+            "to": to,
             "result": p.get("Result"),
         }
+        if p.get("Result") == "Success":
+            call.transferred = True
+            # a Local channel in front of the phone: the phone that answered it, when known
+            inner = call.inner_answers.get(self._partners.get(p.get("TransferTargetUniqueid") or "", ""))
+            call.transferred_to = (channel_base(inner) if inner else to) or None
         self._note(call, at, "transfer", detail)
         self._touch(call)
 
@@ -582,10 +610,12 @@ class Correlator:
             call.caller_hung_up_first = False
         if leg.uniqueid == call.linkedid:
             call.hangup_cause = cause
-        if call.answered_at is not None and call.talk_end_at is None and at >= call.answered_at:
+        if call.answered_at is not None and at >= call.answered_at:
             answering = {call.answered_uid, self._partners.get(call.answered_uid or "")}
-            if leg.role == "inbound" or leg.uniqueid in answering:
+            if call.talk_end_at is None and (leg.role == "inbound" or leg.uniqueid in answering):
                 call.talk_end_at = at
+            if call.caller_left_at is None and leg.role == "inbound":
+                call.caller_left_at = at
 
     def _maybe_close(self, call: CallState) -> None:
         if call.legs and all(leg.hungup_at is not None for leg in call.legs.values()):
@@ -666,7 +696,8 @@ class Correlator:
         uniqueid = call.dialplan_uid or self._partners.get(call.linkedid) or call.linkedid
         answered_at = _answered_at(call) if call.closed else call.answered_at
         ring_end = call.answered_at or call.dial_end_at or call.ended_at
-        talk_end = call.talk_end_at or call.ended_at
+        # after a transfer the caller talks on with someone else: talk time runs until the caller leaves
+        talk_end = (call.caller_left_at if call.transferred else call.talk_end_at) or call.ended_at
         values: dict[str, Any] = {
             "uniqueid": uniqueid,
             "tracking_number": tracking,
@@ -680,6 +711,7 @@ class Correlator:
             "ring_time": _seconds(call.ringing_at, ring_end) if call.ringing_at and (call.closed or ring_end) else None,
             "talk_time": _seconds(answered_at, talk_end) if answered_at and call.closed else None,
             "answered_by": call.answered_by,
+            "transferred_to": call.transferred_to,
             "hangup_cause": call.hangup_cause,
             "disposition": _disposition(call) if call.closed else None,
             "recording_file": call.recording,

@@ -82,6 +82,7 @@ TIMELINE_KINDS = (
     "answered",
     "connected-line",
     "transfer",
+    "transfer-answered",
     "recording",
     "recording-stopped",
     "hangup",

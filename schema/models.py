@@ -287,6 +287,8 @@ class Call(Base):
     ring_time: Mapped[float | None] = mapped_column(Float)
     talk_time: Mapped[float | None] = mapped_column(Float)
     answered_by: Mapped[str | None] = mapped_column(String(200))
+    #: a transferred call: who answered after the transfer (PJSIP/101), else the target (101@agents)
+    transferred_to: Mapped[str | None] = mapped_column(String(200))
     hangup_cause: Mapped[int | None]
     #: answered, missed, busy, abandoned, failed, or blocked (the route refused a blocked caller: set by
     #: the route, never overwritten by the listener); None while live

@@ -11,7 +11,15 @@ import pytest
 
 from ami_listener.correlator import Correlator, RawEvent, channel_base, channel_exten
 from ami_listener.parser import parse_buffer
-from tests.fakes.ami_server import Frame, call_frames, epoch_of, interleave, load_capture, with_timestamps
+from tests.fakes.ami_server import (
+    Frame,
+    call_frames,
+    epoch_of,
+    interleave,
+    load_capture,
+    load_pjsip_capture,
+    with_timestamps,
+)
 from tracking.phone import try_normalize
 
 T0 = dt.datetime(2026, 11, 29, 1, 0, tzinfo=dt.UTC)
@@ -232,6 +240,57 @@ def test_blind_transfer(asterisk_traffic: Path) -> None:
     assert snap.values["ended_at"] == last and snap.closed
 
 
+def test_a_real_blind_transfer_counts_talk_time_until_the_caller_leaves(asterisk_traffic: Path) -> None:
+    # pjsip capture: the agent answers, REFERs the caller to +18005550111 after 3 s and leaves; the
+    # caller goes on in the dialplan (from-agent, a 30 s Playback) and hangs up 33.3 s after the answer
+    snaps = correlate(events(call_frames(load_pjsip_capture("sip-call-blind-transfer", asterisk_traffic))))
+    snap = snaps["1796175718.17"]
+    v = snap.values
+    assert snap.closed and v["disposition"] == "answered" and v["answered_by"] == "PJSIP/agent100"
+    answered, caller_left = 1796175719.155309, 1796175752.452425  # DialEnd ANSWER, the carrier leg's Hangup
+    assert v["talk_time"] == pytest.approx(caller_left - answered, abs=0.001)  # Asterisk's two CDRs: 3 s + 30 s
+    assert v["transferred_to"] == "+18005550111@from-agent"
+    (transfer,) = [t["detail"] for t in snap.timeline if t["kind"] == "transfer"]
+    assert transfer == {"type": "blind", "by": "PJSIP/agent100", "to": "+18005550111@from-agent", "result": "Success"}
+
+
+def test_a_blind_transfer_answered_by_a_phone_names_the_phone(asterisk_traffic: Path) -> None:
+    evs = _transfer_events(asterisk_traffic)
+    ring = next(i for i, e in enumerate(evs) if e.payload.get("Uniqueid") == "1795915078.9")  # the target's channel
+    at = float(evs[ring].payload["Timestamp"])
+    caller = {
+        "Channel": "Local/8005550100@from-pstn-00000000;2",
+        "Uniqueid": "1795915078.1",
+        "Linkedid": "1795915078.0",
+    }
+    target = {"DestChannel": "PJSIP/101-0000000a", "DestUniqueid": "1795915078.9", "DestLinkedid": "1795915078.0"}
+    dial = [
+        {"Event": "DialBegin", "Privilege": "call,all", "Timestamp": f"{at + 0.01:.6f}", **caller, **target,
+         "DialString": "PJSIP/101"},
+        {"Event": "DialEnd", "Privilege": "call,all", "Timestamp": f"{at + 1.9:.6f}", **caller, **target,
+         "DialStatus": "ANSWER"},
+    ]  # fmt: skip
+    out = [*evs[: ring + 1], *(RawEvent(0, T0, p) for p in dial), *evs[ring + 1 :]]
+    snap = correlate([RawEvent(i + 1, T0, e.payload) for i, e in enumerate(out)])["1795915078.0"]
+    assert snap.values["transferred_to"] == "PJSIP/101"
+    assert snap.values["answered_by"] == "Local/100@agents"  # who answered first
+    answered = [t["detail"] for t in snap.timeline if t["kind"] == "transfer-answered"]
+    assert answered == [{"by": "PJSIP/101", "exten": "101"}]
+
+
+def test_a_failed_transfer_changes_nothing(asterisk_traffic: Path) -> None:
+    plain = correlate(events(stream("answered", asterisk_traffic)))["1795915078.0"]
+    evs = [
+        RawEvent(e.seq, e.received_at, {**e.payload, "Result": "Fail"})
+        if e.payload.get("Event") == "BlindTransfer"
+        else e
+        for e in _transfer_events(asterisk_traffic)
+    ]
+    snap = correlate(evs)["1795915078.0"]
+    assert snap.values["transferred_to"] is None
+    assert snap.values["talk_time"] == plain.values["talk_time"]  # talk ended when the agent left
+
+
 def test_attended_transfer_merges_the_consultation_call(asterisk_traffic: Path) -> None:
     evs = events(stream("answered", asterisk_traffic))
     bridged = max(i for i, e in enumerate(evs) if e.payload.get("Event") == "BridgeEnter")
@@ -267,6 +326,10 @@ def test_attended_transfer_merges_the_consultation_call(asterisk_traffic: Path) 
     assert {"PJSIP/100-0000000b", "PJSIP/101-0000000c"} <= {leg["channel"] for leg in snap.legs}
     transfer = next(t["detail"] for t in snap.timeline if t["kind"] == "transfer")
     assert transfer == {"type": "attended", "by": "Local/100@agents", "to": "PJSIP/101", "result": "Success"}
+    assert snap.values["transferred_to"] == "PJSIP/101"
+    # talk time runs until the caller leaves (its last leg ends with the recorded call), not when the agent did
+    caller_left = min(leg["hungup_at"] for leg in snap.legs if leg["role"] == "inbound")
+    assert snap.values["talk_time"] == pytest.approx((caller_left - snap.values["answered_at"]).total_seconds())
 
 
 def _resync(action: str, seq: int, at: dt.datetime, live: Sequence[dict[str, str]]) -> list[RawEvent]:
