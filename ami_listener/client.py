@@ -34,7 +34,7 @@ from panoramisk.actions import Action
 from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message as PanoMessage
 
-from ami_listener.correlator import RESYNC_PREFIX
+from ami_listener.correlator import CONNECTION_LOST, RESYNC_PREFIX
 from ami_listener.parser import Message, StreamParser
 
 logger = logging.getLogger(__name__)
@@ -54,6 +54,8 @@ class ListenerProtocol(AMIProtocol):
         self.parser = StreamParser()
         self.lost: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
         self.fully_booted: Callable[[], None] | None = None
+        #: when Asterisk last sent anything (an event, a reply to Ping)
+        self.last_heard = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -61,6 +63,7 @@ class ListenerProtocol(AMIProtocol):
 
     def data_received(self, data: bytes) -> None:
         now = time.time()
+        self.last_heard = now
         for message in self.parser.feed(data):
             self.handle(message, now)
         if self.parser.problems:
@@ -245,6 +248,16 @@ class AmiClient:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(protocol.lost), 1.0)
             self.protocol = None
+            if logged_in:
+                # stored with the events: until then Asterisk was heard, so calls still open were alive
+                # (a call found gone at the next resync is closed then, not when calltrack came back)
+                heard = f"{protocol.last_heard:.6f}"
+                reason = "stopped" if stop.is_set() else "lost"
+                self.on_message(
+                    {"Event": CONNECTION_LOST, "Timestamp": heard, "Server": self.name, "LastHeard": heard,
+                     "Reason": reason},
+                    time.time(),
+                )  # fmt: skip
         return logged_in
 
     async def _resync(self, protocol: ListenerProtocol) -> None:

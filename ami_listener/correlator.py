@@ -32,6 +32,8 @@ from ami_listener.parser import unescape
 DISPOSITIONS = ("answered", "missed", "busy", "abandoned", "failed")
 #: the ActionID prefix of the listener's resynchronisation requests
 RESYNC_PREFIX = "calltrack-resync-"
+#: the event the listener stores when a connection ends (``LastHeard``: when Asterisk last sent anything)
+CONNECTION_LOST = "CalltrackConnectionLost"
 _UNKNOWN = {"", "<unknown>", "unknown"}
 _CHANNEL_SUFFIX = re.compile(r"-[0-9a-fA-F]+(;[12])?$")
 
@@ -107,6 +109,12 @@ class CallState:
     closed: bool = False
     #: the time of the latest event that named one of the call's channels
     last_at: dt.datetime | None = None
+    #: how its end was known: None from the events themselves; "estimated" (closed at the last moment it
+    #: was known alive, its channels gone while calltrack was not looking); "cdr" (Asterisk's own records)
+    times_source: str | None = None
+    #: what the channel pairing said when the call was forgotten (a late CDR may correct it after that)
+    frozen_uid: str | None = None
+    frozen_answering: frozenset[str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +171,35 @@ def _seconds(a: dt.datetime | None, b: dt.datetime | None) -> float | None:
     return round(max((b - a).total_seconds(), 0.0), 3)
 
 
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _naive(value: Any) -> dt.datetime | None:
+    """A CDR time, ``YYYY-MM-DD HH:MM:SS`` in Asterisk's local time (cdr_csv, cdr_manager); None when empty."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        return dt.datetime.strptime(value.strip(), "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return None
+
+
+def _cdr_time(value: Any, offset: dt.timedelta) -> dt.datetime | None:
+    local = _naive(value)
+    return None if local is None else (local - offset).replace(tzinfo=dt.UTC)
+
+
+def _whole_offset(diff: dt.timedelta, tolerance: dt.timedelta) -> dt.timedelta | None:
+    """*diff* as a time-zone offset (a whole number of quarter hours, at most 14 h), if it is one within *tolerance*."""
+    quarter = 900
+    seconds = diff.total_seconds()
+    offset = round(seconds / quarter) * quarter
+    if abs(offset) > 14 * 3600 or abs(seconds - offset) > tolerance.total_seconds():
+        return None
+    return dt.timedelta(seconds=offset)
+
+
 def _parse_duration(value: Any) -> float:
     """``HH:MM:SS`` (CoreShowChannel's Duration) as seconds; 0 when unreadable."""
     if not isinstance(value, str):
@@ -195,6 +232,17 @@ class Correlator:
         self._resync: dict[str, tuple[int, set[str]]] = {}
         self._booted_at: dt.datetime | None = None
         self._uptime: float | None = None
+        #: the latest event time seen, and the last moment the previous connection was heard from
+        self._latest: dt.datetime | None = None
+        self._heard: dt.datetime | None = None
+        #: when this connection began, the last moment Asterisk was known to be heard (see on_fullybooted)
+        self._alive_until: dt.datetime | None = None
+        #: legs closed at a resync by estimate, by uniqueid and by channel, for Asterisk's CDRs to correct
+        self._lost_legs: OrderedDict[str, tuple[CallState, Leg, dt.datetime]] = OrderedDict()
+        self._lost_channels: dict[str, list[str]] = {}
+        self._lost_taken: list[dict[str, Any]] = []
+        #: Asterisk's local time minus UTC, as its CDR times show it (learnt from the CDRs themselves)
+        self._cdr_offset: dt.timedelta | None = None
         self.last_seq = 0
         self.events_seen = 0
 
@@ -218,8 +266,6 @@ class Correlator:
                 self._resync.setdefault(action_id, (event.seq, set()))
             return
         handler = DISPATCH.get(name)
-        if handler is None:
-            return
         stamp = payload.get("Timestamp")
         at = event.received_at
         if stamp:
@@ -227,7 +273,10 @@ class Correlator:
                 at = dt.datetime.fromtimestamp(float(stamp), dt.UTC)
             except (TypeError, ValueError, OverflowError):
                 pass
-        handler(self, payload, at, event.seq)
+        if handler is not None:
+            handler(self, payload, at, event.seq)
+        if self._latest is None or at > self._latest:
+            self._latest = at
 
     # -- output ----------------------------------------------------------------
 
@@ -241,6 +290,15 @@ class Correlator:
             if call.closed:
                 self._forget(call)
         self._changed.clear()
+        return out
+
+    def take_lost(self) -> list[dict[str, Any]]:
+        """Legs closed by estimate since the last call (channel, uniqueid, created, estimated end).
+
+        The listener looks them up in Asterisk's CDR file and feeds what it finds back as ``Cdr``
+        events, which correct these calls (see :meth:`on_cdr`).
+        """
+        out, self._lost_taken = self._lost_taken, []
         return out
 
     def open_calls(self) -> list[str]:
@@ -311,7 +369,21 @@ class Correlator:
         self._merged.append((gone.linkedid, keep.linkedid))
         return keep
 
+    def _answering(self, call: CallState) -> frozenset[str | None]:
+        """The channels that answered: the dialled one and its Local partner."""
+        if call.frozen_answering is not None:
+            return call.frozen_answering
+        return frozenset({call.answered_uid, self._partners.get(call.answered_uid or "")})
+
+    def _route_uid(self, call: CallState) -> str:
+        """The channel that ran the dialplan (AGI, MixMonitor, the main Cdr use its uniqueid)."""
+        if call.frozen_uid is not None:
+            return call.frozen_uid
+        return call.dialplan_uid or self._partners.get(call.linkedid) or call.linkedid
+
     def _forget(self, call: CallState) -> None:
+        call.frozen_uid = self._route_uid(call)
+        call.frozen_answering = self._answering(call)
         for uid in call.legs:
             if self.calls_by_channel.get(uid) is call:
                 del self.calls_by_channel[uid]
@@ -611,7 +683,7 @@ class Correlator:
         if leg.uniqueid == call.linkedid:
             call.hangup_cause = cause
         if call.answered_at is not None and at >= call.answered_at:
-            answering = {call.answered_uid, self._partners.get(call.answered_uid or "")}
+            answering = self._answering(call)
             if call.talk_end_at is None and (leg.role == "inbound" or leg.uniqueid in answering):
                 call.talk_end_at = at
             if call.caller_left_at is None and leg.role == "inbound":
@@ -626,7 +698,20 @@ class Correlator:
 
     # -- resynchronisation -----------------------------------------------------
 
+    def on_connection_lost(self, p: dict[str, Any], at: dt.datetime, seq: int) -> None:
+        """The listener's own marker: its connection ended; Asterisk was last heard at ``LastHeard``."""
+        try:
+            heard = dt.datetime.fromtimestamp(float(p.get("LastHeard", "")), dt.UTC)
+        except (TypeError, ValueError, OverflowError):
+            return
+        if self._heard is None or heard > self._heard:
+            self._heard = heard
+
     def on_fullybooted(self, p: dict[str, Any], at: dt.datetime, seq: int) -> None:
+        # A new connection (Asterisk sends FullyBooted after every login): until this moment calltrack
+        # was not looking; what it saw last, of any call, is when the calls still open were known alive.
+        known = [t for t in (self._latest, self._heard) if t is not None]
+        self._alive_until = max(known) if known else None
         self._booted_at = at
         try:
             self._uptime = float(p.get("Uptime", ""))
@@ -681,11 +766,128 @@ class Correlator:
                 leg.created_at is not None and leg.created_at < restarted_before for leg in vanished
             )
             reason = "asterisk-restart" if restart else "gone-while-disconnected"
-            for leg in vanished:
-                self._end_leg(call, leg, at, None)
+            # Never stretch the call over the time calltrack was not looking: it ended at some point after
+            # it was last known alive; take that moment, say so, and let Asterisk's CDRs correct it.
+            end = self._alive_until if self._alive_until is not None and self._alive_until < at else at
+            for leg in sorted(vanished, key=lambda lg: lg.uniqueid):
+                known = max(t for t in (leg.created_at, call.last_at, end) if t is not None)
+                self._end_leg(call, leg, min(known, at), None)
+                self._lost_legs[leg.uniqueid] = (call, leg, at)
+                self._lost_channels.setdefault(leg.channel, []).append(leg.uniqueid)
+                self._lost_taken.append(
+                    {"uniqueid": leg.uniqueid, "channel": leg.channel, "created_at": leg.created_at, "until": at}
+                )
+            while len(self._lost_legs) > self.CLOSED_MEMORY:
+                _, (_, old_leg, _) = self._lost_legs.popitem(last=False)
+                uids = self._lost_channels.get(old_leg.channel, [])
+                if old_leg.uniqueid in uids:
+                    uids.remove(old_leg.uniqueid)
+                if not uids:
+                    self._lost_channels.pop(old_leg.channel, None)
             call.lost = reason
-            self._note(call, at, "lost", {"reason": reason, "channels": [leg.channel for leg in vanished]})
+            call.times_source = "estimated"
+            self._note(
+                call,
+                at,
+                "lost",
+                {"reason": reason, "channels": [leg.channel for leg in vanished], "ended_estimated": _iso(end)},
+            )
             self._maybe_close(call)
+
+    def on_cdr(self, p: dict[str, Any], at: dt.datetime, seq: int) -> None:
+        """Asterisk's own record of a channel (AMI ``Cdr``, or a line of cdr_csv's Master.csv the listener read).
+
+        Only calls closed by estimate at a resync are changed: their vanished legs take the CDR's end
+        (and a Dial's answer, if calltrack never saw it), and the call's times say ``cdr``. Times in a
+        CDR are Asterisk's local time to the second; the offset from UTC is learnt from the CDRs
+        themselves (the AMI event's Timestamp, or a first CDR's start against its channel's birth).
+        """
+        if not self._lost_legs:
+            return
+        channel, dest = p.get("Channel") or "", p.get("DestinationChannel") or ""
+        uid = p.get("UniqueID") or ""
+        matches: list[tuple[CallState, Leg, dt.datetime, str]] = []
+        for side, name in (("a", channel), ("b", dest)):
+            for lost_uid in self._lost_channels.get(name, []) if name else []:
+                call, leg, resync_at = self._lost_legs[lost_uid]
+                if side == "a" and uid and uid != lost_uid:
+                    continue
+                if side == "b" and not any(
+                    other.channel == channel and (not uid or uid == other.uniqueid) for other in call.legs.values()
+                ):
+                    continue  # the same channel name in another call (names repeat after a restart)
+                matches.append((call, leg, resync_at, side))
+        if not matches:
+            return
+        offset = self._learn_cdr_offset(p, at)
+        if offset is None:
+            return
+        end = _cdr_time(p.get("EndTime"), offset)
+        answer = _cdr_time(p.get("AnswerTime"), offset)
+        if end is None:
+            return
+        for call, leg, resync_at, side in matches:
+            if leg.created_at is None:
+                continue
+            # a CDR ends after its channel was born and before the resync that found the channel gone
+            if not (leg.created_at - dt.timedelta(seconds=2) <= end <= resync_at + dt.timedelta(seconds=1)):
+                continue
+            leg.hungup_at = min(max(end, leg.created_at), resync_at)
+            if side == "a" and leg.role == "inbound" and call.answered_at is None:
+                if answer is not None and dest and p.get("Disposition") == "ANSWERED":
+                    # a Dial answered while calltrack was not looking
+                    call.answered_at = answer
+                    call.answered_by = channel_base(dest) or None
+                    call.answered_exten = channel_exten(dest)
+                    call.dial_status = "ANSWER"
+                    self._note(call, answer, "answered", {"by": call.answered_by, "exten": call.answered_exten})
+                else:
+                    status = {"NO ANSWER": "NOANSWER", "BUSY": "BUSY"}.get(str(p.get("Disposition")))
+                    if status and call.dial_status is None:
+                        call.dial_status = status
+            call.times_source = "cdr"
+            self._recount(call)
+            self._touch(call)
+
+    def _learn_cdr_offset(self, p: dict[str, Any], at: dt.datetime) -> dt.timedelta | None:
+        end = _naive(p.get("EndTime"))
+        if p.get("Timestamp") and end is not None:
+            # an AMI Cdr is sent as the record is written: its Timestamp is the end, in UTC (unless
+            # cdr.conf batches them; then the start below tells)
+            guess = _whole_offset(end - at.replace(tzinfo=None), dt.timedelta(seconds=3))
+            if guess is not None:
+                self._cdr_offset = guess
+                return guess
+        if self._cdr_offset is None:
+            # a CDR read from the file: its start, against the birth of the channel it names
+            start = _naive(p.get("StartTime"))
+            uid = p.get("UniqueID") or ""
+            for lost_uid in self._lost_channels.get(p.get("Channel") or "", []):
+                leg = self._lost_legs[lost_uid][1]
+                if start is None or leg.created_at is None or (uid and uid != lost_uid):
+                    continue
+                guess = _whole_offset(start - leg.created_at.replace(tzinfo=None), dt.timedelta(seconds=2))
+                if guess is not None:
+                    self._cdr_offset = guess
+                    break
+        return self._cdr_offset
+
+    def _recount(self, call: CallState) -> None:
+        """Times derived from the legs' ends, after some of them were corrected."""
+        ends = [leg.hungup_at for leg in call.legs.values() if leg.hungup_at is not None]
+        if ends and call.closed:
+            call.ended_at = max(ends)
+        call.talk_end_at = call.caller_left_at = None
+        if call.answered_at is None:
+            return
+        answering = self._answering(call)
+        after = [leg for leg in call.legs.values() if leg.hungup_at is not None and leg.hungup_at >= call.answered_at]
+        talk = [
+            leg.hungup_at for leg in after if leg.hungup_at and (leg.role == "inbound" or leg.uniqueid in answering)
+        ]
+        caller = [leg.hungup_at for leg in after if leg.hungup_at and leg.role == "inbound"]
+        call.talk_end_at = min(talk) if talk else None
+        call.caller_left_at = min(caller) if caller else None
 
     # -- snapshot --------------------------------------------------------------
 
@@ -693,7 +895,7 @@ class Correlator:
         tracking = None
         if call.dialled:
             tracking = self._normalize(call.dialled) or call.dialled
-        uniqueid = call.dialplan_uid or self._partners.get(call.linkedid) or call.linkedid
+        uniqueid = self._route_uid(call)
         answered_at = _answered_at(call) if call.closed else call.answered_at
         ring_end = call.answered_at or call.dial_end_at or call.ended_at
         # after a transfer the caller talks on with someone else: talk time runs until the caller leaves
@@ -712,6 +914,7 @@ class Correlator:
             "talk_time": _seconds(answered_at, talk_end) if answered_at and call.closed else None,
             "answered_by": call.answered_by,
             "transferred_to": call.transferred_to,
+            "times_source": call.times_source,
             "hangup_cause": call.hangup_cause,
             "disposition": _disposition(call) if call.closed else None,
             "recording_file": call.recording,
@@ -792,6 +995,8 @@ DISPATCH: dict[str, Handler] = {
     "SoftHangupRequest": Correlator.on_hangup_request,
     "Hangup": Correlator.on_hangup,
     "FullyBooted": Correlator.on_fullybooted,
+    CONNECTION_LOST: Correlator.on_connection_lost,
+    "Cdr": Correlator.on_cdr,
     "CoreShowChannel": Correlator.on_coreshowchannel,
     "CoreShowChannelsComplete": Correlator.on_coreshowchannelscomplete,
 }

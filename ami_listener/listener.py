@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from ami_listener.cdr_csv import CdrFile
 from ami_listener.client import AmiClient, read_secret
 from ami_listener.correlator import Correlator
 from ami_listener.sink import CallWriter, EventSink
@@ -59,6 +60,7 @@ class AmiListener:
                 writer=CallWriter(server.name, region, settings.privacy.geocode, grace),
                 queue_size=ami.queue_size,
                 batch_size=ami.batch_size,
+                cdr=CdrFile(server.cdr_csv) if server.cdr_csv else None,
             )
             client = AmiClient(
                 server.name,

@@ -31,7 +31,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ami_listener.correlator import RESYNC_PREFIX, CallSnapshot, Correlator, RawEvent
+from ami_listener.cdr_csv import CdrFile
+from ami_listener.correlator import CONNECTION_LOST, RESYNC_PREFIX, CallSnapshot, Correlator, RawEvent
 from ami_listener.parser import Message
 from ami_listener.spool import Spool, StoredEvent, make_event
 from schema.models import AmiEvent, Call, CallerListEntry, CallEvent, CallLeg, TrackingNumber
@@ -553,8 +554,22 @@ def warm_start(session: Session, system: str, correlator: Correlator) -> int:
         select(Call.linkedid).where(Call.system == system, Call.ended_at.is_(None), Call.started_at.is_not(None))
     ).all()
     events = load_events(session, system, linkedids=open_ids) if open_ids else []
+    # and what tells when Asterisk was last heard from (the newest event of any call, the listener's
+    # last connection-lost marker), so calls found gone at the next resync are closed as a rebuild would
+    table = AmiEvent.__table__
+    newest = select(table.c.seq, table.c.received_at, table.c.payload).where(table.c.system == system)
+    for query in (
+        newest.where(table.c.event.not_in(("Response", "?"))),
+        newest.where(table.c.event == CONNECTION_LOST),
+    ):
+        row = session.execute(query.order_by(table.c.seq.desc()).limit(1)).first()
+        if row is not None and all(ev.seq != row.seq for ev in events):
+            at = row.received_at if row.received_at.tzinfo else row.received_at.replace(tzinfo=dt.UTC)
+            events.append(RawEvent(row.seq, at, row.payload))
+    events.sort(key=lambda ev: ev.seq)
     correlator.feed_many(events)
     correlator.take_changed()
+    correlator.take_lost()
     top = session.scalar(select(func.max(AmiEvent.seq)).where(AmiEvent.system == system))
     if top is not None and top > correlator.last_seq:
         correlator.last_seq = top
@@ -579,12 +594,15 @@ class EventSink:
         batch_size: int = 500,
         retry_seconds: float = 2.0,
         clock: Callable[[], float] = time.time,
+        cdr: CdrFile | None = None,
     ) -> None:
         self.system = system
         self.session_factory = session_factory
         self.spool = spool
         self.correlator = correlator or Correlator()
         self.writer = writer or CallWriter(system)
+        #: Asterisk's CDR file (cdr_csv's Master.csv), read for calls that ended while calltrack was away
+        self.cdr = cdr
         self.batch_size = batch_size
         self.retry_seconds = retry_seconds
         self.queue: asyncio.Queue[StoredEvent] = asyncio.Queue(maxsize=queue_size)
@@ -769,7 +787,35 @@ class EventSink:
             logger.info("AMI %s: database back; spooled events replayed in order", self.system)
         self._db_ok = True
         self.stored += len(events)
+        lost = self.correlator.take_lost()
+        if lost:
+            await self._read_cdrs(lost)
         return True
+
+    async def _read_cdrs(self, lost: list[dict[str, Any]]) -> None:
+        """Calls a resync found gone were closed at the last moment known alive; Asterisk's CDRs say when they ended.
+
+        What Master.csv holds for those channels goes in as ``Cdr`` events, after everything received so
+        far, so it is stored with the raw events and the correlator corrects the calls (and a rebuild does too).
+        """
+        if self.cdr is None:
+            logger.info(
+                "AMI %s: %d channel(s) ended while calltrack was not looking; their calls are closed at the last "
+                "moment they were known alive and marked estimated (set cdr_csv for Asterisk's own end times)",
+                self.system,
+                len(lost),
+            )
+            return
+        records = await asyncio.to_thread(self.cdr.records, lost)
+        logger.info(
+            "AMI %s: %d channel(s) ended while calltrack was not looking; %d record(s) of theirs in %s",
+            self.system,
+            len(lost),
+            len(records),
+            self.cdr.path,
+        )
+        for record in records:
+            self.put(record)
 
     def _store_sync(self, events: list[StoredEvent]) -> None:
         try:

@@ -112,6 +112,9 @@ class AmiServer:
     tls: bool = False
     #: a CA bundle (PEM) that signed Asterisk's TLS certificate; empty: the system's CAs
     ca_file: str = ""
+    #: this Asterisk's cdr_csv file (Master.csv), read for the end of calls that ended while calltrack was
+    #: away; empty: such calls keep estimated times
+    cdr_csv: str = ""
 
 
 @dataclass(frozen=True)

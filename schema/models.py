@@ -289,6 +289,9 @@ class Call(Base):
     answered_by: Mapped[str | None] = mapped_column(String(200))
     #: a transferred call: who answered after the transfer (PJSIP/101), else the target (101@agents)
     transferred_to: Mapped[str | None] = mapped_column(String(200))
+    #: how the end was known: None from the events; "cdr" from Asterisk's CDRs; "estimated" (closed at the
+    #: last moment known alive: its channels were gone when calltrack looked again)
+    times_source: Mapped[str | None] = mapped_column(String(16))
     hangup_cause: Mapped[int | None]
     #: answered, missed, busy, abandoned, failed, or blocked (the route refused a blocked caller: set by
     #: the route, never overwritten by the listener); None while live

@@ -32,6 +32,8 @@ FIELDS = [
     "duration",
     "ring_time",
     "talk_time",
+    "times_estimated",
+    "times_source",
     "answered_by",
     "transferred_to",
     "hangup_cause",
@@ -125,6 +127,9 @@ def call_record(
         "duration": call.duration,
         "ring_time": call.ring_time,
         "talk_time": call.talk_time,
+        # the call ended while calltrack was not looking: its end is an estimate, or Asterisk's CDR
+        "times_estimated": call.times_source == "estimated",
+        "times_source": call.times_source or ("events" if call.ended_at is not None else None),
         "answered_by": call.answered_by,
         "transferred_to": call.transferred_to,
         "hangup_cause": call.hangup_cause,

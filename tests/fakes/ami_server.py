@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import random
 import re
 import socket
@@ -114,6 +115,31 @@ def load_pjsip_capture(scenario: str, traffic: Path = SHARED) -> list[Frame]:
             start = stamp if start is None else start
             at = stamp - start
         out.append(Frame(at, chunk + END))
+    return out
+
+
+_CDR_TIME = re.compile(rb"\r\n(StartTime|AnswerTime|EndTime): ([0-9]{4}-[0-9]{2}-[0-9]{2} [0-9:]{8})")
+
+
+def retime(frames: Sequence[Frame], seconds: int) -> list[Frame]:
+    """The recording as if made *seconds* later: Timestamps and Cdr times moved (whole seconds, as CDRs count).
+
+    The pjsip Asterisk ran on UTC, so its Cdr times (local) are UTC too.
+    """
+
+    def stamp(m: re.Match[bytes]) -> bytes:
+        return b"\r\nTimestamp: %.6f\r\n" % (float(m.group(1)) + seconds)
+
+    def cdr_time(m: re.Match[bytes]) -> bytes:
+        when = dt.datetime.strptime(m.group(2).decode(), "%Y-%m-%d %H:%M:%S") + dt.timedelta(seconds=seconds)
+        return b"\r\n" + m.group(1) + b": " + when.strftime("%Y-%m-%d %H:%M:%S").encode()
+
+    out = []
+    for f in frames:
+        data = _STAMP.sub(stamp, f.data)
+        if f.data.startswith(b"Event: Cdr\r\n"):
+            data = _CDR_TIME.sub(cdr_time, data)
+        out.append(Frame(f.at, data))
     return out
 
 

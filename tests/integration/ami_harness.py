@@ -30,7 +30,8 @@ from tests.fakes.ami_server import (  # noqa: F401  (SCENARIOS is re-exported fo
     with_timestamps,
 )
 
-RESYNC_EVENTS = {"FullyBooted", "CoreShowChannel", "CoreShowChannelsComplete"}
+#: what the listener stores of its own connections (not Asterisk's call events)
+RESYNC_EVENTS = {"FullyBooted", "CoreShowChannel", "CoreShowChannelsComplete", "CalltrackConnectionLost"}
 
 
 def frames(scenario: str, traffic: Path) -> list[Frame]:
@@ -58,7 +59,13 @@ class Harness:
     """One listener process (in-process) pointed at a fake server."""
 
     def __init__(
-        self, settings: Settings, database_url: str, fake: FakeAmiServer, secret_file: Path, system: str = "pbx1"
+        self,
+        settings: Settings,
+        database_url: str,
+        fake: FakeAmiServer,
+        secret_file: Path,
+        system: str = "pbx1",
+        cdr_csv: str = "",
     ) -> None:
         self.settings = settings.replace(ami=AmiSettings(batch_size=200, queue_size=5000, reconnect_max_seconds=0.5))
         self.engine = make_engine(database_url, connect_timeout=1)
@@ -68,6 +75,7 @@ class Harness:
             port=fake.port,
             username=fake.username,
             secret_file=str(secret_file),
+            cdr_csv=cdr_csv,
         )
         self.system = system
         self.listener = AmiListener(

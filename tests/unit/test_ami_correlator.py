@@ -350,9 +350,13 @@ def test_resync_closes_a_call_whose_channels_are_gone(asterisk_traffic: Path) ->
     c.feed_many(_resync("calltrack-resync-x-1", 10_001, back, []))
     (snap,) = c.take_changed()
     assert snap.closed and snap.values["disposition"] == "answered"
-    assert snap.values["ended_at"] == back
+    # not stretched over the hour calltrack was away: closed when last known alive, and said so
+    last_seen = dt.datetime.fromtimestamp(float(evs[answered + 2].payload["Timestamp"]), dt.UTC)
+    assert snap.values["ended_at"] == last_seen and snap.values["times_source"] == "estimated"
+    assert snap.values["talk_time"] == pytest.approx((last_seen - snap.values["answered_at"]).total_seconds())
     lost = [t["detail"] for t in snap.timeline if t["kind"] == "lost"]
     assert lost[0]["reason"] == "gone-while-disconnected" and len(lost[0]["channels"]) == 4
+    assert lost[0]["ended_estimated"] == last_seen.isoformat()
 
 
 def test_resync_after_a_restart_says_so_and_fails_an_unanswered_call(asterisk_traffic: Path) -> None:
@@ -505,3 +509,112 @@ def test_who_answered_behind_a_local_ring_group() -> None:
     assert snap.values["answered_by"] == "PJSIP/101"  # the phone, not the Local channel in front of it
     answered = next(line["detail"] for line in snap.timeline if line["kind"] == "answered")
     assert answered == {"by": "PJSIP/101", "exten": "101"}
+
+
+# -- calls that end while calltrack is not looking ----------------------------------------------------------
+
+
+#: three hours after the pjsip captures were made
+SIP_BACK = dt.datetime(2026, 12, 2, 4, 40, tzinfo=dt.UTC)
+
+
+def _sip_answered(asterisk_traffic: Path) -> list[RawEvent]:
+    return events(call_frames(load_pjsip_capture("sip-call-answered", asterisk_traffic)))
+
+
+def _away_and_back(evs: list[RawEvent], cut: int, back: dt.datetime) -> tuple[Correlator, list[RawEvent]]:
+    """Events up to *cut*, then calltrack away; back at *back* (new connection, nothing alive). The rest: what it missed."""
+    c = Correlator(try_normalize)
+    c.feed_many(evs[:cut])
+    c.feed(RawEvent(10_000, back, {"Event": "FullyBooted", "Uptime": "7200"}))
+    c.feed_many(_resync("calltrack-resync-b-1", 10_001, back, []))
+    return c, evs[cut:]
+
+
+def _stamp(event: RawEvent) -> dt.datetime:
+    return dt.datetime.fromtimestamp(float(event.payload["Timestamp"]), dt.UTC)
+
+
+def test_a_call_that_ended_while_away_is_closed_when_last_known_alive(asterisk_traffic: Path) -> None:
+    evs = _sip_answered(asterisk_traffic)
+    cut = next(i for i, e in enumerate(evs) if e.payload.get("Event") == "BridgeEnter") + 2
+    back = SIP_BACK  # calltrack came back three hours later
+    c, _ = _away_and_back(evs, cut, back)
+    (snap,) = c.take_changed()
+    v = snap.values
+    last_seen = max(_stamp(e) for e in evs[:cut] if "Timestamp" in e.payload)
+    assert snap.closed and v["disposition"] == "answered"
+    assert v["ended_at"] == last_seen and v["times_source"] == "estimated"
+    assert v["talk_time"] < 1  # not three hours
+    # the listener's marker says it heard Asterisk a little later: that is when the call was known alive
+    heard = last_seen + dt.timedelta(seconds=2)
+    c2 = Correlator(try_normalize)
+    c2.feed_many(evs[:cut])
+    c2.feed(RawEvent(9_999, back, {"Event": "CalltrackConnectionLost", "LastHeard": f"{heard.timestamp():.6f}",
+                                   "Timestamp": f"{heard.timestamp():.6f}", "Reason": "lost"}))  # fmt: skip
+    c2.feed(RawEvent(10_000, back, {"Event": "FullyBooted", "Uptime": "7200"}))
+    c2.feed_many(_resync("calltrack-resync-b-1", 10_001, back, []))
+    (snap,) = c2.take_changed()
+    assert snap.values["ended_at"] == heard
+
+
+def test_asterisks_cdr_gives_the_end_of_a_call_that_ended_while_away(asterisk_traffic: Path) -> None:
+    evs = _sip_answered(asterisk_traffic)
+    cut = next(i for i, e in enumerate(evs) if e.payload.get("Event") == "BridgeEnter") + 2
+    back = SIP_BACK
+    c, missed = _away_and_back(evs, cut, back)
+    estimated = {s.linkedid: s for s in c.take_changed()}["1796175587.0"]  # written, then forgotten
+    assert estimated.values["times_source"] == "estimated"
+    # the CDR AMI sent when the call ended (Timestamp = its end in UTC; times local: here UTC)
+    (cdr,) = [e.payload for e in missed if e.payload.get("Event") == "Cdr"]
+    c.feed(RawEvent(10_100, back, cdr))
+    (snap,) = c.take_changed()
+    v = snap.values
+    end = dt.datetime(2026, 12, 2, 1, 39, 53, tzinfo=dt.UTC)  # EndTime: 2026-12-02 01:39:53
+    assert v["ended_at"] == end and v["times_source"] == "cdr" and v["disposition"] == "answered"
+    assert v["talk_time"] == pytest.approx((end - v["answered_at"]).total_seconds(), abs=0.001)
+    assert 4 < v["talk_time"] < 5.5  # Asterisk's CDR: billable 5 s (to the second)
+    assert all(leg["hungup_at"] == end for leg in snap.legs)  # the carrier leg and the agent it was bridged to
+    # calls rebuild gives the same: the same events in the same order
+    again = Correlator(try_normalize)
+    again.feed_many([*evs[:cut], RawEvent(10_000, back, {"Event": "FullyBooted", "Uptime": "7200"}),
+                     *_resync("calltrack-resync-b-1", 10_001, back, []), RawEvent(10_100, back, cdr)])  # fmt: skip
+    (same,) = again.take_changed()
+    assert (same.values, same.legs, same.timeline) == (snap.values, snap.legs, snap.timeline)
+
+
+def test_a_cdr_line_in_local_time_answers_a_call_last_seen_ringing(asterisk_traffic: Path) -> None:
+    # Master.csv without usegmtime: times in Asterisk's local time (New York here), no Timestamp;
+    # the offset is learnt from the first CDR's start against its channel's birth
+    evs = _sip_answered(asterisk_traffic)
+    ringing = next(i for i, e in enumerate(evs) if e.payload.get("Event") == "DialBegin") + 1
+    back = SIP_BACK
+    c, missed = _away_and_back(evs, ringing, back)
+    assert c.take_changed()[0].values["disposition"] == "failed"  # rang, then nothing known
+    (cdr,) = [e.payload for e in missed if e.payload.get("Event") == "Cdr"]
+
+    def local(text: str) -> str:
+        return (dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S") - dt.timedelta(hours=5)).strftime("%Y-%m-%d %H:%M:%S")
+
+    line = {k: v for k, v in cdr.items() if k not in ("Timestamp", "Privilege")}
+    line.update({k: local(cdr[k]) for k in ("StartTime", "AnswerTime", "EndTime")}, CalltrackSource="Master.csv")
+    c.feed(RawEvent(10_100, back, line))
+    (snap,) = c.take_changed()
+    v = snap.values
+    assert v["disposition"] == "answered" and v["answered_by"] == "PJSIP/agent100"
+    assert v["answered_at"] == dt.datetime(2026, 12, 2, 1, 39, 48, tzinfo=dt.UTC)
+    assert v["ended_at"] == dt.datetime(2026, 12, 2, 1, 39, 53, tzinfo=dt.UTC) and v["times_source"] == "cdr"
+    assert v["talk_time"] == 5.0
+
+
+def test_a_cdr_of_another_call_on_a_reused_channel_name_changes_nothing(asterisk_traffic: Path) -> None:
+    evs = _sip_answered(asterisk_traffic)
+    cut = next(i for i, e in enumerate(evs) if e.payload.get("Event") == "BridgeEnter") + 2
+    back = SIP_BACK
+    c, missed = _away_and_back(evs, cut, back)
+    before = c.take_changed()[0]
+    (cdr,) = [e.payload for e in missed if e.payload.get("Event") == "Cdr"]
+    c.feed(RawEvent(10_100, back, {**cdr, "UniqueID": "1796170000.5"}))  # same channel name, another uniqueid
+    later = {**cdr, "StartTime": "2026-12-03 09:00:00", "EndTime": "2026-12-03 09:05:00", "Timestamp": "1796288700.0"}
+    c.feed(RawEvent(10_101, back, later))  # ends after calltrack found it gone: not this call
+    assert c.take_changed() == [] and before.values["times_source"] == "estimated"
