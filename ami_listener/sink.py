@@ -559,7 +559,8 @@ def warm_start(session: Session, system: str, correlator: Correlator) -> int:
     table = AmiEvent.__table__
     newest = select(table.c.seq, table.c.received_at, table.c.payload).where(table.c.system == system)
     for query in (
-        newest.where(table.c.event.not_in(("Response", "?"))),
+        # not a resync answer: without its request it would read as "no channel is alive"
+        newest.where(table.c.event.not_in(("Response", "?", "CoreShowChannel", "CoreShowChannelsComplete"))),
         newest.where(table.c.event == CONNECTION_LOST),
     ):
         row = session.execute(query.order_by(table.c.seq.desc()).limit(1)).first()
