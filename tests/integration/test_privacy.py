@@ -296,3 +296,61 @@ def test_retention_removes_old_raw_events_by_call_and_by_the_global_window(
     assert [p["Event"] for call, p in after if call == ""].count("FullyBooted") == 1  # the recent one
     with session_factory() as s:
         assert list(s.scalars(select(Call.linkedid))) == [BOB_CALL]
+
+
+def test_retention_keeps_to_each_accounts_window_and_its_recent_recordings(
+    cli: Cli, session_factory: sessionmaker[Session], settings: Settings, tmp_path: Path
+) -> None:
+    now = utcnow()
+    cli.ok("accounts", "add", "Acme")
+    cli.ok("accounts", "add", "Other")  # no window of its own; the settings keep everything
+    cli.ok("privacy", "set-retention", "Acme", "--days", "30", "--recording-days", "10")
+    files: dict[str, Path] = {}
+    with session_factory() as s, s.begin():
+        ids = dict(s.execute(select(Account.name, Account.id)).all())
+
+        def call(
+            name: str, account: str, days_ago: int, recording_days_ago: int | None = None, state: str = "archived"
+        ) -> None:
+            started = now - dt.timedelta(days=days_ago)
+            call_id = upsert_call(s, "pbx", name, {"account_id": ids[account], "started_at": started})
+            if recording_days_ago is not None:
+                files[name] = tmp_path / f"{name}.mp3"
+                files[name].write_bytes(b"ID3")
+                archived = now - dt.timedelta(days=recording_days_ago)
+                s.add(Recording(call_id=call_id, account_id=ids[account], source_path=f"/spool/{name}.wav",
+                                path=str(files[name]), format="mp3", state=state, archived_at=archived))  # fmt: skip
+
+        call("acme-old", "Acme", 40)
+        call("acme-15", "Acme", 15, recording_days_ago=15)
+        call("acme-2", "Acme", 2, recording_days_ago=2)
+        call("acme-waiting", "Acme", 15, recording_days_ago=15, state="pending")
+        call("other-old", "Other", 40, recording_days_ago=40)
+    with session_factory() as s, s.begin():
+        erased = apply_retention(s, settings, "test", now=now)
+    assert (erased.calls, erased.recordings) == (1, 1)
+    with session_factory() as s:
+        assert sorted(s.scalars(select(Call.linkedid))) == ["acme-15", "acme-2", "acme-waiting", "other-old"]
+        recordings = {r.source_path: r for r in s.scalars(select(Recording))}
+        audit = s.scalars(select(AuditEntry).where(AuditEntry.action == "privacy.retention")).one()
+    gone = recordings["/spool/acme-15.wav"]
+    assert (gone.state, gone.path, gone.last_error) == ("deleted", None, "removed by the retention window")
+    assert not files["acme-15"].exists()
+    for kept in ("acme-2", "acme-waiting", "other-old"):  # recent, not archived yet, another account's
+        assert recordings[f"/spool/{kept}.wav"].state != "deleted" and files[kept].exists(), kept
+    assert audit.detail == erased.as_dict() and audit.target is None
+
+
+def test_erase_removes_texts_to_the_caller_too(
+    cli: Cli, session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    seed(cli, session_factory, tmp_path)
+    with session_factory() as s, s.begin():
+        account_id = s.scalar(select(Account.id))
+        s.add(SmsMessage(system="pbx", account_id=account_id, direction="out", from_number="+18005550100",
+                         to_number=JANE, body="we called you back", received_at=utcnow()))  # fmt: skip
+    assert "2 text(s)" in cli.ok("privacy", "erase", JANE, "--yes").output
+    with session_factory() as s:
+        assert [(m.from_number, m.to_number) for m in s.scalars(select(SmsMessage))] == [(BOB, "+18005550100")]
+        audit = s.scalars(select(AuditEntry).where(AuditEntry.action == "privacy.erase")).one()
+    assert audit.detail is not None and audit.detail["sms"] == 2 and audit.detail["calls"] == 1
