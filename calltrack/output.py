@@ -89,7 +89,12 @@ def _pad(text: str, size: int) -> str:
 def render(rows: Sequence[dict[str, Any]], fmt: str, columns: Sequence[str] | None = None) -> str:
     columns = list(columns or (rows[0].keys() if rows else []))
     if fmt == "json":
-        return json.dumps(list(rows), indent=2, ensure_ascii=False, default=str)
+        # One object a line: readable, and each line goes through json's C encoder
+        # (indent= would use the pure-Python one, several times slower on long listings).
+        if not rows:
+            return "[]"
+        body = ",\n".join(json.dumps(row, ensure_ascii=False, default=str) for row in rows)
+        return f"[\n{body}\n]"
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")

@@ -300,6 +300,23 @@ def release_number(session: Session, settings: Settings, number: str) -> Trackin
     return tn
 
 
+def _filters(session: Session, account: str | None, source: str | None, status: str | None) -> list[Any]:
+    where: list[Any] = []
+    if account:
+        acct = get_account(session, account)
+        where.append(TrackingNumber.account_id == acct.id)
+        if source:
+            where.append(TrackingNumber.source_id == get_source(session, acct, source).id)
+    elif source:
+        ids = list(session.scalars(select(Source.id).where(func.lower(Source.name) == source.strip().lower())))
+        if not ids:
+            raise NotFound(f"unknown source {source!r} in any account (see `calltrack sources list`)")
+        where.append(TrackingNumber.source_id.in_(ids))
+    if status:
+        where.append(TrackingNumber.status == status)
+    return where
+
+
 def list_numbers(
     session: Session,
     *,
@@ -310,21 +327,88 @@ def list_numbers(
     query = (
         select(TrackingNumber)
         .options(joinedload(TrackingNumber.account), joinedload(TrackingNumber.source), joinedload(TrackingNumber.pool))
+        .where(*_filters(session, account, source, status))
         .order_by(TrackingNumber.number)
     )
-    if account:
-        acct = get_account(session, account)
-        query = query.where(TrackingNumber.account_id == acct.id)
-        if source:
-            query = query.where(TrackingNumber.source_id == get_source(session, acct, source).id)
-    elif source:
-        ids = list(session.scalars(select(Source.id).where(func.lower(Source.name) == source.strip().lower())))
-        if not ids:
-            raise NotFound(f"unknown source {source!r} in any account (see `calltrack sources list`)")
-        query = query.where(TrackingNumber.source_id.in_(ids))
-    if status:
-        query = query.where(TrackingNumber.status == status)
     return list(session.scalars(query).unique())
+
+
+def number_listing(
+    session: Session,
+    *,
+    account: str | None = None,
+    source: str | None = None,
+    status: str | None = None,
+    region: str = "US",
+    display: bool = True,
+) -> list[dict[str, Any]]:
+    """Numbers as `numbers list` shows them, oldest number first; the same records as :func:`number_record`.
+
+    Read as plain rows (no ORM objects), and ``display`` computed only when asked for
+    (JSON has it, tables and CSV do not): listing ten thousand numbers then costs about
+    what fetching them does.
+    """
+    tn = TrackingNumber
+    query = (
+        select(
+            tn.number,
+            Account.name,
+            Source.name,
+            NumberPool.name,
+            tn.forward_to,
+            tn.ring_timeout,
+            tn.record,
+            tn.whisper,
+            tn.label,
+            tn.schedule,
+            tn.after_hours_forward_to,
+            tn.status,
+            tn.created_at,
+            tn.released_at,
+        )
+        .join(Account, Account.id == tn.account_id)
+        .outerjoin(Source, Source.id == tn.source_id)
+        .outerjoin(NumberPool, NumberPool.id == tn.pool_id)
+        .where(*_filters(session, account, source, status))
+        .order_by(tn.number)
+    )
+    out = []
+    for (
+        number,
+        acct,
+        src,
+        pool,
+        fwd,
+        timeout,
+        record,
+        whisper,
+        label,
+        sched,
+        after,
+        state,
+        created,
+        released,
+    ) in session.execute(query):
+        out.append(
+            {
+                "number": number,
+                "display": phone.display(number, region) if display else None,
+                "account": acct,
+                "source": src,
+                "pool": pool,
+                "forward_to": fwd,
+                "timeout": timeout,
+                "record": record,
+                "whisper": whisper,
+                "label": label,
+                "hours": format_hours(sched) if sched else "always",
+                "after_hours": after,
+                "status": state,
+                "created_at": created.isoformat(timespec="seconds"),
+                "released_at": released.isoformat(timespec="seconds") if released else None,
+            }
+        )
+    return out
 
 
 def number_record(tn: TrackingNumber, region: str = "US") -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import phonenumbers
+import functools
 
 from tracking.errors import InvalidInput
 
@@ -16,6 +16,8 @@ def normalize(raw: str, region: str = "US") -> str:
     ``+1 (404) 555-0100``, ``404.555.0100`` and ``14045550100`` give the same
     result for region US.
     """
+    import phonenumbers  # here, not at import time: listings that only show E.164 never load it
+
     text = (raw or "").strip()
     if not text:
         raise InvalidInput("empty phone number")
@@ -44,6 +46,8 @@ _EXAMPLE_REGIONS = ("GB", "IE", "DE", "FR", "ES", "IT", "NL", "BE", "CH", "AU", 
 
 def _why_invalid(text: str, region: str) -> str:
     """Why *text* did not parse: the region it was read in, and how to write it (the error path only)."""
+    import phonenumbers
+
     if text.startswith("+"):
         return "not a valid number (check the country code and the digit count)"
     hint = "write it with + and its country code, such as +44 20 7946 0018 for a UK number"
@@ -75,8 +79,36 @@ def try_normalize(raw: str | None, region: str = "US") -> str | None:
 
 
 def display(e164: str, region: str = "US") -> str:
-    """The number as people of *region* write it: national for local numbers, else international."""
+    """The number as people of *region* write it: national for local numbers, else international.
+
+    North American numbers (+1 and ten digits) take a short way: which country or territory
+    an area code and exchange belong to is asked of phonenumbers once per ``+1NPANXX`` and
+    kept, and NANP numbers are written the same way everywhere (``(404) 555-0100``,
+    ``+1 404-555-0100``; a test checks this against phonenumbers).  Listing thousands of
+    numbers then costs microseconds each instead of a parse and a format.
+    """
+    if len(e164) == 12 and e164.startswith("+1") and e164[1:].isdigit():
+        home = _nanp_region(e164[:8])
+        if home is not None:
+            npa, nxx, line = e164[2:5], e164[5:8], e164[8:]
+            return f"({npa}) {nxx}-{line}" if home == region.upper() else f"+1 {npa}-{nxx}-{line}"
+    return _display(e164, region.upper())
+
+
+@functools.lru_cache(maxsize=4096)
+def _nanp_region(prefix: str) -> str | None:
+    """The region of the NANP numbers starting with *prefix* (``+1NPANXX``), or None to ask per number."""
+    import phonenumbers
+
+    sample = phonenumbers.parse(prefix + "0100", None)
+    found = phonenumbers.region_code_for_number(sample)
+    return found if found and found != "ZZ" else None
+
+
+def _display(e164: str, region: str) -> str:
+    import phonenumbers
+
     parsed = phonenumbers.parse(e164, None)
-    if phonenumbers.region_code_for_number(parsed) == region.upper():
+    if phonenumbers.region_code_for_number(parsed) == region:
         return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL)
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)

@@ -79,13 +79,13 @@ def add(app: AppContext, number: str, account: str, **options: object) -> None:
 @pass_app
 def list_(app: AppContext, account: str | None, source: str | None, status: str | None, fmt: str) -> None:
     """List tracking numbers."""
-    from tracking.numbers import list_numbers, number_record
+    from tracking.numbers import number_listing
 
     region = app.settings.numbers.default_region
     with app.session() as session:
-        rows = [
-            number_record(tn, region) for tn in list_numbers(session, account=account, source=source, status=status)
-        ]
+        rows = number_listing(
+            session, account=account, source=source, status=status, region=region, display=fmt == "json"
+        )
     emit(rows, fmt, {"json": None, "csv": CSV_COLUMNS}.get(fmt, COLUMNS))
 
 

@@ -143,3 +143,32 @@ def test_bad_settings_file_stops_with_file_and_key(tmp_path: Path) -> None:
         calltrack, ["accounts", "list"], env={"CALLTRACK_CONFIG": str(tmp_path / "missing.toml")}
     )
     assert "missing.toml: no such file" in result.output and result.exit_code == 1
+
+
+def test_the_quick_revision_reading_agrees_with_alembic(engine: Engine) -> None:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory(str(migrate.MIGRATIONS))
+    assert migrate.head_revision() == script.get_current_head()
+    assert migrate.revision_graph() == {r.revision: r.down_revision for r in script.walk_revisions()}
+    with engine.connect() as conn:
+        assert migrate.current_revision(engine) == MigrationContext.configure(conn).get_current_revision()
+    command.downgrade(migrate.alembic_config(engine), "base")
+    with engine.connect() as conn:
+        assert migrate.current_revision(engine) is None is MigrationContext.configure(conn).get_current_revision()
+    migrate.upgrade(engine)
+
+
+def test_an_ordinary_command_does_not_import_alembic(cli: Cli, database_url: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from calltrack.main import main\n"
+        "try:\n    main(['--database', sys.argv[1], 'accounts', 'list'])\n"
+        "except SystemExit:\n    pass\n"
+        "print('alembic' in sys.modules, 'phonenumbers' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe, database_url], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False False", out.stdout + out.stderr

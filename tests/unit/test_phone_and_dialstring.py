@@ -115,3 +115,26 @@ def test_what_is_wrong_with_a_dial_string_is_said() -> None:
         "invalid dial string 'PJSIP/100&SIP': each part must be TECHNOLOGY/resource, "
         "such as PJSIP/100 or Local/100@agents"
     )
+
+
+def test_quick_display_of_north_american_numbers_matches_phonenumbers() -> None:
+    import random
+
+    import phonenumbers
+
+    rng = random.Random(7)
+    checked = 0
+    while checked < 1500:
+        n = f"+1{rng.randint(200, 999)}{rng.randint(200, 999)}{rng.randint(0, 9999):04d}"
+        parsed = phonenumbers.parse(n, None)
+        if not phonenumbers.is_valid_number(parsed):
+            continue
+        checked += 1
+        for region in ("US", "CA", "JM", "GB"):
+            home = phonenumbers.region_code_for_number(parsed)
+            fmt = (
+                phonenumbers.PhoneNumberFormat.NATIONAL
+                if home == region
+                else phonenumbers.PhoneNumberFormat.INTERNATIONAL
+            )
+            assert phone.display(n, region) == phonenumbers.format_number(parsed, fmt), (n, region)
