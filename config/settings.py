@@ -201,6 +201,16 @@ class PrivacySettings:
 
 
 @dataclass(frozen=True)
+class AsteriskSettings:
+    #: the user Asterisk runs as (it writes the recorder's spool); `calltrack doctor` checks folders for it
+    user: str = "asterisk"
+    #: Asterisk's group; the calltrack user belongs to it
+    group: str = "asterisk"
+    #: Asterisk's configuration folder (manager.conf, extensions.conf), read by `calltrack doctor`
+    config_dir: Path = Path("/etc/asterisk")
+
+
+@dataclass(frozen=True)
 class Settings:
     general: GeneralSettings = field(default_factory=GeneralSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -211,6 +221,7 @@ class Settings:
     recorder: RecorderSettings = field(default_factory=RecorderSettings)
     web: WebSettings = field(default_factory=WebSettings)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    asterisk: AsteriskSettings = field(default_factory=AsteriskSettings)
     #: the file these settings came from, or "<defaults>"
     source: str = "<defaults>"
 

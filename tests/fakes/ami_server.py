@@ -14,7 +14,12 @@ events after a successful login:
   ``CoreShowChannels`` answer lists the channels still alive at that point of
   the recording (:class:`Plan`); or as a restarted Asterisk (new
   ``FullyBooted`` with a small uptime, no channel alive);
-* with malformed frames mixed in.
+* with malformed frames mixed in;
+* with the manager user's rights as manager.conf gives them (``read``/``write`` classes):
+  ``ListCommands`` lists only the actions those classes permit, any other action is
+  answered ``Permission denied``, ``FullyBooted`` follows the Login reply only with the
+  ``system`` read class, and ``CoreSettings`` / ``ShowDialPlan`` answer like
+  Asterisk 22's manager.c and pbx.c (:class:`Rights`).
 """
 
 from __future__ import annotations
@@ -51,6 +56,76 @@ SCENARIOS = [
     "classic",
     "agidown",
 ]
+
+#: actions of Asterisk 22 with the classes that permit them (manager.c, pbx.c, app_mixmonitor.c
+#: registrations) and their synopsis (manager_doc.xml); an empty tuple needs no right
+ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "Ping": ((), "Keepalive command."),
+    "Events": ((), "Control Event Flow."),
+    "Logoff": ((), "Logoff Manager."),
+    "Login": ((), "Login Manager."),
+    "Challenge": ((), "Generate Challenge for MD5 Auth."),
+    "Hangup": (("system", "call"), "Hangup channel."),
+    "Status": (("system", "call", "reporting"), "List channel status."),
+    "Originate": (("originate",), "Originate a call."),
+    "Command": (("command",), "Execute Asterisk CLI Command."),
+    "ListCommands": ((), "List available manager commands."),
+    "WaitEvent": ((), "Wait for an event to occur."),
+    "CoreSettings": (("system", "reporting"), "Show PBX core settings (version etc)."),
+    "CoreShowChannels": (("system", "reporting"), "List currently active channels."),
+    "ShowDialPlan": (("config", "reporting"), "Show dialplan contexts and extensions"),
+    "MixMonitorMute": (("system", "call"), "Mute / unMute a Mixmonitor recording."),
+}
+
+
+@dataclass
+class Rights:
+    """The manager user's classes (manager.conf ``read =`` / ``write =``) and what Asterisk tells about itself."""
+
+    read: frozenset[str] = frozenset({"system", "call", "dialplan", "cdr"})
+    write: frozenset[str] = frozenset({"reporting"})
+    #: CoreSettings' CoreRunUser / CoreRunGroup
+    run_user: str = "asterisk"
+    run_group: str = "asterisk"
+    #: the dialplan ShowDialPlan lists: (context, extension, priority, application, data) and (context, included)
+    extensions: tuple[tuple[str, str, int, str, str], ...] = ()
+    includes: tuple[tuple[str, str], ...] = ()
+
+    def allows(self, action: str) -> bool:
+        needed = ACTIONS.get(action, ((), ""))[0]
+        return not needed or "all" in self.write or bool(set(needed) & self.write)
+
+    def reads(self, cls: str) -> bool:
+        return "all" in self.read or cls in self.read
+
+
+def dialplan_of(text: str) -> tuple[tuple[tuple[str, str, int, str, str], ...], tuple[tuple[str, str], ...]]:
+    """The extensions and includes of an extensions.conf text, as pbx_config would load them."""
+    extensions: list[tuple[str, str, int, str, str]] = []
+    includes: list[tuple[str, str]] = []
+    context, exten, prio = "", "", 0
+    for raw in text.splitlines():
+        line = raw.split(";", 1)[0].strip()
+        if line.startswith("[") and "]" in line:
+            context = line[1 : line.index("]")]
+            continue
+        key, sep, value = line.partition("=>")
+        key, value = key.strip(), value.strip()
+        if not sep or not context:
+            continue
+        if key == "include":
+            includes.append((context, value))
+        elif key in ("exten", "same"):
+            if key == "exten":
+                exten, number, command = value.split(",", 2)
+            else:
+                number, command = value.split(",", 1)
+            number = number.split("(", 1)[0]
+            prio = 1 if number == "1" else prio + 1 if number == "n" else int(number)
+            app, _, data = command.partition("(")
+            extensions.append((context, exten, prio, app, data[:-1] if data.endswith(")") else data))
+    return tuple(extensions), tuple(includes)
+
 
 _TIME = re.compile(r"^\[\+\s*([0-9.]+)\] << (.*)$")
 
@@ -334,6 +409,8 @@ class FakeAmiServer:
     done: list[asyncio.Event] = field(default_factory=list)
     #: serve TLS (Asterisk's tlsbindport) with this context
     ssl: Any = None
+    #: the manager user's rights and what CoreSettings / ShowDialPlan tell
+    rights: Rights = field(default_factory=Rights)
     _server: asyncio.base_events.Server | None = None
     _writers: list[asyncio.StreamWriter] = field(default_factory=list)
 
@@ -431,16 +508,25 @@ class FakeAmiServer:
                             await send(_msg(Response="Error", ActionID=aid, Message="Authentication failed"))
                             continue
                         await send(_msg(Response="Success", ActionID=aid, Message="Authentication accepted"))
-                        await send(
-                            _msg(
-                                Event="FullyBooted",
-                                Privilege="system,all",
-                                Uptime=str(plan.uptime),
-                                LastReload=str(plan.uptime),
-                                Status="Fully Booted",
+                        if self.rights.reads("system"):
+                            await send(
+                                _msg(
+                                    Event="FullyBooted",
+                                    Privilege="system,all",
+                                    Uptime=str(plan.uptime),
+                                    LastReload=str(plan.uptime),
+                                    Status="Fully Booted",
+                                )
                             )
-                        )
                         streamer = asyncio.create_task(self._stream(plan, send, writer, finished, resynced))
+                    elif (known := _action_name(name)) is not None and not self.rights.allows(known):
+                        await send(_msg(Response="Error", ActionID=aid, Message="Permission denied"))
+                    elif name == "listcommands":
+                        await send(self._list_commands(aid))
+                    elif name == "coresettings":
+                        await send(self._core_settings(aid))
+                    elif name == "showdialplan":
+                        await send(self._show_dialplan(aid))
                     elif name == "coreshowchannels":
                         await send(self._core_show_channels(plan, aid))
                         resynced.set()
@@ -498,6 +584,78 @@ class FakeAmiServer:
             writer.transport.abort()
         finished.set()
 
+    def _list_commands(self, aid: str) -> bytes:
+        # manager.c action_listcommands: "Action: synopsis (Priv: classes)" per permitted action
+        lines = [f"Response: Success\r\nActionID: {aid}\r\n".encode()]
+        for action, (needed, synopsis) in ACTIONS.items():
+            if self.rights.allows(action):
+                lines.append(f"{action}: {synopsis} (Priv: {','.join(needed) or '<none>'})\r\n".encode())
+        return b"".join(lines) + CRLF
+
+    def _core_settings(self, aid: str) -> bytes:
+        return _msg(
+            Response="Success",
+            ActionID=aid,
+            AMIversion="11.0.0",
+            AsteriskVersion="22.6.0",
+            SystemName="",
+            CoreMaxCalls="0",
+            CoreMaxLoadAvg="0.000000",
+            CoreRunUser=self.rights.run_user,
+            CoreRunGroup=self.rights.run_group,
+            CoreMaxFilehandles="0",
+            CoreRealTimeEnabled="No",
+            CoreCDRenabled="Yes",
+            CoreHTTPenabled="No",
+            SoundsSearchCustomDir="No",
+        )
+
+    def _show_dialplan(self, aid: str) -> bytes:
+        # pbx.c manager_show_dialplan: a list ack, one ListDialplan per priority and per include, then the end
+        rights = self.rights
+        out = [_msg(Response="Success", ActionID=aid, EventList="start", Message="DialPlan list will follow")]
+        contexts = list(dict.fromkeys([e[0] for e in rights.extensions] + [i[0] for i in rights.includes]))
+        extens: set[tuple[str, str]] = set()
+        for context in contexts:
+            for ctx, exten, prio, app, data in rights.extensions:
+                if ctx == context:
+                    extens.add((ctx, exten))
+                    out.append(
+                        _msg(
+                            Event="ListDialplan",
+                            ActionID=aid,
+                            Context=ctx,
+                            Extension=exten,
+                            Priority=str(prio),
+                            Application=app,
+                            AppData=data,
+                            Registrar="pbx_config",
+                        )
+                    )
+            for ctx, included in rights.includes:
+                if ctx == context:
+                    out.append(
+                        _msg(
+                            Event="ListDialplan",
+                            ActionID=aid,
+                            Context=ctx,
+                            IncludeContext=included,
+                            Registrar="pbx_config",
+                        )
+                    )
+        out.append(
+            _msg(
+                Event="ShowDialPlanComplete",
+                ActionID=aid,
+                EventList="Complete",
+                ListItems=str(len(out) - 1),
+                ListExtensions=str(len(extens)),
+                ListPriorities=str(len(rights.extensions)),
+                ListContexts=str(len(contexts)),
+            )
+        )
+        return b"".join(out)
+
     def _core_show_channels(self, plan: Plan, aid: str) -> bytes:
         alive = live_channels(plan.history)
         out = [_msg(Response="Success", ActionID=aid, EventList="start", Message="Channels will follow")]
@@ -530,6 +688,13 @@ class FakeAmiServer:
             _msg(Event="CoreShowChannelsComplete", ActionID=aid, EventList="Complete", ListItems=str(len(alive)))
         )
         return b"".join(out)
+
+
+def _action_name(lowered: str) -> str | None:
+    for action in ACTIONS:
+        if action.lower() == lowered:
+            return action
+    return None
 
 
 def _msg(**headers: str) -> bytes:
