@@ -103,4 +103,3 @@ def run_checks(app: AppContext, service: files.Who) -> list[Finding]:
 
 def failed(findings: list[Finding]) -> bool:
     return any(f.status == "fail" for f in findings)
-
