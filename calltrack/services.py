@@ -39,6 +39,7 @@ SERVICES: dict[str, str] = {
     "ami": "calltrack.commands.ami:service",
     "web": "web.service:factory",
     "recorder": "recorder.service:make_service",
+    "lookup": "lookups.service:factory",
 }
 
 
@@ -71,6 +72,9 @@ def describe(service: Service) -> str:
         if servers:
             where = [f"{s.name} at {'tls://' if s.tls else ''}{s.host}:{s.port}" for s in servers]
             return f"ami ({', '.join(where)})"
+    if name == "lookup":
+        provider = getattr(service, "provider", None)
+        return f"lookup ({getattr(provider, 'name', '?')}, HTTPS)"
     if name == "recorder":
         settings = getattr(service, "settings", None)
         if settings is not None:

@@ -201,6 +201,35 @@ class PrivacySettings:
 
 
 @dataclass(frozen=True)
+class LookupSettings:
+    #: ask a third-party provider about callers (name, line type); off: only the offline location
+    enabled: bool = False
+    #: the provider's address for one number, HTTPS only; {number} is the caller in E.164, URL-quoted
+    url_template: str = ""
+    #: a file holding the provider's API token (chmod 600); sent in auth_header
+    token_file: str = ""
+    #: the header the token goes in, and the word before it ("Bearer"; empty: the token alone)
+    auth_header: str = "Authorization"
+    auth_scheme: str = "Bearer"
+    #: where the answer's fields are, as dotted paths into its JSON
+    name_field: str = "name"
+    line_type_field: str = "line_type"
+    carrier_field: str = "carrier"
+    #: a CA bundle (PEM) for a provider whose certificate is not signed by a public CA
+    ca_file: str = ""
+    #: seconds allowed for one lookup (connect, TLS, answer)
+    timeout_seconds: float = 5.0
+    #: days an answer is kept, then deleted (a number called again is asked again)
+    ttl_days: int = 30
+    #: minutes a failed lookup waits before the number is asked again
+    retry_minutes: int = 15
+    #: only callers of calls started within this many minutes are looked up
+    recent_minutes: int = 60
+    #: seconds between passes of the lookup service
+    poll_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
 class AsteriskSettings:
     #: the user Asterisk runs as (it writes the recorder's spool); `calltrack doctor` checks folders for it
     user: str = "asterisk"
@@ -222,6 +251,7 @@ class Settings:
     web: WebSettings = field(default_factory=WebSettings)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     asterisk: AsteriskSettings = field(default_factory=AsteriskSettings)
+    lookup: LookupSettings = field(default_factory=LookupSettings)
     #: the file these settings came from, or "<defaults>"
     source: str = "<defaults>"
 
@@ -350,6 +380,16 @@ def _validate(settings: Settings) -> None:
             src, "general.log_level", f"must be one of {', '.join(LOG_LEVELS)}, not {settings.general.log_level!r}"
         )
     check_database_url(settings.database.url, src)
+    lookup = settings.lookup
+    if lookup.url_template and not lookup.url_template.lower().startswith("https://"):
+        raise ConfigError(src, "lookup.url_template", "must start with https:// (caller lookups go over TLS only)")
+    if lookup.url_template and "{number}" not in lookup.url_template:
+        raise ConfigError(src, "lookup.url_template", "must contain {number} (the caller, E.164)")
+    if lookup.enabled and not lookup.url_template:
+        raise ConfigError(src, "lookup.url_template", "is required when lookup.enabled = true")
+    for key in ("timeout_seconds", "ttl_days", "retry_minutes", "recent_minutes", "poll_seconds"):
+        if getattr(lookup, key) <= 0:
+            raise ConfigError(src, f"lookup.{key}", "must be a positive number")
     if settings.recorder.format not in ("mp3", "opus", "flac"):
         raise ConfigError(src, "recorder.format", f"must be mp3, opus or flac, not {settings.recorder.format!r}")
     if settings.web.attribution not in ("first-touch", "last-touch"):

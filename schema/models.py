@@ -456,3 +456,31 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str | None] = mapped_column(String(200))
     detail: Mapped[dict[str, Any] | None]
+
+
+class CallerLookup(Base):
+    """A third-party answer about a caller's number (name, line type), kept until it expires.
+
+    Filled by the optional lookup service over HTTPS ([lookup]); rows past ``expires_at`` are
+    deleted, so nothing a provider said outlives the time-to-live.  ``status`` is ``found``,
+    ``not-found`` (the provider knows nothing) or ``error`` (kept briefly, then asked again).
+    """
+
+    __tablename__ = "caller_lookups"
+    __table_args__ = (
+        UniqueConstraint("provider", "number"),
+        CheckConstraint("status IN ('found', 'not-found', 'error')", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: the provider's host, so a change of provider does not reuse another's answers
+    provider: Mapped[str] = mapped_column(String(200))
+    #: E.164
+    number: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str | None] = mapped_column(String(200))
+    line_type: Mapped[str | None] = mapped_column(String(40))
+    carrier: Mapped[str | None] = mapped_column(String(200))
+    error: Mapped[str | None] = mapped_column(String(500))
+    fetched_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)

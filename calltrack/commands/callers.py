@@ -71,3 +71,55 @@ def list_(app: AppContext, account: str | None, kind: str | None, fmt: str) -> N
     with app.session() as session:
         rows = list_entries(session, account, kind)
     emit(rows, fmt, ["number", "list", "account", "reason", "added_at"])
+
+
+@group.command("lookup")
+@click.argument("number")
+@click.option("--refresh", is_flag=True, help="Ask the provider again even when an answer is cached.")
+@format_option
+@pass_app
+def lookup(app: AppContext, number: str, refresh: bool, fmt: str) -> None:
+    """What the [lookup] provider says about NUMBER (cached answers first; HTTPS, certificate verified)."""
+    import datetime as dt
+
+    from calltrack.output import emit_record
+    from tracking import caller_lookup, phone
+
+    cfg = app.settings.lookup
+    if not cfg.url_template:
+        raise click.ClickException("no caller lookup provider: set [lookup] url_template (see README, Caller lookups)")
+    from lookups.https import HttpsProvider, LookupSetupError
+
+    e164 = phone.normalize(number, app.settings.numbers.default_region)
+    try:
+        provider = HttpsProvider(cfg)
+    except LookupSetupError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        with app.session() as session:
+            row = caller_lookup.lookup(
+                session,
+                provider,
+                e164,
+                ttl=dt.timedelta(days=cfg.ttl_days),
+                retry=dt.timedelta(minutes=cfg.retry_minutes),
+                refresh=refresh,
+            )
+            if row is None:
+                raise click.ClickException(f"{e164} is on a do-not-track list: it is never looked up")
+            record = {
+                "number": row.number,
+                "provider": row.provider,
+                "status": row.status,
+                "name": row.name,
+                "line_type": row.line_type,
+                "carrier": row.carrier,
+                "error": row.error,
+                "fetched_at": row.fetched_at.isoformat(timespec="seconds"),
+                "expires_at": row.expires_at.isoformat(timespec="seconds"),
+            }
+    finally:
+        provider.close()
+    emit_record(record, fmt)
+    if record["status"] == "error":
+        raise SystemExit(1)

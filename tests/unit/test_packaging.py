@@ -43,9 +43,10 @@ def test_units_point_calltrack_at_its_state_folder_and_spool() -> None:
     assert "Environment=CALLTRACK_CONFIG=/etc/calltrack/calltrack.toml" in service
     timer = (PACKAGING / "systemd" / "calltrack-retention.timer").read_text()
     assert "OnCalendar=daily" in timer and "Persistent=true" in timer
-    assert "ExecStart=/opt/calltrack/bin/calltrack privacy retention" in (
-        PACKAGING / "systemd" / "calltrack-retention.service"
-    ).read_text()
+    assert (
+        "ExecStart=/opt/calltrack/bin/calltrack privacy retention"
+        in (PACKAGING / "systemd" / "calltrack-retention.service").read_text()
+    )
 
 
 @pytest.mark.parametrize("script", ["postinst", "prerm", "postrm"])
