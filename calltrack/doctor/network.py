@@ -94,9 +94,9 @@ def web(settings: Settings) -> list[Finding]:
 
 def system_names(settings: Settings) -> list[Finding]:
     """The AGI route keys a call by general.system_name (or agi.peer_systems), the listener by the server name."""
-    route = {settings.general.system_name}
-    for entry in settings.agi.peer_systems:
-        route.add(entry.partition("=")[2].strip())
+    from config import agi_system_names, system_name_problem
+
+    route = set(agi_system_names(settings))
     servers = [s.name for s in settings.ami.servers]
     if not servers:
         return [
@@ -107,16 +107,10 @@ def system_names(settings: Settings) -> list[Finding]:
             )
         ]
     found = []
-    for name in servers:
-        if name not in route:
-            found.append(
-                fail(
-                    "system-name",
-                    f"AMI server {name!r} is not a name the AGI route keys calls by ({', '.join(sorted(route))}): "
-                    "each call would be stored twice, once by each",
-                    f"set general.system_name = {name!r} (or map that server's address in agi.peer_systems)",
-                )
-            )
+    problem = system_name_problem(settings)
+    if problem:
+        message, _, fix = problem.partition("; ")
+        found.append(fail("system-name", message, fix or "make general.system_name and the server's name agree"))
     for name in sorted(route - set(servers)):
         found.append(
             warn(

@@ -298,7 +298,11 @@ CASES: list[tuple[str, Break, str]] = [
     ("Asterisk runs as another user", _rights(run_user="asterisk"), "Asterisk runs as asterisk:daemon, but [asterisk]"),
     ("FastAGI public without allow-list", _settings("agi", listen="0.0.0.0:4573"), "without [agi] allowed_hosts"),
     ("web public without HTTPS", _settings("web", listen="0.0.0.0:8080"), "with no HTTPS in front"),
-    ("system names disagree", _settings("general", system_name="asterisk"), "AMI server 'pbx1' is not a name the AGI"),
+    (
+        "system names disagree",
+        _settings("general", system_name="asterisk"),
+        "'pbx1' is not a system name the AGI route uses",
+    ),
     ("dialplan without calltrack-route", _dialplan_without_route, "has no context calltrack-route"),
     ("dialplan not included", _dialplan_not_included, "no context includes calltrack-inbound"),
     (
