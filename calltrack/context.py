@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
+    from sqlalchemy import Connection, Engine
     from sqlalchemy.orm import Session
 
     from config import Settings
@@ -108,6 +108,12 @@ class AppContext:
         factory = make_session_factory(self.ready_engine())
         with factory() as session, session.begin():
             yield session
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """One read transaction over SQLAlchemy Core, for the listings that do without the ORM."""
+        with self.ready_engine().begin() as conn:
+            yield conn
 
     def close(self) -> None:
         if self._engine is not None:

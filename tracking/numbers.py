@@ -15,6 +15,7 @@ from schema.models import Account, NumberPool, Source, TrackingNumber, utcnow
 from tracking import dialstring, phone
 from tracking.accounts import get_account, get_source
 from tracking.errors import Conflict, InvalidInput, NotFound
+from tracking.hours import format_hours, parse_hours
 
 _WHISPER = re.compile(r"[A-Za-z0-9_./-]+")
 MAX_RING_TIMEOUT = 600
@@ -37,54 +38,6 @@ class NumberFields:
     hours: str | None = None
     #: dial string used outside business hours
     after_hours: str | None = None
-
-
-_DAY_RANGE = re.compile(r"(mon|tue|wed|thu|fri|sat|sun)(?:-(mon|tue|wed|thu|fri|sat|sun))?")
-
-
-def parse_hours(text: str | None) -> dict[str, Any] | None:
-    """Business hours from text: ``mon-fri 09:00-17:00, sat 10:00-14:00``; ``always`` (or empty) is None.
-
-    Several ranges a day are written as ``mon 09:00-12:00 13:00-17:00``; a range
-    whose end is before its start runs past midnight (``fri 22:00-02:00``).
-    """
-    from tracking.routing import DAYS, validate_schedule
-
-    if text is None or text.strip().lower() in ("", "always"):
-        return None
-    schedule: dict[str, list[list[str]]] = {}
-    for part in text.lower().split(","):
-        words = part.split()
-        if len(words) < 2:
-            raise InvalidInput(f"invalid hours {part.strip()!r}: write DAYS HH:MM-HH:MM, such as mon-fri 09:00-17:00")
-        match = _DAY_RANGE.fullmatch(words[0])
-        if not match:
-            raise InvalidInput(f"invalid days {words[0]!r} in hours: use mon..sun or a range such as mon-fri")
-        first = DAYS.index(match.group(1))
-        last = DAYS.index(match.group(2) or match.group(1))
-        days = [DAYS[i % 7] for i in range(first, first + (last - first) % 7 + 1)]
-        ranges = []
-        for span in words[1:]:
-            start, sep, end = span.partition("-")
-            if not sep:
-                raise InvalidInput(f"invalid time range {span!r} in hours: write HH:MM-HH:MM")
-            ranges.append([start, end])
-        for day in days:
-            schedule.setdefault(day, []).extend(ranges)
-    try:
-        validate_schedule(schedule)
-    except ValueError as exc:
-        raise InvalidInput(f"invalid hours {text!r}: {exc}") from None
-    return schedule
-
-
-def format_hours(schedule: dict[str, Any] | None) -> str:
-    """The text form of a schedule (what parse_hours reads)."""
-    if not schedule:
-        return "always"
-    from tracking.routing import DAYS
-
-    return ", ".join(f"{day} {' '.join(f'{a}-{b}' for a, b in schedule[day])}" for day in DAYS if schedule.get(day))
 
 
 def validate_whisper(whisper: str | None) -> str | None:
@@ -331,84 +284,6 @@ def list_numbers(
         .order_by(TrackingNumber.number)
     )
     return list(session.scalars(query).unique())
-
-
-def number_listing(
-    session: Session,
-    *,
-    account: str | None = None,
-    source: str | None = None,
-    status: str | None = None,
-    region: str = "US",
-    display: bool = True,
-) -> list[dict[str, Any]]:
-    """Numbers as `numbers list` shows them, oldest number first; the same records as :func:`number_record`.
-
-    Read as plain rows (no ORM objects), and ``display`` computed only when asked for
-    (JSON has it, tables and CSV do not): listing ten thousand numbers then costs about
-    what fetching them does.
-    """
-    tn = TrackingNumber
-    query = (
-        select(
-            tn.number,
-            Account.name,
-            Source.name,
-            NumberPool.name,
-            tn.forward_to,
-            tn.ring_timeout,
-            tn.record,
-            tn.whisper,
-            tn.label,
-            tn.schedule,
-            tn.after_hours_forward_to,
-            tn.status,
-            tn.created_at,
-            tn.released_at,
-        )
-        .join(Account, Account.id == tn.account_id)
-        .outerjoin(Source, Source.id == tn.source_id)
-        .outerjoin(NumberPool, NumberPool.id == tn.pool_id)
-        .where(*_filters(session, account, source, status))
-        .order_by(tn.number)
-    )
-    out = []
-    for (
-        number,
-        acct,
-        src,
-        pool,
-        fwd,
-        timeout,
-        record,
-        whisper,
-        label,
-        sched,
-        after,
-        state,
-        created,
-        released,
-    ) in session.execute(query):
-        out.append(
-            {
-                "number": number,
-                "display": phone.display(number, region) if display else None,
-                "account": acct,
-                "source": src,
-                "pool": pool,
-                "forward_to": fwd,
-                "timeout": timeout,
-                "record": record,
-                "whisper": whisper,
-                "label": label,
-                "hours": format_hours(sched) if sched else "always",
-                "after_hours": after,
-                "status": state,
-                "created_at": created.isoformat(timespec="seconds"),
-                "released_at": released.isoformat(timespec="seconds") if released else None,
-            }
-        )
-    return out
 
 
 def number_record(tn: TrackingNumber, region: str = "US") -> dict[str, Any]:

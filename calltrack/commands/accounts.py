@@ -31,18 +31,10 @@ def add(app: AppContext, name: str, timezone: str) -> None:
 @pass_app
 def list_(app: AppContext, fmt: str) -> None:
     """List accounts."""
-    from tracking.accounts import list_accounts
+    from tracking.listings import account_rows
 
-    with app.session() as session:
-        rows = [
-            {
-                "name": a.name,
-                "timezone": a.timezone,
-                "public_key": a.public_key,
-                "created_at": a.created_at.isoformat(timespec="seconds"),
-            }
-            for a in list_accounts(session)
-        ]
+    with app.connection() as conn:
+        rows = account_rows(conn)
     emit(rows, fmt, ["name", "timezone", "public_key", "created_at"])
 
 

@@ -79,13 +79,11 @@ def add(app: AppContext, number: str, account: str, **options: object) -> None:
 @pass_app
 def list_(app: AppContext, account: str | None, source: str | None, status: str | None, fmt: str) -> None:
     """List tracking numbers."""
-    from tracking.numbers import number_listing
+    from tracking.listings import number_rows
 
     region = app.settings.numbers.default_region
-    with app.session() as session:
-        rows = number_listing(
-            session, account=account, source=source, status=status, region=region, display=fmt == "json"
-        )
+    with app.connection() as conn:
+        rows = number_rows(conn, account=account, source=source, status=status, region=region, display=fmt == "json")
     emit(rows, fmt, {"json": None, "csv": CSV_COLUMNS}.get(fmt, COLUMNS))
 
 
@@ -95,10 +93,10 @@ def list_(app: AppContext, account: str | None, source: str | None, status: str 
 @pass_app
 def show(app: AppContext, number: str, fmt: str) -> None:
     """Show one number."""
-    from tracking.numbers import find_number, number_record
+    from tracking.listings import find_number
 
-    with app.session() as session:
-        record = number_record(find_number(session, number, app.settings), app.settings.numbers.default_region)
+    with app.connection() as conn:
+        record = find_number(conn, number, app.settings.numbers.default_region)
     emit_record(record, fmt)
 
 
