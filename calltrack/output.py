@@ -104,10 +104,31 @@ def render(rows: Sequence[dict[str, Any]], fmt: str, columns: Sequence[str] | No
         return buf.getvalue().rstrip("\n")
     if not rows:
         return "(none)"
-    cells = [[fit(_table_cell(row.get(c))) for c in columns] for row in rows]
-    widths = [max(len(c), *(width(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    # Column by column: a column of plain printable ASCII (nearly every one) is measured with len()
+    # and padded by str.format, at C speed; only the others go cell by cell through fit() and width().
+    ascii_cols: list[bool] = []
+    by_column: list[list[str]] = []
+    for c in columns:
+        texts = [_cell(row.get(c)) for row in rows]
+        joined = "".join(texts)
+        if joined.isascii() and joined.isprintable():
+            by_column.append([t if len(t) <= MAX_WIDTH else fit(t) for t in texts])
+            ascii_cols.append(True)
+        else:
+            by_column.append([fit(_table_cell(t)) for t in texts])
+            ascii_cols.append(False)
+    widths = [
+        max(len(c), max(map(len, col)) if plain else max(map(width, col)))
+        for c, col, plain in zip(columns, by_column, ascii_cols, strict=True)
+    ]
     lines = ["  ".join(_pad(c.upper(), w) for c, w in zip(columns, widths, strict=True)).rstrip()]
-    lines += ["  ".join(_pad(v, w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    if all(ascii_cols):
+        template = "  ".join(f"{{:<{w}}}" for w in widths)
+        lines += [template.format(*r).rstrip() for r in zip(*by_column, strict=True)]
+    else:
+        lines += [
+            "  ".join(_pad(v, w) for v, w in zip(r, widths, strict=True)).rstrip() for r in zip(*by_column, strict=True)
+        ]
     return "\n".join(lines)
 
 
