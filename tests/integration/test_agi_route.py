@@ -440,15 +440,21 @@ async def test_do_not_track_caller_routed_by_fallback_is_not_recorded_either(
 async def test_after_hours_destination_in_the_accounts_timezone(server: Running, world: World) -> None:
     from zoneinfo import ZoneInfo
 
-    # an account whose business hours are never "now" (the whole day except the current hour, locally)
+    # An account whose business hours, read in its own timezone, are open for the hours around "now"
+    # (an hour before to two after) and closed otherwise: a test that runs across an hour's end (or
+    # a clock near hh:59) still sees each number as meant; a UTC reading would be 9 hours off.
     tz = "Asia/Tokyo"
     account = world.account("Tokyo Plumbing", tz=tz)
     source = world.source(account, "Flyer")
     hour = dt.datetime.now(ZoneInfo(tz)).hour
-    closed_now = {
-        d: [[f"{(hour + 1) % 24:02d}:00", f"{hour:02d}:00"]] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-    }
-    open_now = {d: [[f"{hour:02d}:00", f"{hour:02d}:59"] if hour < 23 else ["23:00", "24:00"]] for d in closed_now}
+
+    def hours(wanted: set[int]) -> dict[str, list[list[str]]]:
+        spans = [[f"{h:02d}:00", f"{h + 1:02d}:00"] for h in sorted(wanted)]
+        return {d: spans for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+
+    near = {(hour + k) % 24 for k in (-1, 0, 1, 2)}
+    open_now = hours(near)
+    closed_now = hours({h for h in range(24) if h not in near and (h - hour) % 24 not in (3, 22)})
     world.number(
         account, "+18005550100", source_id=source, schedule=closed_now, after_hours_forward_to="PJSIP/voicemail"
     )
