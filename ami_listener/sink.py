@@ -39,6 +39,7 @@ from schema.models import AmiEvent, Call, CallerListEntry, CallEvent, CallLeg, T
 from tracking.attribution import attribute
 from tracking.caller_info import UNKNOWN, CallerInfo, describe_number
 from tracking.calls import BLOCKED, upsert_calls
+from tracking.outbox import CALL_COMPLETED, announce_calls
 from tracking.phone import try_normalize
 from tracking.routing import caller_key
 
@@ -156,11 +157,15 @@ class CallWriter:
         region: str = "US",
         geocode: bool = True,
         attribution_grace: dt.timedelta = dt.timedelta(seconds=300),
+        *,
+        announce: bool = True,
     ) -> None:
         self.system = system
         self.region = region
         self.geocode = geocode
         self.attribution_grace = attribution_grace
+        #: add call.completed to the outbox for calls that end (not when rebuilding old calls)
+        self.announce = announce
         self._info: dict[str, CallerInfo] = {}
         self._callers: dict[str, str | None] = {}
         #: per live call (linkedid): its row id and the legs and timeline lines written for it, committed
@@ -249,6 +254,9 @@ class CallWriter:
         closed = [ids[snap.linkedid] for snap in snaps if snap.closed]
         if closed:
             self._first_time(session, closed)
+            if self.announce:
+                # in the batch's transaction: a call.completed is announced if and only if the call's end is stored
+                announce_calls(session, CALL_COMPLETED, closed)
         gone = [snap for snap in snaps if snap.closed and snap.linkedid in untracked]
         if gone:
             # do-not-track: once the call is over, its raw events (which name the caller) go too
@@ -866,7 +874,8 @@ def rebuild(
     progress, not the whole history.
     """
     correlator = Correlator(normalize)
-    writer = CallWriter(system, region, geocode, attribution_grace)
+    # a rebuild rewrites history: receivers heard of these calls when they happened (or never wanted them)
+    writer = CallWriter(system, region, geocode, attribution_grace, announce=False)
     written: set[str] = set()
     fed = 0
     for event in iter_events(session, system, since=since):

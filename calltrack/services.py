@@ -40,6 +40,7 @@ SERVICES: dict[str, str] = {
     "web": "web.service:factory",
     "recorder": "recorder.service:make_service",
     "lookup": "lookups.service:factory",
+    "webhooks": "webhooks.service:factory",
 }
 
 

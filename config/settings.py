@@ -240,6 +240,31 @@ class AsteriskSettings:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    #: seconds a receiver has to answer one delivery
+    timeout_seconds: float = 10.0
+    #: a delivery is retried for this many hours after its event, then marked dead
+    retry_hours: float = 24.0
+    #: wait before the first retry, doubled at each attempt (with jitter), seconds
+    retry_base_seconds: float = 10.0
+    #: the longest wait between two attempts, seconds
+    retry_max_seconds: float = 3600.0
+    #: deliveries in flight at once, over every endpoint
+    concurrency: int = 16
+    #: deliveries in flight at once to one endpoint (a slow one never takes every slot)
+    per_endpoint: int = 4
+    #: how often the worker looks for new events and due retries, seconds
+    poll_seconds: float = 0.25
+    #: networks an endpoint may resolve to although not public ("127.0.0.1/32", "10.0.0.0/8");
+    #: loopback, private, link-local and metadata addresses are refused otherwise
+    allow_networks: tuple[str, ...] = ()
+    #: a CA bundle (PEM) for receivers whose certificates a private CA signed; empty: the system's CAs
+    ca_file: str = ""
+    #: delivered and dead deliveries (and their events) are kept this many days; 0 keeps them
+    keep_days: int = 30
+
+
+@dataclass(frozen=True)
 class Settings:
     general: GeneralSettings = field(default_factory=GeneralSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -252,6 +277,7 @@ class Settings:
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     asterisk: AsteriskSettings = field(default_factory=AsteriskSettings)
     lookup: LookupSettings = field(default_factory=LookupSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     #: the file these settings came from, or "<defaults>"
     source: str = "<defaults>"
 
@@ -415,6 +441,20 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(src, "numbers.default_region", f"unknown region {region!r} (use a code such as US, GB, DE)")
     if settings.ami.stop_wait_seconds < 0:
         raise ConfigError(src, "ami.stop_wait_seconds", "must be 0 or more")
+    hooks = settings.webhooks
+    for key in ("timeout_seconds", "retry_hours", "retry_base_seconds", "retry_max_seconds", "poll_seconds"):
+        if getattr(hooks, key) <= 0:
+            raise ConfigError(src, f"webhooks.{key}", "must be a positive number")
+    for key in ("concurrency", "per_endpoint"):
+        if getattr(hooks, key) < 1:
+            raise ConfigError(src, f"webhooks.{key}", "must be at least 1")
+    if hooks.keep_days < 0:
+        raise ConfigError(src, "webhooks.keep_days", "must be 0 (keep) or a number of days")
+    for network in hooks.allow_networks:
+        try:
+            ipaddress.ip_network(network.strip(), strict=False)
+        except ValueError:
+            raise ConfigError(src, "webhooks.allow_networks", f"{network!r} is not an address or network") from None
     names = [s.name for s in settings.ami.servers]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:

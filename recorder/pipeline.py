@@ -42,6 +42,7 @@ from recorder.ffmpeg import FORMATS, Ffmpeg, Format, explain_os_error
 from recorder.spool import SpoolEntry, scan
 from recorder.wavfile import WavInfo, read_wav_info
 from schema.models import Account, AmiEvent, Call, CallEvent, Recording, utcnow
+from tracking.outbox import announce_recording
 from tracking.recording_names import parse_stem
 
 if TYPE_CHECKING:
@@ -490,6 +491,8 @@ class Recorder:
                 now=self._now(),
                 note=note,
             )
+            # in the same transaction: receivers hear of the recording if and only if it is archived
+            announce_recording(session, job.task.rec_id)
         self._step("committed", job)
         report.archived.append(key)
         if note:

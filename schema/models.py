@@ -465,3 +465,83 @@ class CallerLookup(Base):
     error: Mapped[str | None] = mapped_column(String(500))
     fetched_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(index=True)
+
+
+# --- webhooks: endpoints, the outbox, deliveries ---------------------------------------
+
+
+class WebhookEndpoint(Base):
+    """A receiver (a CRM, a script) that gets an account's events, signed with its secret."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    #: the event types it receives, comma-wrapped (",call.started,call.completed,") so one LIKE finds a type
+    events: Mapped[str] = mapped_column(String(400))
+    #: the signing secret (HMAC-SHA256 key); the database must hold it in clear to sign
+    secret: Mapped[str] = mapped_column(String(100))
+    #: after a rotation: the old secret, still signed with until previous_secret_until
+    previous_secret: Mapped[str | None] = mapped_column(String(100))
+    previous_secret_until: Mapped[dt.datetime | None]
+    description: Mapped[str | None] = mapped_column(String(200))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class OutboxEvent(Base):
+    """An event to announce, written in the same transaction as the change it announces.
+
+    The row names its subject (a call, a recording, a form lead); the delivery worker
+    renders the JSON body once (``body``, then frozen: every retry sends the same bytes)
+    and creates one delivery per subscribed endpoint (``dispatched_at``).
+    """
+
+    __tablename__ = "outbox_events"
+    __table_args__ = (Index("ix_outbox_events_pending", "dispatched_at", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    #: the id receivers de-duplicate on ("evt_" + 32 hex digits)
+    event_id: Mapped[str] = mapped_column(String(40), unique=True)
+    type: Mapped[str] = mapped_column(String(40))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    #: the subject; erasing it (privacy, retention) takes its events and deliveries along
+    call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
+    recording_id: Mapped[int | None] = mapped_column(ForeignKey("recordings.id", ondelete="CASCADE"), index=True)
+    #: one event per subject and kind ("call.completed:42"); None for events that may repeat (call.updated)
+    dedupe_key: Mapped[str | None] = mapped_column(String(100), unique=True)
+    #: what changed (call.updated)
+    detail: Mapped[dict[str, Any] | None]
+    occurred_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    dispatched_at: Mapped[dt.datetime | None]
+    #: the JSON body as sent, rendered once at dispatch
+    body: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookDelivery(Base):
+    """One event on its way to one endpoint: retried with backoff until delivered or dead."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("outbox_id", "endpoint_id"),
+        CheckConstraint("state IN ('pending', 'delivered', 'dead')", name="state"),
+        Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    outbox_id: Mapped[int] = mapped_column(ForeignKey("outbox_events.id", ondelete="CASCADE"), index=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: when it is due; while an attempt runs, the end of that attempt's claim
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    #: retries stop here and the delivery is dead (a day after it was created, or after a manual retry)
+    expires_at: Mapped[dt.datetime]
+    last_attempt_at: Mapped[dt.datetime | None]
+    #: the receiver's HTTP status of the last attempt (None: no answer)
+    last_status: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -30,6 +30,7 @@ import logging
 import os
 import re
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -446,7 +447,7 @@ _UPSERT_SQL = (
 # PostgreSQL: the same upsert, naming the recording file in the same statement (on the
 # insert path from the fresh id, on the conflict path from the existing row's id).
 _PG_UPSERT_SQL = (
-    "WITH n AS (SELECT nextval(pg_get_serial_sequence('calls', 'id')) AS id) "  # noqa: S608
+    "WITH n AS (SELECT nextval(pg_get_serial_sequence('calls', 'id')) AS id), c AS ("  # noqa: S608
     "INSERT INTO calls (id, system, linkedid, created_at, updated_at, recording_file, "
     + ", ".join(CALL_COLUMNS)
     + ") SELECT n.id, %(system)s, %(linkedid)s, %(now)s, %(now)s, "
@@ -455,8 +456,25 @@ _PG_UPSERT_SQL = (
     + " FROM n ON CONFLICT (system, linkedid) DO UPDATE SET updated_at = excluded.updated_at, "
     + ", ".join(f"{c} = COALESCE(calls.{c}, excluded.{c})" for c in CALL_COLUMNS)
     + ", recording_file = COALESCE(calls.recording_file, CASE WHEN %(recording_dir)s::text IS NULL THEN NULL "
-    "ELSE %(recording_dir)s::text || '/' || calls.id || '.wav' END) RETURNING id"
+    "ELSE %(recording_dir)s::text || '/' || calls.id || '.wav' END) RETURNING id, account_id, do_not_track), "
+    # call.started in the same statement (so the same transaction) as the row; see _ANNOUNCE_SQL
+    "ev AS (INSERT INTO outbox_events (event_id, type, account_id, call_id, dedupe_key, occurred_at) "
+    "SELECT %(event_id)s, 'call.started', c.account_id, c.id, 'call.started:' || c.id, %(now)s FROM c "
+    "WHERE c.account_id IS NOT NULL AND (c.do_not_track IS NULL OR NOT c.do_not_track) AND EXISTS ("
+    "SELECT 1 FROM webhook_endpoints e WHERE e.account_id = c.account_id AND e.enabled AND e.events LIKE %(started)s) "
+    "ON CONFLICT (dedupe_key) DO NOTHING) "
+    "SELECT id FROM c"
 )
+# The route's outbox event (tracking/outbox.py): call.started, once per call, for an account with an
+# enabled endpoint that takes it, never for a do-not-track caller; in the call row's transaction.
+_ANNOUNCE_SQL = (
+    "INSERT INTO outbox_events (event_id, type, account_id, call_id, dedupe_key, occurred_at) "
+    "SELECT :event_id, 'call.started', c.account_id, c.id, 'call.started:' || c.id, :now FROM calls c "
+    "WHERE c.id = :call_id AND c.account_id IS NOT NULL AND (c.do_not_track IS NULL OR NOT c.do_not_track) "
+    "AND EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.account_id = c.account_id AND e.enabled "
+    "AND e.events LIKE :started) ON CONFLICT (dedupe_key) DO NOTHING"
+)
+_STARTED_PATTERN = "%,call.started,%"
 _RECORDING_SQL = "UPDATE calls SET recording_file = :file WHERE id = :id AND recording_file IS NULL"
 _MARK_FALLBACK_SQL = (
     "UPDATE calls SET route_status = :status, dial = :dial, recording_file = :file, updated_at = :now WHERE id = :id"
@@ -659,6 +677,8 @@ class RouteStore:
         params["now"] = self._ts(now)
         if isinstance(params["started_at"], dt.datetime):
             params["started_at"] = self._ts(params["started_at"])
+        params["event_id"] = "evt_" + uuid.uuid4().hex
+        params["started"] = _STARTED_PATTERN
         conn = self.connection()
         cur = conn.cursor()
         if self.dialect == "postgresql":
@@ -677,6 +697,10 @@ class RouteStore:
             if recording_dir is not None or recording_file:
                 file = recording_file or os.path.join(str(recording_dir), f"{call_id}.wav")
                 cur.execute(self._q(_RECORDING_SQL), {"file": file, "id": call_id})
+            cur.execute(
+                _ANNOUNCE_SQL,
+                {"event_id": params["event_id"], "now": params["now"], "call_id": call_id, "started": _STARTED_PATTERN},
+            )
             cur.execute("COMMIT")
         except BaseException:
             try:
