@@ -94,7 +94,7 @@ class Guard:
         self.allow = parse_networks(allow)
         self.resolve = resolve or system_resolve
 
-    def check_address(self, host: str, address: str) -> None:
+    def check_address(self, host: str, address: str, literal: bool = False) -> None:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
         problem = kind(ip)
         if problem is None:
@@ -102,7 +102,7 @@ class Guard:
         check = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped else ip
         if any(check in network for network in self.allow):
             return
-        where = f"{host} resolves to {ip}" if host != str(ip) and host.strip("[]") != str(ip) else f"{ip} is"
+        where = f"{host.strip('[]')} is" if literal else f"{host} resolves to {address}"
         raise Refused(
             f"{where} ({problem} address): refused, as a request there could reach internal services; "
             "allow it in [webhooks] allow_networks if the receiver really lives there"
@@ -136,7 +136,10 @@ class Guard:
             literal = ipaddress.ip_address(host.strip("[]"))
         except ValueError:
             literal = None
-        found = [str(literal)] if literal is not None else list(self.resolve(host, port))
+        if literal is not None:
+            self.check_address(host, str(literal), literal=True)
+            return [str(literal)]
+        found = list(self.resolve(host, port))
         if not found:
             raise Refused(f"{host} does not resolve to any address")
         for address in found:

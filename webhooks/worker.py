@@ -31,8 +31,9 @@ from webhooks.sender import Sender
 
 logger = logging.getLogger(__name__)
 
-#: a claim holds a delivery this much longer than the send's timeout
-LEASE_MARGIN_SECONDS = 30.0
+#: a claim holds a delivery this much longer than the send's timeout (at least): a worker that died
+#: mid-send leaves deliveries that are due again this soon after
+LEASE_MARGIN_SECONDS = 5.0
 #: on stop, sends in flight get this long to finish
 STOP_GRACE_SECONDS = 5.0
 PURGE_EVERY_SECONDS = 3600.0
@@ -98,7 +99,7 @@ class Worker:
                     per_endpoint=cfg.per_endpoint,
                     in_flight=in_flight,
                     held=held,
-                    lease_seconds=cfg.timeout_seconds + LEASE_MARGIN_SECONDS,
+                    lease_seconds=cfg.timeout_seconds + max(LEASE_MARGIN_SECONDS, cfg.timeout_seconds),
                 )
             if cfg.keep_days and self.clock() - self._last_purge > PURGE_EVERY_SECONDS:
                 self._last_purge = self.clock()
