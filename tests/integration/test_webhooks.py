@@ -152,7 +152,9 @@ async def test_dead_after_the_retry_window_then_retried_by_hand(
         async with running(short, session_factory):
             await until(lambda: states(session_factory) == ["delivered"], "the retried delivery")
     assert crm.accepted == outbox_ids(session_factory) and crm.problems() == []
-    assert cli.fails("webhooks", "retry", str(failed[0]["id"])).output.endswith("was delivered already; nothing to retry\n")
+    assert cli.fails("webhooks", "retry", str(failed[0]["id"])).output.endswith(
+        "was delivered already; nothing to retry\n"
+    )
     assert "no delivery 999" in cli.fails("webhooks", "retry", "999").output
 
 
@@ -243,9 +245,7 @@ async def test_rotation_signs_with_both_secrets_during_the_overlap(
     assert "not a duration" in cli.fails("webhooks", "rotate-secret", str(endpoint), "--overlap", "soon").output
 
 
-async def test_the_test_command_sends_a_signed_sample_and_tells_a_failure(
-    cli: Cli, acme: None, tmp_path: Path
-) -> None:
+async def test_the_test_command_sends_a_signed_sample_and_tells_a_failure(cli: Cli, acme: None, tmp_path: Path) -> None:
     async with Receiver() as crm:
         endpoint, secret = add_endpoint(cli, crm.url)
         crm.secrets = [secret]
@@ -268,9 +268,10 @@ async def _in_thread(func: Callable[..., object], *args: str) -> object:
 
 
 def test_webhooks_cli_habits(cli: Cli, acme: None) -> None:
-    assert "unknown event type 'call.ended'" in cli.fails(
-        "webhooks", "add", "Acme", "http://127.0.0.1:9/x", "--events", "call.ended"
-    ).output
+    assert (
+        "unknown event type 'call.ended'"
+        in cli.fails("webhooks", "add", "Acme", "http://127.0.0.1:9/x", "--events", "call.ended").output
+    )
     assert "unknown account 'Nobody'" in cli.fails("webhooks", "add", "Nobody", "http://127.0.0.1:9/x").output
     endpoint, _ = add_endpoint(cli, "http://127.0.0.1:9/x", "--description", "HubSpot bridge")
     (row,) = json.loads(cli.ok("webhooks", "list", "--format", "json").output)

@@ -60,7 +60,9 @@ async def test_deliveries_survive_a_killed_serve_and_arrive_exactly_once(
             route(settings, linkedid)
         proc = start_serve(config, log)
         try:
-            await until(lambda: len({s.headers["calltrack-event-id"] for s in crm.seen}) == 3, "attempts at every event")
+            await until(
+                lambda: len({s.headers["calltrack-event-id"] for s in crm.seen}) == 3, "attempts at every event"
+            )
             proc.send_signal(signal.SIGKILL)  # dies with deliveries claimed and in flight
             await asyncio.to_thread(proc.wait, 30)
             # while it is down, calls go on: two more start, all five end
