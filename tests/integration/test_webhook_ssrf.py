@@ -151,7 +151,8 @@ async def test_a_name_that_resolves_inside_at_send_time_is_refused_before_connec
     route(settings, linkedid)
     # the loopback allowance is for 127.0.0.1 only; no name here may use it through DNS either
     guard = Guard(["127.0.0.2/32"], resolve=table(INTERNAL))
-    async with running(fast(settings, retry_hours=0.0003), session_factory, guard=guard):
+    # a generous timeout: the refusal comes before any connection, whatever the machine's load
+    async with running(fast(settings, retry_hours=0.0003, timeout_seconds=10), session_factory, guard=guard):
         await until(lambda: states(session_factory) == ["dead"], "the refused delivery to die")
     with session_factory() as s:
         delivery = s.scalars(select(WebhookDelivery)).one()
@@ -169,7 +170,7 @@ async def test_a_redirect_to_an_internal_address_is_not_followed(
         endpoint_for(session_factory, crm.url)
         ((linkedid, _),) = answered_calls(asterisk_traffic, 1)
         route(settings, linkedid)
-        async with running(fast(settings, retry_hours=0.0003), session_factory):
+        async with running(fast(settings, retry_hours=0.0003, timeout_seconds=10), session_factory):
             await until(lambda: states(session_factory) == ["dead"], "the redirected delivery to die")
         assert crm.seen and inside.seen == []
     with session_factory() as s:
