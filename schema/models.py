@@ -236,9 +236,10 @@ class Call(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     system: Mapped[str] = mapped_column(String(100))
-    linkedid: Mapped[str] = mapped_column(String(64))
+    #: as long as Asterisk makes them (AST_MAX_UNIQUEID: 149 characters, ";2" on a Local channel)
+    linkedid: Mapped[str] = mapped_column(String(152))
     #: uniqueid of the channel that ran the route (AGI, MixMonitor and Cdr use it)
-    uniqueid: Mapped[str | None] = mapped_column(String(64))
+    uniqueid: Mapped[str | None] = mapped_column(String(152))
     account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     tracking_number_id: Mapped[int | None] = mapped_column(ForeignKey("tracking_numbers.id", ondelete="SET NULL"))
     #: the dialled number as E.164 when it parses, else as Asterisk gave it
@@ -293,7 +294,7 @@ class CallLeg(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
-    uniqueid: Mapped[str] = mapped_column(String(64))
+    uniqueid: Mapped[str] = mapped_column(String(152))
     channel: Mapped[str] = mapped_column(String(200))
     #: inbound, agent, local
     role: Mapped[str | None] = mapped_column(String(16))
@@ -339,8 +340,8 @@ class AmiEvent(Base):
     #: arrival order within the system
     seq: Mapped[int] = mapped_column(BigInteger)
     event: Mapped[str] = mapped_column(String(64))
-    uniqueid: Mapped[str | None] = mapped_column(String(64))
-    linkedid: Mapped[str | None] = mapped_column(String(64))
+    uniqueid: Mapped[str | None] = mapped_column(String(152))
+    linkedid: Mapped[str | None] = mapped_column(String(152))
     received_at: Mapped[dt.datetime]
     #: every header of the event, in order
     payload: Mapped[dict[str, Any]]

@@ -56,8 +56,8 @@ _HHMM = re.compile(r"([01]?[0-9]|2[0-4]):([0-5][0-9])")
 # Column sizes of the calls table (PostgreSQL refuses longer values; peers may send anything).
 _LIMITS = {
     "system": 100,
-    "linkedid": 64,
-    "uniqueid": 64,
+    "linkedid": 152,
+    "uniqueid": 152,
     "tracking_number": 40,
     "caller_number": 64,
     "caller_name": 200,

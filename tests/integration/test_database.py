@@ -173,3 +173,39 @@ def test_an_ordinary_command_does_not_import_alembic(cli: Cli, database_url: str
     out = subprocess.run([sys.executable, "-c", probe, database_url], capture_output=True, text=True, check=True)
     # the migration check, phone numbers and the ORM each cost more than the listing itself
     assert out.stdout.strip().splitlines()[-1] == "False False False", out.stdout + out.stderr
+
+
+def test_channel_ids_migration_takes_the_longest_linkedid_asterisk_makes(engine: Engine) -> None:
+    """Issue 9, item 15: a custom ChannelId of 149 characters plus ";2" fits (PostgreSQL refused more than 64)."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory(str(migrate.MIGRATIONS))
+    (rev,) = [r for r in script.walk_revisions() if r.path.endswith("_channel_ids.py")]
+    cfg = migrate.alembic_config(engine)
+    command.downgrade(cfg, str(rev.down_revision))
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO calls (system, linkedid, created_at, updated_at) VALUES ('pbx1', '1795915078.0', :t, :t)"
+            ),
+            {"t": "2026-11-29 01:17:58"},
+        )
+    migrate.upgrade(engine)
+    longest = "c" * 149 + ";2"
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO calls (system, linkedid, uniqueid, created_at, updated_at) VALUES ('pbx1', :l, :l, :t, :t)"
+            ),
+            {"l": longest, "t": "2026-11-29 01:17:58"},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO ami_events (system, event_key, seq, event, uniqueid, linkedid, received_at, payload) "
+                "VALUES ('pbx1', 'k1', 1, 'Newchannel', :l, :l, :t, '{}')"
+            ),
+            {"l": longest, "t": "2026-11-29 01:17:58"},
+        )
+        rows = conn.execute(text("SELECT linkedid FROM calls ORDER BY id")).scalars().all()
+    assert rows == ["1795915078.0", longest]
+    migrate.check(engine)
