@@ -50,6 +50,9 @@ def revision_graph() -> dict[str, str | None]:
         rev, down = _REVISION.search(source), _DOWN.search(source)
         if rev is None or down is None:
             raise RuntimeError(f"{path.name}: no revision / down_revision line")
+        if rev.group(1) in graph:
+            # two branches that both added "the next" migration: renumber one to follow the other
+            raise RuntimeError(f"{path.name}: revision {rev.group(1)} is used by another migration too")
         graph[rev.group(1)] = down.group(2)
     return graph
 

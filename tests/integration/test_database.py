@@ -209,3 +209,23 @@ def test_channel_ids_migration_takes_the_longest_linkedid_asterisk_makes(engine:
         rows = conn.execute(text("SELECT linkedid FROM calls ORDER BY id")).scalars().all()
     assert rows == ["1795915078.0", longest]
     migrate.check(engine)
+
+
+def test_the_migrations_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One linear history: every revision but the first comes down from exactly one other, and two
+    branches that both added "the next" migration (same revision id) are refused, not merged."""
+    graph = migrate.revision_graph()
+    downs = [d for d in graph.values() if d]
+    assert sorted(downs) == sorted(set(downs)) and len(downs) == len(graph) - 1
+    for path in sorted(migrate.VERSIONS.glob("*.py")):
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    last = sorted(tmp_path.glob("*.py"))[-1]
+    (tmp_path / f"{last.stem}_twin.py").write_bytes(last.read_bytes())
+    monkeypatch.setattr(migrate, "VERSIONS", tmp_path)
+    migrate.revision_graph.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match="is used by another migration too"):
+            migrate.revision_graph()
+    finally:
+        monkeypatch.undo()
+        migrate.revision_graph.cache_clear()

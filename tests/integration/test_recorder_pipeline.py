@@ -172,9 +172,10 @@ def test_failed_attempts_wait_with_backoff(
     (cfg.recorder.spool_dir / "1.wav").write_bytes(b"")
     age(cfg.recorder.spool_dir / "1.wav", 3600)
     start = utcnow()
-
-    Recorder(cfg, session_factory).run_pass()
-    assert Recorder(cfg, session_factory).due()[0] == []  # waiting for its retry
+    # every pass reads the test's clock: a first pass that takes a while on a loaded machine
+    # must not move its retry past the second pass
+    Recorder(cfg, session_factory, clock=lambda: start).run_pass()
+    assert Recorder(cfg, session_factory, clock=lambda: start + dt.timedelta(seconds=59)).due()[0] == []  # waiting
     later = Recorder(cfg, session_factory, clock=lambda: start + dt.timedelta(seconds=61))
     later.run_pass()
 

@@ -4,8 +4,8 @@ Asterisk allows a uniqueid of AST_MAX_PUBLIC_UNIQUEID (149) characters, any text
 Originate ChannelId, or "<system name>-<epoch>.<n>" with a system name up to 127 characters),
 plus ";2" on a Local channel's second half.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
