@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -62,6 +63,8 @@ class Account(Base):
     #: per-account retention windows; None means the settings' default
     retention_days: Mapped[int | None]
     recording_retention_days: Mapped[int | None]
+    #: transcribe this account's recordings (when [transcription] is enabled)
+    transcription: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     sources: Mapped[list[Source]] = relationship(back_populates="account", cascade="all, delete-orphan")
@@ -545,4 +548,124 @@ class WebhookDelivery(Base):
     last_status: Mapped[int | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     delivered_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+# --- conversation intelligence: transcripts, lead rules, outcomes, spam ----------------------
+
+
+class Transcript(Base):
+    """The transcript of one archived recording; while not done, its place in the transcriber's queue.
+
+    ``text`` is the whole transcript after redaction (what search reads); ``redactions`` lists what
+    was masked (kind, speaker, start, end; never the digits).
+    """
+
+    __tablename__ = "transcripts"
+    __table_args__ = (
+        CheckConstraint("state IN ('pending', 'done', 'failed', 'skipped')", name="state"),
+        UniqueConstraint("recording_id"),
+        Index("ix_transcripts_due", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    recording_id: Mapped[int] = mapped_column(ForeignKey("recordings.id", ondelete="CASCADE"))
+    call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    #: pending (queued, or waiting for a retry), done, failed (for good), skipped (not to be transcribed)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[dt.datetime | None]
+    model: Mapped[str | None] = mapped_column(String(200))
+    language: Mapped[str | None] = mapped_column(String(16))
+    #: 1 (mono: one speaker) or 2 (caller and agent)
+    channels: Mapped[int | None]
+    text: Mapped[str | None] = mapped_column(Text)
+    redactions: Mapped[list[Any] | None]
+    #: audio seconds transcribed
+    seconds: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    transcribed_at: Mapped[dt.datetime | None]
+
+    segments: Mapped[list[TranscriptSegment]] = relationship(
+        back_populates="transcript", cascade="all, delete-orphan", order_by="TranscriptSegment.start"
+    )
+
+
+class TranscriptSegment(Base):
+    """A stretch of speech: who said it (caller, agent, or mono when one channel holds both), when, what."""
+
+    __tablename__ = "transcript_segments"
+    __table_args__ = (CheckConstraint("speaker IN ('caller', 'agent', 'mono')", name="speaker"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    transcript_id: Mapped[int] = mapped_column(ForeignKey("transcripts.id", ondelete="CASCADE"), index=True)
+    speaker: Mapped[str] = mapped_column(String(8))
+    start: Mapped[float] = mapped_column(Float)
+    end: Mapped[float] = mapped_column(Float)
+    text: Mapped[str] = mapped_column(Text)
+
+    transcript: Mapped[Transcript] = relationship(back_populates="segments")
+
+
+class LeadRule(Base):
+    """An account's rule: when a call matches ``condition``, do ``action`` (both in the rule syntax)."""
+
+    __tablename__ = "lead_rules"
+    __table_args__ = (UniqueConstraint("account_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    condition: Mapped[str] = mapped_column(Text)
+    action: Mapped[str] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class CallOutcome(Base):
+    """What lead rules and spam signals made of a call: lead, score, value, spam."""
+
+    __tablename__ = "call_outcomes"
+    __table_args__ = (CheckConstraint("lead IN ('qualified', 'not-lead')", name="lead"),)
+
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True)
+    #: qualified, not-lead, or None (no rule said)
+    lead: Mapped[str | None] = mapped_column(String(16))
+    score: Mapped[int] = mapped_column(Integer, default=0)
+    value: Mapped[float | None] = mapped_column(Float)
+    spam: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: the signals that flagged it, in words
+    spam_reason: Mapped[str | None] = mapped_column(String(500))
+    #: a person cleared the flag: signals do not set it again
+    spam_cleared_at: Mapped[dt.datetime | None]
+    #: when the rules last ran on the call
+    rules_at: Mapped[dt.datetime | None]
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class CallTag(Base):
+    """A tag on a call, by a rule (rule_id) or by hand."""
+
+    __tablename__ = "call_tags"
+    __table_args__ = (UniqueConstraint("call_id", "tag"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"))
+    tag: Mapped[str] = mapped_column(String(100))
+    rule_id: Mapped[int | None] = mapped_column(ForeignKey("lead_rules.id", ondelete="SET NULL"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class SpamNumber(Base):
+    """A known spam caller (imported from CSV); account None applies to every account."""
+
+    __tablename__ = "spam_numbers"
+    __table_args__ = (UniqueConstraint("account_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    number: Mapped[str] = mapped_column(String(64), index=True)
+    reason: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
