@@ -39,8 +39,12 @@ def sqlite_path(url: str) -> Path | None:
     return Path(database).expanduser()
 
 
-def make_engine(url: str, *, connect_timeout: float = 5.0, echo: bool = False) -> Engine:
-    """An engine for *url*.  Nothing is created on disk before the first connection (the caller decides)."""
+def make_engine(url: str, *, connect_timeout: float = 5.0, echo: bool = False, pre_ping: bool = True) -> Engine:
+    """An engine for *url*.  Nothing is created on disk before the first connection (the caller decides).
+
+    *pre_ping* (PostgreSQL): test each pooled connection with a round trip when it is checked out.
+    A hot path that retries once on a dead connection instead (the DNI API) turns it off.
+    """
     parsed = make_url(url)
     kwargs: dict[str, Any] = {"echo": echo, "future": True}
     if parsed.get_backend_name() == "sqlite":
@@ -52,7 +56,7 @@ def make_engine(url: str, *, connect_timeout: float = 5.0, echo: bool = False) -
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         kwargs["connect_args"] = {"connect_timeout": max(int(connect_timeout), 1)}
-        kwargs["pool_pre_ping"] = True
+        kwargs["pool_pre_ping"] = pre_ping
     return create_engine(parsed, **kwargs)
 
 

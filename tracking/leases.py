@@ -7,10 +7,20 @@ lease's end to now + the pool's hold time.  When every number is taken the pool
 answers its overflow number and counts the event, so ``calltrack pools status``
 can say the pool is too small.
 
-Never two live leases on one number: every change to a pool's leases happens
-under a lock taken *before* the clock is read: ``SELECT ... FOR UPDATE`` of the
-pool row on PostgreSQL, an immediate transaction (``BEGIN IMMEDIATE``, one writer
-at a time) on SQLite.  :func:`find_double_leases` checks the result.
+Never two live leases on one number.  The number's own row is the lock, so
+visitors of one pool do not wait for each other:
+
+- PostgreSQL: one statement picks the least recently used free number with
+  ``FOR UPDATE SKIP LOCKED`` (a number another transaction is leasing right now
+  is skipped, not waited for), moves its ``last_leased_at`` to the lease's end,
+  inserts the lease and returns the number.  A heartbeat locks its number's row
+  (``FOR UPDATE``) before it reads the clock, and extends only the number's
+  latest lease.  The pool row is written only by an overflow and when the peak
+  grows.
+- SQLite: an immediate transaction (``BEGIN IMMEDIATE``, one writer at a time)
+  started by :func:`begin_write`.
+
+:func:`find_double_leases` checks the result.
 
 What a call is attributed to is read back by :mod:`tracking.attribution`.
 """
@@ -24,10 +34,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, Integer, String, Table, and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session, aliased
 
 from schema.models import Account, NumberPool, PoolLease, Source, TrackingNumber, VisitorSession, utcnow
+from schema.types import UTCDateTime
 from tracking.accounts import get_account
 from tracking.pools import pool_sizes
 
@@ -55,7 +66,7 @@ def begin_write(conn: Connection) -> None:
     On SQLite this is ``BEGIN IMMEDIATE``: the write lock is taken now, so two
     processes cannot both read a number as free and then both lease it.  It must
     come before anything else in the transaction.  On PostgreSQL it does nothing;
-    :func:`lock_pool` takes the row lock.
+    the number's row lock is taken by :func:`lease_number` and :func:`extend`.
     """
     if conn.dialect.name != "sqlite":
         return
@@ -98,13 +109,99 @@ _LIVE_IN_POOL = select(func.count()).where(
 )
 _SET_PEAK = update(_pools).where(_pools.c.id == bindparam("pool_id")).values(peak_leases=bindparam("peak"))
 _SESSION_LEASE = (
-    select(_leases.c.id, _leases.c.pool_id, _leases.c.number_id, _leases.c.expires_at, _numbers.c.number)
+    select(
+        _leases.c.id,
+        _leases.c.pool_id,
+        _leases.c.number_id,
+        _leases.c.expires_at,
+        _numbers.c.number,
+        _numbers.c.last_leased_at,
+    )
     .join(_numbers, _numbers.c.id == _leases.c.number_id)
     .where(_leases.c.session_id == bindparam("visit_id"))
     .order_by(_leases.c.leased_at.desc(), _leases.c.id.desc())
     .limit(1)
 )
 _SET_LEASE_END = update(_leases).where(_leases.c.id == bindparam("lease_id")).values(expires_at=bindparam("until"))
+
+
+# PostgreSQL: the whole lease in one round trip.  The free number is locked with SKIP LOCKED, so a
+# number that another transaction is leasing is passed over instead of waited for; READ COMMITTED
+# re-checks the WHERE clause on a row that changed since the statement's snapshot, so a number
+# leased and committed meanwhile is never taken twice.  ``live`` counts the pool's other live
+# leases (as committed) plus this one, for the pool's peak.
+_PG_LEASE = (
+    text(
+        """
+WITH pool AS (
+    SELECT id, hold_minutes, peak_leases FROM number_pools WHERE id = :pool_id
+), free AS (
+    SELECT n.id FROM tracking_numbers n
+    WHERE n.pool_id = :pool_id AND n.status = 'active'
+      AND (n.last_leased_at IS NULL OR n.last_leased_at <= :now)
+    ORDER BY n.last_leased_at ASC NULLS FIRST, n.id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), took AS (
+    UPDATE tracking_numbers n SET last_leased_at = :now + make_interval(mins => pool.hold_minutes)
+    FROM free, pool WHERE n.id = free.id
+    RETURNING n.id, n.number, n.last_leased_at
+), lease AS (
+    INSERT INTO pool_leases (pool_id, number_id, session_id, leased_at, expires_at)
+    SELECT :pool_id, took.id, :visit_id, :now, took.last_leased_at FROM took
+    RETURNING id
+)
+SELECT took.id AS number_id, took.number, took.last_leased_at AS expires_at, lease.id AS lease_id,
+       pool.peak_leases,
+       (SELECT count(*) FROM tracking_numbers c
+        WHERE c.pool_id = :pool_id AND c.last_leased_at > :now) + 1 AS live
+FROM took, lease, pool
+"""
+    )
+    .bindparams(bindparam("now", type_=UTCDateTime()))
+    .columns(
+        number_id=Integer(),
+        number=String(),
+        expires_at=UTCDateTime(),
+        lease_id=Integer(),
+        peak_leases=Integer(),
+        live=Integer(),
+    )
+)
+# A full pool: counted, and the peak is at least what is live now (every number, unless one is
+# being leased this moment).  This locks the pool row until the commit that follows at once.
+_PG_OVERFLOW = text(
+    """
+UPDATE number_pools SET overflow_count = overflow_count + 1,
+    peak_leases = GREATEST(peak_leases, (SELECT count(*) FROM tracking_numbers c
+                                         WHERE c.pool_id = :pool_id AND c.last_leased_at > :now))
+WHERE id = :pool_id
+"""
+).bindparams(bindparam("now", type_=UTCDateTime()))
+# Only when the peak grows, so the pool row stays unlocked in the usual case.
+_PG_RAISE_PEAK = text("UPDATE number_pools SET peak_leases = :peak WHERE id = :pool_id AND peak_leases < :peak")
+# The session's latest lease, its number's row locked (before the clock is read), and the number's
+# latest lease end: a lease is extended only while it is its number's latest.
+_PG_SESSION_LEASE = text(
+    """
+SELECT l.id, l.pool_id, l.number_id, l.expires_at, n.number, n.last_leased_at, p.hold_minutes
+FROM pool_leases l
+JOIN tracking_numbers n ON n.id = l.number_id
+JOIN number_pools p ON p.id = l.pool_id
+WHERE l.session_id = :visit_id
+ORDER BY l.leased_at DESC, l.id DESC
+LIMIT 1
+FOR UPDATE OF n
+"""
+).columns(
+    id=Integer(),
+    pool_id=Integer(),
+    number_id=Integer(),
+    expires_at=UTCDateTime(),
+    number=String(),
+    last_leased_at=UTCDateTime(),
+    hold_minutes=Integer(),
+)
 
 
 @dataclass(frozen=True)
@@ -117,7 +214,10 @@ class PoolRow:
 
 
 def lock_pool(conn: Connection, pool_id: int) -> PoolRow | None:
-    """The pool row, locked until the transaction ends (PostgreSQL; SQLite holds its write lock already)."""
+    """The pool row; on PostgreSQL locked until the transaction ends (SQLite holds its write lock already).
+
+    The lease paths call it on SQLite only: on PostgreSQL the number's row is the lock.
+    """
     row = conn.execute(_LOCK_POOL, {"pool_id": pool_id}).first()
     return PoolRow(*row) if row is not None else None
 
@@ -125,23 +225,20 @@ def lock_pool(conn: Connection, pool_id: int) -> PoolRow | None:
 def lease_number(conn: Connection, pool_id: int, visit_id: int, clock: Clock = utcnow) -> Lease:
     """Lease the pool's least recently used free number to visitor session *visit_id*.
 
-    Call inside a transaction started with :func:`begin_write`.  The clock is
-    read after the lock is held.  When the pool is full the overflow is counted
-    and the Lease has ``overflow`` set and no number: the caller shows the
-    pool's overflow number.
+    Call inside a transaction started with :func:`begin_write`.  When the pool
+    is full the overflow is counted and the Lease has ``overflow`` set and no
+    number: the caller shows the pool's overflow number.
     """
-    pool = None
-    if conn.dialect.name != "sqlite":  # SQLite: begin_write() holds the database's write lock already
-        pool = lock_pool(conn, pool_id)
-        if pool is None:
-            return Lease(None, None, None, None, overflow=True)
+    if conn.dialect.name == "postgresql":
+        return _pg_lease_number(conn, pool_id, visit_id, clock)
+    # SQLite: begin_write() holds the database's write lock already, so the clock is read under it
     now = clock()
     free = conn.execute(_FREE_NUMBER, {"pool_id": pool_id, "now": now}).first()
     if free is None:
         conn.execute(_COUNT_OVERFLOW, {"pool_id": pool_id})
         logger.debug("pool %s exhausted: overflow number shown", pool_id)
         return Lease(None, None, None, None, overflow=True)
-    pool = pool or lock_pool(conn, pool_id)
+    pool = lock_pool(conn, pool_id)
     if pool is None:
         return Lease(None, None, None, None, overflow=True)
     number_id, e164 = free
@@ -158,6 +255,18 @@ def lease_number(conn: Connection, pool_id: int, visit_id: int, clock: Clock = u
     return Lease(e164, number_id, lease_id, expires)
 
 
+def _pg_lease_number(conn: Connection, pool_id: int, visit_id: int, clock: Clock) -> Lease:
+    now = clock()
+    row = conn.execute(_PG_LEASE, {"pool_id": pool_id, "visit_id": visit_id, "now": now}).first()
+    if row is None:
+        conn.execute(_PG_OVERFLOW, {"pool_id": pool_id, "now": now})
+        logger.debug("pool %s exhausted: overflow number shown", pool_id)
+        return Lease(None, None, None, None, overflow=True)
+    if row.live > row.peak_leases:
+        conn.execute(_PG_RAISE_PEAK, {"pool_id": pool_id, "peak": row.live})
+    return Lease(row.number, row.number_id, row.lease_id, row.expires_at)
+
+
 def extend(conn: Connection, visit_id: int, clock: Clock = utcnow) -> Lease | None:
     """Move the session's live lease to end a hold time from now.
 
@@ -165,20 +274,33 @@ def extend(conn: Connection, visit_id: int, clock: Clock = utcnow) -> Lease | No
     has already ended: an ended lease is not revived, its number may be someone
     else's by now.  Call inside a transaction started with :func:`begin_write`.
     """
+    if conn.dialect.name == "postgresql":
+        return _pg_extend(conn, visit_id, clock)
     latest = conn.execute(_SESSION_LEASE, {"visit_id": visit_id}).first()
     if latest is None:
         return None
-    pool = lock_pool(conn, latest.pool_id)
+    pool = lock_pool(conn, latest.pool_id)  # SQLite: begin_write() holds the write lock already
     if pool is None:
         return None
     now = clock()
-    # read again under the lock: the lease may have ended while we waited for it
-    latest = conn.execute(_SESSION_LEASE, {"visit_id": visit_id}).first()
-    if latest is None:
-        return None
-    if latest.expires_at <= now:
+    if latest.expires_at <= now or latest.last_leased_at != latest.expires_at:
         return Lease(latest.number, latest.number_id, latest.id, latest.expires_at, ended=True)
     expires = max(latest.expires_at, now + dt.timedelta(minutes=pool.hold_minutes))
+    if expires > latest.expires_at:
+        conn.execute(_SET_LEASE_END, {"lease_id": latest.id, "until": expires})
+        conn.execute(_SET_NUMBER_END, {"number_id": latest.number_id, "until": expires})
+    return Lease(latest.number, latest.number_id, latest.id, expires)
+
+
+def _pg_extend(conn: Connection, visit_id: int, clock: Clock) -> Lease | None:
+    latest = conn.execute(_PG_SESSION_LEASE, {"visit_id": visit_id}).first()  # locks the number's row
+    if latest is None:
+        return None
+    now = clock()
+    # A later lease of the number (by a process whose clock runs ahead) has ended this one too.
+    if latest.expires_at <= now or latest.last_leased_at != latest.expires_at:
+        return Lease(latest.number, latest.number_id, latest.id, latest.expires_at, ended=True)
+    expires = max(latest.expires_at, now + dt.timedelta(minutes=latest.hold_minutes))
     if expires > latest.expires_at:
         conn.execute(_SET_LEASE_END, {"lease_id": latest.id, "until": expires})
         conn.execute(_SET_NUMBER_END, {"number_id": latest.number_id, "until": expires})

@@ -272,7 +272,16 @@ def create_app(
     """
     own_engine = engine is None
     if engine is None:
-        engine = make_engine(settings.database_url, connect_timeout=settings.database.connect_timeout)
+        engine = make_engine(settings.database_url, connect_timeout=settings.database.connect_timeout, pre_ping=False)
+    elif engine.dialect.name == "postgresql":
+        # The DNI API's own pool, without a round trip per checkout (the shared engine pings):
+        # a request runs once more when its connection turns out dead (web/dni.py).
+        engine = make_engine(
+            engine.url.render_as_string(hide_password=False),
+            connect_timeout=settings.database.connect_timeout,
+            pre_ping=False,
+        )
+        own_engine = True
     handlers = DniApi(settings, engine, clock=clock, cache_seconds=cache_seconds, sqlite_inline=sqlite_inline)
     routes = [
         Route("/dni.js", handlers.dni_js, methods=["GET", "HEAD"]),

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from sqlalchemy import Connection, Engine, Table, bindparam, insert, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from config import Settings
@@ -202,8 +203,8 @@ class Dni:
         rule = classify(info.rules, visit)
         if self.write_lock is not None:
             with self.write_lock:
-                return self._start(info, view, visit, rule)
-        return self._start(info, view, visit, rule)
+                return _once_more_if_disconnected(self._start, info, view, visit, rule)
+        return _once_more_if_disconnected(self._start, info, view, visit, rule)
 
     def _start(self, info: AccountInfo, view: PageView, visit: Visit, rule: Rule | None) -> Answer:
         settings = self.settings.web
@@ -278,8 +279,8 @@ class Dni:
         """
         if self.write_lock is not None:
             with self.write_lock:
-                return self._heartbeat(info, session_key)
-        return self._heartbeat(info, session_key)
+                return _once_more_if_disconnected(self._heartbeat, info, session_key)
+        return _once_more_if_disconnected(self._heartbeat, info, session_key)
 
     def _heartbeat(self, info: AccountInfo, session_key: str) -> Answer:
         with self.engine.connect() as conn:
@@ -302,6 +303,21 @@ class Dni:
                 number = self._source_number(info, row.source_id)
             conn.execute(_SEEN, {"visit_id": row.id, "now": self.clock()})
             return self._commit(conn, self._answer(info, row, number, expires))
+
+
+def _once_more_if_disconnected(func: Callable[..., Answer], *args: object) -> Answer:
+    """Run *func*; once more when its pooled connection turned out dead (the engine checks none on checkout).
+
+    The pool has discarded the dead connection by then, so the second run gets a fresh one.
+    Nothing was committed: the transaction died with its connection.
+    """
+    try:
+        return func(*args)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        logger.warning("database connection lost; the request runs again on a new one: %s", exc.orig)
+        return func(*args)
 
 
 _sessions = cast(Table, VisitorSession.__table__)

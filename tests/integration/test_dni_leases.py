@@ -2,7 +2,7 @@
 
 Each worker thread has its own database connection and no in-process lock
 (``write_lock=None``), so only the database's locking (BEGIN IMMEDIATE on SQLite,
-SELECT ... FOR UPDATE on PostgreSQL) keeps two sessions off one number.
+the number row's lock on PostgreSQL) keeps two sessions off one number.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, func, select
+from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from config import Settings
@@ -95,7 +95,7 @@ def counts(factory: sessionmaker[Session]) -> tuple[int, int, int]:
         return leases, pool.overflow_count, pool.peak_leases
 
 
-FOR_UPDATE = "SELECT ... FOR UPDATE of the pool row: two web workers never lease one number (tracking/leases.py)"
+FOR_UPDATE = "FOR UPDATE SKIP LOCKED of the free number and FOR UPDATE of a heartbeat's number: two web workers never lease one number (tracking/leases.py)"
 
 
 @pytest.mark.postgresql_protection(FOR_UPDATE)
@@ -165,7 +165,7 @@ def test_a_heartbeat_and_a_new_visit_racing_for_one_number_never_share_it(
     database_url: str, session_factory: sessionmaker[Session], settings: Settings
 ) -> None:
     """The heartbeat reads its lease before it writes, so only the lock taken at its start
-    (BEGIN IMMEDIATE on SQLite, FOR UPDATE of the pool row on PostgreSQL) keeps a new visit
+    (BEGIN IMMEDIATE on SQLite, FOR UPDATE of its number's row on PostgreSQL) keeps a new visit
     from leasing the number in between.
 
     The interleaving is forced, not hoped for: the heartbeat's clock is read after its reads,
@@ -234,3 +234,68 @@ def test_a_heartbeat_and_a_new_visit_racing_for_one_number_never_share_it(
     assert newcomer.number == OVERFLOW, "the new visit got the number the heartbeat kept"
     with session_factory() as s:
         assert find_double_leases(s) == []
+
+
+def one_number_site(session_factory: sessionmaker[Session], settings: Settings) -> str:
+    with session_factory.begin() as s:
+        account = add_account(s, "Solo")
+        add_source(s, "Solo", "Ads")
+        create_pool(s, settings, "one", "Solo", 30, source="Ads", overflow=OVERFLOW)
+        add_numbers(s, settings, "one", "Solo", POOL[:1], "PJSIP/1")
+        add_site(s, "Solo", SITE)
+        add_rule(s, "Solo", "default", "", "Ads")
+        return account.public_key
+
+
+def test_a_heartbeat_from_a_clock_behind_never_extends_a_lease_whose_number_was_leased_since(
+    engine: Engine, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    """Two web workers whose clocks disagree by two minutes: the one ahead sees the holder's lease
+    ended and leases the number to a new visit; the holder's heartbeat, by the clock behind, still
+    thinks its lease is live.  It must end, not extend, the holder's lease."""
+    key = one_number_site(session_factory, settings)
+    info = AccountCache(session_factory).get(key)
+    assert info is not None
+    start = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
+    behind = Dni(settings, engine, lambda: start + dt.timedelta(minutes=29), write_lock=None)
+    ahead = Dni(settings, engine, lambda: start + dt.timedelta(minutes=31), write_lock=None)
+    holder = Dni(settings, engine, lambda: start, write_lock=None).start(info, PageView(key, None, f"{SITE}/", ""))
+    assert holder.number == POOL[0]
+    newcomer = ahead.start(info, PageView(key, None, f"{SITE}/?new=1", ""))
+    assert newcomer.number == POOL[0]  # the holder's lease ended at 12:30 by this clock
+    with pytest.raises(SessionEnded):
+        behind.heartbeat(info, holder.session or "")
+    assert ahead.heartbeat(info, newcomer.session or "").number == POOL[0]
+    with session_factory() as s:
+        assert find_double_leases(s) == []
+
+
+def test_a_request_on_a_dead_database_connection_runs_again_on_a_new_one(
+    database_url: str, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    """The DNI API's engine checks no connection on checkout (no round trip per request); when the
+    server has dropped a pooled connection, the request runs once more and the visitor gets a number."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has no server to drop a connection")
+    key = one_number_site(session_factory, settings)
+    info = AccountCache(session_factory).get(key)
+    assert info is not None
+    dni_engine = make_engine(database_url, pre_ping=False)
+    try:
+        dni = Dni(settings, dni_engine, write_lock=None)
+        first = dni.start(info, PageView(key, None, f"{SITE}/", ""))
+        assert first.number == POOL[0]
+        with session_factory() as s:  # the server ends every other connection to this database
+            s.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        assert dni.heartbeat(info, first.session or "").number == POOL[0]
+        second = dni.start(info, PageView(key, None, f"{SITE}/?again=1", ""))
+        assert second.number == OVERFLOW and second.session
+    finally:
+        dni_engine.dispose()
+    with session_factory() as s:
+        assert s.scalar(select(func.count()).select_from(VisitorSession)) == 2
