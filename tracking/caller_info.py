@@ -2,23 +2,18 @@
 
 Everything here is offline (the ``phonenumbers`` geocoder and carrier data
 shipped with the library); the caller ID name (CNAM) is kept as Asterisk
-delivered it, by the AMI listener.  First-time versus repeat caller is counted
-per account: a caller is a repeat caller when an earlier call to the same
-account came from the same number.
+delivered it, by the AMI listener.  First-time versus repeat caller is decided
+by the writers themselves (the route in tracking/routing.py, the listener in
+ami_listener/sink.py), per account.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from typing import NamedTuple
 
 import phonenumbers
 from phonenumbers import PhoneNumberType, carrier, geocoder
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from schema.models import Call
 
 logger = logging.getLogger(__name__)
 
@@ -80,22 +75,3 @@ def describe_number(number: str | None, region: str = "US") -> CallerInfo:
     line_type = _LINE_TYPES.get(phonenumbers.number_type(parsed))
     carrier_name = carrier.name_for_number(parsed, "en") or None
     return CallerInfo(location, country if country and country != "ZZ" else None, line_type, carrier_name)
-
-
-def is_first_time(
-    session: Session,
-    account_id: int | None,
-    caller_number: str,
-    started_at: dt.datetime,
-    call_id: int | None = None,
-) -> bool:
-    """True when no earlier call to the account came from *caller_number*.
-
-    Calls not yet attributed to an account (``account_id`` None) are compared
-    with the other unattributed calls.
-    """
-    query = select(Call.id).where(Call.caller_number == caller_number, Call.started_at < started_at).limit(1)
-    query = query.where(Call.account_id.is_(None) if account_id is None else Call.account_id == account_id)
-    if call_id is not None:
-        query = query.where(Call.id != call_id)
-    return session.scalar(query) is None
