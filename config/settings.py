@@ -191,6 +191,19 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class DashboardSettings:
+    #: a signed-in session ends after this many minutes without a request
+    idle_minutes: int = 30
+    #: and this many hours after sign-in, whatever happens
+    absolute_hours: int = 12
+    #: failed sign-ins allowed per username within signin_window_minutes, then refused until the window passes
+    signin_attempts_per_user: int = 5
+    #: failed sign-ins allowed per client address within signin_window_minutes
+    signin_attempts_per_address: int = 20
+    signin_window_minutes: int = 15
+
+
+@dataclass(frozen=True)
 class PrivacySettings:
     #: days calls and sessions are kept when an account sets nothing; 0 keeps them
     retention_days: int = 0
@@ -274,6 +287,7 @@ class Settings:
     ami: AmiSettings = field(default_factory=AmiSettings)
     recorder: RecorderSettings = field(default_factory=RecorderSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    dashboard: DashboardSettings = field(default_factory=DashboardSettings)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     asterisk: AsteriskSettings = field(default_factory=AsteriskSettings)
     lookup: LookupSettings = field(default_factory=LookupSettings)
@@ -416,6 +430,15 @@ def _validate(settings: Settings) -> None:
     for key in ("timeout_seconds", "ttl_days", "retry_minutes", "recent_minutes", "poll_seconds"):
         if getattr(lookup, key) <= 0:
             raise ConfigError(src, f"lookup.{key}", "must be a positive number")
+    for key in (
+        "idle_minutes",
+        "absolute_hours",
+        "signin_attempts_per_user",
+        "signin_attempts_per_address",
+        "signin_window_minutes",
+    ):
+        if getattr(settings.dashboard, key) <= 0:
+            raise ConfigError(src, f"dashboard.{key}", "must be a positive number")
     if settings.recorder.format not in ("mp3", "opus", "flac"):
         raise ConfigError(src, "recorder.format", f"must be mp3, opus or flac, not {settings.recorder.format!r}")
     if settings.web.attribution not in ("first-touch", "last-touch"):

@@ -422,11 +422,55 @@ class User(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(100), unique=True)
     password_hash: Mapped[str] = mapped_column(String(300))
-    #: admin sees every account; viewer only account_id
-    role: Mapped[str] = mapped_column(String(16), default="viewer")
+    #: admin (every account, users, audit log), manager (the accounts granted, and their members),
+    #: member (the accounts granted: read, listen, qualify); see tracking/users.py
+    role: Mapped[str] = mapped_column(String(16), default="member")
+    #: unused by the dashboard (grants are in user_accounts); removing an account removes such users
     account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    password_changed_at: Mapped[dt.datetime | None]
+
+
+class UserAccount(Base):
+    """An account a manager or member may see."""
+
+    __tablename__ = "user_accounts"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True, index=True)
+    granted_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class WebSession(Base):
+    """A signed-in dashboard session; the cookie holds the token, the row only its hash."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: sha256 of the cookie's token (a stolen database does not sign anyone in)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    #: the token every form and state-changing request must carry
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    address: Mapped[str | None] = mapped_column(String(64))
+
+
+class CallQualification(Base):
+    """What a person said about a call: a lead or not, its value, tags, a note."""
+
+    __tablename__ = "call_qualifications"
+
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True)
+    lead: Mapped[bool | None]
+    value: Mapped[float | None] = mapped_column(Float)
+    #: comma-separated
+    tags: Mapped[str | None] = mapped_column(String(500))
+    note: Mapped[str | None] = mapped_column(Text)
+    updated_by: Mapped[str] = mapped_column(String(100))
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class AuditEntry(Base):

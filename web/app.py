@@ -27,12 +27,13 @@ from sqlalchemy.exc import OperationalError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from config import Settings
 from schema.db import make_engine, make_session_factory
 from schema.models import utcnow
 from web import api
+from web.dashboard.app import create_dashboard
 from web.dni import AccountCache, AccountInfo, Answer, Dni, PageView, SessionEnded
 from web.net import ProxyPolicy, parse_networks, truncate
 from web.ratelimit import RateLimiter
@@ -290,6 +291,7 @@ def create_app(
         Route("/dni/v1/session", handlers.preflight, methods=["OPTIONS"]),
         Route("/dni/v1/heartbeat", handlers.preflight, methods=["OPTIONS"]),
         Route("/healthz", handlers.health, methods=["GET"]),
+        Mount("/dashboard", app=create_dashboard(settings, engine, clock=clock)),
     ]
 
     @contextlib.asynccontextmanager

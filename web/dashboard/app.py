@@ -1,0 +1,77 @@
+"""The dashboard's routes, as a Starlette application mounted by ``web.app`` under ``/dashboard``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import Engine
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from config import Settings
+from schema.models import utcnow
+from web.dashboard import views_auth
+from web.dashboard.core import HERE, BadInput, Dashboard, Denied, Forbidden, Signin, json_response
+from web.dashboard.security import SecurityHeaders
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[Dashboard, Request], Awaitable[Response]]
+
+
+def _machine(request: Request) -> bool:
+    """JSON, CSV, recordings and event streams answer 401/403/404 as such, never a page."""
+    path = request.url.path
+    return path.endswith((".json", ".csv")) or "/recordings/" in path or path.endswith("/events")
+
+
+def wrap(board: Dashboard, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(board, request)
+        except Signin:
+            if _machine(request):
+                return json_response({"error": "sign in first"}, 401)
+            return board.to_signin(request)
+        except Denied:
+            if _machine(request):
+                return json_response({"error": "not found"}, 404)
+            return board.html("error.html", 404, title="Not found", message="There is nothing here for you.")
+        except Forbidden:
+            if _machine(request):
+                return json_response({"error": "refused: missing or wrong CSRF token, or another site's form"}, 403)
+            return board.html(
+                "error.html",
+                403,
+                title="Refused",
+                message="This form was refused (it expired, or came from another site). Go back, reload and retry.",
+            )
+        except BadInput as exc:
+            if _machine(request):
+                return json_response({"error": exc.message, "field": exc.field}, 400)
+            return board.html("error.html", 400, title="Bad request", message=exc.message)
+
+    return endpoint
+
+
+def create_dashboard(settings: Settings, engine: Engine, *, clock: Callable[[], dt.datetime] = utcnow) -> Any:
+    board = Dashboard(settings, engine, clock)
+    routes: list[Any] = [
+        Route("/", wrap(board, views_auth.home), methods=["GET"]),
+        Route("/signin", wrap(board, views_auth.signin_form), methods=["GET"]),
+        Route("/signin", wrap(board, views_auth.signin), methods=["POST"]),
+        Route("/signout", wrap(board, views_auth.signout), methods=["POST"]),
+        Route("/password", wrap(board, views_auth.password_form), methods=["GET"]),
+        Route("/password", wrap(board, views_auth.password), methods=["POST"]),
+        Route("/me.json", wrap(board, views_auth.me), methods=["GET"]),
+        Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    app = Starlette(routes=routes)
+    app.state.dashboard = board
+    return SecurityHeaders(app)
