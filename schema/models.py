@@ -157,6 +157,10 @@ class Site(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
     origin: Mapped[str] = mapped_column(String(300))
+    #: the business numbers dni.js replaces on this site, E.164, comma-separated
+    replace_numbers: Mapped[str] = mapped_column(String(1000), default="", server_default="")
+    #: where the site's numbers without a country code are read; None: numbers.default_region
+    region: Mapped[str | None] = mapped_column(String(2))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 

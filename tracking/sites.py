@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from schema.models import Account, Site
+from schema.models import Account, Site, TrackingNumber
 from tracking.accounts import get_account
 from tracking.errors import Conflict, InvalidInput, NotFound
 
@@ -47,12 +48,65 @@ def _is_ip_literal(host: str) -> bool:
     return True
 
 
-def add_site(session: Session, account_name: str, origin: str) -> Site:
+#: business numbers one site may name (each becomes a few digit sequences the script looks for)
+MAX_REPLACE = 20
+
+
+def normalize_region(raw: str | None) -> str | None:
+    """``gb`` -> ``GB``; None stays None (numbers.default_region)."""
+    from config.regions import REGIONS
+
+    if raw is None:
+        return None
+    region = raw.strip().upper()
+    if region not in REGIONS:
+        raise InvalidInput(f"unknown region {raw!r}: use a country code such as US, GB, DE")
+    return region
+
+
+def replace_numbers(session: Session, account_id: int, numbers: Iterable[str], region: str) -> list[str]:
+    """The business numbers to replace, as E.164, read in *region*; raises InvalidInput naming the bad one."""
+    from tracking import phone
+
+    found: list[str] = []
+    for raw in numbers:
+        try:
+            number = phone.normalize(raw, region)
+        except InvalidInput as exc:
+            hint = "" if raw.strip().startswith("+") else "; or name the site's country with --region (GB, DE...)"
+            raise InvalidInput(f"--replace {raw!r}: {exc}{hint}") from None
+        if number in found:
+            continue
+        tracking = session.scalar(
+            select(TrackingNumber.id).where(TrackingNumber.account_id == account_id, TrackingNumber.number == number)
+        )
+        if tracking is not None:
+            raise InvalidInput(
+                f"--replace {raw!r}: {number} is one of the account's tracking numbers; "
+                "--replace takes the number the business's pages show now"
+            )
+        found.append(number)
+    if len(found) > MAX_REPLACE:
+        raise InvalidInput(f"at most {MAX_REPLACE} numbers to replace per site ({len(found)} given)")
+    return found
+
+
+def add_site(
+    session: Session,
+    account_name: str,
+    origin: str,
+    replace: Iterable[str] = (),
+    region: str | None = None,
+    default_region: str = "US",
+) -> Site:
+    """Allow *origin* for the account; *replace*: the business numbers its pages show (read in *region*)."""
     account = get_account(session, account_name)
     origin = normalize_origin(origin)
+    region = normalize_region(region)
     if session.scalar(select(Site.id).where(Site.account_id == account.id, Site.origin == origin)) is not None:
         raise Conflict(f"site {origin} already belongs to account {account.name!r}")
-    site = Site(account_id=account.id, origin=origin)
+    numbers = replace_numbers(session, account.id, replace, region or default_region)
+    site = Site(account_id=account.id, origin=origin, replace_numbers=",".join(numbers), region=region)
     session.add(site)
     session.flush()
     return site

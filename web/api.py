@@ -79,9 +79,29 @@ def _page_url(value: str, key: str) -> str:
     return value
 
 
+#: numbers a page's snippet may name (data-replace), and their length
+MAX_REPLACE = 10
+MAX_REPLACE_TEXT = 40
+
+
+def _replace(data: dict[str, Any]) -> list[str]:
+    """The snippet's data-replace numbers, as written (read by the server in the site's region)."""
+    value = data.get("replace")
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadRequest(400, "replace", "replace must be a list of phone numbers (strings)")
+    if len(value) > MAX_REPLACE:
+        raise BadRequest(400, "replace", f"replace names {len(value)} numbers, at most {MAX_REPLACE}")
+    for v in value:
+        if len(v) > MAX_REPLACE_TEXT or _CONTROL.search(v):
+            raise BadRequest(400, "replace", f"replace holds {v[:50]!r}, not a phone number")
+    return list(value)
+
+
 def session_request(data: dict[str, Any]) -> dict[str, Any]:
-    """account, visitor, url, referrer, dnt: checked, in their stored form."""
-    _only(data, ("account", "visitor", "url", "referrer", "dnt"))
+    """account, visitor, url, referrer, dnt, replace: checked, in their stored form."""
+    _only(data, ("account", "visitor", "url", "referrer", "dnt", "replace"))
     account = _account(data)
     visitor = _string(data, "visitor", required=False)
     if visitor is not None and not _VISITOR.match(visitor):
@@ -100,13 +120,14 @@ def session_request(data: dict[str, Any]) -> dict[str, Any]:
     dnt = data.get("dnt", False)
     if not isinstance(dnt, bool):
         raise BadRequest(400, "dnt", "dnt must be true or false")
-    return {"account": account, "visitor": visitor, "url": url, "referrer": referrer, "dnt": dnt}
+    replace = _replace(data)
+    return {"account": account, "visitor": visitor, "url": url, "referrer": referrer, "dnt": dnt, "replace": replace}
 
 
 def heartbeat_request(data: dict[str, Any]) -> dict[str, Any]:
-    _only(data, ("account", "session"))
+    _only(data, ("account", "session", "replace"))
     account = _account(data)
     session = _string(data, "session", required=True) or ""
     if not _KEY.match(session):
         raise BadRequest(400, "session", "session must be the id the session answer gave")
-    return {"account": account, "session": session}
+    return {"account": account, "session": session, "replace": _replace(data)}

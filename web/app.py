@@ -37,6 +37,7 @@ from web.dashboard.app import create_dashboard
 from web.dni import AccountCache, AccountInfo, Answer, Dni, PageView, SessionEnded
 from web.net import ProxyPolicy, parse_networks, truncate
 from web.ratelimit import RateLimiter
+from web.swaps import swap_fields
 
 logger = logging.getLogger(__name__)
 
@@ -226,6 +227,7 @@ class DniApi:
                 ip=truncate(ip) if self.settings.web.truncate_ip else ip,
             )
             answer = await self.run(self.dni.start, info, view)
+            replace = fields["replace"]
         except api.BadRequest as exc:
             return self.error(exc, allowed)
         except OperationalError as exc:
@@ -233,7 +235,12 @@ class DniApi:
                 "session: database unavailable: %s", str(exc.orig).strip().splitlines()[0] if exc.orig else exc
             )
             return _json({"error": "temporarily unavailable", "field": None}, 503, self.cors(allowed))
-        return _json(answer.as_json(), 200, self.cors(allowed))
+        return self.answer(answer, info, allowed, replace)
+
+    def answer(self, answer: Answer, info: AccountInfo, origin: str | None, replace: list[str]) -> Response:
+        body = answer.as_json()
+        body.update(swap_fields(info, origin, replace, answer.number, self.settings.numbers.default_region))
+        return _json(body, 200, self.cors(origin))
 
     async def heartbeat(self, request: Request) -> Response:
         origin: str | None = request.headers.get("origin")
@@ -244,6 +251,7 @@ class DniApi:
             info = await self._account(fields["account"], origin)
             allowed = origin
             answer = await self.run(self.dni.heartbeat, info, fields["session"])
+            replace = fields["replace"]
         except api.BadRequest as exc:
             return self.error(exc, allowed)
         except SessionEnded as exc:
@@ -253,7 +261,7 @@ class DniApi:
                 "heartbeat: database unavailable: %s", str(exc.orig).strip().splitlines()[0] if exc.orig else exc
             )
             return _json({"error": "temporarily unavailable", "field": None}, 503, self.cors(allowed))
-        return _json(answer.as_json(), 200, self.cors(allowed))
+        return self.answer(answer, info, allowed, replace)
 
     async def health(self, request: Request) -> Response:
         return _json({"ok": True})

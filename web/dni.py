@@ -46,6 +46,8 @@ class AccountInfo:
     source_numbers: dict[int, str]
     #: source id -> (pool id, overflow number)
     pools: dict[int, tuple[int, str | None]]
+    #: origin -> (the business numbers its pages show, E.164; its region or None)
+    sites: dict[str, tuple[tuple[str, ...], str | None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,13 @@ def load_account(session: Session, public_key: str) -> AccountInfo | None:
     account_id = session.scalar(select(Account.id).where(Account.public_key == public_key))
     if account_id is None:
         return None
-    origins = frozenset(session.scalars(select(Site.origin).where(Site.account_id == account_id)))
+    sites = {
+        origin: (tuple(n for n in numbers.split(",") if n), region)
+        for origin, numbers, region in session.execute(
+            select(Site.origin, Site.replace_numbers, Site.region).where(Site.account_id == account_id)
+        ).all()
+    }
+    origins = frozenset(sites)
     names = dict(session.execute(select(Source.id, Source.name).where(Source.account_id == account_id)).all())
     numbers: dict[int, str] = {}
     for source_id, number in session.execute(
@@ -109,7 +117,7 @@ def load_account(session: Session, public_key: str) -> AccountInfo | None:
     ).all():
         if source_id is not None:
             pools[source_id] = (pool_id, overflow)
-    return AccountInfo(account_id, origins, tuple(load_rules(session, account_id)), names, numbers, pools)
+    return AccountInfo(account_id, origins, tuple(load_rules(session, account_id)), names, numbers, pools, sites)
 
 
 class AccountCache:

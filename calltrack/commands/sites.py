@@ -25,20 +25,28 @@ def group() -> None:
     "--replace",
     "replace",
     multiple=True,
-    help="The business number the script swaps (repeatable); without it every number on the page is swapped.",
+    help="The business number the pages show, which the script swaps (repeatable); the script swaps no other number.",
+)
+@click.option(
+    "--region",
+    help="Where the site's numbers without a country code are read (GB, DE...); default numbers.default_region.",
 )
 @pass_app
-def add(app: AppContext, account: str, origin: str, replace: tuple[str, ...]) -> None:
+def add(app: AppContext, account: str, origin: str, replace: tuple[str, ...], region: str | None) -> None:
     """Allow a site, and print the snippet to paste into its pages."""
-    from tracking import phone
     from tracking.accounts import get_account
     from tracking.sites import add_site, snippet
 
-    region = app.settings.numbers.default_region
-    numbers = [phone.normalize(n, region) for n in replace]
     with app.session() as session:
-        site = add_site(session, account, origin)
+        site = add_site(session, account, origin, replace, region, app.settings.numbers.default_region)
         public_key, origin_text = get_account(session, account).public_key, site.origin
+        numbers = [n for n in site.replace_numbers.split(",") if n]
+    if not numbers:
+        click.echo(
+            "note: no --replace number: the script swaps no number on this site's pages until its snippet "
+            "names one (data-replace)",
+            err=True,
+        )
     click.echo(f"added site {origin_text}; paste this into every page, before </body>:", err=True)
     if not app.settings.web.public_url:
         click.echo(
@@ -59,10 +67,16 @@ def list_(app: AppContext, account: str | None, fmt: str) -> None:
 
     with app.session() as session:
         rows = [
-            {"account": acc.name, "origin": site.origin, "key": acc.public_key}
+            {
+                "account": acc.name,
+                "origin": site.origin,
+                "key": acc.public_key,
+                "replace": " ".join(n for n in site.replace_numbers.split(",") if n),
+                "region": site.region or app.settings.numbers.default_region,
+            }
             for site, acc in list_sites(session, account)
         ]
-    emit(rows, fmt, ["account", "origin", "key"])
+    emit(rows, fmt, ["account", "origin", "key", "replace", "region"])
 
 
 @group.command("remove")

@@ -354,6 +354,7 @@ async def test_do_not_track_answers_source_number_and_stores_nothing(site: Site,
         "visitor": None,
         "expires_at": None,
         "source": "Facebook",
+        "swap": [],
     }
     ads = (await site.session(f"{SITE}/?utm_source=google", headers=headers, visitor="abcdefgh123", **extra)).json()
     assert (ads["number"], ads["session"], ads["visitor"]) == (OVERFLOW, None, None)
@@ -364,6 +365,64 @@ async def test_do_not_track_answers_source_number_and_stores_nothing(site: Site,
 async def test_dnt_zero_is_not_a_signal(site: Site) -> None:
     answer = (await site.session(headers={"Origin": SITE, "DNT": "0"})).json()
     assert answer["session"] is not None
+
+
+# --- what the script swaps ----------------------------------------------------------------------
+
+
+async def test_answer_names_each_form_of_the_sites_business_numbers(site: Site) -> None:
+    uk = "https://www.acme.co.uk"
+    with site.factory.begin() as s:
+        add_site(s, "Acme", uk, ["020 7946 0958", "+1 404 555 0100"], "GB")
+    answer = (await site.session(url=f"{uk}/", headers={"Origin": uk})).json()
+    assert answer["number"] == WEBSITE_NUMBER  # a North American tracking number on a UK site
+    swaps = {s["from"]: (s["to"], s.get("text")) for s in answer["swap"]}
+    assert swaps["02079460958"] == ("14045550141", "+1 404-555-0141")  # another country: written internationally
+    assert swaps["4402079460958"] == ("14045550141", "+1 404-555-0141")
+    assert swaps["4045550100"] == ("4045550141", None)  # same country: the same form, digits in place
+    assert swaps["14045550100"] == ("14045550141", None)
+    assert "unreadable" not in answer
+    beat = await site.client.post(
+        "/dni/v1/heartbeat", json={"account": site.key, "session": answer["session"]}, headers={"Origin": uk}
+    )
+    assert beat.json()["swap"] == answer["swap"]
+    # the site without numbers of its own swaps nothing
+    plain = (await site.session()).json()
+    assert plain["number"] == WEBSITE_NUMBER and plain["swap"] == []
+
+
+async def test_snippet_numbers_are_read_in_the_sites_region(site: Site) -> None:
+    de = "https://www.acme.de"
+    with site.factory.begin() as s:
+        add_site(s, "Acme", de, [], "DE")
+    answer = (
+        await site.session(url=f"{de}/", headers={"Origin": de}, replace=["030 901820", "+49 30 901820", "555-CALL"])
+    ).json()
+    finds = [s["from"] for s in answer["swap"]]
+    assert finds == ["004930901820", "49030901820", "4930901820", "030901820"]  # longest first, once each
+    assert answer["unreadable"] == ["555-CALL"]
+    # on the US site the same national digits are no number: nothing to swap, and the script is told so
+    us = (await site.session(replace=["030 901820"])).json()
+    assert us["swap"] == [] and us["unreadable"] == ["030 901820"]
+    # +49 30 901820 is never read as the North American 493-090-1820
+    assert all(not s["from"].startswith("4930901820") or s["to"].startswith("1") for s in us["swap"])
+
+
+@pytest.mark.parametrize(
+    ("replace", "words"),
+    [
+        ("+14045550100", "must be a list"),
+        ([14045550100], "must be a list"),
+        (["+14045550100"] * 11, "at most 10"),
+        (["1" * 41], "not a phone number"),
+        (["404\n555"], "not a phone number"),
+    ],
+)
+async def test_bad_replace_field_is_refused(site: Site, replace: Any, words: str) -> None:
+    response = await site.session(replace=replace)
+    assert response.status_code == 400 and response.json()["field"] == "replace"
+    assert words in response.json()["error"]
+    assert site.count(VisitorSession) == 0
 
 
 # --- CORS, proxies, rate limit -------------------------------------------------------------------

@@ -28,7 +28,15 @@ def test_sites_add_prints_the_snippet_and_list(cli: Cli, make_account: Callable[
     result = cli.ok("sites", "add", "Acme", "--origin", "https://WWW.Acme.test:443/", "--replace", "(404) 555-0100")
     snippet = result.stdout.strip().splitlines()[-1]
     listing = json.loads(cli.ok("sites", "list", "--format", "json").stdout)
-    assert listing == [{"account": "Acme", "origin": "https://www.acme.test", "key": listing[0]["key"]}]
+    assert listing == [
+        {
+            "account": "Acme",
+            "origin": "https://www.acme.test",
+            "key": listing[0]["key"],
+            "replace": "+14045550100",
+            "region": "US",
+        }
+    ]
     key = listing[0]["key"]
     assert snippet == (
         f'<script async src="http://127.0.0.1:8080/dni.js" data-account="{key}" data-replace="+14045550100"></script>'
@@ -51,6 +59,44 @@ def test_sites_errors(cli: Cli, make_account: Callable[..., None]) -> None:
         in cli.fails("sites", "add", "Acme", "--origin", "https://b.test", "--replace", "555-CALL-NOW").output
     )
     assert "no site" in cli.fails("sites", "remove", "Acme", "--origin", "https://never.test").output
+
+
+def test_sites_add_reads_replace_numbers_in_the_sites_region(cli: Cli, make_account: Callable[..., None]) -> None:
+    make_account("Acme")
+    uk = cli.ok(
+        "sites", "add", "Acme", "--origin", "https://acme.co.uk", "--region", "gb", "--replace", "020 7946 0958"
+    )
+    assert 'data-replace="+442079460958"' in uk.stdout
+    de = cli.ok(
+        "sites", "add", "Acme", "--origin", "https://acme.de", "--region", "DE",
+        "--replace", "030 901820", "--replace", "+49 (0)30 901820", "--replace", "+44 20 7946 0958",
+    )  # fmt: skip
+    assert 'data-replace="+4930901820,+442079460958"' in de.stdout  # the same number twice is named once
+    rows = {r["origin"]: r for r in json.loads(cli.ok("sites", "list", "--format", "json").stdout)}
+    assert (rows["https://acme.co.uk"]["replace"], rows["https://acme.co.uk"]["region"]) == ("+442079460958", "GB")
+    assert rows["https://acme.de"]["replace"] == "+4930901820 +442079460958"
+
+
+def test_sites_add_refuses_numbers_it_cannot_use(cli: Cli, make_account: Callable[..., None]) -> None:
+    make_account("Acme")
+    # a UK national number on a site read as US: refused, with how to write it
+    out = cli.fails("sites", "add", "Acme", "--origin", "https://a.test", "--replace", "020 7946 0958").output
+    assert "not a valid number in region US" in out and "+44 20 7946 0958" in out and "--region" in out
+    # +49 30 901820 is German, not the North American 493-090-1820: accepted as German
+    ok = cli.ok("sites", "add", "Acme", "--origin", "https://b.test", "--replace", "+49 30 901820")
+    assert 'data-replace="+4930901820"' in ok.stdout
+    cli.ok(
+        "numbers", "add", "+1 770 555 0151", "--account", "Acme", "--source", "Google Ads", "--forward-to", "PJSIP/1"
+    )
+    out = cli.fails("sites", "add", "Acme", "--origin", "https://c.test", "--replace", "(770) 555-0151").output
+    assert "is one of the account's tracking numbers" in out
+    assert "unknown region" in cli.fails("sites", "add", "Acme", "--origin", "https://d.test", "--region", "UK").output
+    assert (
+        "invalid phone number"
+        in cli.fails("sites", "add", "Acme", "--origin", "https://e.test", "--replace", "555").output
+    )
+    origins = [r["origin"] for r in json.loads(cli.ok("sites", "list", "--format", "json").stdout)]
+    assert origins == ["https://b.test"]  # nothing refused was stored
 
 
 def test_rules_add_list_remove(cli: Cli, make_account: Callable[..., None]) -> None:

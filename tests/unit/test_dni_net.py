@@ -80,7 +80,14 @@ def test_body_validation_messages() -> None:
         parse_body(b"x" * 20000)
     assert exc.value.status == 413
     ok = session_request({"account": "abc", "url": "https://a.test/", "visitor": None})
-    assert ok == {"account": "abc", "visitor": None, "url": "https://a.test/", "referrer": "", "dnt": False}
+    assert ok == {
+        "account": "abc",
+        "visitor": None,
+        "url": "https://a.test/",
+        "referrer": "",
+        "dnt": False,
+        "replace": [],
+    }
     assert heartbeat_request({"account": "abc", "session": "s-1_x"})["session"] == "s-1_x"
     with pytest.raises(BadRequest, match="visitor must be null"):
         session_request({"account": "abc", "url": "https://a.test/", "visitor": "../../etc"})
