@@ -5,8 +5,8 @@ each page with the digit sequences to find (national and international forms) an
 their place, so it needs them.  region: where numbers without a country code are read (empty:
 numbers.default_region).
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
