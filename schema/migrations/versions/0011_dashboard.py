@@ -5,8 +5,8 @@ signed-in sessions kept on the server (so sign-out, a disabled user and the idle
 absolute timeouts end them at once), and the qualification of a call (lead, value,
 tags, note) entered by a person.
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
