@@ -33,6 +33,7 @@ GROUPS: dict[str, tuple[str, str, str]] = {
     "web": ("calltrack.commands.web", "group", "The web service: DNI script, API, dashboard."),
     "webhooks": ("calltrack.commands.webhooks", "group", "Signed webhooks to an account's receivers (a CRM)."),
     "users": ("calltrack.commands.users", "group", "Dashboard users: roles, accounts, passwords."),
+    "conversions": ("calltrack.commands.conversions", "group", "Offline conversion files for ad platforms."),
     "serve": ("calltrack.commands.serve", "command", "Run every long-running service in one process."),
     "doctor": ("calltrack.commands.doctor", "command", "Check a deployment and say what to fix."),
 }

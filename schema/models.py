@@ -161,6 +161,8 @@ class Site(Base):
     replace_numbers: Mapped[str] = mapped_column(String(1000), default="", server_default="")
     #: where the site's numbers without a country code are read; None: numbers.default_region
     region: Mapped[str | None] = mapped_column(String(2))
+    #: form capture by dni.js (opt-in): None (off), "marked" (forms marked data-calltrack-form) or "all"
+    forms: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
@@ -202,6 +204,8 @@ class VisitorSession(Base):
     gclid: Mapped[str | None] = mapped_column(String(200))
     gbraid: Mapped[str | None] = mapped_column(String(200))
     wbraid: Mapped[str | None] = mapped_column(String(200))
+    #: Microsoft Advertising's click id
+    msclkid: Mapped[str | None] = mapped_column(String(200))
     pages_seen: Mapped[int] = mapped_column(Integer, default=1)
     user_agent: Mapped[str | None] = mapped_column(String(500))
     ip: Mapped[str | None] = mapped_column(String(64))
@@ -562,6 +566,7 @@ class OutboxEvent(Base):
     #: the subject; erasing it (privacy, retention) takes its events and deliveries along
     call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
     recording_id: Mapped[int | None] = mapped_column(ForeignKey("recordings.id", ondelete="CASCADE"), index=True)
+    form_lead_id: Mapped[int | None] = mapped_column(ForeignKey("form_leads.id", ondelete="CASCADE"), index=True)
     #: one event per subject and kind ("call.completed:42"); None for events that may repeat (call.updated)
     dedupe_key: Mapped[str | None] = mapped_column(String(100), unique=True)
     #: what changed (call.updated)
@@ -717,3 +722,55 @@ class SpamNumber(Base):
     number: Mapped[str] = mapped_column(String(64), index=True)
     reason: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+# --- conversion exports and form leads -------------------------------------------------------
+
+
+class ConversionExport(Base):
+    """A call exported once as a conversion to an ad platform, so later exports leave it out.
+
+    One row per (call, platform, conversion name): a call counts once per conversion name on a
+    platform, whichever of the platform's formats carried it.
+    """
+
+    __tablename__ = "conversion_exports"
+    __table_args__ = (UniqueConstraint("call_id", "platform", "conversion_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"))
+    #: google, microsoft, generic
+    platform: Mapped[str] = mapped_column(String(20))
+    conversion_name: Mapped[str] = mapped_column(String(200))
+    #: the format of the file it went out in (google-click, google-leads, microsoft, csv)
+    format: Mapped[str] = mapped_column(String(20))
+    exported_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class FormLead(Base):
+    """A website form submitted by a visitor, captured by dni.js and attributed like a call."""
+
+    __tablename__ = "form_leads"
+    __table_args__ = (
+        Index("ix_form_leads_account_submitted", "account_id", "submitted_at"),
+        Index("ix_form_leads_email", "email"),
+        Index("ix_form_leads_phone", "phone"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    visitor_session_id: Mapped[int | None] = mapped_column(
+        ForeignKey("visitor_sessions.id", ondelete="SET NULL"), index=True
+    )
+    source_id: Mapped[int | None] = mapped_column(ForeignKey("sources.id", ondelete="SET NULL"))
+    #: the page the form was on (query string kept: it holds the campaign)
+    page_url: Mapped[str | None] = mapped_column(Text)
+    #: the form's id or name attribute, as the site owner wrote it
+    form_name: Mapped[str | None] = mapped_column(String(200))
+    #: the fields captured: {name: value}
+    fields: Mapped[dict[str, Any]]
+    #: found among the fields, for privacy export/erase: lower-cased e-mail address, E.164 number
+    email: Mapped[str | None] = mapped_column(String(320))
+    phone: Mapped[str | None] = mapped_column(String(40))
+    submitted_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -37,6 +37,7 @@ _VISIT_FIELDS = (
     "gclid",
     "gbraid",
     "wbraid",
+    "msclkid",
 )
 
 
@@ -75,7 +76,6 @@ def _visit(v: VisitorSession | None) -> dict[str, Any] | None:
     if v is None:
         return None
     out: dict[str, Any] = {name: getattr(v, name) for name in _VISIT_FIELDS}
-    out["msclkid"] = getattr(v, "msclkid", None)
     out["started_at"] = iso(v.started_at)
     return out
 

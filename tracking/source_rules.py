@@ -63,7 +63,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "snapchat.com",
     ),
 }
-CLICK_IDS = ("gclid", "gbraid", "wbraid")
+CLICK_IDS = ("gclid", "gbraid", "wbraid", "msclkid")
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 
 # google.co.uk, yahoo.com.au: second-level labels under a country code

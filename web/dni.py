@@ -329,7 +329,17 @@ def _once_more_if_disconnected(func: Callable[..., Answer], *args: object) -> An
 
 
 _sessions = cast(Table, VisitorSession.__table__)
-_VISIT_PARAMS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "gclid", "gbraid", "wbraid")
+_VISIT_PARAMS = (
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+    "gclid",
+    "gbraid",
+    "wbraid",
+    "msclkid",
+)
 _PREVIOUS = (
     select(_sessions.c.id, _sessions.c.key, _sessions.c.visitor_id, _sessions.c.source_id, _sessions.c.last_seen_at)
     .where(_sessions.c.account_id == bindparam("account_id"), _sessions.c.visitor_id == bindparam("visitor_id"))
