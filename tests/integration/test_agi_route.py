@@ -341,9 +341,12 @@ async def test_routing_attribution_agrees_with_tracking_attribution(
 
 
 async def test_unknown_number_goes_to_the_fallback_destination(
-    server: Running, world: World, acme: dict[str, int]
+    server: Running, world: World, acme: dict[str, int], caplog: pytest.LogCaptureFixture
 ) -> None:
-    result = await server.call(extension="8005559999")
+    with caplog.at_level(logging.INFO, logger="asterisk_agi"):
+        result = await server.call(extension="8005559999", linkedid="L-unknown")
+    [line] = [r.getMessage() for r in caplog.records if "L-unknown" in r.getMessage()]
+    assert line == "call asterisk/L-unknown to 8005559999: unknown-number ('8005559999' is not a tracking number)"
     got = result.side.set_vars
     assert got["CALLTRACK_STATUS"] == "unknown-number"
     assert (got["CALLTRACK_DIAL"], got["CALLTRACK_DIAL_TIMEOUT"], got["CALLTRACK_RECORD"]) == (
@@ -613,7 +616,11 @@ async def test_database_unavailable_routes_by_fallback_and_spools_the_call(
     assert got["CALLTRACK_STATUS"] == "fallback"
     assert (got["CALLTRACK_DIAL"], got["CALLTRACK_DIAL_TIMEOUT"]) == ("PJSIP/operator", "40")
     assert (got["CALLTRACK_CALL_ID"], got["CALLTRACK_RECORD"]) == ("", "0")
-    assert "routed by fallback" in caplog.text and "database error" in caplog.text
+    # the administrator's log names the call, the number dialled, where it went and why
+    [warning] = [r for r in caplog.records if "routed by fallback" in r.getMessage()]
+    assert warning.levelno == logging.WARNING
+    assert warning.getMessage().startswith(f"call {agi_settings.general.system_name}/L-away to 8005550100 ")
+    assert "routed by fallback to 'PJSIP/operator': database error" in warning.getMessage()
     assert running.service.stats.statuses["fallback"] == 1
 
     # the call row waits in the spool, and reaches the database once it is back
