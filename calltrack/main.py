@@ -34,6 +34,7 @@ GROUPS: dict[str, tuple[str, str, str]] = {
     "webhooks": ("calltrack.commands.webhooks", "group", "Signed webhooks to an account's receivers (a CRM)."),
     "users": ("calltrack.commands.users", "group", "Dashboard users: roles, accounts, passwords."),
     "conversions": ("calltrack.commands.conversions", "group", "Offline conversion files for ad platforms."),
+    "transcripts": ("calltrack.commands.transcripts", "group", "Call transcripts: transcribe, list, show, search."),
     "serve": ("calltrack.commands.serve", "command", "Run every long-running service in one process."),
     "doctor": ("calltrack.commands.doctor", "command", "Check a deployment and say what to fix."),
 }

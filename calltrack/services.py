@@ -41,6 +41,7 @@ SERVICES: dict[str, str] = {
     "recorder": "recorder.service:make_service",
     "lookup": "lookups.service:factory",
     "webhooks": "webhooks.service:factory",
+    "transcriber": "transcriber.service:make_service",
 }
 
 

