@@ -166,6 +166,10 @@ f.addEventListener("load", function () { frame(f); });
 }
 if (doc && doc.documentElement) { observe(doc); push(doc); }
 }
+function host(el) {
+if (el.shadowRoot) { observe(el.shadowRoot); push(el.shadowRoot); }
+if (el.tagName === "IFRAME") frame(el);
+}
 function observe(root) {
 if (observer) observer.observe(root, {childList: true, subtree: true, characterData: true, attributes: true, attributeFilter: ["href", "onclick"].concat(marked)});
 }
@@ -204,7 +208,7 @@ if (r.querySelectorAll) {
 var els = r.querySelectorAll(SEL);
 for (var i = 0; i < els.length; i++) swapAttrs(els[i]);
 }
-if (r.nodeType === 1) { if (r.matches(SEL)) swapAttrs(r); if (r.shadowRoot) push(r.shadowRoot); }
+if (r.nodeType === 1) { if (r.matches(SEL)) swapAttrs(r); host(r); }
 }
 var wk = job.w, nd = job.nd === undefined ? wk.nextNode() : job.nd, k = 0;
 while (nd) {
@@ -215,8 +219,7 @@ nd = after(nd, job.r);
 if (nd) wk.currentNode = nd;
 continue;
 }
-if (nd.shadowRoot) { observe(nd.shadowRoot); push(nd.shadowRoot); }
-if (t === "IFRAME") frame(nd);
+host(nd);
 } else if (nd.nodeType === 3 && /\d/.test(nd.nodeValue) && nd.parentNode && nd.parentNode.nodeType === 1 && !skipped(nd.parentNode) && !nd.parentNode.isContentEditable) {
 var b = blockOf(nd.parentNode);
 if (!job.done.has(b)) { job.done.add(b); swapBlock(b); }

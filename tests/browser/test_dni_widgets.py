@@ -1,0 +1,148 @@
+"""dni.js inside widgets: same-origin iframes (a chat widget) and open shadow roots, present at load or added later."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.browser.harness import WAIT_MS, Website, chromium, service, tag, wait_swapped, website
+from tracking.accounts import add_account, add_source
+from tracking.numbers import NumberFields, add_number
+from tracking.sites import add_site
+from tracking.source_rules import add_rule
+
+pytestmark = pytest.mark.browser
+
+WIDGET = """
+<script>
+customElements.define("call-card", class extends HTMLElement {
+  connectedCallback() {
+    if (this.shadowRoot) return;
+    const root = this.attachShadow({mode: this.getAttribute("mode") || "open"});
+    root.innerHTML = '<p class="n"><b>(404)</b> 555-0100</p><a class="t" href="tel:+14045550100">call</a>';
+  }
+});
+</script>"""
+
+PAGE = """<!doctype html><html><head><meta charset="utf-8">{tag}</head><body>
+<p id="own">404-555-0100</p>
+<iframe id="chat" src="/chat"></iframe>
+<iframe id="foreign" src="{foreign}/chat"></iframe>
+{widget}
+<call-card id="card"></call-card>
+<call-card id="closed" mode="closed"></call-card>
+</body></html>"""
+
+CHAT = """<!doctype html><html><body><div id="msg">Agent: call us on <span>404.555.0100</span></div>
+<a id="tel" href="tel:4045550100">tap to call</a></body></html>"""
+
+
+@dataclass
+class World:
+    site: Website
+    foreign: Website
+    browser: Any
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    with ExitStack() as stack:
+        svc = stack.enter_context(service(tmp_path_factory.mktemp("dni-widgets")))
+        site = stack.enter_context(website())
+        foreign = stack.enter_context(website({"/chat": CHAT}))
+        with svc.factory.begin() as s:
+            key = add_account(s, "Acme").public_key
+            add_source(s, "Acme", "Website")
+            add_number(s, svc.settings, NumberFields("+17705550151", "Acme", source="Website", forward_to="PJSIP/1"))
+            add_rule(s, "Acme", "default", "", "Website")
+            add_site(s, "Acme", site.origin, ["+1 404 555 0100"])
+        site.pages["/"] = PAGE.format(tag=tag(svc, key), foreign=foreign.origin, widget=WIDGET)
+        site.pages["/chat"] = CHAT
+        yield World(site, foreign, stack.enter_context(chromium()))
+
+
+@pytest.fixture
+def page(world: World) -> Iterator[Any]:
+    ctx = world.browser.new_context()
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    ctx.close()
+    assert errors == []
+
+
+def frame(page: Any, name: str) -> Any:
+    return page.frame_locator(f"#{name}")
+
+
+def test_same_origin_iframe_is_swapped_and_watched(world: World, page: Any) -> None:
+    page.goto(world.site.url())
+    wait_swapped(page)
+    chat = page.frame(url=world.site.url("/chat"))
+    chat.wait_for_function("() => document.getElementById('msg').textContent.includes('770')", timeout=WAIT_MS)
+    assert chat.inner_html("#msg") == "Agent: call us on <span>770.555.0151</span>"
+    assert chat.get_attribute("#tel", "href") == "tel:7705550151"
+    # a message the agent sends later
+    chat.evaluate("() => document.body.insertAdjacentHTML('beforeend', '<p id=\"later\">or (404) 555-0100</p>')")
+    chat.wait_for_function(
+        "() => document.getElementById('later').textContent === 'or (770) 555-0151'", timeout=WAIT_MS
+    )
+    # another origin's frame cannot be read, and is no error
+    other = page.frame(url=world.foreign.url("/chat"))
+    assert other.inner_text("#msg") == "Agent: call us on 404.555.0100"
+
+
+def test_iframe_added_and_navigated_later(world: World, page: Any) -> None:
+    page.goto(world.site.url())
+    wait_swapped(page)
+    page.evaluate(
+        "() => { const f = document.createElement('iframe'); f.id = 'late'; f.src = '/chat'; document.body.appendChild(f); }"
+    )
+    late = frame(page, "late")
+    late.locator("#msg").wait_for()
+    page.wait_for_function(
+        "() => { const d = document.getElementById('late').contentDocument;"
+        " return d && d.getElementById('msg') && d.getElementById('msg').textContent.includes('770.555.0151'); }",
+        timeout=WAIT_MS,
+    )
+    # the same frame loading another page
+    page.evaluate("() => { document.getElementById('late').src = '/chat?second'; }")
+    page.wait_for_function(
+        "() => { const d = document.getElementById('late').contentDocument;"
+        " return d && d.location.search === '?second' && d.getElementById('tel')"
+        " && d.getElementById('tel').getAttribute('href') === 'tel:7705550151'; }",
+        timeout=WAIT_MS,
+    )
+
+
+def test_open_shadow_roots_present_and_added_later(world: World, page: Any) -> None:
+    page.goto(world.site.url())
+    wait_swapped(page)
+    assert page.evaluate("() => document.getElementById('card').shadowRoot.querySelector('.n').innerHTML") == (
+        "<b>(770)</b> 555-0151"
+    )
+    assert page.evaluate(
+        "() => document.getElementById('card').shadowRoot.querySelector('.t').getAttribute('href')"
+    ) == ("tel:+17705550151")
+    # a widget inserted by a later script, and new text inside an existing shadow root
+    page.evaluate(
+        "() => { const c = document.createElement('call-card'); c.id = 'late'; document.body.appendChild(c);"
+        " document.getElementById('card').shadowRoot.appendChild(Object.assign(document.createElement('p'),"
+        " {className: 'more', textContent: '+1 404 555 0100'})); }"
+    )
+    page.wait_for_function(
+        "() => { const l = document.getElementById('late').shadowRoot;"
+        " const m = document.getElementById('card').shadowRoot.querySelector('.more');"
+        " return l && l.querySelector('.n').textContent === '(770) 555-0151' && m.textContent === '+1 770 555 0151'; }",
+        timeout=WAIT_MS,
+    )
+    assert text_outside(page) == "770-555-0151"
+
+
+def text_outside(page: Any) -> str:
+    return str(page.inner_text("#own"))
