@@ -272,8 +272,10 @@ def show(app: AppContext, call_id: str, fmt: str) -> None:
             for leg in legs
         ]
         timeline = [{"at": _iso(e.at), "kind": e.kind, "detail": e.detail or {}} for e in events]
+        transcript = _transcript(session, call.id)
     if fmt == "json":
-        click.echo(json.dumps({**record, "legs": leg_rows, "timeline": timeline}, indent=2, ensure_ascii=False))
+        body = {**record, "legs": leg_rows, "timeline": timeline, "transcript": transcript}
+        click.echo(json.dumps(body, indent=2, ensure_ascii=False))
         return
     if fmt == "csv":
         emit_record(_flat(record), fmt)
@@ -295,6 +297,21 @@ def show(app: AppContext, call_id: str, fmt: str) -> None:
         detail = ", ".join(f"{k}={v}" for k, v in (e.detail or {}).items() if v not in (None, "", [], {}))
         lines.append({"at": _iso(e.at), "offset": offset, "what": e.kind, "detail": detail})
     emit(lines, "table")
+    if transcript:
+        from calltrack.commands.transcripts import transcript_lines
+
+        click.echo("")
+        click.echo("transcript:")
+        for line in transcript_lines(transcript):
+            click.echo(line)
+
+
+def _transcript(session: Any, call_id: int) -> list[dict[str, Any]]:
+    """The call's transcript segments (start, end, speaker, text); empty while it has none."""
+    from calltrack.commands.transcripts import segment_rows
+    from tracking.transcripts import for_call
+
+    return [row for t in for_call(session, call_id) if t.state == "done" for row in segment_rows(t)]
 
 
 @group.command("rebuild")

@@ -139,6 +139,57 @@ def transcript_lines(rows: list[dict[str, Any]]) -> list[str]:
     return [f"{r['start']:7.2f}-{r['end']:<7.2f} {r['speaker']:<6}  {r['text']}" for r in rows]
 
 
+@group.command("search")
+@click.argument("query")
+@click.option("--account", help="Only this account's calls.")
+@click.option("--since", type=TimeType(), help="Only calls since: 2026-11-01, 7d or 12h.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most this many calls.")
+@format_option
+@pass_app
+def search(app: AppContext, query: str, account: str | None, since: dt.datetime | None, limit: int, fmt: str) -> None:
+    """Calls whose transcript says QUERY (its words as a phrase), with the matching snippet."""
+    from sqlalchemy import select
+
+    from schema.models import Account, Call, Source
+    from tracking.errors import NotFound
+    from tracking.transcript_search import search as find
+
+    with app.session() as session:
+        names = {a.id: a.name for a in session.scalars(select(Account))}
+        account_id = None
+        if account:
+            ids = [i for i, n in names.items() if n == account]
+            if not ids:
+                raise NotFound(f"no account {account!r}")
+            account_id = ids[0]
+        hits = find(session, query, account_id=account_id, since=since, limit=limit)
+        call_ids = [h.call_id for h in hits if h.call_id is not None]
+        sources = dict(
+            session.execute(
+                select(Call.id, Source.name).join(Source, Source.id == Call.source_id).where(Call.id.in_(call_ids))
+            ).all()
+        )
+        rows = [
+            {
+                "call": h.call_id,
+                "account": names.get(h.account_id) if h.account_id else None,
+                "source": sources.get(h.call_id) if h.call_id is not None else None,
+                "started": h.started_at.isoformat(timespec="seconds") if h.started_at else None,
+                "snippet": h.snippet,
+            }
+            for h in hits
+        ]
+    if fmt == "table":
+        if not rows:
+            click.echo(f"no transcript says {query!r}", err=True)
+            return
+        for r in rows:
+            click.echo(f"call {r['call']}  {r['started'] or ''}  {r['account'] or ''} / {r['source'] or '-'}")
+            click.echo(f"    {r['snippet']}")
+        return
+    emit(rows, fmt, ["call", "account", "source", "started", "snippet"])
+
+
 @group.command("retry")
 @click.argument("ids", nargs=-1, type=int)
 @click.option("--all-failed", is_flag=True, help="Every failed transcript, and those the full queue left out.")

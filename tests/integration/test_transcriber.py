@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Iterator
@@ -289,6 +290,10 @@ def test_the_cli_transcribes_and_shows_the_transcript(
     assert "1 transcribed" in out
     shown = cli.ok("transcripts", "show", str(call_id)).output
     assert "mono" in shown and "asterisk" in shown.lower()
+    call_shown = cli.ok("calls", "show", str(call_id)).output
+    assert "transcript:" in call_shown and "Thank you for trying out the" in call_shown
+    as_json = json.loads(cli.ok("calls", "show", str(call_id), "--format", "json").output)
+    assert as_json["transcript"][0]["speaker"] == "mono" and "asterisk" in as_json["transcript"][0]["text"].lower()
     listed = cli.ok("transcripts", "list", "--format", "json").output
     assert '"state": "done"' in listed
     assert "no transcript of call 999" in cli.fails("transcripts", "show", "999").output
