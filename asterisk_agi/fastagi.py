@@ -255,6 +255,53 @@ class AsyncAGI(asyncio.Protocol):
             if len(drained) > MAX_ENV_LINES:
                 raise AGIProtocolError(f"no answer to the synchronisation within {MAX_ENV_LINES} lines")
 
+    async def get_variable_framed(self, name: str, fetch: tuple[str, ...] = ()) -> tuple[bytes | None, list[str]]:
+        """``GET VARIABLE`` of a value that may hold line breaks (a text's body), framed by a synchronisation.
+
+        Asterisk does not escape the reply: a body with a line break comes back as a
+        reply spanning several lines, whose end no line-based reader can find. Here the
+        reply is everything read up to the reply of a synchronisation sent once the
+        reply has started (so Asterisk reads it after the first command), whose marker
+        the text cannot know. Returns the value as raw bytes (CR LF kept; None when
+        not set) and the values of the *fetch* expressions. The stream must be in step.
+        """
+        if self.hung_up or self.transport is None or self.transport.is_closing():
+            self.hung_up = True
+            raise AGIEOFHangup("the channel has hung up")
+        self.transport.write(command("GET VARIABLE", variable_name(name)))
+        while b"\n" not in self._buffer:
+            if self._eof:
+                raise AGIEOFHangup("connection closed by Asterisk")
+            await self._wait()
+        nonce = new_nonce()
+        self.transport.write(sync_command(nonce, fetch))
+        raw = b""
+        while True:
+            i = self._buffer.find(b"\n")
+            if i < 0:
+                if len(self._buffer) > MAX_LINE:
+                    raise AGIProtocolError(f"line longer than {MAX_LINE} bytes")
+                if self._eof:
+                    raise AGIEOFHangup("connection closed by Asterisk")
+                await self._wait()
+                continue
+            line = self._buffer[: i + 1]
+            self._buffer = self._buffer[i + 1 :]
+            values = parse_sync(decode(line), nonce, len(fetch))
+            if values is not None:
+                break
+            raw += line
+            if len(raw) > MAX_ENV_BYTES:
+                raise AGIProtocolError(f"reply to GET VARIABLE {name} longer than {MAX_ENV_BYTES} bytes")
+        while raw.endswith(b"HANGUP\n") and (raw == b"HANGUP\n" or raw.endswith(b"\nHANGUP\n")):
+            raw = raw[: -len(b"HANGUP\n")]
+            self.hangup_received = True
+        if raw.startswith(b"200 result=1 (") and raw.endswith(b")\n"):
+            return raw[len(b"200 result=1 (") : -2], values
+        if raw.startswith(b"200 result=0"):
+            return None, values
+        raise AGIProtocolError(f"unexpected reply to GET VARIABLE {name}: {decode(raw[:80])!r}")
+
     # commands
 
     async def execute(self, name: str, *args: object) -> Reply:

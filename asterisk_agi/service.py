@@ -17,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from asterisk_agi.fastagi import FastAGIServer, PeerPolicy, Router, Stats, parse_listen
-from asterisk_agi.handlers import route
+from asterisk_agi.handlers import route, sms
+from tracking.messages import TextRouter
 from tracking.routing import CallRouter, RouteStore
 
 if TYPE_CHECKING:
@@ -82,6 +83,8 @@ class AgiService:
             )
         self.router = Router()
         route.register(self.router, self.call_router, self.executor, self.inline)
+        self.text_router = TextRouter(settings, self.store)
+        sms.register(self.router, self.text_router, self.executor)
         self.stats = Stats()
         self.server = FastAGIServer(settings, self.router, stats=self.stats)
         self.address: tuple[str, int] | None = None
@@ -150,7 +153,15 @@ class AgiService:
             return 0
         if written:
             logger.info("FastAGI: wrote %d spooled call row(s) to the database", written)
-        return written
+        try:
+            texts = int(await self._in_db_thread(self.text_router.replay_spool))
+        except Exception as exc:
+            self.store.discard()
+            logger.warning("FastAGI: spooled texts wait for the database: %s", exc)
+            return written
+        if texts:
+            logger.info("FastAGI: wrote %d spooled text(s) to the database", texts)
+        return written + texts
 
     async def run(self, stop: asyncio.Event) -> None:
         # The database threads and the event loop pass the GIL back and forth for every call; at
@@ -201,6 +212,7 @@ class AgiService:
                 return
             self.settings = settings
             self.call_router.settings = settings
+            self.text_router.settings = settings
         self.call_router.clear()
         self.executor.submit(self._warm_quietly)
         logger.info("FastAGI: settings reloaded")

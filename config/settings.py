@@ -307,6 +307,27 @@ class TranscriptionSettings:
 
 
 @dataclass(frozen=True)
+class SmsSettings:
+    """Text messages on Asterisk's PJSIP messaging (the ``sms`` FastAGI handler and ``calltrack sms send``)."""
+
+    #: the PJSIP endpoint of the carrier: texts to phone numbers (replies, forwards to a number) go
+    #: ``pjsip:PJSIP/<number>@<trunk>``; empty: texts only reach endpoints (pjsip:agent100)
+    trunk: str = ""
+    #: the host of the From URIs calltrack builds (``"Jane Doe" <sip:+14045551234@DOMAIN>``)
+    domain: str = "localhost"
+    #: where a text goes when tracking cannot decide (unknown number, database away): a MessageSend
+    #: destination such as ``pjsip:reception``; empty: such texts are stored but not forwarded
+    fallback_destination: str = ""
+    #: the answer to a text saying HELP (an account's own `sms help-text` comes first)
+    help_text: str = "Reply STOP to stop texts from this number, START to receive them again."
+    #: the confirmations sent back for STOP and START; empty sends none
+    stop_reply: str = "You will receive no more texts from this number. Reply START to receive them again."
+    start_reply: str = "You will receive texts from this number again. Reply STOP to stop them."
+    #: the [[ami.servers]] name `sms send` uses; empty: the first one
+    ami_server: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
     general: GeneralSettings = field(default_factory=GeneralSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -322,6 +343,7 @@ class Settings:
     lookup: LookupSettings = field(default_factory=LookupSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     transcription: TranscriptionSettings = field(default_factory=TranscriptionSettings)
+    sms: SmsSettings = field(default_factory=SmsSettings)
     #: the file these settings came from, or "<defaults>"
     source: str = "<defaults>"
 

@@ -65,6 +65,8 @@ class Account(Base):
     recording_retention_days: Mapped[int | None]
     #: transcribe this account's recordings (when [transcription] is enabled)
     transcription: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    #: the answer to a text saying HELP; None: the settings' [sms] help_text
+    sms_help_text: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     sources: Mapped[list[Source]] = relationship(back_populates="account", cascade="all, delete-orphan")
@@ -136,6 +138,8 @@ class TrackingNumber(Base):
     schedule: Mapped[dict[str, Any] | None]
     #: dial string used outside business hours
     after_hours_forward_to: Mapped[str | None] = mapped_column(String(500))
+    #: where texts to the number go: a MessageSend destination (pjsip:agent100) or a number (through [sms] trunk)
+    sms_forward_to: Mapped[str | None] = mapped_column(String(500))
     status: Mapped[str] = mapped_column(String(16), default="active")
     #: when a pool lease last ended (least recently used first)
     last_leased_at: Mapped[dt.datetime | None]
@@ -388,20 +392,68 @@ class Recording(Base):
 
 
 class SmsMessage(Base):
-    """A text message to or from a tracking number."""
+    """A text message to or from a tracking number (PJSIP out-of-call messaging).
+
+    Texts in are keyed by the SIP Call-ID of their MESSAGE (the Message channel is one
+    channel for every text), texts out by calltrack's own id: a retried AGI or send
+    stores nothing twice. A thread is the texts between one tracking number and one
+    other number, both ways.
+    """
 
     __tablename__ = "sms_messages"
+    __table_args__ = (
+        UniqueConstraint("system", "message_id"),
+        Index("ix_sms_messages_from", "from_number"),
+        Index("ix_sms_messages_to", "to_number"),
+        Index("ix_sms_messages_account_received", "account_id", "received_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     system: Mapped[str] = mapped_column(String(100))
+    #: MESSAGE_DATA(Call-ID) for texts in; "ct-" + hex for texts sent by calltrack
+    message_id: Mapped[str | None] = mapped_column(String(200))
     account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
     tracking_number_id: Mapped[int | None] = mapped_column(ForeignKey("tracking_numbers.id", ondelete="SET NULL"))
     source_id: Mapped[int | None] = mapped_column(ForeignKey("sources.id", ondelete="SET NULL"))
+    visitor_session_id: Mapped[int | None] = mapped_column(ForeignKey("visitor_sessions.id", ondelete="SET NULL"))
+    #: "in" (to a tracking number) or "out" (sent from one)
     direction: Mapped[str] = mapped_column(String(8))
-    from_number: Mapped[str] = mapped_column(String(64))
+    #: E.164 when it parses; None for a do-not-track sender
+    from_number: Mapped[str | None] = mapped_column(String(64))
     to_number: Mapped[str] = mapped_column(String(64))
+    #: the display name of the sender's SIP From (as the carrier sent it, UTF-8 kept)
+    sender_name: Mapped[str | None] = mapped_column(String(200))
+    #: "" when Asterisk dropped it (body_dropped) or the sender is not tracked
     body: Mapped[str] = mapped_column(Text)
+    first_time: Mapped[bool | None]
+    #: in: received, blocked; out: sent (Asterisk queued it: there is no delivery report), failed
+    status: Mapped[str | None] = mapped_column(String(16))
+    #: stop, start or help when the text was one of those keywords
+    keyword: Mapped[str | None] = mapped_column(String(16))
+    #: the Content-Length of the SIP MESSAGE (bytes the carrier sent)
+    content_length: Mapped[int | None]
+    #: Asterisk received a body but passed on none (1024 bytes or more: MAX_BODY_SIZE of res_pjsip_messaging)
+    body_dropped: Mapped[bool | None]
+    #: the MessageSend destination the text was forwarded to
+    forwarded_to: Mapped[str | None] = mapped_column(String(500))
+    do_not_track: Mapped[bool | None]
+    #: why a text out failed (Asterisk's answer)
+    error: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class SmsOptOut(Base):
+    """A number that texted STOP (or a variant) to one of the account's numbers: never texted again until START."""
+
+    __tablename__ = "sms_opt_outs"
+    __table_args__ = (UniqueConstraint("account_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    number: Mapped[str] = mapped_column(String(64))
+    #: the word they texted
+    keyword: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class CallerListEntry(Base):
@@ -567,6 +619,7 @@ class OutboxEvent(Base):
     call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
     recording_id: Mapped[int | None] = mapped_column(ForeignKey("recordings.id", ondelete="CASCADE"), index=True)
     form_lead_id: Mapped[int | None] = mapped_column(ForeignKey("form_leads.id", ondelete="CASCADE"), index=True)
+    sms_id: Mapped[int | None] = mapped_column(ForeignKey("sms_messages.id", ondelete="CASCADE"), index=True)
     #: one event per subject and kind ("call.completed:42"); None for events that may repeat (call.updated)
     dedupe_key: Mapped[str | None] = mapped_column(String(100), unique=True)
     #: what changed (call.updated)

@@ -34,8 +34,12 @@ class Channel:
     #: seconds until an absolute timeout, 0 for none (TIMEOUT(absolute))
     absolute_timeout: float = 0.0
     variables: dict[str, str] = field(default_factory=dict)
+    #: functions read as given (a Message channel's MESSAGE(body), MESSAGE_DATA(Call-ID)...)
+    functions: dict[str, str] = field(default_factory=dict)
 
     def read(self, name: str) -> str:
+        if name in self.functions:
+            return self.functions[name]
         upper = name.upper()
         if upper == "UNIQUEID":
             return self.uniqueid

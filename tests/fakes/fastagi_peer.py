@@ -107,6 +107,7 @@ class AsteriskSide:
         channel = self.channel
         channel.linkedid = self.variables.get("CHANNEL(linkedid)", "")
         channel.variables = {**self.set_vars, **{k: v for k, v in self.variables.items() if "(" not in k}}
+        channel.functions = {k: v for k, v in self.variables.items() if "(" in k}
         return substitute(expression, channel)
 
     def respond(self, line: str) -> bytes:

@@ -1,0 +1,147 @@
+"""The ``sms`` handler: ``AGI(agi://127.0.0.1:4573/sms,${EXTEN})`` in a PJSIP ``message_context``.
+
+Asterisk runs every text on one Message channel (``Message/ast_msg_queue``, never hung
+up), with the caller ID ``unknown``: the sender is only in the message. Everything is
+read in one round trip, each value base64-encoded by Asterisk
+(``GET FULL VARIABLE ${BASE64_ENCODE(...)}``): a body with a line break comes back from
+``GET VARIABLE MESSAGE(body)`` as a reply spanning two lines, which a line-based client
+takes for the reply to its next command; base64 is one line whatever the text holds.
+The sender is read from ``MESSAGE_DATA(From)`` (``MESSAGE(from)`` turns UTF-8 bytes of the
+display name into spaces), the key from ``MESSAGE_DATA(Call-ID)``.
+
+:class:`tracking.messages.TextRouter` stores and routes the text within the database
+deadline; the ``CALLTRACK_SMS_*`` variables tell the dialplan where to forward it and
+what to answer. Whatever goes wrong, the text is forwarded to ``[sms]
+fallback_destination``: a text is never lost to tracking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from asterisk_agi.handlers.inputs import dialled_number
+from asterisk_agi.protocol import AGIEnv, authentic_tail, base64_of, unbase64
+from tracking.messages import InboundText, TextDecision, TextRouter, parse_sip_address
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
+    from asterisk_agi.fastagi import AsyncAGI, Router, SessionInfo
+
+logger = logging.getLogger(__name__)
+
+#: what the synchronisation that frames the body reads, each base64-encoded (no parentheses or colons in
+#: these values: Asterisk cuts a substituted value at a colon after an unbalanced parenthesis, which
+#: is why the body and the sender, which a texter writes, are read with GET VARIABLE instead)
+FETCH = (
+    base64_of("${MESSAGE_DATA(Call-ID)}"),
+    base64_of("${MESSAGE_DATA(Content-Length)}"),
+    base64_of("${MESSAGE(to)}"),
+)
+
+
+@dataclass(frozen=True)
+class TextInputs:
+    dialled: str
+    message_id: str
+    sender: str
+    body: str
+    content_length: int | None
+    anomalies: tuple[str, ...] = ()
+
+
+def inputs_from(
+    env: AGIEnv, body: bytes | None, fetched: list[str], raw_from: str | None, drained: list[str] | None = None
+) -> TextInputs:
+    """The text's inputs: the *body* as Asterisk replied it, the framing synchronisation's values
+    (*fetched*), ``MESSAGE_DATA(From)`` and the environment.
+
+    The dialled number is the ``number=`` of the AGI address, else the dialplan's
+    argument (read from the real end of the environment when the session was out of
+    step: *drained* are the lines a first synchronisation read), else the user part of
+    ``MESSAGE(to)``.
+    """
+    call_id, length, to = (unbase64(v) for v in fetched)
+    anomalies = list(env.anomalies)
+    if drained:
+        anomalies.append(f"{len(drained)} line(s) before the reply to the first command")
+    trusted = env if not anomalies else AGIEnv(authentic_tail([*env.lines, "", *(drained or [])]))
+    number = env.query.get("number", "")
+    if not number or not all(ch.isdigit() or ch == "+" for ch in number):
+        number = dialled_number(trusted)
+    if not number:
+        number = parse_sip_address(to or "").user
+    content_length: int | None = None
+    if length and length.strip().isdigit():
+        content_length = int(length.strip())
+    text = body.decode("utf-8", errors="replace") if body else ""
+    return TextInputs(number.strip(), (call_id or "").strip(), raw_from or "", text, content_length, tuple(anomalies))
+
+
+class SmsHandler:
+    """The FastAGI ``sms``: the database work runs on *executor*, bounded by ``agi.db_deadline_ms``."""
+
+    def __init__(self, router: TextRouter, executor: Executor) -> None:
+        self.router = router
+        self.executor = executor
+
+    async def __call__(self, agi: AsyncAGI, session: SessionInfo) -> str:
+        drained: list[str] | None = None
+        if not agi.in_step:
+            _, drained = await agi.synchronise()
+        body, fetched = await agi.get_variable_framed("MESSAGE(body)", FETCH)
+        raw_from = await agi.get_variable("MESSAGE_DATA(From)")
+        if not raw_from:
+            raw_from = await agi.get_variable("MESSAGE(from)")
+        inputs = inputs_from(agi.env, body, fetched, raw_from, drained)
+        if inputs.anomalies:
+            logger.warning(
+                "AGI sms session from %s is out of step: %s; text to %r",
+                session.peer or "stdin",
+                "; ".join(inputs.anomalies),
+                inputs.dialled,
+            )
+        text = InboundText(
+            system=session.system,
+            message_id=inputs.message_id,
+            dialled=inputs.dialled,
+            sender=inputs.sender,
+            body=inputs.body,
+            content_length=inputs.content_length,
+            at=dt.datetime.now(dt.UTC),
+        )
+        deadline = self.router.settings.agi.db_deadline_ms / 1000
+        future = asyncio.get_running_loop().run_in_executor(self.executor, self.router.run, text)
+        try:
+            # shield: on timeout the work still finishes and stores the text
+            async with asyncio.timeout(deadline):
+                decision = await asyncio.shield(future)
+        except TimeoutError:
+            decision = self.router.fallback(text, f"the database did not answer within {deadline * 1000:g} ms")
+        log_decision(text, decision)
+        await agi.set_variables(decision.variables())
+        return "sms-" + decision.status
+
+
+def log_decision(text: InboundText, decision: TextDecision) -> None:
+    if decision.status in ("fallback", "unknown-number"):
+        logger.warning(
+            "text %s/%s to %s forwarded by fallback to %r: %s",
+            text.system,
+            text.message_id,
+            text.dialled,
+            decision.destination,
+            decision.reason,
+        )
+    elif decision.reason:
+        logger.info(
+            "text %s/%s to %s: %s (%s)", text.system, text.message_id, text.dialled, decision.status, decision.reason
+        )
+
+
+def register(router: Router, text_router: TextRouter, executor: Executor) -> None:
+    router.add("sms", SmsHandler(text_router, executor))
