@@ -7,8 +7,10 @@ import datetime as dt
 import functools
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -19,6 +21,9 @@ from ami_listener.sink import CallWriter, EventSink
 from ami_listener.spool import Spool
 from config import AmiServer, Settings
 from tracking.phone import try_normalize
+
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +83,48 @@ class AmiListener:
             )
             self.connections.append(Connection(server, client, sink))
 
+    def metrics(self) -> Iterable[Metric]:
+        """Event counts, backlog and spool per Asterisk system, for ``/metrics`` (read when scraped)."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        events = CounterMetricFamily(
+            "calltrack_ami_events",
+            "AMI events by what became of them (received; of those: filtered, stored, spooled)",
+            labels=["system", "outcome"],
+        )
+        backlog = GaugeMetricFamily(
+            "calltrack_ami_backlog", "Events received and waiting for the database writer", labels=["system"]
+        )
+        spool = GaugeMetricFamily(
+            "calltrack_ami_spool_bytes", "Bytes of events waiting in the AMI spool file", labels=["system"]
+        )
+        failures = CounterMetricFamily(
+            "calltrack_ami_database_failures", "Event batches the database refused", labels=["system"]
+        )
+        for c in self.connections:
+            name, sink = c.server.name, c.sink
+            for outcome, count in (
+                ("received", sink.received),
+                ("filtered", sink.filtered),
+                ("stored", sink.stored),
+                ("spooled", sink.spooled),
+            ):
+                events.add_metric([name, outcome], float(count))
+            backlog.add_metric([name], float(sink.backlog + sink.held_for_retry))
+            spool.add_metric([name], float(sink.spool.pending_bytes))
+            failures.add_metric([name], float(sink.db_failures))
+        return [events, backlog, spool, failures]
+
     async def run(self, stop: asyncio.Event) -> None:
+        from tracking import metrics
+
+        metrics.watch("ami", self.metrics)
+        try:
+            await self._run(stop)
+        finally:
+            metrics.unwatch("ami")
+
+    async def _run(self, stop: asyncio.Event) -> None:
         hang_up = asyncio.Event()
         reading = asyncio.Event()
         tasks = [asyncio.create_task(c.client.run(hang_up), name=f"ami-read-{c.server.name}") for c in self.connections]

@@ -82,6 +82,11 @@ class Spool:
         """Whether events wait in the file."""
         return self._fh.tell() > self._read_offset
 
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of events waiting in the file."""
+        return max(0, self._fh.tell() - self._read_offset)
+
     def append(self, events: list[StoredEvent]) -> None:
         if not events:
             return

@@ -147,6 +147,7 @@ async def run_services(services: Sequence[Service], stop: asyncio.Event | None =
     tasks = {asyncio.create_task(s.run(stage_stop[stop_stage(s)]), name=s.name): s for s in services}
     sequencer = asyncio.create_task(_stop_in_order(stop, tasks, stage_stop), name="stop-in-order")
     notifier = Notifier()
+    _watch_services(tasks)
     helpers = [
         sequencer,
         asyncio.create_task(_tell_systemd(notifier, services, stop)),
@@ -171,6 +172,7 @@ async def run_services(services: Sequence[Service], stop: asyncio.Event | None =
                 if failed:
                     stop.set()
     finally:
+        _unwatch_services()
         for helper in helpers:
             helper.cancel()
         if not notifier.stopping:  # a service failed before any stop was asked
@@ -179,6 +181,26 @@ async def run_services(services: Sequence[Service], stop: asyncio.Event | None =
         for sig in installed:
             loop.remove_signal_handler(sig)
     return 1 if failed else 0
+
+
+def _watch_services(tasks: dict[asyncio.Task[None], Service]) -> None:
+    """``calltrack_service_up`` for /metrics: 1 while a service runs and says it is healthy."""
+    from tracking import metrics
+
+    def states() -> dict[str, bool]:
+        out = {}
+        for task, service in list(tasks.items()):
+            health = getattr(service, "health", None)
+            out[service.name] = not task.done() and not (health() if callable(health) else "")
+        return out
+
+    metrics.watch("services", metrics.services_up(states))
+
+
+def _unwatch_services() -> None:
+    from tracking import metrics
+
+    metrics.unwatch("services")
 
 
 async def _tell_systemd(notifier: Notifier, services: Sequence[Service], stop: asyncio.Event) -> None:

@@ -172,6 +172,8 @@ class WebSettings:
     listen: str = "127.0.0.1:8080"
     #: reverse proxies whose X-Forwarded-* headers are believed
     trusted_proxies: tuple[str, ...] = ()
+    #: client addresses or networks allowed to read /metrics (Prometheus text); empty: /metrics is off
+    metrics_networks: tuple[str, ...] = ()
     #: secret for signed cookies; set it, or CALLTRACK_WEB_SECRET_KEY
     secret_key: str = ""
     #: lifetime of the first-party visitor cookie, days

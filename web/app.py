@@ -1,8 +1,11 @@
-"""The ASGI application: ``GET /dni.js``, ``POST /dni/v1/session``, ``POST /dni/v1/heartbeat``.
+"""The ASGI application: ``GET /dni.js``, ``POST /dni/v1/session``, ``POST /dni/v1/heartbeat``, ``GET /metrics``.
 
 Cross-origin calls are answered only for the account's configured site origins.
 Forwarded headers are believed only from ``web.trusted_proxies``.  Each client
-address gets ``web.rate_limit_per_minute`` API calls a minute.
+address gets ``web.rate_limit_per_minute`` API calls a minute.  ``/metrics``
+(Prometheus text, :mod:`tracking.metrics`) answers only clients in
+``web.metrics_networks`` (by the address behind trusted proxies); to anyone else,
+and when the setting is empty, it does not exist (404).
 """
 
 from __future__ import annotations
@@ -32,10 +35,11 @@ from starlette.routing import Mount, Route
 from config import Settings
 from schema.db import make_engine, make_session_factory
 from schema.models import utcnow
+from tracking import metrics
 from web import api
 from web.dashboard.app import create_dashboard
 from web.dni import AccountCache, AccountInfo, Answer, Dni, PageView, SessionEnded
-from web.net import ProxyPolicy, parse_networks, truncate
+from web.net import ProxyPolicy, in_networks, parse_networks, truncate
 from web.ratelimit import RateLimiter
 from web.swaps import swap_fields
 
@@ -122,6 +126,8 @@ class DniApi:
         self.dni = Dni(settings, engine, clock, write_lock)
         self.accounts = AccountCache(factory, cache_seconds)
         self.proxies = ProxyPolicy(parse_networks(settings.web.trusted_proxies))
+        self.metrics_networks = parse_networks(settings.web.metrics_networks, "web.metrics_networks")
+        self.stored = metrics.StoredState(engine, settings, clock)
         self.limiter = RateLimiter(settings.web.rate_limit_per_minute)
         self.script = Script(settings)
 
@@ -228,6 +234,8 @@ class DniApi:
             )
             answer = await self.run(self.dni.start, info, view)
             replace = fields["replace"]
+            shown = "private" if view.privacy else "leased" if answer.expires_at is not None else "unleased"
+            metrics.DNI_SESSIONS.labels(shown).inc()
         except api.BadRequest as exc:
             return self.error(exc, allowed)
         except OperationalError as exc:
@@ -252,9 +260,11 @@ class DniApi:
             allowed = origin
             answer = await self.run(self.dni.heartbeat, info, fields["session"])
             replace = fields["replace"]
+            metrics.DNI_HEARTBEATS.labels("kept").inc()
         except api.BadRequest as exc:
             return self.error(exc, allowed)
         except SessionEnded as exc:
+            metrics.DNI_HEARTBEATS.labels("ended").inc()
             return self.error(api.BadRequest(410, "session", f"{exc}; start a new session"), allowed)
         except OperationalError as exc:
             logger.error(
@@ -265,6 +275,12 @@ class DniApi:
 
     async def health(self, request: Request) -> Response:
         return _json({"ok": True})
+
+    async def metrics(self, request: Request) -> Response:
+        if not in_networks(self.client(request), self.metrics_networks):
+            return Response("Not Found", status_code=404, media_type="text/plain")
+        body = await to_thread.run_sync(metrics.render, self.stored)
+        return Response(body, media_type=metrics.CONTENT_TYPE)
 
 
 def create_app(
@@ -281,17 +297,17 @@ def create_app(
     """
     own_engine = engine is None
     if engine is None:
-        engine = make_engine(settings.database_url, connect_timeout=settings.database.connect_timeout, pre_ping=False)
-    elif engine.dialect.name == "postgresql":
+        engine = make_engine(settings.database_url, connect_timeout=settings.database.connect_timeout)
+    dni_engine = engine
+    if engine.dialect.name == "postgresql":
         # The DNI API's own pool, without a round trip per checkout (the shared engine pings):
-        # a request runs once more when its connection turns out dead (web/dni.py).
-        engine = make_engine(
+        # a DNI request runs once more when its connection turns out dead (web/dni.py).
+        dni_engine = make_engine(
             engine.url.render_as_string(hide_password=False),
             connect_timeout=settings.database.connect_timeout,
             pre_ping=False,
         )
-        own_engine = True
-    handlers = DniApi(settings, engine, clock=clock, cache_seconds=cache_seconds, sqlite_inline=sqlite_inline)
+    handlers = DniApi(settings, dni_engine, clock=clock, cache_seconds=cache_seconds, sqlite_inline=sqlite_inline)
     routes = [
         Route("/dni.js", handlers.dni_js, methods=["GET", "HEAD"]),
         Route("/dni/v1/session", handlers.session, methods=["POST"]),
@@ -300,12 +316,15 @@ def create_app(
         Route("/dni/v1/heartbeat", handlers.preflight, methods=["OPTIONS"]),
         Route("/healthz", handlers.health, methods=["GET"]),
         Mount("/dashboard", app=create_dashboard(settings, engine, clock=clock)),
+        Route("/metrics", handlers.metrics, methods=["GET"]),
     ]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         handlers.close()
+        if dni_engine is not engine:
+            dni_engine.dispose()
         if own_engine:
             engine.dispose()
 

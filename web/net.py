@@ -9,14 +9,14 @@ from dataclasses import dataclass
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def parse_networks(entries: Iterable[str]) -> tuple[Network, ...]:
-    """``10.0.0.1`` and ``10.0.0.0/8`` (or IPv6) as networks; ValueError names a bad entry."""
+def parse_networks(entries: Iterable[str], setting: str = "web.trusted_proxies") -> tuple[Network, ...]:
+    """``10.0.0.1`` and ``10.0.0.0/8`` (or IPv6) as networks; ValueError names a bad entry and its *setting*."""
     out = []
     for entry in entries:
         try:
             out.append(ipaddress.ip_network(entry.strip(), strict=False))
         except ValueError:
-            raise ValueError(f"web.trusted_proxies: {entry!r} is not an address or network") from None
+            raise ValueError(f"{setting}: {entry!r} is not an address or network") from None
     return tuple(out)
 
 
@@ -33,6 +33,12 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         return addr.ipv4_mapped
     return addr
+
+
+def in_networks(address: str, networks: tuple[Network, ...]) -> bool:
+    """Whether *address* (as :meth:`ProxyPolicy.client` gives it) lies in one of *networks*."""
+    addr = _address(address)
+    return addr is not None and any(addr in net for net in networks)
 
 
 @dataclass(frozen=True)

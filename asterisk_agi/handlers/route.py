@@ -121,8 +121,23 @@ class RouteHandler:
         self.inline_pause = inline_pause
         self.inline_off_until = 0.0
         self._slow: list[float] = []
+        from tracking import metrics  # here: the classic script imports this module, never prometheus_client
+
+        self._statuses = metrics.ROUTES
+        self._seconds = metrics.ROUTE_SECONDS
+        self._fallbacks = metrics.ROUTE_FALLBACKS
 
     async def __call__(self, agi: AsyncAGI, session: SessionInfo) -> str:
+        began = time.perf_counter()
+        status, cause = await self._route(agi, session)
+        self._seconds.observe(time.perf_counter() - began)
+        self._statuses.labels(status).inc()
+        if status == STATUS_FALLBACK:
+            self._fallbacks.labels(cause).inc()
+        return status
+
+    async def _route(self, agi: AsyncAGI, session: SessionInfo) -> tuple[str, str]:
+        """(status, the cause of a fallback: ``deadline`` or ``error``)."""
         import asyncio
 
         inputs = await read_inputs(agi)
@@ -148,19 +163,21 @@ class RouteHandler:
             if decision is not None:
                 log_decision(request, decision)
                 await agi.set_variables(decision.variables())
-                return decision.status
+                return decision.status, "error"
         job = self.router.job(request)
         deadline = self.router.settings.agi.db_deadline_ms / 1000
         future = asyncio.get_running_loop().run_in_executor(self.executor, job.run)
+        cause = "error"
         try:
             # shield: on timeout the job still runs, writes the row and marks it as fallback
             async with asyncio.timeout(deadline):
                 decision = await asyncio.shield(future)
         except TimeoutError:
             decision = job.abandon(f"the database did not answer within {deadline * 1000:g} ms")
+            cause = "deadline"
         log_decision(request, decision)
         await agi.set_variables(decision.variables())
-        return decision.status
+        return decision.status, cause
 
 
 def register(router: Router, call_router: CallRouter, executor: Executor, inline: RouteStore | None = None) -> None:

@@ -26,6 +26,7 @@ def serve(app: AppContext, listen: str | None) -> None:
     try:
         split_listen(listen or settings.web.listen)
         parse_networks(settings.web.trusted_proxies)
+        parse_networks(settings.web.metrics_networks, "web.metrics_networks")
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     engine = app.ready_engine()

@@ -610,10 +610,12 @@ async def test_database_unavailable_routes_by_fallback_and_spools_the_call(
 ) -> None:
     away = agi_settings.replace(database=DatabaseSettings(url=unreachable(database_url, tmp_path), connect_timeout=1))
     running = await start_server(away)
+    before = fallback_metrics()
     with caplog.at_level(logging.WARNING):
         result = await running.call(linkedid="L-away")
     got = result.side.set_vars
     assert got["CALLTRACK_STATUS"] == "fallback"
+    assert grown(before, fallback_metrics()) == (1, 1, 0)  # /metrics: a fallback for an error
     assert (got["CALLTRACK_DIAL"], got["CALLTRACK_DIAL_TIMEOUT"]) == ("PJSIP/operator", "40")
     assert (got["CALLTRACK_CALL_ID"], got["CALLTRACK_RECORD"]) == ("", "0")
     # the administrator's log names the call, the number dialled, where it went and why
@@ -677,6 +679,24 @@ async def test_database_lost_after_start_routes_known_numbers_to_their_destinati
     assert calls["away-unknown"].recording_file is None
 
 
+def fallback_metrics() -> tuple[float, float, float]:
+    """(fallback routes, fallbacks for an error, fallbacks for the deadline) counted for /metrics in this process."""
+    from tracking.metrics import REGISTRY
+
+    def value(name: str, labels: dict[str, str]) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    return (
+        value("calltrack_routes_total", {"status": "fallback"}),
+        value("calltrack_route_fallbacks_total", {"cause": "error"}),
+        value("calltrack_route_fallbacks_total", {"cause": "deadline"}),
+    )
+
+
+def grown(before: tuple[float, ...], after: tuple[float, ...]) -> tuple[float, ...]:
+    return tuple(b - a for a, b in zip(before, after, strict=True))
+
+
 class Lock:
     """Holds the calls table's write lock from another connection: the route's write waits."""
 
@@ -712,12 +732,14 @@ async def test_slow_database_falls_back_within_the_deadline_and_the_row_follows(
     running = await start_server(slow)
     lock = Lock(database_url)
     lock.take()
+    before = fallback_metrics()
     try:
         result = await running.call(linkedid="slow")
     finally:
         lock.release()
     got = result.side.set_vars
     assert got["CALLTRACK_STATUS"] == "fallback"
+    assert grown(before, fallback_metrics()) == (1, 0, 1)  # /metrics: a fallback for the deadline
     assert (got["CALLTRACK_DIAL"], got["CALLTRACK_DIAL_TIMEOUT"]) == ("PJSIP/100", "22")  # the number's own
     assert got["CALLTRACK_CALL_ID"] == ""
     # the number records: without a call id the file is named by the call's key (issue 9, items 14 and 15)

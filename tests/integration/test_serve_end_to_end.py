@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -23,6 +24,7 @@ from pathlib import Path
 from tests.conftest import Cli
 from tests.fakes.ami_server import FakeAmiServer, Plan, call_frames, epoch_of, load_capture, with_timestamps
 from tests.fakes.fastagi_peer import FakeFastAGIPeer
+from tests.integration.metrics_helpers import samples
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -87,6 +89,7 @@ listen = "127.0.0.1:{agi_port}"
 db_deadline_ms = 5000
 [web]
 listen = "127.0.0.1:{web_port}"
+metrics_networks = ["127.0.0.1"]
 [recorder]
 spool_dir = "{spool}"
 archive_dir = "{tmp_path / "archive"}"
@@ -156,7 +159,31 @@ secret = "s3cret"
             assert response.status == 200
             assert b"dni" in response.read()
 
-        # 5. SIGTERM stops every service cleanly.
+        # 5. Prometheus reads what happened from /metrics.
+        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=5) as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            exposition = response.read().decode()
+        scraped = samples(exposition)
+        assert scraped['calltrack_routes_total{status="ok"}'] == 1
+        assert scraped["calltrack_route_seconds_count"] == 1
+        assert 0 < scraped['calltrack_ami_events_total{outcome="stored",system="pbx1"}']
+        received = scraped['calltrack_ami_events_total{outcome="received",system="pbx1"}']
+        filtered = scraped['calltrack_ami_events_total{outcome="filtered",system="pbx1"}']
+        assert received == filtered + scraped['calltrack_ami_events_total{outcome="stored",system="pbx1"}']
+        assert scraped['calltrack_ami_backlog{system="pbx1"}'] == 0
+        assert scraped['calltrack_recordings{state="archived"}'] == 1
+        assert scraped['calltrack_spool_files{spool="recorder"}'] == 0
+        for service in ("agi", "ami", "recorder", "web"):
+            assert scraped[f'calltrack_service_up{{service="{service}"}}'] == 1, service
+        assert scraped["calltrack_database_up"] == 1
+        # the sample Grafana dashboard asks only for metrics that exist
+        families = {re.sub(r"_total$", "", n) for n in re.findall(r"^# TYPE (calltrack_\w+)", exposition, re.M)}
+        dashboard = (ROOT / "config" / "samples" / "grafana-dashboard.json").read_text()
+        wanted = {re.sub(r"_(total|bucket)$", "", name) for name in re.findall(r"calltrack_\w+", dashboard)}
+        assert wanted - {"calltrack"} <= families, wanted - families
+
+        # 6. SIGTERM stops every service cleanly.
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)
         text = output.decode("utf-8", "replace")
