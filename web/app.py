@@ -315,8 +315,8 @@ def create_app(
         Route("/dni/v1/session", handlers.preflight, methods=["OPTIONS"]),
         Route("/dni/v1/heartbeat", handlers.preflight, methods=["OPTIONS"]),
         Route("/healthz", handlers.health, methods=["GET"]),
-        Mount("/dashboard", app=create_dashboard(settings, engine, clock=clock)),
         Route("/metrics", handlers.metrics, methods=["GET"]),
+        Mount("/dashboard", app=create_dashboard(settings, engine, clock=clock)),
     ]
 
     @contextlib.asynccontextmanager
