@@ -16,7 +16,7 @@ from starlette.staticfiles import StaticFiles
 
 from config import Settings
 from schema.models import utcnow
-from web.dashboard import views_auth
+from web.dashboard import views_auth, views_calls, views_reports
 from web.dashboard.core import HERE, BadInput, Dashboard, Denied, Forbidden, Signin, json_response
 from web.dashboard.security import SecurityHeaders
 
@@ -70,6 +70,16 @@ def create_dashboard(settings: Settings, engine: Engine, *, clock: Callable[[], 
         Route("/password", wrap(board, views_auth.password_form), methods=["GET"]),
         Route("/password", wrap(board, views_auth.password), methods=["POST"]),
         Route("/me.json", wrap(board, views_auth.me), methods=["GET"]),
+        Route("/calls", wrap(board, views_calls.calls), methods=["GET"]),
+        Route("/calls.{fmt}", wrap(board, views_calls.calls), methods=["GET"]),
+        Route("/calls/{id}.{fmt}", wrap(board, views_calls.call), methods=["GET"]),
+        Route("/calls/{id}", wrap(board, views_calls.call), methods=["GET"]),
+        Route("/calls/{id}/qualify", wrap(board, views_calls.qualify), methods=["POST"]),
+        Route("/recordings/{id}", wrap(board, views_calls.recording), methods=["GET", "HEAD"]),
+        Route("/overview", wrap(board, views_reports.overview), methods=["GET"]),
+        Route("/overview.{fmt}", wrap(board, views_reports.overview), methods=["GET"]),
+        Route("/reports", wrap(board, views_reports.reports_page), methods=["GET"]),
+        Route("/reports.{fmt}", wrap(board, views_reports.reports_page), methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes)

@@ -1,0 +1,154 @@
+"""Dashboard overview and reports: attribution tables, leads and value, the heatmap, missed calls, CSV, scope.
+
+On SQLite and PostgreSQL; times bucketed in the account's timezone.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import Engine
+
+from config import Settings
+from schema.models import Call, CallOutcome
+from tests.integration.dashboard_helpers import START, Board, Seeded, csrf_of, make_board, seed
+
+
+@pytest.fixture
+async def world(engine: Engine, settings: Settings) -> AsyncIterator[tuple[Board, Seeded]]:
+    async for board in make_board(engine, settings)():
+        data = seed(board.factory, settings)
+        with board.factory.begin() as s:  # the lead rules qualified the missed call, worth 40
+            s.add(CallOutcome(call_id=data.calls["missed"], lead="qualified", value=40.0))
+        board.user("mia", "member", ("Acme",))
+        board.user("gus", "member", ("Globex",))
+        board.user("root", "admin")
+        yield board, data
+
+
+async def _qualify(board: Board, client: object, call_id: int, **form: str) -> None:
+    page = await client.get(f"/dashboard/calls/{call_id}")  # type: ignore[attr-defined]
+    response = await client.post(  # type: ignore[attr-defined]
+        f"/dashboard/calls/{call_id}/qualify", data={"csrf": csrf_of(page.text), **form}
+    )
+    assert response.status_code == 303
+
+
+async def test_source_and_other_tables_count_calls_leads_and_value(world: tuple[Board, Seeded]) -> None:
+    board, data = world
+    async with board.signed_in("mia") as client:
+        await _qualify(board, client, data.calls["answered"], lead="yes", value="250")
+        report = (await client.get("/dashboard/reports.json?range=30d")).json()
+        by_source = {r["source"]: r for r in report["tables"]["source"]}
+        assert set(by_source) == {"Google Ads", "Facebook"}  # the blocked caller is not a lead
+        google, facebook = by_source["Google Ads"], by_source["Facebook"]
+        assert (google["calls"], google["answered"], google["first_time"], google["avg_talk_seconds"]) == (
+            1,
+            1,
+            1,
+            90.0,
+        )
+        assert (google["answer_rate"], google["qualified_leads"], google["lead_value"]) == (100.0, 1, 250.0)
+        assert (facebook["calls"], facebook["missed"], facebook["answer_rate"]) == (1, 1, 0.0)
+        assert (facebook["qualified_leads"], facebook["lead_value"]) == (1, 40.0)  # from the lead rules
+        campaigns = {r["campaign"]: r["calls"] for r in report["tables"]["campaign"]}
+        assert campaigns == {"spring<script>": 1, "(none)": 1}
+        assert {r["landing_page"]: r["calls"] for r in report["tables"]["landing"]} == {
+            "acme.test/offer": 1,
+            "(none)": 1,
+        }
+        assert {(r["keyword"], r["click_id"]) for r in report["tables"]["keyword"]} == {
+            ("(none)", "yes"),
+            ("(none)", "no"),
+        }
+        assert {r["tracking_number"] for r in report["tables"]["number"]} == {"+14045550100", "+14045550101"}
+        # a person's "no" overrides the rules' "qualified"
+        await _qualify(board, client, data.calls["missed"], lead="no")
+        report = (await client.get("/dashboard/reports.json?range=30d")).json()
+        facebook = next(r for r in report["tables"]["source"] if r["source"] == "Facebook")
+        assert (facebook["qualified_leads"], facebook["lead_value"]) == (0, 0.0)
+
+
+async def test_heatmap_is_in_the_accounts_local_time(world: tuple[Board, Seeded]) -> None:
+    board, _ = world
+    async with board.signed_in("mia") as client:
+        heat = (await client.get("/dashboard/reports.json?range=30d")).json()["heatmap"]
+        assert heat["days"][0] == "Mon" and len(heat["grid"]) == 7 and all(len(r) == 24 for r in heat["grid"])
+        cells = {(d, h): n for d, row in enumerate(heat["grid"]) for h, n in enumerate(row) if n}
+        # Monday 14:00 UTC is 09:00 in New York; Saturday 15:00 UTC is 10:00
+        assert cells == {(0, 9): 1, (5, 10): 1}
+
+
+async def test_missed_calls_not_called_back(world: tuple[Board, Seeded]) -> None:
+    board, data = world
+    async with board.signed_in("mia") as client:
+        missed = (await client.get("/dashboard/reports.json")).json()["missed"]
+        assert [m["id"] for m in missed] == [data.calls["missed"]]
+        with board.factory.begin() as s:  # the caller called again and was answered
+            s.add(
+                Call(
+                    system="pbx1",
+                    linkedid="again",
+                    account_id=data.acme,
+                    caller_number="+17705550122",
+                    started_at=START - dt.timedelta(days=1),
+                    disposition="answered",
+                )
+            )
+        assert (await client.get("/dashboard/reports.json")).json()["missed"] == []
+
+
+async def test_overview_figures_and_daily_series(world: tuple[Board, Seeded]) -> None:
+    board, _ = world
+    async with board.signed_in("mia") as client:
+        overview = (await client.get("/dashboard/overview.json?range=7d")).json()
+        s = overview["summary"]
+        assert (s["calls"], s["answered"], s["missed"], s["answer_rate"], s["first_time"]) == (2, 1, 1, 50.0, 1)
+        assert s["avg_talk_seconds"] == 90.0
+        daily = overview["daily"]
+        assert daily["days"][0] == "2026-02-24" and daily["days"][-1] == "2026-03-02" and len(daily["days"]) == 7
+        series = {x["source"]: x["calls"] for x in daily["series"]}
+        assert series == {"Facebook": [0, 0, 0, 0, 1, 0, 0], "Google Ads": [0, 0, 0, 0, 0, 0, 1]}
+        assert overview["busiest"]["calls"] == 1
+        today = (await client.get("/dashboard/overview.json?range=today")).json()
+        assert today["summary"]["calls"] == 1 and today["daily"]["days"] == ["2026-03-02"]
+        page = await client.get("/dashboard/overview")
+        assert page.status_code == 200 and 'id="chart-daily"' in page.text
+        assert '<script type="application/json" id="chart-data">' in page.text
+        assert "/dashboard/static/vendor/uPlot.iife.min.js" in page.text
+
+
+async def test_report_csv_matches_the_page_for_each_table(world: tuple[Board, Seeded]) -> None:
+    board, _ = world
+    async with board.signed_in("mia") as client:
+        report = (await client.get("/dashboard/reports.json?range=30d")).json()
+        for table, key in (("source", "source"), ("campaign", "campaign"), ("number", "tracking_number")):
+            response = await client.get(f"/dashboard/reports.csv?range=30d&table={table}")
+            assert response.status_code == 200
+            rows = list(csv.DictReader(io.StringIO(response.text)))
+            assert [(r[key], int(r["calls"])) for r in rows] == [(r[key], r["calls"]) for r in report["tables"][table]]
+        heat = list(csv.DictReader(io.StringIO((await client.get("/dashboard/reports.csv?table=heatmap")).text)))
+        assert heat[0]["day"] == "Mon" and heat[0]["09"] == "1"
+        assert (await client.get("/dashboard/reports.csv?table=nope")).status_code == 400
+
+
+async def test_reports_and_overview_never_show_another_accounts_calls(world: tuple[Board, Seeded]) -> None:
+    board, data = world
+    async with board.signed_in("gus") as client:
+        report = (await client.get("/dashboard/reports.json?range=30d")).json()
+        assert [(r["source"], r["calls"]) for r in report["tables"]["source"]] == [("(none)", 1)]
+        assert (await client.get("/dashboard/overview.json")).json()["summary"]["calls"] == 1
+        for url in (
+            f"/dashboard/reports.json?account={data.acme}",
+            f"/dashboard/reports.csv?account={data.acme}&table=source",
+            f"/dashboard/reports?account={data.acme}",
+            f"/dashboard/overview.json?account={data.acme}",
+        ):
+            assert (await client.get(url)).status_code == 404, url
+    async with board.signed_in("root") as client:
+        overview = (await client.get("/dashboard/overview.json?range=30d")).json()
+        assert overview["timezone"] == "UTC" and overview["summary"]["calls"] == 4  # both accounts and unknown numbers
