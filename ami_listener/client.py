@@ -56,6 +56,8 @@ class ListenerProtocol(AMIProtocol):
         self.fully_booted: Callable[[], None] | None = None
         #: when Asterisk last sent anything (an event, a reply to Ping)
         self.last_heard = 0.0
+        #: set by any data from Asterisk while the watchdog waits for a sign of life
+        self.heard: asyncio.Event | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -64,6 +66,8 @@ class ListenerProtocol(AMIProtocol):
     def data_received(self, data: bytes) -> None:
         now = time.time()
         self.last_heard = now
+        if self.heard is not None:
+            self.heard.set()
         for message in self.parser.feed(data):
             self.handle(message, now)
         if self.parser.problems:
@@ -277,12 +281,34 @@ class AmiClient:
             logger.warning("AMI server %s: resynchronisation did not complete: %s", self.where, exc)
 
     async def _ping(self, protocol: ListenerProtocol) -> None:
-        """A connection that stops answering Ping is dead even if TCP says nothing."""
+        """A connection on which nothing arrives is dead even if TCP says nothing.
+
+        Anything Asterisk sends is a sign of life, not only the answer to Ping: on a busy server
+        the Pong queues behind thousands of events, and waiting for it alone would call a
+        connection dead in the middle of a burst.  So Ping is sent only after *ping_interval*
+        seconds of silence, and the connection is dropped when nothing at all arrives within
+        *timeout* seconds of it.
+        """
         while not protocol.closed:
-            await asyncio.sleep(self.ping_interval)
+            await asyncio.sleep(max(0.0, protocol.last_heard + self.ping_interval - time.time()))
+            if protocol.closed:
+                return
+            if time.time() - protocol.last_heard < self.ping_interval:
+                continue  # heard from meanwhile
+            protocol.heard = heard = asyncio.Event()
+            ping = asyncio.ensure_future(protocol.send(Action({"Action": "Ping"})))
+            ping.add_done_callback(_ignore_result)
             try:
-                await asyncio.wait_for(protocol.send(Action({"Action": "Ping"})), self.timeout)
-            except (TimeoutError, ConnectionError):
-                logger.warning("AMI server %s: no answer to Ping; reconnecting", self.where)
+                await asyncio.wait_for(heard.wait(), self.timeout)
+            except TimeoutError:
+                logger.warning("AMI server %s: nothing heard %g s after a Ping; reconnecting", self.where, self.timeout)
                 protocol.transport.abort()
                 return
+            finally:
+                protocol.heard = None
+
+
+def _ignore_result(future: asyncio.Future[Any]) -> None:
+    """The Pong itself does not matter (any data counts); its failure at a disconnect is not news."""
+    if not future.cancelled():
+        future.exception()

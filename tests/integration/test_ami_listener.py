@@ -456,6 +456,27 @@ async def test_serve_runs_the_listener_when_servers_are_configured(
             app.close()
 
 
+async def test_a_busy_asterisk_whose_pong_queues_behind_events_is_not_left(
+    settings: Settings, database_url: str, secret_file: Path, asterisk_traffic: Path
+) -> None:
+    """Events keep arriving, the Pong never does (on a busy server it waits behind the events):
+    anything heard is a sign of life, so the listener stays on its one connection."""
+    stream = frames("answered", asterisk_traffic)
+    pace = 0.04
+    assert len(stream) * pace > 3 * (0.2 + 0.5)  # the stream outlasts several Ping intervals and timeouts
+    async with (
+        FakeAmiServer([Plan(frames=stream, pace=pace, answer_ping=False)]) as fake,
+        Harness(settings, database_url, fake, secret_file) as h,
+    ):
+        h.client.ping_interval = 0.2
+        h.client.timeout = 0.5
+        await wait_for(
+            lambda: (calls_of(h.engine, h.system).get(LINKEDID["answered"]) or {}).get("ended_at") is not None,
+            what="the call completed",
+        )
+        assert fake.connections == 1
+
+
 async def test_a_silent_asterisk_is_detected_by_ping_and_left(
     settings: Settings, database_url: str, secret_file: Path, asterisk_traffic: Path
 ) -> None:
