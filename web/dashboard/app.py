@@ -16,7 +16,7 @@ from starlette.staticfiles import StaticFiles
 
 from config import Settings
 from schema.models import utcnow
-from web.dashboard import views_auth, views_calls, views_reports
+from web.dashboard import live, views_auth, views_calls, views_misc, views_reports
 from web.dashboard.core import HERE, BadInput, Dashboard, Denied, Forbidden, Signin, json_response
 from web.dashboard.security import SecurityHeaders
 
@@ -60,7 +60,9 @@ def wrap(board: Dashboard, handler: Handler) -> Callable[[Request], Awaitable[Re
     return endpoint
 
 
-def create_dashboard(settings: Settings, engine: Engine, *, clock: Callable[[], dt.datetime] = utcnow) -> Any:
+def create_dashboard(
+    settings: Settings, engine: Engine, *, clock: Callable[[], dt.datetime] = utcnow, live_poll: float = live.POLL
+) -> Any:
     board = Dashboard(settings, engine, clock)
     routes: list[Any] = [
         Route("/", wrap(board, views_auth.home), methods=["GET"]),
@@ -80,8 +82,16 @@ def create_dashboard(settings: Settings, engine: Engine, *, clock: Callable[[], 
         Route("/overview.{fmt}", wrap(board, views_reports.overview), methods=["GET"]),
         Route("/reports", wrap(board, views_reports.reports_page), methods=["GET"]),
         Route("/reports.{fmt}", wrap(board, views_reports.reports_page), methods=["GET"]),
+        Route("/live", wrap(board, live.live_page), methods=["GET"]),
+        Route("/live.{fmt}", wrap(board, live.live_page), methods=["GET"]),
+        Route("/live/events", wrap(board, live.events), methods=["GET"]),
+        Route("/numbers", wrap(board, views_misc.numbers), methods=["GET"]),
+        Route("/numbers.{fmt}", wrap(board, views_misc.numbers), methods=["GET"]),
+        Route("/audit", wrap(board, views_misc.audit), methods=["GET"]),
+        Route("/audit.{fmt}", wrap(board, views_misc.audit), methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes)
     app.state.dashboard = board
+    app.state.live_poll = live_poll
     return SecurityHeaders(app)
