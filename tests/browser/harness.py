@@ -164,3 +164,29 @@ def wait_swapped(page: Any, timeout: int = WAIT_MS) -> None:
         "() => window.calltrackDni && window.calltrackDni.state().shown && !window.calltrackDni.state().busy",
         timeout=timeout,
     )
+
+
+# A large page: what a product listing or a long article costs the script
+FORMS = (
+    "<span>(404)</span> 555-0100",
+    "404-555-0100",
+    "<a href='tel:+14045550100'><strong>404</strong>.555.0100</a>",
+    "+1 404 555 0100",
+)
+
+
+def large_page(cards: int, numbers: int, script: str = "") -> str:
+    """*cards* cards of 24 nodes each (elements and texts); every (cards/numbers)-th one shows the number."""
+    every = max(1, cards // max(1, numbers))
+    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>Big</title>{script}</head><body><main>"]
+    for i in range(cards):
+        shown = FORMS[(i // every) % len(FORMS)] if i % every == 0 else "ask for Sam"
+        out.append(
+            f"<section class='card' id='c{i}'><h3>Item {i}</h3>"
+            f"<p class='d'>Model {i * 7} ships in {i % 9 + 1} days, <em>{i % 30} in stock</em>.</p>"
+            f"<ul><li>Size {i % 5}</li><li>Colour <b>red</b></li></ul>"
+            f"<p class='c'>Call {shown} to order.</p><div class='f'><span>${i}.99</span> <i>VAT incl.</i></div>"
+            "</section>"
+        )
+    out.append("</main></body></html>")
+    return "".join(out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.harness import WAIT_MS, Website, chromium, service, tag, wait_swapped, website
+from tests.browser.harness import WAIT_MS, Website, chromium, large_page, service, tag, wait_swapped, website
 from tracking.accounts import add_account, add_source
 from tracking.numbers import NumberFields, add_number
 from tracking.sites import add_site
@@ -46,6 +47,7 @@ class World:
     site: Website
     foreign: Website
     browser: Any
+    script: str
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +64,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             add_site(s, "Acme", site.origin, ["+1 404 555 0100"])
         site.pages["/"] = PAGE.format(tag=tag(svc, key), foreign=foreign.origin, widget=WIDGET)
         site.pages["/chat"] = CHAT
-        yield World(site, foreign, stack.enter_context(chromium()))
+        yield World(site, foreign, stack.enter_context(chromium()), tag(svc, key))
 
 
 @pytest.fixture
@@ -146,3 +148,36 @@ def test_open_shadow_roots_present_and_added_later(world: World, page: Any) -> N
 
 def text_outside(page: Any) -> str:
     return str(page.inner_text("#own"))
+
+
+def test_large_page_every_number_swapped_and_nothing_else(
+    world: World, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """20,000 nodes and more, the number 500 times in four forms (split ones too), walked in slices."""
+    page_html = large_page(1000, 500, script=world.script)
+    world.site.pages["/large"] = page_html
+    world.site.pages["/large-none"] = page_html.replace("0100", "0177")
+    ctx = world.browser.new_context()
+    try:
+        page = ctx.new_page()
+        page.goto(world.site.url("/large"))
+        wait_swapped(page, timeout=60_000)
+        nodes = page.evaluate(
+            "() => { let n = 0; const w = document.createTreeWalker(document, 5); while (w.nextNode()) n++; return n; }"
+        )
+        assert nodes > 20_000
+        body = page.inner_text("main")
+        assert len(re.findall(r"404\D{1,2}555\D0100", body)) == 0
+        assert len(re.findall(r"770\D{1,2}555\D0151", body)) == 500
+        assert page.locator("a[href='tel:+17705550151']").count() == 125
+        prices = page.evaluate("() => [...document.querySelectorAll('.f span')].map(e => e.textContent)")
+        assert prices == [f"${i}.99" for i in range(1000)]  # other digits are left alone
+        # a page holding none of the numbers: the walk ends and changes nothing
+        page.goto(world.site.url("/large-none"))
+        page.wait_for_function(
+            "() => window.calltrackDni && performance.getEntriesByName('calltrack:swapped').length", timeout=60_000
+        )
+        assert page.evaluate("() => window.calltrackDni.state().swapped") == 0
+        assert len(re.findall(r"404\D{1,2}555\D0177", page.inner_text("main"))) == 500
+    finally:
+        ctx.close()

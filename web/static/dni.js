@@ -22,9 +22,9 @@ var listed = list(me.getAttribute("data-replace"), ",");
 var marked = list(me.getAttribute("data-attrs"), /[\s,]+/);
 var SEL = "[href*='tel:' i],[onclick*='tel:' i]" + marked.map(function (a) { return ",[" + a + "]"; }).join("");
 // digits -> [digits to put, whole text or null]; longest key length
-var map = null, most = 0, last = null;
+var map = null, most = 0, last = null, keys = null;
 var shown = null, session = null, timer = null, observer = null;
-var queue = [], busy = false, told = false, mine = new WeakMap(), framed = new WeakSet(), count = 0;
+var queue = [], writes = [], busy = false, told = false, mine = new WeakMap(), framed = new WeakSet(), count = 0;
 var SKIP = {SCRIPT: 1, STYLE: 1, NOSCRIPT: 1, TEXTAREA: 1, INPUT: 1, SELECT: 1, OPTION: 1, TEMPLATE: 1, svg: 1, math: 1};
 var INLINE = {};
 "A ABBR B BDI BDO BIG BR CITE CODE DATA DFN EM FONT I KBD LABEL MARK NOBR Q S SAMP SMALL SPAN STRONG SUB SUP TIME TT U VAR WBR".split(" ").forEach(function (t) { INLINE[t] = 1; });
@@ -40,6 +40,10 @@ if (debug && w.console) console.info("calltrack dni.js: " + m);
 }
 function now() {
 return w.performance ? performance.now() : Date.now();
+}
+// on the page's performance timeline: when the answer came, when every number was swapped
+function mark(m) {
+if (w.performance && performance.mark) performance.mark("calltrack:" + m);
 }
 // matches in s: [start, end, [put, text]].  A number is whole digit groups; it does not go on
 // into a group joined by a dash or dot (404-555-0100-1), nor start within an international
@@ -93,10 +97,16 @@ function edit(s, tel) {
 var r = plan(s, tel);
 return r ? apply(s, r, 0) : s;
 }
-function set(node, value) {
-mine.set(node, value);
-node.nodeValue = value;
+// changes wait until the walk is over, then are made at once: one style and layout pass, not one a slice
+function commit() {
+for (var i = 0; i < writes.length; i++) {
+var x = writes[i], el = x[0], a = x[1];
+if ((a ? el.getAttribute(a) : el.nodeValue) !== x[2]) continue; // changed since: its own mutation is queued
+mine.set(el, a ? a + x[3] : x[3]);
+if (a) el.setAttribute(a, x[3]); else el.nodeValue = x[3];
 count++;
+}
+writes = [];
 }
 function swapAttrs(el) {
 var names = ["href", "onclick"].concat(marked);
@@ -109,16 +119,17 @@ try { plain = decodeURIComponent(num); } catch (e) { /* keep it */ }
 var out = edit(plain, true);
 return out === plain ? m : t + (plain === num ? out : encodeURI(out));
 });
-if (nv !== v) {
-mine.set(el, names[i] + nv);
-el.setAttribute(names[i], nv);
-count++;
+if (nv !== v) writes.push([el, names[i], v, nv]);
 }
 }
-}
+// form fields, scripts, editable areas (by attribute: isContentEditable would recompute styles)
 function skipped(el) {
-for (; el && el.nodeType === 1; el = el.parentNode) if (SKIP[el.tagName]) return true;
+for (; el && el.nodeType === 1; el = el.parentNode) if (SKIP[el.tagName] || editable(el)) return true;
 return false;
+}
+function editable(el) {
+var v = el.getAttribute("contenteditable");
+return v !== null && v !== "false";
 }
 function blockOf(el) {
 while (INLINE[el.tagName] && el.parentNode && el.parentNode.nodeType === 1) el = el.parentNode;
@@ -126,12 +137,14 @@ return el;
 }
 // the text of one block as one string (inline elements joined, <br> as a line break), swapped
 function swapBlock(b) {
+// most blocks with digits hold none of the numbers: their digits, run together, contain no key
+if (!keys.test(b.textContent.replace(/\D/g, ""))) return;
 var wk = (b.ownerDocument || b).createTreeWalker(b, 5), nd = wk.nextNode(), parts = [], s = "";
 function flush() {
 var r = /\d/.test(s) && plan(s, false);
 if (r) for (var i = 0, off = 0; i < parts.length; off += parts[i++].v.length) {
 var p = parts[i], nv = apply(p.v, r, off);
-if (p.n && nv !== p.v) set(p.n, nv);
+if (p.n && nv !== p.v) writes.push([p.n, null, p.v, nv]);
 }
 parts = []; s = "";
 }
@@ -139,7 +152,7 @@ while (nd) {
 if (nd.nodeType === 1) {
 var t = nd.tagName;
 if (t === "BR") { parts.push({n: null, v: "\n"}); s += "\n"; }
-else if (SKIP[t] || !INLINE[t] || nd.isContentEditable) {
+else if (SKIP[t] || !INLINE[t] || editable(nd)) {
 flush();
 nd = after(nd, b);
 if (nd) wk.currentNode = nd;
@@ -193,7 +206,9 @@ if (now() > end) break;
 }
 if (queue.length) later();
 else if (busy) {
+commit();
 busy = false;
+mark("swapped");
 if (!told) log(count ? count + " texts and links swapped" : "none of the numbers to replace is on this page");
 told = true;
 }
@@ -220,7 +235,7 @@ if (nd) wk.currentNode = nd;
 continue;
 }
 host(nd);
-} else if (nd.nodeType === 3 && /\d/.test(nd.nodeValue) && nd.parentNode && nd.parentNode.nodeType === 1 && !skipped(nd.parentNode) && !nd.parentNode.isContentEditable) {
+} else if (nd.nodeType === 3 && /\d/.test(nd.nodeValue) && nd.parentNode && nd.parentNode.nodeType === 1 && !skipped(nd.parentNode)) {
 var b = blockOf(nd.parentNode);
 if (!job.done.has(b)) { job.done.add(b); swapBlock(b); }
 }
@@ -284,7 +299,15 @@ last = a.swap;
 map = m;
 most = 0;
 for (var k in m) most = Math.max(most, k.length);
+keys = new RegExp(Object.keys(m).join("|"));
 shown = {e164: a.number, display: a.display || a.number};
+mark("answer");
+// while the page is still being parsed, one walk once it is whole costs less than one per parsed node
+if (d.readyState === "loading") d.addEventListener("DOMContentLoaded", go);
+else go();
+}
+function go() {
+mark("walk");
 watch();
 push(d);
 }
