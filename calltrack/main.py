@@ -35,6 +35,8 @@ GROUPS: dict[str, tuple[str, str, str]] = {
     "users": ("calltrack.commands.users", "group", "Dashboard users: roles, accounts, passwords."),
     "conversions": ("calltrack.commands.conversions", "group", "Offline conversion files for ad platforms."),
     "transcripts": ("calltrack.commands.transcripts", "group", "Call transcripts: transcribe, list, show, search."),
+    "automations": ("calltrack.commands.automations", "group", "Lead rules: tag, qualify, score calls."),
+    "spam": ("calltrack.commands.spam", "group", "Likely spam calls and known spam numbers."),
     "serve": ("calltrack.commands.serve", "command", "Run every long-running service in one process."),
     "doctor": ("calltrack.commands.doctor", "command", "Check a deployment and say what to fix."),
 }

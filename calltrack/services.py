@@ -42,6 +42,7 @@ SERVICES: dict[str, str] = {
     "lookup": "lookups.service:factory",
     "webhooks": "webhooks.service:factory",
     "transcriber": "transcriber.service:make_service",
+    "leads": "calltrack.leads_service:make_service",
 }
 
 

@@ -7,7 +7,12 @@ What a row counts, so spam and calls in progress do not distort it:
 - ``answer_rate`` is answered over the calls that ended: a live call is neither
   answered nor missed yet (``live``, counted apart);
 - ``first_time`` counts first-time callers of calls that reached an account;
-- ``after_hours`` counts the calls that came in while the number's business hours were closed.
+- ``after_hours`` counts the calls that came in while the number's business hours were closed;
+- ``spam`` counts the calls flagged as likely spam (``tracking/spam.py``), kept out of every other
+  column: a spam call is not a call, not answered, never a lead;
+- ``qualified`` counts the calls lead rules (or a person) marked qualified, ``lead_rate`` is
+  qualified over calls, ``value`` sums the values rules set on qualified calls;
+- ``top_keywords`` (sources only) are the words said most often in the source's transcripts.
 
 Every source (and every active tracking number) of the accounts reported on has a
 row, zeros when it had no calls.
@@ -21,7 +26,7 @@ from typing import Any
 from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session
 
-from schema.models import Account, Call, Source, TrackingNumber
+from schema.models import Account, Call, CallOutcome, Source, TrackingNumber, Transcript
 from tracking.accounts import get_account
 from tracking.calls import BLOCKED
 
@@ -40,28 +45,37 @@ MEASURES = [
     "answer_rate",
     "avg_talk_seconds",
     "talk_minutes",
+    "spam",
+    "qualified",
+    "lead_rate",
+    "value",
 ]
 
 
 def _measures() -> list[Any]:
     disp = Call.disposition
-    counted = disp.is_(None) | (disp != BLOCKED)
+    not_spam = func.coalesce(CallOutcome.spam, False).is_(False)
+    counted = (disp.is_(None) | (disp != BLOCKED)) & not_spam
 
     def count(condition: Any) -> Any:
         return func.sum(case((condition, 1), else_=0))
 
+    qualified = counted & (CallOutcome.lead == "qualified")
     return [
         count(counted).label("calls"),
-        count(disp == "answered").label("answered"),
-        count(disp == "missed").label("missed"),
-        count(disp == "abandoned").label("abandoned"),
-        count(disp == "busy").label("busy"),
-        count(disp == "failed").label("failed"),
-        count(disp.is_(None)).label("live"),
-        count(disp == BLOCKED).label("blocked"),
+        count(not_spam & (disp == "answered")).label("answered"),
+        count(not_spam & (disp == "missed")).label("missed"),
+        count(not_spam & (disp == "abandoned")).label("abandoned"),
+        count(not_spam & (disp == "busy")).label("busy"),
+        count(not_spam & (disp == "failed")).label("failed"),
+        count(not_spam & disp.is_(None)).label("live"),
+        count(not_spam & (disp == BLOCKED)).label("blocked"),
         count(counted & Call.after_hours.is_(True)).label("after_hours"),
         count(counted & Call.first_time.is_(True) & Call.account_id.is_not(None)).label("first_time"),
-        func.sum(case((disp == "answered", func.coalesce(Call.talk_time, 0)), else_=0)).label("talk"),
+        func.sum(case((not_spam & (disp == "answered"), func.coalesce(Call.talk_time, 0)), else_=0)).label("talk"),
+        count(func.coalesce(CallOutcome.spam, False).is_(True)).label("spam"),
+        count(qualified).label("qualified"),
+        func.sum(case((qualified, func.coalesce(CallOutcome.value, 0)), else_=0)).label("lead_value"),
     ]
 
 
@@ -90,6 +104,10 @@ def _row(keys: dict[str, Any], m: Any | None) -> dict[str, Any]:
         "answer_rate": round(100.0 * answered / ended, 1) if ended else None,
         "avg_talk_seconds": round(talk / answered, 1) if answered else None,
         "talk_minutes": round(talk / 60.0, 1),
+        "spam": value("spam"),
+        "qualified": value("qualified"),
+        "lead_rate": round(100.0 * value("qualified") / calls, 1) if calls else None,
+        "value": round(float(m.lead_value or 0.0), 2) if m is not None else 0.0,
     }
 
 
@@ -109,6 +127,7 @@ def by_source(
         .select_from(Call)
         .outerjoin(Account, Account.id == Call.account_id)
         .outerjoin(Source, Source.id == Call.source_id)
+        .outerjoin(CallOutcome, CallOutcome.call_id == Call.id)
         .group_by(Account.name, Source.name)
     )
     rows = {
@@ -120,6 +139,9 @@ def by_source(
     every = select(Account.name, Source.name).join(Source, Source.account_id == Account.id)
     for acc_name, src_name in session.execute(every.where(Account.id.in_(_accounts(session, account)))):
         rows.setdefault((acc_name, src_name), _row({"account": acc_name, "source": src_name}, None))
+    keywords = top_keywords(session, account=account, since=since, until=until)
+    for key, row in rows.items():
+        row["top_keywords"] = ", ".join(f"{word} {n}" for word, n in keywords.get(key, []))
     return sorted(rows.values(), key=lambda r: (r["account"], -r["calls"], -r["blocked"], r["source"]))
 
 
@@ -138,6 +160,7 @@ def by_number(
         .select_from(Call)
         .outerjoin(Account, Account.id == Call.account_id)
         .outerjoin(TrackingNumber, TrackingNumber.id == Call.tracking_number_id)
+        .outerjoin(CallOutcome, CallOutcome.call_id == Call.id)
         .group_by(Account.name, Call.tracking_number, TrackingNumber.label)
     )
     rows = {
@@ -154,3 +177,42 @@ def by_number(
     for acc_name, number, label in session.execute(active):
         rows.setdefault((acc_name, number), _row({"account": acc_name, "number": number, "label": label}, None))
     return sorted(rows.values(), key=lambda r: (r["account"], -r["calls"], -r["blocked"], r["number"]))
+
+
+#: words too common to tell anything about a call
+STOPWORDS = frozenset(
+    """a about after again all am an and any are as at be because been but by can could did do does
+    doing don't for from get got had has have having he her here hi hello him his how i i'd i'll i'm
+    if in into is it it's its just know like me my no not now of off oh ok okay on one or our out
+    please right so some than thank thanks that that's the their them then there they this to too uh
+    um up us very was we well were what when where which who will with would yeah yes you your
+    you're goodbye bye calling call""".split()
+)
+
+
+def top_keywords(
+    session: Session,
+    *,
+    account: str | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    per_source: int = 5,
+) -> dict[tuple[str, str], list[tuple[str, int]]]:
+    """(account, source) -> the words said most often in its calls' transcripts (spam left out), with counts."""
+    import re
+    from collections import Counter
+
+    query: Any = (
+        select(Account.name, Source.name, Transcript.text)
+        .select_from(Transcript)
+        .join(Call, Call.id == Transcript.call_id)
+        .outerjoin(Account, Account.id == Call.account_id)
+        .outerjoin(Source, Source.id == Call.source_id)
+        .outerjoin(CallOutcome, CallOutcome.call_id == Call.id)
+        .where(Transcript.state == "done", func.coalesce(CallOutcome.spam, False).is_(False))
+    )
+    counters: dict[tuple[str, str], Counter[str]] = {}
+    for acc, src, text in session.execute(_filtered(session, query, account, since, until)):
+        words = [w for w in re.findall(r"[a-z][a-z']+", (text or "").lower()) if w not in STOPWORDS and len(w) > 2]
+        counters.setdefault((acc or "(unknown)", src or "(none)"), Counter()).update(words)
+    return {key: c.most_common(per_source) for key, c in counters.items()}

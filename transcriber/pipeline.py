@@ -81,6 +81,14 @@ def redacted_segments(result: Result) -> tuple[list[queue.Segment], list[dict[st
     return segments, redactions
 
 
+def apply_rules(session: Session, transcript: Transcript) -> None:
+    """A transcript arrived: its call's account's lead rules run again (phrases said count now)."""
+    if transcript.call_id is not None:
+        from tracking.lead_rules import apply_to_call
+
+        apply_to_call(session, transcript.call_id)
+
+
 class Transcriber:
     def __init__(
         self,
@@ -95,7 +103,7 @@ class Transcriber:
         self.session_factory = session_factory
         self.engine: Engine | None = None
         self._engine_factory = engine_factory or self._default_engine
-        self.on_stored = on_stored
+        self.on_stored = on_stored if on_stored is not None else apply_rules
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.cfg.concurrency,
             thread_name_prefix="transcriber",

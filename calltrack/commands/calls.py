@@ -254,6 +254,7 @@ def show(app: AppContext, call_id: str, fmt: str) -> None:
         record["caller_country"] = call.caller_country
         record["caller_line_type"] = call.caller_line_type
         record["route_status"] = call.route_status
+        record.update(_outcome(session, call.id))
         legs = session.scalars(select(CallLeg).where(CallLeg.call_id == call.id).order_by(CallLeg.id)).all()
         events = session.scalars(
             select(CallEvent).where(CallEvent.call_id == call.id).order_by(CallEvent.at, CallEvent.id)
@@ -304,6 +305,24 @@ def show(app: AppContext, call_id: str, fmt: str) -> None:
         click.echo("transcript:")
         for line in transcript_lines(transcript):
             click.echo(line)
+
+
+def _outcome(session: Any, call_id: int) -> dict[str, Any]:
+    """What lead rules and spam signals made of the call (tracking/lead_rules.py, tracking/spam.py)."""
+    from sqlalchemy import select
+
+    from schema.models import CallOutcome, CallTag
+
+    row = session.get(CallOutcome, call_id)
+    tags = list(session.scalars(select(CallTag.tag).where(CallTag.call_id == call_id).order_by(CallTag.tag)))
+    return {
+        "lead": row.lead if row else None,
+        "score": row.score if row else 0,
+        "value": row.value if row else None,
+        "tags": ", ".join(tags),
+        "spam": bool(row and row.spam),
+        "spam_reason": row.spam_reason if row else None,
+    }
 
 
 def _transcript(session: Any, call_id: int) -> list[dict[str, Any]]:
