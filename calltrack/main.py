@@ -31,6 +31,7 @@ GROUPS: dict[str, tuple[str, str, str]] = {
     "agi": ("calltrack.commands.agi", "group", "The FastAGI server that routes calls."),
     "ami": ("calltrack.commands.ami", "group", "The AMI listener that records call events."),
     "web": ("calltrack.commands.web", "group", "The web service: DNI script, API, dashboard."),
+    "sms": ("calltrack.commands.sms", "group", "Text messages: send, list, threads, opt-outs."),
     "webhooks": ("calltrack.commands.webhooks", "group", "Signed webhooks to an account's receivers (a CRM)."),
     "users": ("calltrack.commands.users", "group", "Dashboard users: roles, accounts, passwords."),
     "conversions": ("calltrack.commands.conversions", "group", "Offline conversion files for ad platforms."),

@@ -116,7 +116,7 @@ def check_server(app: Any, server: AmiServer, service: files.Who, conf: ConfigFi
     found.append(
         ok(name, f"logged in to {where} as {server.username!r}" + (f" (Asterisk {version})" if version else ""))
     )
-    found.extend(_write_rights(name, result))
+    found.extend(_write_rights(name, result, bool(settings.sms.trunk)))
     found.extend(_read_rights(name, server, result, conf, why))
     found.extend(_timestamps(app, name, server, result, conf, why))
     if local and conf is not None:
@@ -125,7 +125,8 @@ def check_server(app: Any, server: AmiServer, service: files.Who, conf: ConfigFi
     return ServerReport(server, found, result)
 
 
-def _write_rights(name: str, result: AmiProbe) -> list[Finding]:
+def _write_rights(name: str, result: AmiProbe, texts: bool = False) -> list[Finding]:
+    """*texts*: [sms] trunk is set, so `calltrack sms send` is meant to work (it needs MessageSend)."""
     found = []
     if "CoreShowChannels" not in result.actions:
         found.append(
@@ -142,6 +143,14 @@ def _write_rights(name: str, result: AmiProbe) -> list[Finding]:
                 name,
                 "MixMonitorMute is not permitted: `calltrack recordings pause` will be refused",
                 "add call to the user's write = line if you pause recordings",
+            )
+        )
+    if texts and "MessageSend" not in result.actions:
+        found.append(
+            warn(
+                name,
+                "MessageSend is not permitted: `calltrack sms send` will be refused",
+                "add message to the user's write = line (write = reporting,call,message) to send texts",
             )
         )
     if "Command" in result.actions or "Originate" in result.actions:

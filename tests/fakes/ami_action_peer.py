@@ -1,15 +1,24 @@
-"""A small fake Asterisk AMI peer for one-shot actions (MixMonitorMute).
+"""A small fake Asterisk AMI peer for one-shot actions (MixMonitorMute, MessageSend).
 
 It speaks with the real bytes of Asterisk 22 from tests/fixtures/asterisk/ami/ami-answered.txt:
 the banner line, the Login reply (its ActionID swapped for the client's) and the
 FullyBooted event; an action's reply is built like the recorded StopMixMonitor
 reply (``Response: Success`` / ``ActionID``), and errors use Asterisk's own
 messages ("Authentication failed", "No such channel").
+
+``MessageSend`` is answered as Asterisk 22 did in tests/fixtures/asterisk/pjsip/ami-sms-out.txt
+(the recorded reply frames, their ActionID swapped): "Message successfully sent" for a
+``pjsip:`` destination whose endpoint exists (the dialstring form ``pjsip:PJSIP/user@endpoint``
+included), "Message failed to send." for an unknown endpoint, "No 'To' address specified.",
+"Message technology not found." for another technology; the class ``message`` is needed.
+A text sent is kept in :attr:`ActionPeer.delivered` as the endpoint receives it
+(tests/fixtures/asterisk/pjsip/sipp-sms-out-uas.msg): Request-URI, From, the decoded body.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import re
 from dataclasses import dataclass, field
@@ -43,6 +52,12 @@ class ActionPeer:
     #: the manager user's write classes (manager.conf ``write =``); an action needs one of its own
     write: frozenset[str] = frozenset({"system", "call", "reporting"})
     received: list[dict[str, str]] = field(default_factory=list)
+    #: PJSIP endpoints and their contacts (MessageSend)
+    endpoints: dict[str, str] = field(default_factory=lambda: {"agent100": "sip:agent100@127.0.0.1:5081"})
+    #: the MessageSend replies of the recording, by outcome (see load_message_replies)
+    message_replies: dict[str, bytes] = field(default_factory=dict)
+    #: texts Asterisk queued: {"request_uri", "from", "to", "body", "headers"}
+    delivered: list[dict[str, object]] = field(default_factory=list)
     port: int = 0
     _server: asyncio.AbstractServer | None = None
 
@@ -94,11 +109,51 @@ class ActionPeer:
                         writer.write(self._reply("Success", action_id, None))
                     else:
                         writer.write(self._reply("Error", action_id, "No such channel"))
+                elif action == "messagesend" and not self.write & {"message"}:
+                    writer.write(self._reply("Error", action_id, "Permission denied"))
+                elif action == "messagesend":
+                    writer.write(self._message_send(headers, action_id))
                 else:
                     writer.write(self._reply("Error", action_id, "Invalid/unknown command"))
                 await writer.drain()
         finally:
             writer.close()
+
+    def _message_send(self, headers: dict[str, str], action_id: str) -> bytes:
+        def recorded(outcome: str, message: str) -> bytes:
+            frame = self.message_replies.get(outcome)
+            if frame is None:
+                return self._reply("Success" if outcome == "success" else "Error", action_id, message)
+            return re.sub(rb"ActionID: [^\r]*", b"ActionID: " + action_id.encode(), frame)
+
+        target = headers.get("Destination") or headers.get("To")
+        if not target:
+            return recorded("no-to", "No 'To' address specified.")
+        tech, sep, rest = target.partition(":")
+        if not sep or tech.lower() != "pjsip":
+            return recorded("no-tech", "Message technology not found.")
+        m = re.fullmatch(r"PJSIP/([^@]+)@(.+)", rest)
+        endpoint, user = (m.group(2), m.group(1)) if m else (rest.split("/", 1)[0].split("@", 1)[0], None)
+        contact = self.endpoints.get(endpoint)
+        if contact is None:
+            return recorded("failed", "Message failed to send.")
+        if user is not None:  # the contact's user replaced by the dialstring's (res_pjsip_messaging)
+            contact = re.sub(r"sip:([^@]*@)?", f"sip:{user}@", contact, count=1)
+        if "Base64Body" in headers:
+            body = base64.b64decode(headers["Base64Body"]).decode("utf-8", "replace")
+        else:
+            body = headers.get("Body", "")
+        extra = dict(pair.split("=", 1) for pair in headers.get("Variable", "").split(",") if "=" in pair)
+        self.delivered.append(
+            {
+                "request_uri": contact,
+                "from": headers.get("From", ""),
+                "to": headers.get("To"),
+                "body": body,
+                "headers": extra,
+            }
+        )
+        return recorded("success", "Message successfully sent")
 
     @staticmethod
     def _reply(response: str, action_id: str, message: str | None) -> bytes:
@@ -106,3 +161,20 @@ class ActionPeer:
         if message:
             lines.append(f"Message: {message}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def load_message_replies(capture: Path) -> dict[str, bytes]:
+    """The MessageSend reply frames of tests/fixtures/asterisk/pjsip/ami-sms-out.txt, by outcome."""
+    frames = capture.read_bytes().split(b"\r\n\r\n")
+    by_id = {
+        "ms-1-body": "success",
+        "ms-4-unknown-endpoint": "failed",
+        "ms-5-missing-to": "no-to",
+        "ms-6-unknown-tech": "no-tech",
+    }
+    out: dict[str, bytes] = {}
+    for frame in frames:
+        m = re.search(rb"ActionID: ([^\r]*)", frame)
+        if frame.startswith(b"Response: ") and m and m.group(1).decode() in by_id:
+            out[by_id[m.group(1).decode()]] = frame + b"\r\n\r\n"
+    return out

@@ -75,6 +75,7 @@ ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "CoreShowChannels": (("system", "reporting"), "List currently active channels."),
     "ShowDialPlan": (("config", "reporting"), "Show dialplan contexts and extensions"),
     "MixMonitorMute": (("system", "call"), "Mute / unMute a Mixmonitor recording."),
+    "MessageSend": (("message",), "Send an out of call message to an endpoint."),
 }
 
 

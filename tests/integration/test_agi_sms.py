@@ -450,3 +450,60 @@ async def test_when_the_database_is_away_the_text_is_forwarded_and_kept_for_late
     assert await server.service.replay_spool() == 1
     [text] = world.texts()
     assert text.body.startswith("Hi from Zoë") and text.message_id == "1-23024@127.0.0.1" and text.from_number == JANE
+
+
+# --- STOP, START, HELP ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("word", ["STOP", "stop", " Stop. ", "STOPALL", "unsubscribe", "CANCEL", "End", "QUIT!"])
+async def test_stop_and_its_variants_opt_the_sender_out_and_are_confirmed(
+    server: Running, world: World, acme: dict[str, int], sms_settings: Settings, word: str
+) -> None:
+    result = await server.text(text_variables(word, call_id="stop-1"))
+
+    assert world.opt_outs() == [(acme["account"], JANE)]
+    [text] = world.texts()
+    assert text.keyword == "stop" and text.body == word
+    got = result.side.set_vars
+    assert reply_of(result) == sms_settings.sms.stop_reply
+    assert got["CALLTRACK_SMS_REPLY_TO"] == "pjsip:PJSIP/+14045551234@carrier"
+    assert got["CALLTRACK_SMS_REPLY_FROM"] == '"+18005550100" <sip:+18005550100@pbx.example.com>'
+    assert got["CALLTRACK_SMS_DEST"] == "pjsip:agent100"  # the business still sees it
+
+
+async def test_start_opts_back_in_and_a_sentence_with_stop_is_no_keyword(
+    server: Running, world: World, acme: dict[str, int], sms_settings: Settings
+) -> None:
+    await server.text(text_variables("STOP", call_id="s-1"))
+    await server.text(text_variables("please stop calling me", call_id="s-2"))
+    assert world.opt_outs() == [(acme["account"], JANE)]
+    result = await server.text(text_variables("start", call_id="s-3"))
+
+    assert world.opt_outs() == []
+    assert reply_of(result) == sms_settings.sms.start_reply
+    assert [t.keyword for t in world.texts()] == ["stop", None, "start"]
+
+
+async def test_help_gets_the_accounts_help_text_else_the_default(
+    server: Running, world: World, acme: dict[str, int], sms_settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    first = await server.text(text_variables("HELP", call_id="h-1"))
+    assert reply_of(first) == sms_settings.sms.help_text
+    with session_factory.begin() as s:
+        acct = s.get(Account, acme["account"])
+        assert acct is not None
+        acct.sms_help_text = "Acme Plumbing, 800-555-0100. Reply STOP to opt out."
+    second = await server.text(text_variables("help", call_id="h-2"))
+    assert reply_of(second) == "Acme Plumbing, 800-555-0100. Reply STOP to opt out."
+    assert world.opt_outs() == []
+
+
+async def test_a_repeated_stop_from_a_retried_agi_is_applied_once(
+    server: Running, world: World, acme: dict[str, int]
+) -> None:
+    await server.text(text_variables("STOP", call_id="r-1"))
+    await server.text(text_variables("START", call_id="r-2"))
+    await server.text(text_variables("STOP", call_id="r-1"))  # the same message again: changes nothing
+
+    assert world.opt_outs() == []
+    assert len(world.texts()) == 2

@@ -360,3 +360,14 @@ async def test_doctor_refuses_tls_it_cannot_verify(deployment: Deployment) -> No
         assert "ok    ami:pbx1: logged in to 127.0.0.1:" in result.output, result.output
     finally:
         await tls.stop()
+
+
+async def test_texts_out_need_the_message_write_class(deployment: Deployment) -> None:
+    deployment.settings.setdefault("sms", {}).update(trunk="carrier")
+    result = await deployment.doctor()
+    assert "WARN  ami:pbx1: MessageSend is not permitted: `calltrack sms send` will be refused" in result.output
+    assert "write = reporting,call,message" in result.output
+
+    deployment.ami.rights.write = frozenset({"reporting", "call", "message"})
+    result = await deployment.doctor()
+    assert "MessageSend" not in result.output and "WARN" not in result.output, result.output
