@@ -16,7 +16,7 @@ from starlette.staticfiles import StaticFiles
 
 from config import Settings
 from schema.models import utcnow
-from web.dashboard import live, views_auth, views_calls, views_misc, views_reports
+from web.dashboard import live, views_auth, views_calls, views_members, views_misc, views_reports
 from web.dashboard.core import HERE, BadInput, Dashboard, Denied, Forbidden, Signin, json_response
 from web.dashboard.security import SecurityHeaders
 
@@ -89,6 +89,8 @@ def create_dashboard(
         Route("/numbers.{fmt}", wrap(board, views_misc.numbers), methods=["GET"]),
         Route("/audit", wrap(board, views_misc.audit), methods=["GET"]),
         Route("/audit.{fmt}", wrap(board, views_misc.audit), methods=["GET"]),
+        Route("/members", wrap(board, views_members.members_page), methods=["GET"]),
+        Route("/members", wrap(board, views_members.add), methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes)

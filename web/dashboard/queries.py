@@ -7,6 +7,7 @@ or account outside them is :class:`Denied`, the same answer as one that does not
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import zoneinfo
 from pathlib import Path
 from typing import Any
@@ -193,7 +194,10 @@ def calls_page(
         "calls": rows[:limit],
         "page": filters.page,
         "more": more,
-        "accounts": [{"id": a.id, "name": a.name} for a in scope(session, who, None)],
+        "accounts": [
+            {"id": a.id, "name": a.name}
+            for a in (scope(session, who, None) if filters.account is not None else accounts)
+        ],
         "sources": [{"id": s[0], "name": s[1], "account": s[2]} for s in sources],
     }
 
@@ -206,11 +210,17 @@ def _display(number: str | None, settings: Settings) -> str:
     if not number:
         return ""
     if number.startswith("+"):
-        try:
-            return display(number, settings.numbers.default_region)
-        except Exception:  # a number Asterisk gave that phonenumbers cannot lay out
-            return number
+        return _laid_out(number, settings.numbers.default_region)
     return number
+
+
+@functools.lru_cache(maxsize=20_000)
+def _laid_out(number: str, region: str) -> str:
+    """A number as people in *region* write it (cached: formatting runs phonenumbers' patterns)."""
+    try:
+        return display(number, region)
+    except Exception:  # a number Asterisk gave that phonenumbers cannot lay out
+        return number
 
 
 def visible_call(session: Session, who: Viewer, call_id: int, action: str = "view") -> Call:
