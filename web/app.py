@@ -151,7 +151,11 @@ class DniApi:
             return {"Vary": "Origin"}
         return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
 
-    def error(self, exc: api.BadRequest, origin: str | None = None) -> Response:
+    def error(self, exc: api.BadRequest, origin: str | None = None, request: Request | None = None) -> Response:
+        # dni.js's debug mode (?debug=1) reads why it was refused; the answer holds nothing the page
+        # did not send, and the origin still gets no session, number or visitor
+        if origin is None and request is not None and request.query_params.get("debug") == "1":
+            origin = request.headers.get("origin")
         headers = self.cors(origin)
         if exc.retry_after is not None:
             headers["Retry-After"] = str(exc.retry_after)
@@ -237,7 +241,7 @@ class DniApi:
             shown = "private" if view.privacy else "leased" if answer.expires_at is not None else "unleased"
             metrics.DNI_SESSIONS.labels(shown).inc()
         except api.BadRequest as exc:
-            return self.error(exc, allowed)
+            return self.error(exc, allowed, request)
         except OperationalError as exc:
             logger.error(
                 "session: database unavailable: %s", str(exc.orig).strip().splitlines()[0] if exc.orig else exc
@@ -262,7 +266,7 @@ class DniApi:
             replace = fields["replace"]
             metrics.DNI_HEARTBEATS.labels("kept").inc()
         except api.BadRequest as exc:
-            return self.error(exc, allowed)
+            return self.error(exc, allowed, request)
         except SessionEnded as exc:
             metrics.DNI_HEARTBEATS.labels("ended").inc()
             return self.error(api.BadRequest(410, "session", f"{exc}; start a new session"), allowed)

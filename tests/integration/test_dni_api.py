@@ -437,6 +437,25 @@ async def test_other_origin_refused_without_cors_header(site: Site) -> None:
     assert site.count(VisitorSession) == 0
 
 
+async def test_debug_mode_may_read_why_it_was_refused(site: Site) -> None:
+    """dni.js's debug mode (?debug=1) reads refusals; without it they stay unreadable to the page."""
+    evil = {"Origin": "https://evil.example"}
+    body = {"account": site.key, "url": "https://evil.example/"}
+    refused = await site.client.post("/dni/v1/session?debug=1", json=body, headers=evil)
+    assert refused.status_code == 403 and refused.headers["access-control-allow-origin"] == "https://evil.example"
+    assert "not a site of this account" in refused.json()["error"]
+    assert set(refused.json()) == {"error", "field"}  # a reason, no session, number or visitor
+    unknown = await site.client.post("/dni/v1/session?debug=1", json={**body, "account": "nosuchkey"}, headers=evil)
+    assert unknown.status_code == 404 and unknown.headers["access-control-allow-origin"] == "https://evil.example"
+    plain = await site.client.post("/dni/v1/session", json=body, headers=evil)
+    assert plain.status_code == 403 and "access-control-allow-origin" not in plain.headers
+    beat = await site.client.post(
+        "/dni/v1/heartbeat?debug=1", json={"account": site.key, "session": "nosuchsession"}, headers=evil
+    )
+    assert beat.status_code == 403 and beat.headers["access-control-allow-origin"] == "https://evil.example"
+    assert site.count(VisitorSession) == 0
+
+
 async def test_preflight_only_for_known_sites(site: Site) -> None:
     ok = await site.client.options("/dni/v1/session", headers={"Origin": SITE, "Access-Control-Request-Method": "POST"})
     assert ok.status_code == 204 and ok.headers["access-control-allow-origin"] == SITE

@@ -271,7 +271,7 @@ function post(path, body, done) {
 var ctl = w.AbortController ? new AbortController() : null;
 var t = ctl && setTimeout(function () { ctl.abort(); }, 5000);
 // text/plain keeps the request "simple": no CORS preflight round trip
-fetch(base + path, {method: "POST", body: JSON.stringify(body), headers: {"Content-Type": "text/plain"},
+fetch(base + path + (debug ? "?debug=1" : ""), {method: "POST", body: JSON.stringify(body), headers: {"Content-Type": "text/plain"},
 credentials: "omit", keepalive: path.indexOf("heartbeat") > 0, signal: ctl ? ctl.signal : undefined})
 .then(function (r) { return r.json().then(function (j) { return {s: r.status, j: j}; }); })
 .then(function (x) {
@@ -312,6 +312,7 @@ watch();
 push(d);
 }
 function start() {
+if (!account) log("the script tag has no data-account (the snippet printed by calltrack sites add)");
 if (privacy) log("Do-Not-Track or Global Privacy Control is on: no cookie, the source's own number");
 var body = {account: account, visitor: privacy ? null : cookie(), url: location.href,
 referrer: d.referrer || "", dnt: privacy, replace: listed};
