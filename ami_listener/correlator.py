@@ -32,6 +32,8 @@ from ami_listener.parser import unescape
 DISPOSITIONS = ("answered", "missed", "busy", "abandoned", "failed")
 #: the ActionID prefix of the listener's resynchronisation requests
 RESYNC_PREFIX = "calltrack-resync-"
+#: the channel Asterisk runs texts on (``Message/ast_msg_queue``): one for every text, never hung up
+MESSAGE_CHANNEL = "Message/"
 #: the event the listener stores when a connection ends (``LastHeard``: when Asterisk last sent anything)
 CONNECTION_LOST = "CalltrackConnectionLost"
 _UNKNOWN = {"", "<unknown>", "unknown"}
@@ -266,6 +268,12 @@ class Correlator:
                 self._resync.setdefault(action_id, (event.seq, set()))
             return
         handler = DISPATCH.get(name)
+        channel = payload.get("Channel")
+        if isinstance(channel, str) and channel.startswith(MESSAGE_CHANNEL):
+            # Asterisk's Message channel runs the dialplan of every text (PJSIP messaging) and is
+            # never hung up: it is no call. Texts are tracked by the sms AGI handler; the raw
+            # events stay stored.
+            return
         stamp = payload.get("Timestamp")
         at = event.received_at
         if stamp:

@@ -4,7 +4,7 @@ Erasing a caller removes their calls with legs, timeline and recordings (rows an
 archive files), the raw AMI events of those calls (by linkedid, and by the
 uniqueid of each of their channels for the events that carry no linkedid, such
 as ``Cdr``) and any other raw event that names the number (so `calls rebuild`
-cannot bring them back), and their text messages.  Retention removes old calls
+cannot bring them back), and their text messages.  Retention removes old calls and texts
 the same way.  Each erase and retention run leaves an audit entry that does not
 repeat the number.
 """
@@ -148,6 +148,8 @@ def export_caller(session: Session, settings: Settings, number: str) -> dict[str
                 "from": m.from_number,
                 "to": m.to_number,
                 "body": m.body,
+                "sender_name": m.sender_name,
+                "status": m.status,
                 "at": _iso(m.received_at),
             }
             for m in sms
@@ -283,6 +285,9 @@ def apply_retention(session: Session, settings: Settings, actor: str, now: dt.da
                 delete(VisitorSession).where(
                     VisitorSession.account_id == acct.id, VisitorSession.last_seen_at < cutoff
                 ),
+            )
+            erased.sms += _rows(
+                session, delete(SmsMessage).where(SmsMessage.account_id == acct.id, SmsMessage.received_at < cutoff)
             )
         if rec_days > 0:
             cutoff = now - dt.timedelta(days=rec_days)

@@ -12,7 +12,9 @@ What a row counts, so spam and calls in progress do not distort it:
   column: a spam call is not a call, not answered, never a lead;
 - ``qualified`` counts the calls lead rules (or a person) marked qualified, ``lead_rate`` is
   qualified over calls, ``value`` sums the values rules set on qualified calls;
-- ``top_keywords`` (sources only) are the words said most often in the source's transcripts.
+- ``top_keywords`` (sources only) are the words said most often in the source's transcripts;
+- ``texts`` (sources only) counts the texts received from senders not blocked, ``first_time_texts``
+  those whose sender had never called or texted the account before (texts carry no calls' columns).
 
 Every source (and every active tracking number) of the accounts reported on has a
 row, zeros when it had no calls.
@@ -26,7 +28,7 @@ from typing import Any
 from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session
 
-from schema.models import Account, Call, CallOutcome, Source, TrackingNumber, Transcript
+from schema.models import Account, Call, CallOutcome, SmsMessage, Source, TrackingNumber, Transcript
 from tracking.accounts import get_account
 from tracking.calls import BLOCKED
 
@@ -139,10 +141,45 @@ def by_source(
     every = select(Account.name, Source.name).join(Source, Source.account_id == Account.id)
     for acc_name, src_name in session.execute(every.where(Account.id.in_(_accounts(session, account)))):
         rows.setdefault((acc_name, src_name), _row({"account": acc_name, "source": src_name}, None))
+    for key, (texts, first) in texts_by_source(session, account=account, since=since, until=until).items():
+        row = rows.setdefault(key, _row({"account": key[0], "source": key[1]}, None))
+        row["texts"], row["first_time_texts"] = texts, first
     keywords = top_keywords(session, account=account, since=since, until=until)
     for key, row in rows.items():
+        row.setdefault("texts", 0)
+        row.setdefault("first_time_texts", 0)
         row["top_keywords"] = ", ".join(f"{word} {n}" for word, n in keywords.get(key, []))
     return sorted(rows.values(), key=lambda r: (r["account"], -r["calls"], -r["blocked"], r["source"]))
+
+
+def texts_by_source(
+    session: Session, *, account: str | None = None, since: dt.datetime | None = None, until: dt.datetime | None = None
+) -> dict[tuple[str, str], tuple[int, int]]:
+    """(account, source) -> (texts received, from first-time senders); blocked senders left out."""
+    counted = (SmsMessage.direction == "in") & (SmsMessage.status.is_(None) | (SmsMessage.status != "blocked"))
+    query = (
+        select(
+            Account.name,
+            Source.name,
+            func.count(SmsMessage.id),
+            func.sum(case((SmsMessage.first_time.is_(True), 1), else_=0)),
+        )
+        .select_from(SmsMessage)
+        .outerjoin(Account, Account.id == SmsMessage.account_id)
+        .outerjoin(Source, Source.id == SmsMessage.source_id)
+        .where(counted)
+        .group_by(Account.name, Source.name)
+    )
+    if account:
+        query = query.where(SmsMessage.account_id == get_account(session, account).id)
+    if since is not None:
+        query = query.where(SmsMessage.received_at >= since)
+    if until is not None:
+        query = query.where(SmsMessage.received_at < until)
+    return {
+        (acc or "(unknown)", src or "(none)"): (int(n or 0), int(first or 0))
+        for acc, src, n, first in session.execute(query)
+    }
 
 
 def by_number(

@@ -41,13 +41,17 @@ def _report(name: str, columns: list[str], help_text: str) -> None:
         build = {"sources": reports.by_source, "numbers": reports.by_number}[name]
         with app.session() as session:
             rows = build(session, account=account, since=since, until=until)
-        emit(rows, fmt, [*columns, *MEASURES, *(["top_keywords"] if name == "sources" else [])])
+        emit(
+            rows,
+            fmt,
+            [*columns, *MEASURES, *(["texts", "first_time_texts", "top_keywords"] if name == "sources" else [])],
+        )
 
 
 _report(
     "sources",
     ["account", "source"],
     "Calls per marketing source: answered, missed, abandoned, blocked, after hours, first-time callers, talk time, "
-    "spam, qualified leads, lead rate, value, top keywords.",
+    "spam, qualified leads, lead rate, value, texts received and from first-time senders, top keywords.",
 )
 _report("numbers", ["account", "number", "label"], "Calls per tracking number dialled.")

@@ -263,3 +263,76 @@ def test_forward_and_help_text_are_checked(cli: Cli, acme: dict[str, int], facto
     with factory() as s:
         assert s.get(TrackingNumber, acme["number"]).sms_forward_to == "pjsip:agent100"
         assert s.get(Account, acme["account"]).sms_help_text.startswith("Acme Plumbing")
+
+
+def _text(acme: dict[str, int], message_id: str, at: object, **values: object) -> SmsMessage:
+    values.setdefault("from_number", JANE)
+    return SmsMessage(
+        system="pbx1",
+        message_id=message_id,
+        account_id=acme["account"],
+        tracking_number_id=acme["number"],
+        direction=values.pop("direction", "in"),
+        to_number=TRACKING,
+        body="hello",
+        received_at=at,
+        **values,
+    )
+
+
+def test_the_sources_report_counts_texts_beside_calls(cli: Cli, acme: dict[str, int], factory: sessionmaker) -> None:
+    import datetime as dt
+
+    now = dt.datetime.now(dt.UTC)
+    with factory.begin() as s:
+        organic = Source(account_id=acme["account"], name="Organic")
+        s.add(organic)
+        s.flush()
+        s.add(_text(acme, "t1", now, source_id=acme["source"], status="received", first_time=True))
+        s.add(_text(acme, "t2", now, source_id=acme["source"], status="received", first_time=False))
+        s.add(_text(acme, "t3", now, source_id=acme["source"], status="blocked", from_number="+14045550666"))
+        s.add(
+            _text(acme, "t4", now, source_id=organic.id, status="received", first_time=True, from_number="+14045550000")
+        )
+        s.add(_text(acme, "t5", now, source_id=acme["source"], direction="out", status="sent", from_number=TRACKING))
+        s.add(_text(acme, "t6", now - dt.timedelta(days=10), source_id=acme["source"], status="received"))
+    rows = {r["source"]: r for r in json.loads(cli.ok("reports", "sources", "--format", "json").output)}
+    assert (rows["Google Ads"]["texts"], rows["Google Ads"]["first_time_texts"]) == (3, 1)
+    assert (rows["Organic"]["texts"], rows["Organic"]["first_time_texts"]) == (1, 1)
+    assert rows["Google Ads"]["calls"] == 0
+    recent = {
+        r["source"]: r for r in json.loads(cli.ok("reports", "sources", "--since", "2d", "--format", "json").output)
+    }
+    assert recent["Google Ads"]["texts"] == 2
+
+
+def test_retention_removes_old_texts_of_each_account_and_erase_takes_a_senders_texts(
+    cli: Cli, acme: dict[str, int], factory: sessionmaker
+) -> None:
+    import datetime as dt
+
+    now = dt.datetime.now(dt.UTC)
+    with factory.begin() as s:
+        other = Account(name="Other", timezone="UTC", public_key="pk-other")
+        s.add(other)
+        s.flush()
+        s.add(_text(acme, "old", now - dt.timedelta(days=40)))
+        s.add(_text(acme, "new", now - dt.timedelta(days=5), from_number="+14045550000"))
+        s.add(
+            SmsMessage(
+                system="pbx1",
+                message_id="other-old",
+                account_id=other.id,
+                direction="in",
+                from_number="+14045550000",
+                to_number="+18005550777",
+                body="x",
+                received_at=now - dt.timedelta(days=40),
+            )
+        )
+    cli.ok("privacy", "set-retention", "Acme", "--days", "30")
+    cli.ok("privacy", "retention")
+    assert sorted(t.message_id for t in texts(factory)) == ["new", "other-old"]
+
+    cli.ok("privacy", "erase", "+14045550000", "--yes")
+    assert texts(factory) == []

@@ -618,3 +618,24 @@ def test_a_cdr_of_another_call_on_a_reused_channel_name_changes_nothing(asterisk
     later = {**cdr, "StartTime": "2026-12-03 09:00:00", "EndTime": "2026-12-03 09:05:00", "Timestamp": "1796288700.0"}
     c.feed(RawEvent(10_101, back, later))  # ends after calltrack found it gone: not this call
     assert c.take_changed() == [] and before.values["times_source"] == "estimated"
+
+
+def test_the_message_channel_of_texts_is_no_call(asterisk_traffic: Path) -> None:
+    """Asterisk runs every text on Message/ast_msg_queue and never hangs it up (pjsip/README.md):
+    replayed with the texts of the recording and the probe after them, it leaves no call open."""
+    frames = [
+        *load_pjsip_capture("sms-in", asterisk_traffic),
+        *load_pjsip_capture("sms-in-newline", asterisk_traffic),
+        *load_pjsip_capture("sip-call-answered", asterisk_traffic),
+        *load_pjsip_capture("sms-in-long", asterisk_traffic),
+        *load_pjsip_capture("ami-probe-after-sms", asterisk_traffic),
+    ]
+    evs = events(frames)
+    assert any(e.payload.get("Channel") == "Message/ast_msg_queue" for e in evs)
+    c = Correlator(try_normalize)
+    c.feed_many(evs)
+    snaps = c.take_changed()
+    assert c.open_calls() == []
+    assert all("Message/" not in str(s.legs) for s in snaps)
+    [call] = [s for s in snaps if s.closed]
+    assert call.values["disposition"] == "answered"
