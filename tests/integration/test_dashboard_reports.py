@@ -11,7 +11,7 @@ import io
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from config import Settings
 from schema.models import Call, CallOutcome
@@ -152,3 +152,28 @@ async def test_reports_and_overview_never_show_another_accounts_calls(world: tup
     async with board.signed_in("root") as client:
         overview = (await client.get("/dashboard/overview.json?range=30d")).json()
         assert overview["timezone"] == "UTC" and overview["summary"]["calls"] == 4  # both accounts and unknown numbers
+
+
+async def test_pool_health_warns_above_75_percent_utilisation(world: tuple[Board, Seeded], settings: Settings) -> None:
+    from schema.models import NumberPool
+    from tracking.pools import add_numbers, create_pool
+
+    board, _ = world
+    with board.factory.begin() as s:
+        create_pool(s, settings, "ads", "Acme", 30, source="Google Ads", overflow="+14045550199")
+        add_numbers(
+            s, settings, "ads", "Acme", ["+14045550151", "+14045550152", "+14045550153", "+14045550154"], "PJSIP/1"
+        )
+        create_pool(s, settings, "quiet", "Acme", 30, source="Facebook")
+        add_numbers(s, settings, "quiet", "Acme", ["+14045550161", "+14045550162"], "PJSIP/1")
+        for pool in s.scalars(select(NumberPool)):
+            pool.peak_leases, pool.overflow_count = (4, 7) if pool.name == "ads" else (1, 0)
+    async with board.signed_in("mia") as client:
+        pools = {p["pool"]: p for p in (await client.get("/dashboard/reports.json")).json()["pools"]}
+        assert (pools["ads"]["size"], pools["ads"]["peak"], pools["ads"]["overflow_count"]) == (4, 4, 7)
+        assert (pools["ads"]["utilisation"], pools["ads"]["warning"]) == (1.0, True)
+        assert (pools["quiet"]["utilisation"], pools["quiet"]["warning"]) == (0.5, False)
+        page = await client.get("/dashboard/reports")
+        assert page.text.count("above 75 %") == 1
+    async with board.signed_in("gus") as client:
+        assert (await client.get("/dashboard/reports.json")).json()["pools"] == []

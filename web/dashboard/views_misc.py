@@ -15,6 +15,7 @@ from tracking.users import Viewer, allowed
 from web.dashboard.core import BadInput, Dashboard, Denied, csv_response, json_response
 from web.dashboard.filters import _int
 from web.dashboard.queries import local, scope
+from web.dashboard.reports import pools
 from web.dashboard.views_calls import _fmt
 
 NUMBER_COLUMNS = [
@@ -81,17 +82,25 @@ async def numbers(board: Dashboard, request: Request) -> Response:
                 }
             )
         accounts_all = [{"id": a.id, "name": a.name} for a in scope(session, who, None)]
-        return {"numbers": rows, "accounts": accounts_all, "account": asked, "viewer": who, "csrf": row.csrf}
+        return {
+            "numbers": rows,
+            "pools": pools(session, accounts, now),
+            "accounts": accounts_all,
+            "account": asked,
+            "viewer": who,
+            "csrf": row.csrf,
+        }
 
     result = await board.with_viewer(request, work)
     if fmt == "json":
-        return json_response({"numbers": result["numbers"]})
+        return json_response({"numbers": result["numbers"], "pools": result["pools"]})
     if fmt == "csv":
         return csv_response(result["numbers"], NUMBER_COLUMNS, "numbers.csv")
     return board.html(
         "numbers.html",
         title="Numbers",
         numbers=result["numbers"],
+        pools=result["pools"],
         data={"accounts": result["accounts"], "account": asked},
         viewer=result["viewer"],
         csrf=result["csrf"],
