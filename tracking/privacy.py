@@ -1,7 +1,7 @@
 """Privacy: export and erase everything about one caller, and retention windows.
 
-Erasing a caller removes their calls with legs, timeline and recordings (rows and
-archive files), the raw AMI events of those calls (by linkedid, and by the
+Erasing a caller removes their calls with legs, timeline, recordings (rows and
+archive files) and transcripts, the raw AMI events of those calls (by linkedid, and by the
 uniqueid of each of their channels for the events that carry no linkedid, such
 as ``Cdr``) and any other raw event that names the number (so `calls rebuild`
 cannot bring them back), and their text messages.  Retention removes old calls and texts
@@ -33,6 +33,8 @@ from schema.models import (
     CallLeg,
     Recording,
     SmsMessage,
+    Transcript,
+    TranscriptSegment,
     VisitorSession,
     utcnow,
 )
@@ -92,7 +94,18 @@ def export_caller(session: Session, settings: Settings, number: str) -> dict[str
     legs: dict[int, list[CallLeg]] = {}
     events: dict[int, list[CallEvent]] = {}
     recordings: dict[int, list[Recording]] = {}
+    said: dict[int, list[dict[str, Any]]] = {}
     if ids:
+        segments = session.execute(
+            select(Transcript.call_id, TranscriptSegment)
+            .join(TranscriptSegment, TranscriptSegment.transcript_id == Transcript.id)
+            .where(Transcript.call_id.in_(ids), Transcript.state == "done")
+            .order_by(TranscriptSegment.start, TranscriptSegment.id)
+        )
+        for call_id, seg in segments:
+            said.setdefault(call_id or 0, []).append(
+                {"start": seg.start, "end": seg.end, "speaker": seg.speaker, "text": seg.text}
+            )
         for leg in session.scalars(select(CallLeg).where(CallLeg.call_id.in_(ids)).order_by(CallLeg.id)):
             legs.setdefault(leg.call_id, []).append(leg)
         for ev in session.scalars(
@@ -139,6 +152,7 @@ def export_caller(session: Session, settings: Settings, number: str) -> dict[str
                     {"id": r.id, "format": r.format, "duration": r.duration, "sha256": r.sha256, "state": r.state}
                     for r in recordings.get(c.id, [])
                 ],
+                "transcript": said.get(c.id, []),
             }
             for c in calls
         ],
@@ -166,6 +180,7 @@ class Erased:
     files: int = 0
     sms: int = 0
     sessions: int = 0
+    transcripts: int = 0
     missing_files: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, int]:
@@ -176,6 +191,7 @@ class Erased:
             "files": self.files,
             "sms": self.sms,
             "sessions": self.sessions,
+            "transcripts": self.transcripts,
         }
 
 
@@ -212,6 +228,7 @@ def delete_calls(session: Session, calls: list[Call], erased: Erased) -> None:
             channels.setdefault(system_of[call_id], set()).add(uniqueid)
         recs = list(session.execute(select(Recording.path, Recording.source_path).where(Recording.call_id.in_(chunk))))
         remove_files((p for row in recs for p in row), erased)
+        erased.transcripts += _rows(session, delete(Transcript).where(Transcript.call_id.in_(chunk)))
         erased.recordings += _rows(session, delete(Recording).where(Recording.call_id.in_(chunk)))
         session.execute(delete(CallEvent).where(CallEvent.call_id.in_(chunk)))
         session.execute(delete(CallLeg).where(CallLeg.call_id.in_(chunk)))
@@ -300,6 +317,10 @@ def apply_retention(session: Session, settings: Settings, actor: str, now: dt.da
             )
             remove_files((path for _, path in old_recs), erased)
             if old_recs:
+                # a transcript is what the recording said: it goes with the audio
+                erased.transcripts += _rows(
+                    session, delete(Transcript).where(Transcript.recording_id.in_([rid for rid, _ in old_recs]))
+                )
                 session.execute(
                     update(Recording)
                     .where(Recording.id.in_([rid for rid, _ in old_recs]))

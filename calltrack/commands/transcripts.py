@@ -203,3 +203,26 @@ def retry(app: AppContext, ids: tuple[int, ...], all_failed: bool) -> None:
     with app.session() as session:
         count = transcripts.retry(session, ids, every_failed=all_failed)
     click.echo(f"{count} transcript{'s' if count != 1 else ''} queued again")
+
+
+@group.command("switch")
+@click.argument("account")
+@click.argument("state", type=click.Choice(["on", "off"]))
+@pass_app
+def switch(app: AppContext, account: str, state: str) -> None:
+    """Transcribe ACCOUNT's recordings (on, the default) or never (off: its new recordings are skipped)."""
+    import getpass
+
+    from schema.models import AuditEntry
+    from tracking.accounts import get_account
+
+    with app.session() as session:
+        acct = get_account(session, account)
+        acct.transcription = state == "on"
+        session.add(
+            AuditEntry(
+                actor=f"cli:{getpass.getuser()}", action="transcription.switch", target=f"account:{acct.id}",
+                detail={"on": acct.transcription},
+            )
+        )  # fmt: skip
+    click.echo(f"transcription {state} for {account}")

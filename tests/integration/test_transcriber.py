@@ -376,3 +376,19 @@ def test_the_model_is_loaded_and_run_on_low_priority_threads(
         assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0  # the caller's thread is untouched
     finally:
         t.close()
+
+
+def test_transcription_is_switched_off_and_on_per_account(
+    cli: Cli, session_factory: sessionmaker[Session], tmp_path: Path, asterisk_traffic: Path
+) -> None:
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    archived(session_factory, asterisk_traffic / "recordings" / PROMPT, archive)  # makes account Acme
+    assert "transcription off for Acme" in cli.ok("transcripts", "switch", "Acme", "off").output
+    assert "0 transcribed" in cli.ok("transcripts", "process").output
+    rows = json.loads(cli.ok("transcripts", "list", "--format", "json").output)
+    assert [(r["state"], r["error"]) for r in rows] == [("skipped", "transcription is switched off for the account")]
+    cli.ok("transcripts", "switch", "Acme", "on")
+    with session_factory() as s:
+        assert s.scalars(select(Account.transcription)).one() is True
+    assert "unknown account" in cli.fails("transcripts", "switch", "Nope", "off").output
