@@ -7,7 +7,9 @@ calltrack command and its baseline run in turn in the same run:
   engine (import sqlalchemy, create_engine, connect, the same query) in a fresh process;
 - `numbers list` of 10,000 numbers as a table, JSON and CSV, beside a fresh process that
   fetches the same rows (the same joins) with a bare SQLAlchemy engine;
-- the ratio of each, which the issue wants within 1.5x.
+- the ratio of each, which the issue wants within 1.5x;
+- `calltrack --help` beside `python -c pass` (issue 15: within 2.5x), as the installed
+  `calltrack` script runs it.
 
 Usage: .venv/bin/python bench/cli_bench.py [--runs 7] [--numbers 10000] [--postgres URL]
 """
@@ -147,12 +149,31 @@ def sqlite_url() -> Iterator[str]:
         yield f"sqlite:///{Path(tmp) / 'bench.sqlite3'}"
 
 
+def help_ratio(runs: int) -> float:
+    """Median of fresh `calltrack --help` processes over the median of `python -c pass`, taking turns."""
+    script = Path(sys.executable).parent / "calltrack"
+    command = [str(script)] if script.exists() else CALLTRACK
+    commands = {"python -c pass": [sys.executable, "-c", "pass"], "calltrack --help": [*command, "--help"]}
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, argv in commands.items():
+            started = time.perf_counter()
+            subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
+            times[name].append(time.perf_counter() - started)
+    base, ours = (statistics.median(times[name]) for name in commands)
+    print(f"  python -c pass (baseline)   {base * 1000:7.1f} ms")
+    print(f"  calltrack --help            {ours * 1000:7.1f} ms  {ours / base:.2f}x (goal: at most 2.5x)")
+    return ours / base
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--numbers", type=int, default=10_000)
     parser.add_argument("--postgres", help="a PostgreSQL server URL; a scratch database is made on it")
     args = parser.parse_args()
+    print(f"start-up ({args.runs * 3} runs each, medians):")
+    help_ratio(args.runs * 3)
     worst = 0.0
     with sqlite_url() as url:
         print(f"SQLite ({args.runs} runs each, medians):")
