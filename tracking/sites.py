@@ -112,6 +112,28 @@ def add_site(
     return site
 
 
+def update_site(
+    session: Session,
+    account_name: str,
+    origin: str,
+    replace: Iterable[str] | None = None,
+    region: str | None = None,
+    default_region: str = "US",
+) -> Site:
+    """Change a site's business numbers (all of them: *replace* replaces the list) or region."""
+    account = get_account(session, account_name)
+    site = session.scalar(select(Site).where(Site.account_id == account.id, Site.origin == normalize_origin(origin)))
+    if site is None:
+        raise NotFound(f"no site {origin!r} in account {account.name!r} (see `calltrack sites list`)")
+    if region is not None:
+        site.region = normalize_region(region)
+    if replace is not None:
+        numbers = replace_numbers(session, account.id, replace, site.region or default_region)
+        site.replace_numbers = ",".join(numbers)
+    session.flush()
+    return site
+
+
 def remove_site(session: Session, account_name: str, origin: str) -> None:
     account = get_account(session, account_name)
     site = session.scalar(select(Site).where(Site.account_id == account.id, Site.origin == normalize_origin(origin)))
