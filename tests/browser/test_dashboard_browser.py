@@ -306,3 +306,26 @@ def test_member_of_another_account_is_refused_and_forms_need_their_token(page: A
     assert status == 403
     page.goto("/dashboard/")
     assert "Sign out" in page.inner_text("header")  # still signed in: the forged posts did nothing
+
+
+def test_pages_fit_a_phone_screen_and_work_with_the_keyboard(browser: Any, world: World) -> None:
+    ctx = browser.new_context(base_url=world.base, viewport={"width": 390, "height": 844}, is_mobile=True)
+    try:
+        page = ctx.new_page()
+        page.goto("/dashboard/signin")
+        # keyboard only: the username field has focus, Tab moves to the password, Enter submits
+        page.keyboard.type("ann")
+        page.keyboard.press("Tab")
+        page.keyboard.type(PASSWORD)
+        page.keyboard.press("Enter")
+        page.wait_for_url("**/dashboard/", timeout=WAIT_MS)
+        for path in ("/dashboard/overview", "/dashboard/calls", f"/dashboard/calls/{world.data.calls['answered']}",
+                     "/dashboard/reports", "/dashboard/live"):  # fmt: skip
+            page.goto(path)
+            page.wait_for_load_state("load")
+            wide = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            assert wide <= 1, f"{path} is {wide}px wider than a phone screen"
+        page.goto("/dashboard/calls")
+        shot(page, "calls-phone")
+    finally:
+        ctx.close()
