@@ -151,7 +151,7 @@ def pct(values: list[float], q: float) -> float:
 # --- set-up and checks --------------------------------------------------------------------------
 
 
-def prepare(database_url: str) -> str:
+def prepare(database_url: str, pool_size: int = POOL_SIZE, account: str = "Bench") -> str:
     from sqlalchemy.orm import sessionmaker
 
     from config import Settings
@@ -166,12 +166,14 @@ def prepare(database_url: str) -> str:
     migrate.upgrade(engine)
     settings = Settings()
     with sessionmaker(bind=engine).begin() as s:
-        key = add_account(s, "Bench").public_key
-        add_source(s, "Bench", "Ads")
-        create_pool(s, settings, "bench", "Bench", HOLD_MINUTES, source="Ads", overflow="+14045550199")
-        add_numbers(s, settings, "bench", "Bench", [f"+1404555{n:04d}" for n in range(200, 200 + POOL_SIZE)], "PJSIP/1")
-        add_site(s, "Bench", ORIGIN)
-        add_rule(s, "Bench", "param", "utm_source=google", "Ads")
+        key = add_account(s, account).public_key
+        add_source(s, account, "Ads")
+        create_pool(s, settings, "bench", account, HOLD_MINUTES, source="Ads", overflow="+14045550199")
+        add_numbers(
+            s, settings, "bench", account, [f"+1404{n:07d}" for n in range(5550200, 5550200 + pool_size)], "PJSIP/1"
+        )
+        add_site(s, account, ORIGIN)
+        add_rule(s, account, "param", "utm_source=google", "Ads")
     engine.dispose()
     return key
 
@@ -203,7 +205,7 @@ def check(database_url: str) -> tuple[int, int, int, int]:
     with Session(engine) as s:
         leases = s.scalar(select(func.count()).select_from(PoolLease)) or 0
         doubles = len(find_double_leases(s))
-        pool = s.scalars(select(NumberPool)).one()
+        pool = s.scalars(select(NumberPool).where(NumberPool.name == "bench")).one()
         result = (leases, doubles, pool.overflow_count, pool.peak_leases)
     engine.dispose()
     return result
