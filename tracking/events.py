@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from schema.models import Account, Call, OutboxEvent, Recording, Source, TrackingNumber, VisitorSession
+from schema.models import Account, Call, OutboxEvent, Recording, SmsMessage, Source, TrackingNumber, VisitorSession
 from tracking import outbox
 
 #: the version of the payload shapes; a change that could break a receiver raises it
@@ -147,6 +147,45 @@ def recording_object(r: Recording) -> dict[str, Any]:
     }
 
 
+def text_object(
+    m: SmsMessage, source: Source | None, visit: VisitorSession | None, label: str | None
+) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "system": m.system,
+        "tracking_number": m.to_number,
+        "tracking_number_label": label,
+        "from_number": m.from_number,
+        "sender_name": m.sender_name,
+        "body": m.body,
+        "body_dropped": bool(m.body_dropped),
+        "content_length": m.content_length,
+        "first_time": m.first_time,
+        "keyword": m.keyword,
+        "source": _source(source),
+        "visit": _visit(visit),
+        "received_at": iso(m.received_at),
+    }
+
+
+def load_texts(session: Session, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """The text objects of *ids* (do-not-track senders' texts left out)."""
+    out: dict[int, dict[str, Any]] = {}
+    ids = sorted(set(ids))
+    for start in range(0, len(ids), 500):
+        rows = session.execute(
+            select(SmsMessage, Source, VisitorSession, TrackingNumber.label)
+            .outerjoin(Source, Source.id == SmsMessage.source_id)
+            .outerjoin(VisitorSession, VisitorSession.id == SmsMessage.visitor_session_id)
+            .outerjoin(TrackingNumber, TrackingNumber.id == SmsMessage.tracking_number_id)
+            .where(SmsMessage.id.in_(ids[start : start + 500]))
+        ).all()
+        for text, source, visit, label in rows:
+            if not text.do_not_track:
+                out[text.id] = text_object(text, source, visit, label)
+    return out
+
+
 def render(session: Session, events: Sequence[OutboxEvent]) -> dict[int, str | None]:
     """The body of each event (by outbox row id); None for one that must not be sent."""
     accounts = {
@@ -162,10 +201,16 @@ def render(session: Session, events: Sequence[OutboxEvent]) -> dict[int, str | N
     call_ids = [e.call_id for e in events if e.call_id]
     call_ids += [r.call_id for r in recordings.values() if r.call_id]
     calls = load_calls(session, call_ids) if call_ids else {}
+    text_ids = [e.sms_id for e in events if e.sms_id]
+    texts = load_texts(session, text_ids) if text_ids else {}
     out: dict[int, str | None] = {}
     for event in events:
         account = accounts.get(event.account_id)
-        data = _data(session, event, calls, recordings)
+        if event.type == outbox.SMS_RECEIVED:
+            text = texts.get(event.sms_id or -1)
+            data = {"text": text} if text is not None else None
+        else:
+            data = _data(session, event, calls, recordings)
         if account is None or data is None:
             out[event.id] = None
             continue
@@ -260,6 +305,24 @@ def sample(type_: str, account: dict[str, Any], now: dt.datetime) -> dict[str, A
             "archived_at": iso(now),
         }
         data = {"recording": recording, "call": call}
+    elif type_ == outbox.SMS_RECEIVED:
+        text = {
+            "id": 0,
+            "system": "asterisk",
+            "tracking_number": "+14045550100",
+            "tracking_number_label": "sample",
+            "from_number": "+14045551234",
+            "sender_name": "Sample Sender",
+            "body": "Do you fix boilers on Sundays?",
+            "body_dropped": False,
+            "content_length": 30,
+            "first_time": True,
+            "keyword": None,
+            "source": call["source"],
+            "visit": call["visit"],
+            "received_at": iso(now),
+        }
+        data = {"text": text}
     else:
         raise ValueError(f"unknown event type {type_!r}")
     return envelope(outbox.new_event_id(), type_, now, account, data, test=True)

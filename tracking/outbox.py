@@ -43,7 +43,9 @@ CALL_COMPLETED = "call.completed"
 CALL_UPDATED = "call.updated"
 RECORDING_READY = "recording.ready"
 FORM_SUBMITTED = "form.submitted"
-EVENT_TYPES = (CALL_STARTED, CALL_COMPLETED, CALL_UPDATED, RECORDING_READY)
+#: a text to a tracking number (written by the sms AGI handler's plain SQL, tracking/messages.py)
+SMS_RECEIVED = "sms.received"
+EVENT_TYPES = (CALL_STARTED, CALL_COMPLETED, CALL_UPDATED, RECORDING_READY, SMS_RECEIVED)
 
 #: what a receiver's error message is cut to in the deliveries table
 MAX_ERROR = 500

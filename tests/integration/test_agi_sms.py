@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -390,7 +391,11 @@ async def test_a_do_not_track_sender_is_forwarded_but_nothing_about_them_is_kept
 
 
 async def test_a_received_text_is_announced_once_to_a_subscribed_endpoint(
-    server: Running, world: World, acme: dict[str, int], session_factory: sessionmaker[Session]
+    server: Running,
+    world: World,
+    acme: dict[str, int],
+    session_factory: sessionmaker[Session],
+    sms_settings: Settings,
 ) -> None:
     with session_factory.begin() as s:
         s.add(
@@ -405,6 +410,21 @@ async def test_a_received_text_is_announced_once_to_a_subscribed_endpoint(
     with session_factory() as s:
         [event] = list(s.scalars(select(OutboxEvent)))
     assert (event.type, event.sms_id, event.account_id) == ("sms.received", text.id, acme["account"])
+    # rendered as receivers get it, valid against the published schema
+    from tests.fakes.webhook_receiver import validator
+    from tracking import outbox
+
+    with session_factory.begin() as s:
+        assert outbox.dispatch(s, sms_settings.webhooks) == 1
+    with session_factory() as s:
+        body = s.scalars(select(OutboxEvent.body)).one()
+    assert body is not None
+    payload = json.loads(body)
+    validator().validate(payload)
+    assert payload["type"] == "sms.received"
+    got = payload["data"]["text"]
+    assert got["body"] == text.body and got["from_number"] == JANE and got["first_time"] is True
+    assert got["source"]["name"] == "Google Ads" and got["tracking_number"] == TRACKING
 
 
 # --- fail open --------------------------------------------------------------------------------------
