@@ -222,20 +222,24 @@ def lock_pool(conn: Connection, pool_id: int) -> PoolRow | None:
     return PoolRow(*row) if row is not None else None
 
 
-def lease_number(conn: Connection, pool_id: int, visit_id: int, clock: Clock = utcnow) -> Lease:
+def lease_number(
+    conn: Connection, pool_id: int, visit_id: int, clock: Clock = utcnow, *, count_overflow: bool = True
+) -> Lease:
     """Lease the pool's least recently used free number to visitor session *visit_id*.
 
     Call inside a transaction started with :func:`begin_write`.  When the pool
-    is full the overflow is counted and the Lease has ``overflow`` set and no
-    number: the caller shows the pool's overflow number.
+    is full the overflow is counted (unless *count_overflow* is false: a session
+    that was counted already, seen again) and the Lease has ``overflow`` set and
+    no number: the caller shows the pool's overflow number.
     """
     if conn.dialect.name == "postgresql":
-        return _pg_lease_number(conn, pool_id, visit_id, clock)
+        return _pg_lease_number(conn, pool_id, visit_id, clock, count_overflow)
     # SQLite: begin_write() holds the database's write lock already, so the clock is read under it
     now = clock()
     free = conn.execute(_FREE_NUMBER, {"pool_id": pool_id, "now": now}).first()
     if free is None:
-        conn.execute(_COUNT_OVERFLOW, {"pool_id": pool_id})
+        if count_overflow:
+            conn.execute(_COUNT_OVERFLOW, {"pool_id": pool_id})
         logger.debug("pool %s exhausted: overflow number shown", pool_id)
         return Lease(None, None, None, None, overflow=True)
     pool = lock_pool(conn, pool_id)
@@ -255,11 +259,12 @@ def lease_number(conn: Connection, pool_id: int, visit_id: int, clock: Clock = u
     return Lease(e164, number_id, lease_id, expires)
 
 
-def _pg_lease_number(conn: Connection, pool_id: int, visit_id: int, clock: Clock) -> Lease:
+def _pg_lease_number(conn: Connection, pool_id: int, visit_id: int, clock: Clock, count_overflow: bool) -> Lease:
     now = clock()
     row = conn.execute(_PG_LEASE, {"pool_id": pool_id, "visit_id": visit_id, "now": now}).first()
     if row is None:
-        conn.execute(_PG_OVERFLOW, {"pool_id": pool_id, "now": now})
+        if count_overflow:
+            conn.execute(_PG_OVERFLOW, {"pool_id": pool_id, "now": now})
         logger.debug("pool %s exhausted: overflow number shown", pool_id)
         return Lease(None, None, None, None, overflow=True)
     if row.live > row.peak_leases:

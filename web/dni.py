@@ -235,11 +235,14 @@ class Dni:
             ):
                 conn.execute(_SEEN_AGAIN, {"visit_id": previous.id, "now": now})
                 visit_row = _VisitRow(previous.id, previous.key, previous.visitor_id, source_id)
+                counted = False
                 if source_id in info.pools:
                     lease = leases.extend(conn, previous.id, self.clock)
                     if lease is not None and not lease.ended:
                         return self._commit(conn, self._answer(info, visit_row, lease.number, lease.expires_at))
-                return self._commit(conn, self._number_for(conn, info, visit_row))
+                    # no lease: the pool was full when the session began, and that visit was counted then
+                    counted = lease is None
+                return self._commit(conn, self._number_for(conn, info, visit_row, count_overflow=not counted))
             key, visitor_id = new_token(), view.visitor or new_token()
             result = conn.execute(
                 _INSERT_SESSION,
@@ -266,11 +269,13 @@ class Dni:
         conn.commit()
         return answer
 
-    def _number_for(self, conn: Connection, info: AccountInfo, row: _VisitRow) -> Answer:
+    def _number_for(
+        self, conn: Connection, info: AccountInfo, row: _VisitRow, *, count_overflow: bool = True
+    ) -> Answer:
         source_id = row.source_id
         if source_id is not None and source_id in info.pools:
             pool_id, _ = info.pools[source_id]
-            lease = leases.lease_number(conn, pool_id, row.id, self.clock)
+            lease = leases.lease_number(conn, pool_id, row.id, self.clock, count_overflow=count_overflow)
             if not lease.overflow:
                 return self._answer(info, row, lease.number, lease.expires_at)
             return self._answer(info, row, self._overflow_number(info, source_id), None)

@@ -312,6 +312,21 @@ async def test_exhausted_pool_answers_overflow_and_counts(site: Site) -> None:
     assert site.pool().overflow_count == 2
 
 
+async def test_overflowed_visitor_reloading_is_one_overflow_visit(site: Site) -> None:
+    for _ in range(3):
+        await site.session(f"{SITE}/?utm_source=google")
+    first = (await site.session(f"{SITE}/?utm_source=google")).json()
+    assert first["number"] == OVERFLOW and site.pool().overflow_count == 1
+    again = (await site.session(f"{SITE}/?utm_source=google", visitor=first["visitor"])).json()  # a reload
+    assert (again["number"], again["session"]) == (OVERFLOW, first["session"])
+    assert site.pool().overflow_count == 1
+    # once the others' numbers are free again, the visitor gets one, and nothing more is counted
+    site.clock.advance(minutes=31)
+    later = (await site.session(f"{SITE}/?utm_source=google", visitor=first["visitor"])).json()
+    assert later["number"] in POOL
+    assert site.pool().overflow_count == 1
+
+
 async def test_released_pool_number_is_not_leased(site: Site) -> None:
     with site.factory.begin() as s:
         s.execute(
