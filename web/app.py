@@ -47,8 +47,8 @@ logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
 COOKIE_NAME = "_ctv"
-#: worker threads running PostgreSQL transactions
-DB_THREADS = 4
+#: worker threads running PostgreSQL transactions (at most this many connections busy at once)
+DB_THREADS = 12
 
 
 def render_script(settings: Settings) -> str:
@@ -116,9 +116,11 @@ class DniApi:
         # fastest, and every API call waits for the write lock anyway), else in one worker thread,
         # so that a slow disk or another process holding the lock never stalls the other services
         # sharing the loop (`calltrack serve`).  Many threads queueing for the one lock would only
-        # add GIL contention and SQLite's busy-wait back-off.  PostgreSQL: a few worker threads,
-        # with row locks keeping them apart (more threads measured slower: they contend for the
-        # GIL and for the pool row's lock).
+        # add GIL contention and SQLite's busy-wait back-off.  PostgreSQL: DB_THREADS worker
+        # threads, each mostly waiting for its round trips and commit; the number rows' locks keep
+        # them apart and no lock is shared by a pool's visitors (tracking/leases.py), so more
+        # threads than cores pay (bench/dni_bench.py: 12 threads 147-459 sessions/s, 4 threads
+        # 66-102, in alternating runs on a loaded 2-core machine).
         sqlite = engine.dialect.name == "sqlite"
         self.inline = sqlite and sqlite_inline
         self.writer = concurrent.futures.ThreadPoolExecutor(1 if sqlite else DB_THREADS, thread_name_prefix="dni-db")
