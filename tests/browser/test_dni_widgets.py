@@ -181,3 +181,38 @@ def test_large_page_every_number_swapped_and_nothing_else(
         assert len(re.findall(r"404\D{1,2}555\D0177", page.inner_text("main"))) == 500
     finally:
         ctx.close()
+
+
+def test_overflowed_visitor_reloading_counts_once(tmp_path_factory: pytest.TempPathFactory, world: World) -> None:
+    """A pool of one: the second visitor sees the overflow number; a reload is the same overflow visit."""
+    from tracking.leases import pool_status
+    from tracking.pools import add_numbers, create_pool
+
+    with ExitStack() as stack:
+        svc = stack.enter_context(service(tmp_path_factory.mktemp("dni-overflow")))
+        site = stack.enter_context(website())
+        with svc.factory.begin() as s:
+            key = add_account(s, "Acme").public_key
+            add_source(s, "Acme", "Ads")
+            create_pool(s, svc.settings, "ads", "Acme", 30, source="Ads", overflow="+17705550199")
+            add_numbers(s, svc.settings, "ads", "Acme", ["+17705550161"], "PJSIP/1")
+            add_rule(s, "Acme", "default", "", "Ads")
+            add_site(s, "Acme", site.origin, ["+1 404 555 0100"])
+        site.pages["/"] = (
+            f"<!doctype html><html><head>{tag(svc, key)}</head><body><p id='n'>404-555-0100</p></body></html>"
+        )
+        shown = []
+        for _ in range(2):
+            ctx = world.browser.new_context()
+            page = ctx.new_page()
+            page.goto(site.url("/"))
+            wait_swapped(page)
+            shown.append(page.inner_text("#n"))
+            if len(shown) == 2:
+                page.reload()
+                wait_swapped(page)
+                shown.append(page.inner_text("#n"))
+            ctx.close()
+        assert shown == ["770-555-0161", "770-555-0199", "770-555-0199"]
+        with svc.factory() as s:
+            assert [p["overflow_count"] for p in pool_status(s)] == [1]  # what `calltrack pools status` shows
