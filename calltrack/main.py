@@ -38,6 +38,7 @@ GROUPS: dict[str, tuple[str, str, str]] = {
     "transcripts": ("calltrack.commands.transcripts", "group", "Call transcripts: transcribe, list, show, search."),
     "automations": ("calltrack.commands.automations", "group", "Lead rules: tag, qualify, score calls."),
     "spam": ("calltrack.commands.spam", "group", "Likely spam calls and known spam numbers."),
+    "leads": ("calltrack.commands.leads", "group", "Calls and website form leads in one list."),
     "serve": ("calltrack.commands.serve", "command", "Run every long-running service in one process."),
     "doctor": ("calltrack.commands.doctor", "command", "Check a deployment and say what to fix."),
 }

@@ -203,12 +203,15 @@ def render(session: Session, events: Sequence[OutboxEvent]) -> dict[int, str | N
     calls = load_calls(session, call_ids) if call_ids else {}
     text_ids = [e.sms_id for e in events if e.sms_id]
     texts = load_texts(session, text_ids) if text_ids else {}
+    forms = _load_forms(session, [e.form_lead_id for e in events if e.form_lead_id])
     out: dict[int, str | None] = {}
     for event in events:
         account = accounts.get(event.account_id)
         if event.type == outbox.SMS_RECEIVED:
             text = texts.get(event.sms_id or -1)
             data = {"text": text} if text is not None else None
+        elif event.type == outbox.FORM_SUBMITTED:
+            data = forms.get(event.form_lead_id or -1)
         else:
             data = _data(session, event, calls, recordings)
         if account is None or data is None:
@@ -216,6 +219,22 @@ def render(session: Session, events: Sequence[OutboxEvent]) -> dict[int, str | N
             continue
         out[event.id] = dumps(envelope(event.event_id, event.type, event.occurred_at, account, data))
     return out
+
+
+def _load_forms(session: Session, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """``{"form_lead": ...}`` per form lead id."""
+    if not ids:
+        return {}
+    from schema.models import FormLead
+    from tracking.form_leads import lead_object
+
+    rows = session.execute(
+        select(FormLead, Source, VisitorSession)
+        .outerjoin(Source, Source.id == FormLead.source_id)
+        .outerjoin(VisitorSession, VisitorSession.id == FormLead.visitor_session_id)
+        .where(FormLead.id.in_(list(ids)))
+    ).all()
+    return {lead.id: {"form_lead": lead_object(lead, source, visit)} for lead, source, visit in rows}
 
 
 def _data(
@@ -323,6 +342,20 @@ def sample(type_: str, account: dict[str, Any], now: dt.datetime) -> dict[str, A
             "received_at": iso(now),
         }
         data = {"text": text}
+    elif type_ == outbox.FORM_SUBMITTED:
+        data = {
+            "form_lead": {
+                "id": 0,
+                "form": "contact",
+                "page_url": "https://www.example.com/contact?utm_source=google&gclid=sample",
+                "fields": {"name": "Sample Visitor", "email": "visitor@example.com", "phone": "(404) 555-1234"},
+                "email": "visitor@example.com",
+                "phone": "+14045551234",
+                "source": call["source"],
+                "visit": call["visit"],
+                "submitted_at": iso(now),
+            }
+        }
     else:
         raise ValueError(f"unknown event type {type_!r}")
     return envelope(outbox.new_event_id(), type_, now, account, data, test=True)

@@ -45,7 +45,7 @@ RECORDING_READY = "recording.ready"
 FORM_SUBMITTED = "form.submitted"
 #: a text to a tracking number (written by the sms AGI handler's plain SQL, tracking/messages.py)
 SMS_RECEIVED = "sms.received"
-EVENT_TYPES = (CALL_STARTED, CALL_COMPLETED, CALL_UPDATED, RECORDING_READY, SMS_RECEIVED)
+EVENT_TYPES = (CALL_STARTED, CALL_COMPLETED, CALL_UPDATED, RECORDING_READY, SMS_RECEIVED, FORM_SUBMITTED)
 
 #: what a receiver's error message is cut to in the deliveries table
 MAX_ERROR = 500
@@ -109,6 +109,7 @@ def announce(
     *,
     call_id: int | None = None,
     recording_id: int | None = None,
+    form_lead_id: int | None = None,
     dedupe: str | None = None,
     detail: dict[str, Any] | None = None,
     at: dt.datetime | None = None,
@@ -127,11 +128,22 @@ def announce(
         literal(account_id),
         literal(call_id),
         literal(recording_id),
+        literal(form_lead_id),
         literal(dedupe),
         literal(detail, OutboxEvent.__table__.c.detail.type),
         literal(at or utcnow(), OutboxEvent.__table__.c.occurred_at.type),
     ).where(_subscribed(account_id, type_))
-    columns = ["event_id", "type", "account_id", "call_id", "recording_id", "dedupe_key", "detail", "occurred_at"]
+    columns = [
+        "event_id",
+        "type",
+        "account_id",
+        "call_id",
+        "recording_id",
+        "form_lead_id",
+        "dedupe_key",
+        "detail",
+        "occurred_at",
+    ]
     stmt = _insert(session).from_select(columns, values)
     if dedupe is not None:
         stmt = stmt.on_conflict_do_nothing(index_elements=["dedupe_key"])

@@ -31,6 +31,7 @@ from schema.models import (
     CallerListEntry,
     CallEvent,
     CallLeg,
+    FormLead,
     Recording,
     SmsMessage,
     Transcript,
@@ -169,7 +170,14 @@ def export_caller(session: Session, settings: Settings, number: str) -> dict[str
             for m in sms
         ],
         "caller_lists": [{"list": e.kind, "reason": e.reason, "added_at": _iso(e.created_at)} for e in lists],
+        "form_leads": _form_leads(session, who.e164),
     }
+
+
+def _form_leads(session: Session, e164: str) -> list[dict[str, Any]]:
+    from tracking.form_leads import export_form_leads
+
+    return export_form_leads(session, phone=e164)
 
 
 @dataclass
@@ -181,6 +189,7 @@ class Erased:
     sms: int = 0
     sessions: int = 0
     transcripts: int = 0
+    form_leads: int = 0
     missing_files: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, int]:
@@ -192,6 +201,7 @@ class Erased:
             "sms": self.sms,
             "sessions": self.sessions,
             "transcripts": self.transcripts,
+            "form_leads": self.form_leads,
         }
 
 
@@ -264,6 +274,7 @@ def erase_caller(session: Session, settings: Settings, number: str, actor: str) 
         session,
         delete(SmsMessage).where(or_(SmsMessage.from_number.in_(spellings), SmsMessage.to_number.in_(spellings))),
     )
+    erased.form_leads += _rows(session, delete(FormLead).where(FormLead.phone == who.e164))
     session.add(AuditEntry(actor=actor, action="privacy.erase", target=_masked(who.e164), detail=erased.as_dict()))
     session.flush()
     return erased
@@ -297,6 +308,9 @@ def apply_retention(session: Session, settings: Settings, actor: str, now: dt.da
             cutoff = now - dt.timedelta(days=days)
             old = list(session.scalars(select(Call).where(Call.account_id == acct.id, Call.started_at < cutoff)))
             delete_calls(session, old, erased)
+            erased.form_leads += _rows(
+                session, delete(FormLead).where(FormLead.account_id == acct.id, FormLead.submitted_at < cutoff)
+            )
             erased.sessions += _rows(
                 session,
                 delete(VisitorSession).where(

@@ -144,6 +144,14 @@ def by_source(
     for key, (texts, first) in texts_by_source(session, account=account, since=since, until=until).items():
         row = rows.setdefault(key, _row({"account": key[0], "source": key[1]}, None))
         row["texts"], row["first_time_texts"] = texts, first
+    # website form leads beside the calls (tracking/leads.py)
+    from tracking.leads import form_leads_by_source
+
+    forms = form_leads_by_source(session, get_account(session, account).id if account else None, since, until)
+    for key in forms:
+        rows.setdefault(key, _row({"account": key[0], "source": key[1]}, None))
+    for key, row in rows.items():
+        row["form_leads"] = forms.get(key, 0)
     keywords = top_keywords(session, account=account, since=since, until=until)
     for key, row in rows.items():
         row.setdefault("texts", 0)

@@ -150,10 +150,12 @@ def list_sites(session: Session, account_name: str | None = None) -> list[tuple[
     return [(site, account) for site, account in session.execute(query).all()]
 
 
-def snippet(public_url: str, public_key: str, replace: list[str] | None = None) -> str:
-    """The tag a business pastes into its pages."""
+def snippet(public_url: str, public_key: str, replace: list[str] | None = None, forms: str | None = None) -> str:
+    """The tag a business pastes into its pages (*forms*: the site's form capture, tracking/form_leads.py)."""
     base = public_url.rstrip("/")
     attrs = f'async src="{html.escape(base)}/dni.js" data-account="{html.escape(public_key)}"'
     if replace:
         attrs += f' data-replace="{html.escape(",".join(replace))}"'
+    if forms:
+        attrs += f' data-forms="{html.escape(forms)}"'
     return f"<script {attrs}></script>"

@@ -51,9 +51,9 @@ COOKIE_NAME = "_ctv"
 DB_THREADS = 12
 
 
-def render_script(settings: Settings) -> str:
+def render_script(settings: Settings, name: str = "dni.js") -> str:
     """dni.js with this installation's settings filled in, comments and indentation removed."""
-    source = (STATIC / "dni.js").read_text(encoding="utf-8")
+    source = (STATIC / name).read_text(encoding="utf-8")
     config = {
         "heartbeat": settings.web.heartbeat_seconds,
         "cookieDays": settings.web.cookie_days,
@@ -72,8 +72,8 @@ def render_script(settings: Settings) -> str:
 class Script:
     """The rendered script, plain and gzipped, with its ETag."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.body = render_script(settings).encode("utf-8")
+    def __init__(self, settings: Settings, name: str = "dni.js") -> None:
+        self.body = render_script(settings, name).encode("utf-8")
         self.gzipped = gzip.compress(self.body, compresslevel=9, mtime=0)
         self.etag = '"' + hashlib.sha256(self.body).hexdigest()[:20] + '"'
 
@@ -127,11 +127,14 @@ class DniApi:
         write_lock = threading.Lock() if sqlite else None
         self.dni = Dni(settings, engine, clock, write_lock)
         self.accounts = AccountCache(factory, cache_seconds)
+        self.forms = factory
         self.proxies = ProxyPolicy(parse_networks(settings.web.trusted_proxies))
         self.metrics_networks = parse_networks(settings.web.metrics_networks, "web.metrics_networks")
         self.stored = metrics.StoredState(engine, settings, clock)
         self.limiter = RateLimiter(settings.web.rate_limit_per_minute)
         self.script = Script(settings)
+        #: form capture, loaded by dni.js only on sites whose snippet says data-forms
+        self.forms_script = Script(settings, "dni-forms.js")
 
     # --- helpers -----------------------------------------------------------------------
 
@@ -206,6 +209,9 @@ class DniApi:
     async def dni_js(self, request: Request) -> Response:
         return self.script.response(request)
 
+    async def forms_js(self, request: Request) -> Response:
+        return self.forms_script.response(request)
+
     async def preflight(self, request: Request) -> Response:
         origin = request.headers.get("origin")
         if not origin or not await to_thread.run_sync(self.accounts.any_site, origin):
@@ -279,6 +285,41 @@ class DniApi:
             return _json({"error": "temporarily unavailable", "field": None}, 503, self.cors(allowed))
         return self.answer(answer, info, allowed, replace)
 
+    async def form(self, request: Request) -> Response:
+        """A form submission from dni.js: stored as a lead when the site captures forms (web/forms.py)."""
+        from tracking.form_leads import FormsOff, Submission, record
+        from web.forms import form_request
+
+        origin: str | None = request.headers.get("origin")
+        allowed: str | None = None
+        try:
+            data, origin = await self._prelude(request)
+            fields = form_request(data)
+            info = await self._account(fields["account"], origin)
+            allowed = origin
+            if fields["dnt"] or self.private(request):
+                return _json({"stored": False}, 200, self.cors(allowed))
+            sub = Submission(info.id, origin or "", fields["session"], fields["url"], fields["form"], fields["fields"])
+            region = self.settings.numbers.default_region
+
+            def store() -> None:
+                lock = self.dni.write_lock or contextlib.nullcontext()
+                with lock, self.forms.begin() as session:
+                    record(session, sub, region, self.dni.clock())
+
+            if self.inline:
+                store()
+            else:
+                await asyncio.get_running_loop().run_in_executor(self.writer, store)
+        except api.BadRequest as exc:
+            return self.error(exc, allowed)
+        except FormsOff as exc:
+            return self.error(api.BadRequest(403, "origin", str(exc)), allowed)
+        except OperationalError as exc:
+            logger.error("form: database unavailable: %s", str(exc.orig).strip().splitlines()[0] if exc.orig else exc)
+            return _json({"error": "temporarily unavailable", "field": None}, 503, self.cors(allowed))
+        return _json({"stored": True}, 201, self.cors(allowed))
+
     async def health(self, request: Request) -> Response:
         return _json({"ok": True})
 
@@ -316,10 +357,13 @@ def create_app(
     handlers = DniApi(settings, dni_engine, clock=clock, cache_seconds=cache_seconds, sqlite_inline=sqlite_inline)
     routes = [
         Route("/dni.js", handlers.dni_js, methods=["GET", "HEAD"]),
+        Route("/dni-forms.js", handlers.forms_js, methods=["GET", "HEAD"]),
         Route("/dni/v1/session", handlers.session, methods=["POST"]),
         Route("/dni/v1/heartbeat", handlers.heartbeat, methods=["POST"]),
         Route("/dni/v1/session", handlers.preflight, methods=["OPTIONS"]),
         Route("/dni/v1/heartbeat", handlers.preflight, methods=["OPTIONS"]),
+        Route("/dni/v1/form", handlers.form, methods=["POST"]),
+        Route("/dni/v1/form", handlers.preflight, methods=["OPTIONS"]),
         Route("/healthz", handlers.health, methods=["GET"]),
         Route("/metrics", handlers.metrics, methods=["GET"]),
         Mount("/dashboard", app=create_dashboard(settings, engine, clock=clock)),

@@ -19,23 +19,28 @@ def group() -> None:
 @click.option("--to", "to", type=click.Path(dir_okay=False), help="Write the JSON here (default: stdout).")
 @pass_app
 def export(app: AppContext, number: str, to: str | None) -> None:
-    """Everything held about the caller NUMBER, as JSON (calls, timelines, recordings, texts)."""
+    """Everything held about the caller NUMBER, as JSON (calls, timelines, recordings, texts, form leads).
+
+    NUMBER may be an e-mail address: the website form leads holding it.
+    """
     from pathlib import Path
 
     from schema.models import AuditEntry
+    from tracking.form_leads import export_email
     from tracking.privacy import cli_actor, export_caller, write_export
 
     target = Path(to) if to else None
     if target is not None and not target.parent.is_dir():
         raise click.ClickException(f"cannot write {to}: the folder {target.parent} does not exist")
+    by_email = "@" in number  # an e-mail address: the website form leads that hold it
     with app.session() as session:
-        data = export_caller(session, app.settings, number)
+        data = export_email(session, number) if by_email else export_caller(session, app.settings, number)
         session.add(
             AuditEntry(
                 actor=cli_actor(),
                 action="privacy.export",
-                target=f"caller ending {data['number'][-4:]}",
-                detail={"calls": len(data["calls"])},
+                target="e-mail address" if by_email else f"caller ending {data['number'][-4:]}",
+                detail={"calls": len(data.get("calls", [])), "form_leads": len(data["form_leads"])},
             )
         )
         if target is not None:
@@ -44,7 +49,9 @@ def export(app: AppContext, number: str, to: str | None) -> None:
                 write_export(data, target)
             except OSError as exc:
                 raise click.ClickException(f"cannot write {to}: {exc.strerror or exc}") from None
-    if target is not None:
+    if target is not None and by_email:
+        click.echo(f"wrote {len(data['form_leads'])} form lead(s) about {data['email']} to {to}", err=True)
+    elif target is not None:
         click.echo(f"wrote {len(data['calls'])} call(s) about {data['number']} to {to}", err=True)
     else:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
@@ -55,10 +62,22 @@ def export(app: AppContext, number: str, to: str | None) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @pass_app
 def erase(app: AppContext, number: str, yes: bool) -> None:
-    """Erase the caller NUMBER: calls, timelines, recordings and their files, raw events, texts."""
+    """Erase the caller NUMBER: calls, timelines, recordings and their files, raw events, texts, form leads.
+
+    NUMBER may be an e-mail address: the website form leads holding it are erased.
+    """
     from tracking import phone
+    from tracking.form_leads import check_email, erase_email
     from tracking.privacy import cli_actor, erase_caller
 
+    if "@" in number:  # an e-mail address: the website form leads that hold it
+        address = check_email(number)
+        if not yes:
+            click.confirm(f"Erase every form lead holding {address}? This cannot be undone", abort=True)
+        with app.session() as session:
+            count = erase_email(session, address, cli_actor())
+        click.echo(f"erased {address}: {count} form lead(s)")
+        return
     e164 = phone.normalize(number, app.settings.numbers.default_region)
     if not yes:
         click.confirm(f"Erase everything calltrack holds about {e164}? This cannot be undone", abort=True)
@@ -66,7 +85,7 @@ def erase(app: AppContext, number: str, yes: bool) -> None:
         erased = erase_caller(session, app.settings, e164, cli_actor())
     click.echo(
         f"erased {e164}: {erased.calls} call(s), {erased.recordings} recording(s) ({erased.files} file(s)), "
-        f"{erased.raw_events} raw event(s), {erased.sms} text(s)"
+        f"{erased.raw_events} raw event(s), {erased.sms} text(s), {erased.form_leads} form lead(s)"
     )
     for path in erased.missing_files:
         click.echo(f"warning: recording file {path} was already gone or could not be removed", err=True)

@@ -41,10 +41,13 @@ def _report(name: str, columns: list[str], help_text: str) -> None:
         build = {"sources": reports.by_source, "numbers": reports.by_number}[name]
         with app.session() as session:
             rows = build(session, account=account, since=since, until=until)
+        measures = [*MEASURES]
+        if name == "sources":  # website form leads beside the calls
+            measures.insert(1, "form_leads")
         emit(
             rows,
             fmt,
-            [*columns, *MEASURES, *(["texts", "first_time_texts", "top_keywords"] if name == "sources" else [])],
+            [*columns, *measures, *(["texts", "first_time_texts", "top_keywords"] if name == "sources" else [])],
         )
 
 

@@ -31,14 +31,24 @@ def group() -> None:
     "--region",
     help="Where the site's numbers without a country code are read (GB, DE...); default numbers.default_region.",
 )
+@click.option(
+    "--forms",
+    type=click.Choice(["marked", "all"]),
+    help="Capture form submissions as leads: forms marked data-calltrack-form, or all (never passwords, cards).",
+)
 @pass_app
-def add(app: AppContext, account: str, origin: str, replace: tuple[str, ...], region: str | None) -> None:
+def add(
+    app: AppContext, account: str, origin: str, replace: tuple[str, ...], region: str | None, forms: str | None
+) -> None:
     """Allow a site, and print the snippet to paste into its pages."""
     from tracking.accounts import get_account
+    from tracking.form_leads import set_forms
     from tracking.sites import add_site, snippet
 
     with app.session() as session:
         site = add_site(session, account, origin, replace, region, app.settings.numbers.default_region)
+        if forms:
+            set_forms(session, account, site.origin, forms)
         public_key, origin_text = get_account(session, account).public_key, site.origin
         numbers = [n for n in site.replace_numbers.split(",") if n]
     if not numbers:
@@ -54,7 +64,29 @@ def add(app: AppContext, account: str, origin: str, replace: tuple[str, ...], re
             "set it to the address browsers reach (https://...)",
             err=True,
         )
-    click.echo(snippet(_public_url(app), public_key, numbers))
+    click.echo(snippet(_public_url(app), public_key, numbers, forms))
+
+
+@group.command("forms")
+@click.argument("account")
+@click.option("--origin", required=True, help="The site's origin.")
+@click.argument("mode", type=click.Choice(["marked", "all", "off"]))
+@pass_app
+def forms_(app: AppContext, account: str, origin: str, mode: str) -> None:
+    """Form leads for a site: capture forms marked data-calltrack-form, all forms, or none (off).
+
+    Prints the site's snippet again: its data-forms attribute tells the script what to capture.
+    """
+    from tracking.accounts import get_account
+    from tracking.form_leads import set_forms
+    from tracking.sites import snippet
+
+    with app.session() as session:
+        site = set_forms(session, account, origin, None if mode == "off" else mode)
+        key, numbers = get_account(session, account).public_key, [n for n in site.replace_numbers.split(",") if n]
+        origin_text, forms = site.origin, site.forms
+    click.echo(f"site {origin_text}: form capture {mode}; the snippet for its pages:", err=True)
+    click.echo(snippet(_public_url(app), key, numbers, forms))
 
 
 @group.command("update")
@@ -100,10 +132,11 @@ def list_(app: AppContext, account: str | None, fmt: str) -> None:
                 "key": acc.public_key,
                 "replace": " ".join(n for n in site.replace_numbers.split(",") if n),
                 "region": site.region or app.settings.numbers.default_region,
+                "forms": site.forms or "off",
             }
             for site, acc in list_sites(session, account)
         ]
-    emit(rows, fmt, ["account", "origin", "key", "replace", "region"])
+    emit(rows, fmt, ["account", "origin", "key", "replace", "region", "forms"])
 
 
 @group.command("remove")

@@ -43,7 +43,10 @@ def group() -> None:
 @click.option(
     "--events",
     default=None,
-    help="Comma-separated event types (default: all): call.started, call.completed, call.updated, recording.ready.",
+    help=(
+        "Comma-separated event types (default: all): call.started, call.completed, call.updated, "
+        "recording.ready, form.submitted."
+    ),
 )
 @click.option("--description", help="A note for `webhooks list` (the receiver's name).")
 @pass_app

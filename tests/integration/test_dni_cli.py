@@ -35,6 +35,7 @@ def test_sites_add_prints_the_snippet_and_list(cli: Cli, make_account: Callable[
             "key": listing[0]["key"],
             "replace": "+14045550100",
             "region": "US",
+            "forms": "off",
         }
     ]
     key = listing[0]["key"]

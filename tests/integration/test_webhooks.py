@@ -277,7 +277,7 @@ def test_webhooks_cli_habits(cli: Cli, acme: None) -> None:
     (row,) = json.loads(cli.ok("webhooks", "list", "--format", "json").output)
     assert (row["url"], row["events"], row["description"]) == (
         "http://127.0.0.1:9/x",
-        "call.started,call.completed,call.updated,recording.ready,sms.received",
+        "call.started,call.completed,call.updated,recording.ready,sms.received,form.submitted",
         "HubSpot bridge",
     )
     assert "whsec_" not in json.dumps(row)

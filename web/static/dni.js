@@ -331,6 +331,14 @@ if (status === 410) { session = null; start(); return; }
 if (status === 200) show(a);
 });
 }
+// Form leads, opt-in per site (data-forms="marked" or "all"): web/static/dni-forms.js, loaded only then
+var FORMS = me.getAttribute("data-forms");
+if (!privacy && /^(marked|all)$/.test(FORMS || "")) {
+var fs = d.createElement("script");
+fs.async = true; fs.src = base + "/dni-forms.js"; fs.nonce = me.nonce || "";
+fs.setAttribute("data-account", account); fs.setAttribute("data-forms", FORMS);
+(d.head || d.documentElement).appendChild(fs);
+}
 w.calltrackDni = {
 swap: function () { if (map) push(d); },
 state: function () { return {session: session, shown: shown, privacy: privacy, busy: busy, swapped: count}; }
