@@ -291,7 +291,7 @@ async def measure(url: str, runs: int, label: str) -> list[tuple[str, float, flo
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1))
     pages = {
         "(a) calls, 1 account, 1 week": "/dashboard/calls?account=1&range=7d",
-        "(b) reports, 1 account, 1 month": "/dashboard/reports?account=1&range=month",
+        "(b) reports, 1 account, 1 month": "/dashboard/reports?account=1&range=custom&from=2026-11-01&to=2026-11-30",
         "(c) overview, 1 account, 30 days": "/dashboard/overview?account=1&range=30d",
     }
     out = []
@@ -348,11 +348,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--sqlite-only", action="store_true")
+    parser.add_argument("--keep", help="keep the generated SQLite database in this file (reused when it exists)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{tmp}/bench.sqlite3"
-        print(f"SQLite: generating {args.calls:,} calls", flush=True)
-        generate(url, args.calls)
+        path = Path(args.keep) if args.keep else Path(tmp) / "bench.sqlite3"
+        url = f"sqlite:///{path}"
+        if not path.exists():
+            print(f"SQLite: generating {args.calls:,} calls", flush=True)
+            generate(url, args.calls)
+        else:
+            print(f"SQLite: reusing {path}", flush=True)
         report("SQLite", asyncio.run(measure(url, args.runs, "SQLite")))
     if args.sqlite_only:
         return

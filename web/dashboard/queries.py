@@ -12,7 +12,7 @@ import zoneinfo
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import exists, func, or_, select
+from sqlalchemy import bindparam, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from config import Settings
@@ -102,65 +102,40 @@ def calls_page(
 ) -> dict[str, Any]:
     """One page of calls, newest first, with whether there is a next one."""
     accounts = scope(session, who, filters.account)
-    campaign = func.coalesce(VisitorSession.utm_campaign, Source.campaign)
-    query = (
-        select(
-            Call.id,
-            Call.started_at,
-            Account.name.label("account"),
-            Account.timezone,
-            Call.caller_number,
-            Call.caller_name,
-            Call.caller_location,
-            Source.name.label("source"),
-            campaign.label("campaign"),
-            Call.tracking_number,
-            Call.duration,
-            Call.talk_time,
-            Call.disposition,
-            Call.first_time,
-            Call.after_hours,
-            _has_recording().label("recording"),
-        )
-        .select_from(Call)
-        .outerjoin(Account, Account.id == Call.account_id)
-        .outerjoin(Source, Source.id == Call.source_id)
-        .outerjoin(VisitorSession, VisitorSession.id == Call.visitor_session_id)
-    )
-    condition = account_condition(who, accounts, filters.account)
-    if condition is not None:
-        query = query.where(condition)
-    if since is not None:
-        query = query.where(Call.started_at >= since)
-    if until is not None:
-        query = query.where(Call.started_at < until)
-    if filters.blocked:
-        query = query.where(Call.disposition == "blocked")
-    else:
-        query = query.where(or_(Call.disposition.is_(None), Call.disposition != "blocked"))
-    if filters.source is not None:
-        query = query.where(Call.source_id == filters.source)
-    if filters.number:
-        e164 = try_normalize(filters.number, settings.numbers.default_region)
-        query = query.where(Call.tracking_number == (e164 or filters.number))
-    if filters.disposition:
-        query = query.where(Call.disposition == filters.disposition)
-    for column, wanted in ((Call.first_time, filters.first_time), (Call.after_hours, filters.after_hours)):
-        if wanted is not None:
-            query = query.where(column.is_(True) if wanted else or_(column.is_(False), column.is_(None)))
-    if filters.recording is not None:
-        query = query.where(_has_recording() if filters.recording else ~_has_recording())
+    scoped = account_condition(who, accounts, filters.account) is not None
+    region = settings.numbers.default_region
+    params: dict[str, Any] = {
+        "accounts": [a.id for a in accounts] or [-1],
+        "since": since,
+        "until": until,
+        "source": filters.source,
+        "number": (try_normalize(filters.number, region) or filters.number) if filters.number else None,
+        "disposition": filters.disposition,
+        "offset": (filters.page - 1) * limit,
+        "limit": limit + 1,
+    }
+    caller_mode = None
     if filters.caller:
-        e164 = try_normalize(filters.caller, settings.numbers.default_region)
-        digits = "".join(ch for ch in filters.caller if ch.isdigit())
-        if e164:
-            query = query.where(or_(Call.caller_number == e164, Call.caller_number.like(f"%{digits}%")))
-        else:
-            query = query.where(Call.caller_number.like(f"%{digits}%"))
-    query = query.order_by(Call.started_at.desc(), Call.id.desc())
-    query = query.offset((filters.page - 1) * limit).limit(limit + 1)
+        e164 = try_normalize(filters.caller, region)
+        params["caller"] = e164
+        params["digits"] = "%" + "".join(ch for ch in filters.caller if ch.isdigit()) + "%"
+        caller_mode = "e164" if e164 else "digits"
+    shape = (
+        scoped,
+        since is not None,
+        until is not None,
+        filters.blocked,
+        filters.source is not None,
+        bool(filters.number),
+        bool(filters.disposition),
+        filters.first_time,
+        filters.after_hours,
+        filters.recording,
+        caller_mode,
+    )
+    query = _calls_statement(shape)
     rows = []
-    for r in session.execute(query):
+    for r in session.execute(query, params):  # values it has no place for are ignored
         tz = r.timezone or "UTC"
         rows.append(
             {
@@ -200,6 +175,75 @@ def calls_page(
         ],
         "sources": [{"id": s[0], "name": s[1], "account": s[2]} for s in sources],
     }
+
+
+_CALLS: dict[tuple[Any, ...], Any] = {}
+
+
+def _calls_statement(shape: tuple[Any, ...]) -> Any:
+    """The calls list's statement for one combination of filters, built once (building costs more than running)."""
+    found = _CALLS.get(shape)
+    if found is not None:
+        return found
+    (scoped, has_since, has_until, blocked, has_source, has_number, has_disposition, first_time, after_hours,
+     recording, caller_mode) = shape  # fmt: skip
+    campaign = func.coalesce(VisitorSession.utm_campaign, Source.campaign)
+    query = (
+        select(
+            Call.id,
+            Call.started_at,
+            Account.name.label("account"),
+            Account.timezone,
+            Call.caller_number,
+            Call.caller_name,
+            Call.caller_location,
+            Source.name.label("source"),
+            campaign.label("campaign"),
+            Call.tracking_number,
+            Call.duration,
+            Call.talk_time,
+            Call.disposition,
+            Call.first_time,
+            Call.after_hours,
+            _has_recording().label("recording"),
+        )
+        .select_from(Call)
+        .outerjoin(Account, Account.id == Call.account_id)
+        .outerjoin(Source, Source.id == Call.source_id)
+        .outerjoin(VisitorSession, VisitorSession.id == Call.visitor_session_id)
+    )
+    if scoped:
+        query = query.where(Call.account_id.in_(bindparam("accounts", expanding=True)))
+    if has_since:
+        query = query.where(Call.started_at >= bindparam("since"))
+    if has_until:
+        query = query.where(Call.started_at < bindparam("until"))
+    if blocked:
+        query = query.where(Call.disposition == "blocked")
+    else:
+        query = query.where(or_(Call.disposition.is_(None), Call.disposition != "blocked"))
+    if has_source:
+        query = query.where(Call.source_id == bindparam("source"))
+    if has_number:
+        query = query.where(Call.tracking_number == bindparam("number"))
+    if has_disposition:
+        query = query.where(Call.disposition == bindparam("disposition"))
+    for column, wanted in ((Call.first_time, first_time), (Call.after_hours, after_hours)):
+        if wanted is not None:
+            query = query.where(column.is_(True) if wanted else or_(column.is_(False), column.is_(None)))
+    if recording is not None:
+        query = query.where(_has_recording() if recording else ~_has_recording())
+    if caller_mode == "e164":
+        query = query.where(
+            or_(Call.caller_number == bindparam("caller"), Call.caller_number.like(bindparam("digits")))
+        )
+    elif caller_mode == "digits":
+        query = query.where(Call.caller_number.like(bindparam("digits")))
+    query = query.order_by(Call.started_at.desc(), Call.id.desc()).offset(bindparam("offset")).limit(bindparam("limit"))
+    if len(_CALLS) > 4096:
+        _CALLS.clear()
+    _CALLS[shape] = query
+    return query
 
 
 def _round(value: float | None) -> float | None:

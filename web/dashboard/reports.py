@@ -16,7 +16,7 @@ from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, literal, or_, select
+from sqlalchemy import and_, bindparam, case, exists, func, literal, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from schema.models import Account, Call, CallOutcome, CallQualification, Source, VisitorSession
@@ -49,11 +49,30 @@ def _hour_bucket(session: Session) -> Any:
     return func.strftime("%Y-%m-%d %H", Call.started_at)
 
 
-def _base(who: Viewer, accounts: list[Account], asked: int | None, when: Period) -> list[Any]:
-    where = [Call.started_at >= when.since, Call.started_at < when.until]
-    condition = account_condition(who, accounts, asked)
-    if condition is not None:
-        where.append(condition)
+#: statements built once and run with new bind values: building one costs more than a small query
+_STATEMENTS: dict[tuple[Any, ...], Any] = {}
+
+
+def _cached(key: tuple[Any, ...], build: Any) -> Any:
+    statement = _STATEMENTS.get(key)
+    if statement is None:
+        statement = _STATEMENTS[key] = build()
+    return statement
+
+
+def _scope(who: Viewer, accounts: list[Account], asked: int | None, when: Period) -> tuple[bool, dict[str, Any]]:
+    """(limited to some accounts?, the bind values of :func:`_where`)."""
+    params: dict[str, Any] = {"since": when.since, "until": when.until}
+    scoped = account_condition(who, accounts, asked) is not None
+    if scoped:
+        params["accounts"] = [a.id for a in accounts] or [-1]
+    return scoped, params
+
+
+def _where(scoped: bool) -> list[Any]:
+    where = [Call.started_at >= bindparam("since"), Call.started_at < bindparam("until")]
+    if scoped:
+        where.append(Call.account_id.in_(bindparam("accounts", expanding=True)))
     return where
 
 
@@ -130,7 +149,7 @@ def _landing(url: str | None) -> str:
 
 def tables(session: Session, who: Viewer, accounts: list[Account], asked: int | None, when: Period) -> dict[str, Any]:
     """Every attribution table of the reports page."""
-    where = [*_base(who, accounts, asked, when), _counted()]  # blocked callers are not leads: no row of their own
+    scoped, params = _scope(who, accounts, asked, when)
     click = case(
         (
             or_(
@@ -151,9 +170,14 @@ def tables(session: Session, who: Viewer, accounts: list[Account], asked: int | 
     }
     out: dict[str, list[dict[str, Any]]] = {}
     for table, cols in keys.items():
-        exprs = [e.label(name) for name, e in cols]
-        query = _joined(select(*exprs, *_measures())).where(*where).group_by(*[e for _, e in cols])
-        results = list(session.execute(query))
+
+        def build(cols: list[tuple[str, Any]] = cols) -> Any:
+            exprs = [e.label(name) for name, e in cols]
+            # blocked callers are not leads: no row of their own
+            where = [*_where(scoped), _counted()]
+            return _joined(select(*exprs, *_measures())).where(*where).group_by(*[e for _, e in cols])
+
+        results = list(session.execute(_cached(("table", table, scoped), build), params))
         if table == "landing":
             rows = [_row({"landing_page": key}, m) for key, m in _merge_landing(results).items()]
         else:
@@ -189,29 +213,36 @@ def _merge_landing(results: list[Any]) -> dict[str, SimpleNamespace]:
 
 
 def _local_hours(
-    session: Session, who: Viewer, accounts: list[Account], asked: int | None, when: Period, extra: list[Any]
+    session: Session, who: Viewer, accounts: list[Account], asked: int | None, when: Period, by_source: bool
 ) -> list[Any]:
-    bucket = _hour_bucket(session).label("bucket")
-    query = (
-        select(bucket, Account.timezone, *extra, func.count().label("n"))
-        .select_from(Call)
-        .outerjoin(Account, Account.id == Call.account_id)
-        .outerjoin(Source, Source.id == Call.source_id)
-        .where(*_base(who, accounts, asked, when), _counted())
-        .group_by(bucket, Account.timezone, *extra)
-    )
-    return list(session.execute(query))
+    scoped, params = _scope(who, accounts, asked, when)
+    dialect = session.get_bind().dialect.name
+
+    def build() -> Any:
+        bucket = _hour_bucket(session).label("bucket")
+        extra = [func.coalesce(Source.name, "(none)").label("source")] if by_source else []
+        return (
+            select(bucket, Account.timezone, *extra, func.count().label("n"))
+            .select_from(Call)
+            .outerjoin(Account, Account.id == Call.account_id)
+            .outerjoin(Source, Source.id == Call.source_id)
+            .where(*_where(scoped), _counted())
+            .group_by(bucket, Account.timezone, *extra)
+        )
+
+    return list(session.execute(_cached(("hours", dialect, by_source, scoped), build), params))
 
 
 def _to_local(bucket: str, timezone: str | None) -> dt.datetime:
-    utc = dt.datetime.strptime(bucket, "%Y-%m-%d %H").replace(tzinfo=dt.UTC)
+    """A "YYYY-MM-DD HH" UTC bucket as local time (read by hand: strptime costs more than the query)."""
+    utc = dt.datetime(int(bucket[0:4]), int(bucket[5:7]), int(bucket[8:10]), int(bucket[11:13]), tzinfo=dt.UTC)
     return utc.astimezone(zoneinfo.ZoneInfo(timezone or "UTC"))
 
 
 def heatmap(session: Session, who: Viewer, accounts: list[Account], asked: int | None, when: Period) -> dict[str, Any]:
     """Calls by local weekday (rows, Monday first) and hour (columns)."""
     grid = [[0] * 24 for _ in range(7)]
-    for r in _local_hours(session, who, accounts, asked, when, []):
+    for r in _local_hours(session, who, accounts, asked, when, False):
         t = _to_local(r.bucket, r.timezone)
         grid[t.weekday()][t.hour] += int(r.n)
     top = max((max(row) for row in grid), default=0)
@@ -229,7 +260,7 @@ def daily_by_source(
     days = when.days
     index = {d: i for i, d in enumerate(days)}
     series: dict[str, list[int]] = defaultdict(lambda: [0] * len(days))
-    for r in _local_hours(session, who, accounts, asked, when, [func.coalesce(Source.name, "(none)").label("source")]):
+    for r in _local_hours(session, who, accounts, asked, when, True):
         day = _to_local(r.bucket, r.timezone).date()
         if day in index:
             series[r.source][index[day]] += int(r.n)
@@ -238,16 +269,15 @@ def daily_by_source(
 
 
 def summary(session: Session, who: Viewer, accounts: list[Account], asked: int | None, when: Period) -> dict[str, Any]:
-    m = session.execute(_joined(select(*_measures())).where(*_base(who, accounts, asked, when))).one()
+    scoped, params = _scope(who, accounts, asked, when)
+
+    def build() -> Any:
+        failed = func.sum(case((Call.disposition == "failed", 1), else_=0)).label("failed")
+        return _joined(select(*_measures(), failed)).where(*_where(scoped))
+
+    m = session.execute(_cached(("summary", scoped), build), params).one()
     row = _row({}, m)
-    row["failed"] = int(
-        session.scalar(
-            select(func.count())
-            .select_from(Call)
-            .where(*_base(who, accounts, asked, when), Call.disposition == "failed")
-        )
-        or 0
-    )
+    row["failed"] = int(m.failed or 0)
     return row
 
 
@@ -255,26 +285,32 @@ def missed_not_called_back(
     session: Session, who: Viewer, accounts: list[Account], asked: int | None, when: Period, limit: int = 200
 ) -> list[dict[str, Any]]:
     """Callers nobody answered, with no later answered call from the same number to the same account."""
-    later = aliased(Call)
-    query = (
-        select(Call.id, Call.started_at, Call.caller_number, Call.caller_name, Call.disposition, Account.timezone)
-        .select_from(Call)
-        .join(Account, Account.id == Call.account_id)
-        .where(
-            *_base(who, accounts, asked, when),
-            Call.disposition.in_(("missed", "abandoned", "busy")),
-            Call.caller_number.is_not(None),
-            Call.caller_number != "",
-            ~exists().where(
-                later.account_id == Call.account_id,
-                later.caller_number == Call.caller_number,
-                later.started_at > Call.started_at,
-                later.disposition == "answered",
-            ),
+    scoped, params = _scope(who, accounts, asked, when)
+
+    def build() -> Any:
+        later = aliased(Call)
+        return (
+            select(Call.id, Call.started_at, Call.caller_number, Call.caller_name, Call.disposition, Account.timezone)
+            .select_from(Call)
+            .join(Account, Account.id == Call.account_id)
+            .where(
+                *_where(scoped),
+                Call.disposition.in_(("missed", "abandoned", "busy")),
+                Call.caller_number.is_not(None),
+                Call.caller_number != "",
+                ~exists().where(
+                    later.account_id == Call.account_id,
+                    later.caller_number == Call.caller_number,
+                    later.started_at > Call.started_at,
+                    later.disposition == "answered",
+                ),
+            )
+            .order_by(Call.started_at.desc())
+            .limit(bindparam("limit"))
         )
-        .order_by(Call.started_at.desc())
-        .limit(limit)
-    )
+
+    query = _cached(("missed", scoped), build)
+    params["limit"] = limit
     from web.dashboard.queries import local
 
     return [
@@ -286,7 +322,7 @@ def missed_not_called_back(
             "caller_name": r.caller_name,
             "disposition": r.disposition,
         }
-        for r in session.execute(query)
+        for r in session.execute(query, params)
     ]
 
 
