@@ -84,7 +84,7 @@ class AgiService:
         self.router = Router()
         route.register(self.router, self.call_router, self.executor, self.inline)
         self.text_router = TextRouter(settings, self.store)
-        sms.register(self.router, self.text_router, self.executor)
+        sms.register(self.router, self.text_router, self.executor, self.inline)
         self.stats = Stats()
         self.server = FastAGIServer(settings, self.router, stats=self.stats)
         self.address: tuple[str, int] | None = None

@@ -180,8 +180,9 @@ def destination(target: str, trunk: str) -> str:
 
 
 def default_destination(forward_to: str) -> str:
-    """A number without a text destination: the one endpoint its calls ring (``PJSIP/100`` -> ``pjsip:100``), or ""."""
-    m = re.fullmatch(r"PJSIP/([A-Za-z0-9_.-]{1,80})", forward_to.strip())
+    """A number without a text destination: the first endpoint its calls ring (``PJSIP/100&PJSIP/101`` ->
+    ``pjsip:100``; a text goes to one destination), or "" when that is no PJSIP endpoint."""
+    m = re.fullmatch(r"PJSIP/([A-Za-z0-9_.-]{1,80})", forward_to.strip().split("&", 1)[0].strip())
     return f"pjsip:{m.group(1)}" if m else ""
 
 
@@ -333,6 +334,23 @@ _ANNOUNCE_SQL = (
     "AND e.events LIKE :pattern) ON CONFLICT (dedupe_key) DO NOTHING"
 )
 _RECEIVED_PATTERN = "%,sms.received,%"
+# PostgreSQL: the text, its opt-out change and its outbox row in one statement (one round trip; an
+# autocommit statement is one transaction). Nothing but the insert happens for a message id stored already.
+_PG_SAVE_SQL = (
+    "WITH m AS ("  # noqa: S608
+    + _INSERT_SQL.replace(" RETURNING id", " RETURNING id, account_id, do_not_track")
+    + "), o AS (INSERT INTO sms_opt_outs (account_id, number, keyword, created_at) "
+    "SELECT :opt_account, :opt_number, :keyword, :now FROM m WHERE :opt = 'out' "
+    "ON CONFLICT (account_id, number) DO NOTHING), "
+    "i AS (DELETE FROM sms_opt_outs WHERE :opt = 'in' AND account_id = :opt_account AND number = :opt_number "
+    "AND EXISTS (SELECT 1 FROM m)), "
+    "ev AS (INSERT INTO outbox_events (event_id, type, account_id, sms_id, dedupe_key, occurred_at) "
+    "SELECT :event_id, 'sms.received', m.account_id, m.id, 'sms.received:' || m.id, :now FROM m "
+    "WHERE :direction = 'in' AND m.account_id IS NOT NULL AND (m.do_not_track IS NULL OR NOT m.do_not_track) "
+    "AND EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.account_id = m.account_id AND e.enabled "
+    "AND e.events LIKE :pattern) ON CONFLICT (dedupe_key) DO NOTHING) "
+    "SELECT id FROM m"
+)
 
 
 @dataclass(frozen=True)
@@ -416,6 +434,22 @@ class TextStore:
         conn = self.store.connection()
         cur = conn.cursor()
         q = self.store._q
+        if self.dialect == "postgresql":
+            what, account_id, number = opt if opt is not None else ("", None, None)
+            extra = {
+                "opt": what,
+                "opt_account": account_id,
+                "opt_number": number,
+                "now": self.store._ts(now),
+                "event_id": "evt_" + uuid.uuid4().hex,
+                "pattern": _RECEIVED_PATTERN,
+            }
+            cur.execute(q(_PG_SAVE_SQL), {**params, **extra})
+            row = cur.fetchone()
+            if row is not None:
+                return int(row[0]), True
+            cur.execute(q(_EXISTING_SQL), {"system": params["system"], "message_id": params["message_id"]})
+            return int(cur.fetchone()[0]), False
         cur.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
         try:
             cur.execute(q(_INSERT_SQL), params)
@@ -573,8 +607,21 @@ class TextRouter:
         """Store the spooled texts, attributed as they would have been (STOP and START applied)."""
         return self.spool_.replay(self.route)
 
-    def route(self, text: InboundText) -> TextDecision:
+    def try_inline(self, text: InboundText, texts: TextStore) -> TextDecision | None:
+        """Route on *texts*, a SQLite connection that never waits for a lock (as the route does); None
+        when it could not (busy, or anything else): the caller then uses the threads. Nothing is
+        written unless the whole text is."""
+        try:
+            return self.route(text, texts)
+        except Exception as exc:
+            logger.debug("inline text %s/%s gave way: %s", text.system, text.message_id, exc)
+            if getattr(exc, "sqlite_errorcode", None) != 5:  # SQLITE_BUSY keeps its connection
+                texts.store.discard()
+            return None
+
+    def route(self, text: InboundText, texts: TextStore | None = None) -> TextDecision:
         """The database work of one text. Raises on database errors (see :meth:`run`)."""
+        store = texts or self.texts
         settings = self.settings
         region = settings.numbers.default_region
         number = dialled_key(text.dialled, region)
@@ -586,7 +633,7 @@ class TextRouter:
             values["message_id"] = "ct-noid-" + uuid.uuid4().hex
         info = None
         if number is not None:
-            info = self.texts.lookup(
+            info = store.lookup(
                 number, sender_key, sender.user.strip().lower(), values["system"] or "", values["message_id"] or ""
             )
         if info is None or info.status != "active":
@@ -598,12 +645,12 @@ class TextRouter:
                 tracking_number_id=info.id if info else None,
                 forwarded_to=decision.destination or None,
             )
-            row, _new = self.texts.save(values)
+            row, _new = store.save(values)
             return replace(decision, message_row=row)
         visit = None
         if info.pool_id is not None:
             grace = dt.timedelta(seconds=settings.tracking.attribution_grace_seconds)
-            visit = self.texts.visit(info.id, text.at, grace)
+            visit = store.visit(info.id, text.at, grace)
         source_id: int | None
         source_name: str | None
         if visit is not None and visit.source_id is not None:
@@ -648,7 +695,7 @@ class TextRouter:
                 reply = settings.sms.start_reply
             else:
                 reply = info.help_text or settings.sms.help_text
-        row, _new = self.texts.save(values, opt)
+        row, _new = store.save(values, opt)
         reply_to = ""
         if reply and sender_key and _E164.fullmatch(sender_key):
             try:

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 
 from asterisk_agi.handlers.inputs import dialled_number
 from asterisk_agi.protocol import AGIEnv, authentic_tail, base64_of, unbase64
-from tracking.messages import InboundText, TextDecision, TextRouter, parse_sip_address
+from tracking.messages import InboundText, TextDecision, TextRouter, TextStore, parse_sip_address
+from tracking.routing import RouteStore
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
@@ -85,9 +86,12 @@ def inputs_from(
 class SmsHandler:
     """The FastAGI ``sms``: the database work runs on *executor*, bounded by ``agi.db_deadline_ms``."""
 
-    def __init__(self, router: TextRouter, executor: Executor) -> None:
+    def __init__(self, router: TextRouter, executor: Executor, inline: TextStore | None = None) -> None:
         self.router = router
         self.executor = executor
+        #: SQLite: texts are first stored on the event loop over a connection that never waits
+        #: (see RouteHandler); a busy database sends them to the threads
+        self.inline = inline
 
     async def __call__(self, agi: AsyncAGI, session: SessionInfo) -> str:
         drained: list[str] | None = None
@@ -114,6 +118,12 @@ class SmsHandler:
             content_length=inputs.content_length,
             at=dt.datetime.now(dt.UTC),
         )
+        if self.inline is not None:
+            inline = self.router.try_inline(text, self.inline)
+            if inline is not None:
+                log_decision(text, inline)
+                await agi.set_variables(inline.variables())
+                return "sms-" + inline.status
         deadline = self.router.settings.agi.db_deadline_ms / 1000
         future = asyncio.get_running_loop().run_in_executor(self.executor, self.router.run, text)
         try:
@@ -143,5 +153,5 @@ def log_decision(text: InboundText, decision: TextDecision) -> None:
         )
 
 
-def register(router: Router, text_router: TextRouter, executor: Executor) -> None:
-    router.add("sms", SmsHandler(text_router, executor))
+def register(router: Router, text_router: TextRouter, executor: Executor, inline: RouteStore | None = None) -> None:
+    router.add("sms", SmsHandler(text_router, executor, TextStore(inline) if inline is not None else None))

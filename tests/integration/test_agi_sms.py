@@ -451,12 +451,14 @@ async def test_when_the_database_is_away_the_text_is_forwarded_and_kept_for_late
     start_server: Callable[..., Any], world: World, acme: dict[str, int], sms_settings: Settings, tmp_path: Path
 ) -> None:
     server = await start_server()
-    broken = server.service.text_router.texts.store
-    real_url = broken.url
-    broken.close()
-    broken.url = "sqlite:///" + str(tmp_path / "missing" / "db.sqlite3")
-    if broken.dialect == "postgresql":
-        broken.url = "postgresql://nobody@127.0.0.1:1/none"
+    # the threads' connections and, on SQLite, the event loop's own (texts are tried there first)
+    stores = [s for s in (server.service.text_router.texts.store, server.service.inline) if s is not None]
+    real_url = stores[0].url
+    for broken in stores:
+        broken.close()
+        broken.url = "sqlite:///" + str(tmp_path / "missing" / "db.sqlite3")
+        if broken.dialect == "postgresql":
+            broken.url = "postgresql://nobody@127.0.0.1:1/none"
     result = await server.recorded("sms-in")
 
     assert result.side.set_vars["CALLTRACK_SMS_STATUS"] == "fallback"
@@ -465,8 +467,9 @@ async def test_when_the_database_is_away_the_text_is_forwarded_and_kept_for_late
     assert world.texts() == []
     assert server.service.text_router.spool_.pending() == 1
 
-    broken.url = real_url
-    broken.close()
+    for broken in stores:
+        broken.url = real_url
+        broken.close()
     assert await server.service.replay_spool() == 1
     [text] = world.texts()
     assert text.body.startswith("Hi from Zoë") and text.message_id == "1-23024@127.0.0.1" and text.from_number == JANE

@@ -1,0 +1,223 @@
+"""Benchmark: inbound texts through the ``sms`` handler beside calls through ``route``, in the same run.
+
+One ``calltrack agi serve`` process (its own core) serves both handlers on the same database
+(SQLite, then PostgreSQL with ``--postgres``): 250 tracking numbers, 50 of them in a pool
+with leases. The load generator (this process) plays Asterisk: for ``route`` as the sample
+dialplan calls it (everything in the AGI address, then ten SET VARIABLEs); for ``sms`` as
+Asterisk's Message channel answers (``agi_channel: Message/ast_msg_queue``), the body with a
+CRLF in it (its reply spans two lines, framed by the handler's synchronisation), the
+sender's raw From, then the eight ``CALLTRACK_SMS_*`` SET VARIABLEs. Every text has its own
+SIP Call-ID, so each one is a new row. The two take turns at each concurrency level, so a
+busy moment of the shared machine hits them alike; each level is run ``--repeat`` times and
+the median is printed with the ratio sms/route (sessions/s and server CPU per session).
+
+Usage: .venv/bin/python bench/sms_bench.py [--seconds 3] [--levels 1,10] [--repeat 3] [--postgres URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+from agi_bench import PY, cpu_seconds, free_port, load, make_database, wait_port
+from benchlib import scratch_postgres
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.fakes.message_channel import message_env  # noqa: E402
+
+BODY = 'Hi! Do you fix boilers on Sundays? "Urgent", thanks :)\r\nJane – 404 555 1234 😀'
+
+
+class FakeMessageChannel(asyncio.Protocol):
+    """One ``sms`` session as Asterisk's Message channel plays it."""
+
+    def __init__(self, env: bytes, call_id: str, sender: str, done: asyncio.Future[str]) -> None:
+        self.env = env
+        self.body_reply = f"200 result=1 ({BODY})\n".encode()
+        self.from_reply = f'200 result=1 ("Jane Doe" <sip:{sender}@127.0.0.1>;tag=bench)\n'.encode()
+        b64 = [base64.b64encode(v.encode()).decode() for v in (call_id, str(len(BODY.encode()) + 2), "pjsip:x@h")]
+        self.fetched = ("|" + "|".join(b64)).encode()
+        self.done = done
+        self.buffer = b""
+        self.status = "none"
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.write(self.env)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buffer + data
+        out = []
+        while True:
+            i = buf.find(b"\n")
+            if i < 0:
+                break
+            line, buf = buf[:i], buf[i + 1 :]
+            if line.startswith(b"SET VARIABLE"):
+                if line.startswith(b"SET VARIABLE CALLTRACK_SMS_STATUS "):
+                    self.status = "sms-" + line[34:].strip(b'"').decode()
+                out.append(b"200 result=1\n")
+            elif line == b"GET VARIABLE MESSAGE(body)":
+                out.append(self.body_reply)
+            elif line.startswith(b"GET VARIABLE MESSAGE_DATA(From)"):
+                out.append(self.from_reply)
+            elif line.startswith(b'GET FULL VARIABLE "'):
+                marker = line[19:].split(b"|", 1)[0].rstrip(b'"')
+                out.append(b"200 result=1 (" + marker + self.fetched + b")\n")
+            else:
+                out.append(b"510 Invalid or unknown command\n")
+        self.buffer = buf
+        if out and self.transport is not None:
+            self.transport.write(b"".join(out))
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(self.status)
+
+
+async def text_load(port: int, concurrency: int, seconds: float, numbers: list[str], run: int) -> dict[str, object]:
+    loop = asyncio.get_running_loop()
+    latencies: list[float] = []
+    statuses: Counter[str] = Counter()
+    counter = [0]
+    stop_at = [0.0]
+    envs = {n: message_env("+1" + n) for n in numbers}
+
+    async def one(n: int) -> None:
+        number = numbers[n % len(numbers)]
+        done: asyncio.Future[str] = loop.create_future()
+        call_id = f"bench-{os.getpid()}-{run}-{n}@127.0.0.1"
+        sender = f"+1404555{n % 10000:04d}"
+        await loop.create_connection(lambda: FakeMessageChannel(envs[number], call_id, sender, done), "127.0.0.1", port)
+        statuses[await done] += 1
+
+    async def worker() -> None:
+        while time.perf_counter() < stop_at[0]:
+            counter[0] += 1
+            started = time.perf_counter()
+            await one(counter[0])
+            latencies.append(time.perf_counter() - started)
+
+    stop_at[0] = time.perf_counter() + min(0.5, seconds / 4)
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    latencies.clear()
+    statuses.clear()
+    started = time.perf_counter()
+    stop_at[0] = started + seconds
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    lat = sorted(latencies)
+    return {
+        "rate": len(lat) / elapsed,
+        "p50": lat[len(lat) // 2] * 1000 if lat else float("nan"),
+        "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else float("nan"),
+        "statuses": dict(statuses),
+        "sessions": len(lat),
+    }
+
+
+def measured(pid: int, seconds: float, make: object) -> dict[str, object]:
+    cpu_before = cpu_seconds(pid)
+    result: dict[str, object] = asyncio.run(make)  # type: ignore[arg-type]
+    cpu = cpu_seconds(pid) - cpu_before
+    sessions = float(result["rate"]) * (seconds + min(0.5, seconds / 4))  # type: ignore[arg-type]
+    result["cpu_us"] = cpu / max(sessions, 1) * 1e6
+    return result
+
+
+def fmt(r: dict[str, object]) -> str:
+    return f"{r['rate']:7.0f} sessions/s  p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  {r['cpu_us']:5.0f} us CPU/session"
+
+
+def runs(environ: dict[str, str], numbers: list[str], args: argparse.Namespace, label: str, log: Path) -> None:
+    port = free_port()
+    with open(log, "w") as err:
+        server = subprocess.Popen(
+            [PY, "-m", "calltrack.main", "agi", "serve", "--listen", f"127.0.0.1:{port}"], env=environ, stderr=err
+        )
+        try:
+            wait_port(port)
+            for c in [int(x) for x in args.levels.split(",")]:
+                route_runs, text_runs = [], []
+                for rep in range(args.repeat):
+                    r = measured(server.pid, args.seconds, load(port, c, args.seconds, numbers, form="address"))
+                    t = measured(server.pid, args.seconds, text_load(port, c, args.seconds, numbers, rep * 1000 + c))
+                    route_runs.append(r)
+                    text_runs.append(t)
+                    print(f"{label} c={c:<3d} route (baseline) {fmt(r)}  {r['statuses']}")
+                    print(f"{label} c={c:<3d} sms              {fmt(t)}  {t['statuses']}")
+                rate_r = statistics.median(float(x["rate"]) for x in route_runs)  # type: ignore[arg-type]
+                rate_t = statistics.median(float(x["rate"]) for x in text_runs)  # type: ignore[arg-type]
+                cpu_r = statistics.median(float(x["cpu_us"]) for x in route_runs)  # type: ignore[arg-type]
+                cpu_t = statistics.median(float(x["cpu_us"]) for x in text_runs)  # type: ignore[arg-type]
+                print(
+                    f"{label} c={c:<3d} median of {args.repeat}: sms {rate_t:.0f}/s vs route {rate_r:.0f}/s = "
+                    f"{rate_t / rate_r:.2f}x rate; CPU per session sms/route = {cpu_t / cpu_r:.2f}x"
+                )
+        finally:
+            server.terminate()
+            server.wait()
+    warnings = [line for line in log.read_text().splitlines() if "WARNING" in line or "ERROR" in line]
+    print(f"{label} server log: {len(warnings)} warning/error lines" + (f"; first: {warnings[0]}" if warnings else ""))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--levels", default="1,10")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--postgres", metavar="URL", help="also run on a fresh database of this PostgreSQL server")
+    args = parser.parse_args()
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        url, numbers = make_database(folder)
+        config = folder / "calltrack.toml"
+        config.write_text(
+            textwrap.dedent(
+                f"""
+                [general]
+                data_dir = "{folder / "data"}"
+                log_level = "WARNING"
+                [agi]
+                fallback_dial = "PJSIP/operator"
+                [recorder]
+                spool_dir = "{folder / "monitor"}"
+                [sms]
+                trunk = "carrier"
+                fallback_destination = "pjsip:reception"
+                """
+            )
+        )
+        environ = {**os.environ, "CALLTRACK_CONFIG": str(config), "CALLTRACK_DATABASE_URL": url}
+        runs(environ, numbers, args, "sqlite    ", folder / "sqlite.log")
+        if args.postgres:
+            with contextlib.ExitStack() as stack:
+                try:
+                    pg_url = stack.enter_context(scratch_postgres(args.postgres, "calltrack_smsbench"))
+                except Exception as exc:
+                    print(f"PostgreSQL skipped: {str(exc).splitlines()[0]}")
+                else:
+                    make_database(folder, url=pg_url)
+                    runs({**environ, "CALLTRACK_DATABASE_URL": pg_url}, numbers, args, "postgresql", folder / "pg.log")
+
+
+if __name__ == "__main__":
+    main()
