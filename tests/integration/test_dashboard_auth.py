@@ -151,7 +151,7 @@ async def test_sign_out_needs_the_csrf_token_and_ends_the_session_for_good(board
 
 
 async def test_failed_sign_ins_are_limited_per_user(board: Board) -> None:
-    limit = board.app.routes[-1].app.app.state.dashboard.limiter.per_user
+    limit = DashboardSettings().signin_attempts_per_user
     async with board.client("198.51.100.7") as client:
         for _ in range(limit):
             assert (await board.signin(client, "ann", "guess guess guess")).status_code == 401
