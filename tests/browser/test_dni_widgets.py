@@ -216,3 +216,48 @@ def test_overflowed_visitor_reloading_counts_once(tmp_path_factory: pytest.TempP
         assert shown == ["770-555-0161", "770-555-0199", "770-555-0199"]
         with svc.factory() as s:
             assert [p["overflow_count"] for p in pool_status(s)] == [1]  # what `calltrack pools status` shows
+
+
+def test_a_new_lease_replaces_the_number_shown_before(tmp_path_factory: pytest.TempPathFactory, world: World) -> None:
+    """The lease ends while the page is open (its hold time passed): the heartbeat is refused, the script
+    starts a new session, and the page's numbers (already the old tracking number) show the new one."""
+    import datetime as dt
+
+    from sqlalchemy import update
+
+    from schema.models import PoolLease, TrackingNumber
+    from tracking.pools import add_numbers, create_pool
+
+    with ExitStack() as stack:
+        svc = stack.enter_context(service(tmp_path_factory.mktemp("dni-relet"), heartbeat_seconds=1))
+        site = stack.enter_context(website())
+        with svc.factory.begin() as s:
+            key = add_account(s, "Acme").public_key
+            add_source(s, "Acme", "Ads")
+            create_pool(s, svc.settings, "ads", "Acme", 30, source="Ads")
+            add_numbers(s, svc.settings, "ads", "Acme", ["+17705550161", "+17705550162"], "PJSIP/1")
+            add_rule(s, "Acme", "default", "", "Ads")
+            add_site(s, "Acme", site.origin, ["+1 404 555 0100"])
+        site.pages["/"] = (
+            f"<!doctype html><html><head>{tag(svc, key)}</head><body><p id='n'>(404) 555-0100</p>"
+            "<a id='t' href='tel:+14045550100'>call</a></body></html>"
+        )
+        ctx = world.browser.new_context()
+        try:
+            page = ctx.new_page()
+            page.goto(site.url("/"))
+            wait_swapped(page)
+            first = page.evaluate("() => window.calltrackDni.state().shown.e164")
+            other = ({"+17705550161", "+17705550162"} - {first}).pop()
+            past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+            with svc.factory.begin() as s:  # the hold time has passed
+                s.execute(update(PoolLease).values(expires_at=past))
+                s.execute(update(TrackingNumber).where(TrackingNumber.number == first).values(last_leased_at=past))
+            page.wait_for_function(
+                f"() => window.calltrackDni.state().shown.e164 === '{other}' && !window.calltrackDni.state().busy",
+                timeout=WAIT_MS,
+            )
+            assert page.inner_text("#n") == f"({other[2:5]}) {other[5:8]}-{other[8:]}"
+            assert page.get_attribute("#t", "href") == f"tel:{other}"
+        finally:
+            ctx.close()

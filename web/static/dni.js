@@ -112,7 +112,7 @@ function swapAttrs(el) {
 var names = ["href", "onclick"].concat(marked);
 for (var i = 0; i < names.length; i++) {
 var v = el.getAttribute(names[i]);
-if (!v || mine.get(el) === names[i] + v) continue;
+if (!v) continue;
 var nv = i > 1 ? edit(v, true) : v.replace(TEL, function (m, t, num) {
 var plain = num;
 try { plain = decodeURIComponent(num); } catch (e) { /* keep it */ }
@@ -250,7 +250,7 @@ if (observer || !w.MutationObserver) return;
 observer = new MutationObserver(function (records) {
 for (var i = 0; i < records.length; i++) {
 var r = records[i], t = r.target;
-if (r.type === "attributes") swapAttrs(t);
+if (r.type === "attributes") { if (mine.get(t) !== r.attributeName + t.getAttribute(r.attributeName)) swapAttrs(t); }
 else if (r.type === "characterData") { if (mine.get(t) !== t.nodeValue && t.parentNode && t.parentNode.nodeType === 1) push(blockOf(t.parentNode), 1); }
 else for (var j = 0; j < r.addedNodes.length; j++) {
 var a = r.addedNodes[j];
