@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from schema.models import Recording, Transcript, utcnow
+from schema.models import AuditEntry, Recording, Transcript, utcnow
 from tracking import transcripts as queue
 from tracking.redaction import Word, redact_text, redact_words
 from transcriber.engine import AudioError, Engine, ModelError, Result, lower_priority
@@ -187,6 +187,14 @@ class Transcriber:
                 raise AudioError(f"the archive file {file} is missing")
             result = engine.transcribe(file)
             segments, redactions = redacted_segments(result)
+            new_sha = None
+            if self.cfg.redact_audio and redactions:
+                from transcriber.audio_redact import silence
+
+                spans = [(float(r["start"]), float(r["end"])) for r in redactions]
+                new_sha = silence(
+                    file, spans, ffmpeg=self.settings.recorder.ffmpeg, bitrate=self.settings.recorder.bitrate
+                )
         except Exception as exc:  # recorded on the row, retried; the recording itself is never touched
             reason = str(exc) if isinstance(exc, AudioError) else f"{type(exc).__name__}: {exc}"
             with self.session_factory() as s, s.begin():
@@ -206,6 +214,17 @@ class Transcriber:
             if reason:  # the caller asked not to be tracked while the model listened
                 queue.skip(t, reason)
                 return "skipped", reason, 0.0, 0
+            if new_sha is not None:
+                rec.sha256, rec.bytes = new_sha, file.stat().st_size
+                rec.note = "; ".join(n for n in (rec.note, "audio redacted (card numbers, codes, SSNs silenced)") if n)
+                s.add(
+                    AuditEntry(
+                        actor="transcriber",
+                        action="recording.redacted",
+                        target=f"recording:{rid}",
+                        detail={"call_id": t.call_id, "spans": [[r["start"], r["end"]] for r in redactions]},
+                    )
+                )
             queue.store(
                 s,
                 t,

@@ -392,3 +392,44 @@ def test_transcription_is_switched_off_and_on_per_account(
     with session_factory() as s:
         assert s.scalars(select(Account.transcription)).one() is True
     assert "unknown account" in cli.fails("transcripts", "switch", "Nope", "off").output
+
+
+def test_redact_audio_silences_the_spoken_card_number_in_the_archive(
+    tsettings: Settings, session_factory: sessionmaker[Session], engine_model: Engine, archive: Path,
+    speech: dict[str, Path],
+) -> None:  # fmt: skip
+    import dataclasses
+
+    import numpy as np
+    from faster_whisper.audio import decode_audio
+
+    cfg = dataclasses.replace(tsettings.transcription, redact_audio=True)
+    t = make(tsettings.replace(transcription=cfg), session_factory, engine_model)
+    try:
+        to_mp3(speech["card"], archive / "card-source.mp3")
+        _, rec_id = archived(session_factory, archive / "card-source.mp3", archive)
+        with session_factory() as s:
+            rec = s.get(Recording, rec_id)
+            assert rec is not None and rec.path is not None
+            path, before, duration_before = Path(rec.path), rec.sha256, len(decode_audio(rec.path)) / 16000
+        original = decode_audio(str(path))
+        assert len(t.run_pass().done) == 1
+        with session_factory() as s:
+            rec = s.get(Recording, rec_id)
+            tr = s.scalars(select(Transcript)).one()
+            assert rec is not None and rec.sha256 != before and rec.sha256 == sha256(path)
+            assert rec.bytes == path.stat().st_size and rec.state == "archived" and "audio redacted" in (rec.note or "")
+            (span,) = [(r["start"], r["end"]) for r in tr.redactions or []]
+            audit = s.scalars(select(AuditEntry).where(AuditEntry.action == "recording.redacted")).one()
+            assert audit.detail is not None and audit.detail["spans"] == [list(span)]
+        after = decode_audio(str(path))
+        assert abs(len(after) / 16000 - duration_before) < 0.1  # same length
+        a, b = int((span[0] + 0.3) * 16000), int((span[1] - 0.3) * 16000)
+        assert b > a
+        loud = float(np.sqrt(np.mean(original[a:b] ** 2)))
+        assert loud > 0.01  # the card number was spoken there...
+        assert float(np.sqrt(np.mean(after[a:b] ** 2))) < loud / 50  # ...and is silence now
+        head = int(max(span[0] - 0.5, 0.1) * 16000)
+        assert float(np.sqrt(np.mean(after[:head] ** 2))) > 0.01  # "my card number is" is kept
+    finally:
+        t.close()
