@@ -7,8 +7,11 @@ reference), then ``parse_variable_name`` cuts a ``:offset:length`` at the first
 colon outside parentheses, and a function's arguments run from its first ``(`` to
 its last ``)`` (``func_args``). BASE64_ENCODE, BASE64_DECODE and FILTER behave as in
 funcs/; CALLERID(), CHANNEL(linkedid), UNIQUEID and TIMEOUT(absolute) read and write
-the :class:`Channel`. The applications are Set, NoOp, Gosub and Return; AGI stops the
-run and hands back its (substituted) data, the way res_agi receives it.
+the :class:`Channel`; CUT as func_cut.c; a Message channel's MESSAGE() and MESSAGE_DATA() come
+from ``Channel.functions``. The applications are Set, NoOp, Gosub, Return, Goto and GotoIf
+(with ``$["a" = "b"]`` and ``!=``) and Hangup; AGI and MessageSend stop the run and hand
+back their (substituted) data, the way the application receives it (:func:`app_args`
+splits it as ast_app_separate_args does).
 """
 
 from __future__ import annotations
@@ -58,6 +61,9 @@ class Channel:
         return self.variables.get(name, "")
 
     def write(self, name: str, value: str) -> None:
+        if name in self.functions:
+            self.functions[name] = value
+            return
         upper = name.upper()
         if upper == "CALLERID(NUM)":
             self.caller_num, self.num_valid = value, True
@@ -118,6 +124,16 @@ def _function(name: str, args: str, channel: Channel) -> str:
             return ""
     if upper == "FILTER":
         return _filter(args)
+    if upper == "CUT":
+        # CUT(varname,delimiter,fieldspec): arguments split as ast_app_separate_args does (a function
+        # with commas is one varname), the variable read as ${varname}, fields counted from 1
+        var, delim, spec = (app_args(args) + ["", ""])[:3]
+        value = substitute("${" + var + "}", channel)
+        fields = value.split(delim[:1] or "-")
+        start, dash, end = spec.partition("-")
+        first = int(start) if start.strip() else 1
+        last = (int(end) if end.strip() else len(fields)) if dash else first
+        return (delim[:1] or "-").join(fields[first - 1 : last])
     return channel.read(f"{name}({args})")
 
 
@@ -288,8 +304,69 @@ class Run:
                 else:
                     self.channel.variables[name] = value
             self.context, self.exten, self.index = context, exten, index
+        elif upper == "GOTOIF":
+            condition, _, targets = data.partition("?")
+            when_true, _, when_false = targets.partition(":")
+            target = when_true if _truth(condition) else when_false
+            if target:
+                self._goto_label(target)
+        elif upper == "GOTO":
+            self._goto_label(data)
+        elif upper == "HANGUP":
+            self.index = len(self.dialplan[self.context][self.exten])
+            self.stack.clear()
         else:
             raise AssertionError(f"the fake dialplan does not run {app}()")
+
+    def _goto_label(self, target: str) -> None:
+        parts = [p.strip() for p in target.split(",")]
+        if len(parts) == 1:
+            steps = self.dialplan[self.context][self.exten]
+            self.index = next(i for i, st in enumerate(steps) if st.label == parts[0])
+        elif len(parts) == 3:
+            self.goto(parts[0], parts[1], int(parts[2]))
+        else:
+            raise AssertionError(f"the fake dialplan does not follow Goto({target})")
+
+
+def _truth(expression: str) -> bool:
+    """``$["a" = "b"]`` and ``$["a" != "b"]`` after substitution (what the samples use)."""
+    m = re.fullmatch(r'\s*\$\[\s*"(.*)"\s*(!?=)\s*"(.*)"\s*\]\s*', expression, re.S)
+    if m is None:
+        raise AssertionError(f"the fake dialplan cannot evaluate {expression!r}")
+    equal = m.group(1) == m.group(3)
+    return equal if m.group(2) == "=" else not equal
+
+
+def app_args(data: str) -> list[str]:
+    """An application's arguments as ast_app_separate_args splits them: at commas outside double
+    quotes and parentheses; a backslash escapes the next character and is dropped; quotes are kept."""
+    out: list[str] = []
+    cur: list[str] = []
+    quoted = escaped = False
+    parens = 0
+    for ch in data:
+        if escaped:
+            cur.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+            cur.append(ch)
+        elif ch == "(" and not quoted:
+            parens += 1
+            cur.append(ch)
+        elif ch == ")" and not quoted and parens:
+            parens -= 1
+            cur.append(ch)
+        elif ch == "," and not quoted and not parens:
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    out.append("".join(cur))
+    return out
 
 
 def route_agi(
