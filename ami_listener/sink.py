@@ -588,6 +588,10 @@ def warm_start(session: Session, system: str, correlator: Correlator) -> int:
 # -- the sink --------------------------------------------------------------------
 
 
+#: at stop, seconds spent replaying the spool into the database before leaving the rest for the next start
+STOP_REPLAY_SECONDS = 2.0
+
+
 class EventSink:
     """Queue, batches, spool and correlation for one Asterisk system."""
 
@@ -630,6 +634,7 @@ class EventSink:
         self._warm = False
         self._db_ok = True
         self._retry_at = 0.0
+        self._stop_at: float | None = None
         self.received = 0
         self.stored = 0
         self.filtered = 0
@@ -705,19 +710,29 @@ class EventSink:
             if self._spilling:
                 self._spill()
             if (self._retry is not None or self.spool.pending) and self._clock() >= self._retry_at:
-                await self._catch_up()
+                await self._catch_up(stop)
             if self._spilling and not self.spool.pending and not self._spill_buf and self._retry is None:
                 self._spilling = False
                 logger.info("AMI %s: caught up with the spool", self.system)
             if stop.is_set() and not self.queue.qsize():
                 self._spill()
                 if self._db_ok:
-                    await self._catch_up()
+                    # a few seconds of replay at most: a spool left by a burst can take minutes, and
+                    # waits as well for the next start
+                    await self._catch_up(stop)
                 if self._retry is not None:
                     # the database is still away: keep the failed batch, in arrival order, in the spool
                     self.spool.merge(self._retry)
                     self.spooled += len(self._retry)
                     self._retry = None
+                elif self.spool.pending:
+                    self.spool.compact()
+                    logger.info(
+                        "AMI %s: %d bytes of spooled events wait in %s for the next start",
+                        self.system,
+                        self.spool.pending_bytes,
+                        self.spool.path,
+                    )
                 return
 
     def _take(self, limit: int) -> list[StoredEvent]:
@@ -760,12 +775,24 @@ class EventSink:
         self.spool.append(batch)
         self.spooled += len(batch)
 
-    async def _catch_up(self) -> None:
+    def _replay_over(self, stop: asyncio.Event | None) -> bool:
+        """Whether replaying must end: STOP_REPLAY_SECONDS after *stop* was first seen set."""
+        if stop is None or not stop.is_set():
+            return False
+        if self._stop_at is None:
+            self._stop_at = self._clock() + STOP_REPLAY_SECONDS
+        return self._clock() >= self._stop_at
+
+    async def _catch_up(self, stop: asyncio.Event | None = None) -> None:
+        """Store the failed batch, then the spool in order; stop early for a filling queue, or a
+        few seconds after *stop* is set (the rest waits in the spool)."""
         if self._retry is not None:
             if not await self._store(self._retry):
                 return
             self._retry = None
         while self.spool.pending:
+            if self._replay_over(stop):
+                return
             events, offset = self.spool.read_chunk(self.batch_size * 4)
             if events and not await self._store(events):
                 return

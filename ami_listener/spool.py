@@ -158,5 +158,21 @@ class Spool:
         self._fh = open(self.path, "ab")
         self._read_offset = 0
 
+    def compact(self) -> None:
+        """Drop the events already replayed from the file, so the next start replays only the rest."""
+        if self._read_offset == 0:
+            return
+        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+        with open(self.path, "rb") as src, open(tmp, "wb") as dst:
+            src.seek(self._read_offset)
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+            dst.flush()
+            os.fsync(dst.fileno())
+        self._fh.close()
+        os.replace(tmp, self.path)
+        self._fh = open(self.path, "ab")
+        self._read_offset = 0
+
     def close(self) -> None:
         self._fh.close()

@@ -84,3 +84,42 @@ async def test_a_spool_replayed_again_after_a_crash_stores_nothing_twice(
         assert calls_of(engine, SYSTEM) == calls
     finally:
         engine.dispose()
+
+
+async def test_a_stop_leaves_a_long_spool_for_the_next_start_and_loses_nothing(
+    session_factory: sessionmaker[Session], database_url: str, tmp_path: Path, asterisk_traffic: Path
+) -> None:
+    """SIGTERM with a burst's spool still waiting: the listener replays for STOP_REPLAY_SECONDS at most,
+    keeps the rest (and only the rest) in the spool, and the next start stores it."""
+    events = recorded_events(asterisk_traffic)
+    spool_file = tmp_path / "spool" / f"{SYSTEM}.jsonl"
+    spool = Spool(spool_file, fsync=False)
+    spool.append(events)
+    spool.close()
+    ticks = iter(range(0, 10**6))  # a clock that moves one second each time the sink reads it
+
+    spool = Spool(spool_file, fsync=False)
+    sink = EventSink(SYSTEM, session_factory, spool, batch_size=5, clock=lambda: float(next(ticks)))
+    stop = asyncio.Event()
+    stop.set()
+    try:
+        await asyncio.wait_for(sink.run(stop), 60)
+    finally:
+        spool.close()
+    assert 0 < sink.stored < len(events), "the stop neither replayed a little nor left the rest"
+    left = Spool(spool_file, fsync=False)
+    try:
+        waiting, _ = left.read_chunk(10**6)
+    finally:
+        left.close()
+    assert [ev.key for ev in waiting] == [ev.key for ev in events[sink.stored :]]  # only what was not stored
+
+    later = await replay(session_factory, spool_file)
+    assert later.stored == len(events) - sink.stored
+    assert spool_file.stat().st_size == 0
+    engine = make_engine(database_url)
+    try:
+        assert stored_payloads(engine, SYSTEM) == [ev.payload for ev in events]  # all, once, in order
+        assert {c["disposition"] for c in calls_of(engine, SYSTEM).values()} == {"answered", "busy"}
+    finally:
+        engine.dispose()
