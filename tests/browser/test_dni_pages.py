@@ -87,6 +87,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             add_site(s, "Acme", bare.origin)  # no business number named: nothing may change
             add_site(s, "Acme UK", uk.origin, ["020 7946 0958"], "GB")
             add_site(s, "Acme DE", de.origin, ["030 901820"], "DE")
+        # the German site has a strict Content-Security-Policy: only the service's script and API
+        de.headers["Content-Security-Policy"] = (
+            f"default-src 'none'; script-src {svc.url}; connect-src {svc.url}; style-src 'self'"
+        )
         us.pages["/"] = US_PAGE.format(tag=tag(svc, keys["Acme"], 'data-attrs="data-phone"'))
         bare.pages["/"] = US_PAGE.format(tag=tag(svc, keys["Acme"], 'data-attrs="data-phone" data-replace="555-CALL"'))
         uk.pages["/"] = UK_PAGE.format(tag=tag(svc, keys["Acme UK"]))
@@ -166,6 +170,9 @@ def test_uk_site_in_every_usual_form(world: World, page: Any) -> None:
 
 
 def test_german_site_with_a_longer_tracking_number(world: World, page: Any) -> None:
+    """Under a strict Content-Security-Policy too (no inline script, no eval, only the service's origin)."""
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
     page.goto(world.de.url())
     wait_swapped(page)
     assert text(page, "nat") == "Tel. 030 90182099"
@@ -175,6 +182,7 @@ def test_german_site_with_a_longer_tracking_number(world: World, page: Any) -> N
     assert page.get_attribute("#tel", "href") == "tel:+493090182099"
     assert text(page, "nanp") == "+1 493-090-1820"  # the North American 493-090-1820 is another number
     assert text(page, "other") == "München: 089 123456"
+    assert violations == []
 
 
 def test_without_business_numbers_nothing_is_swapped(world: World, page: Any) -> None:
