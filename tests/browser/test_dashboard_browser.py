@@ -150,6 +150,7 @@ def test_agency_manager_journey(page: Any, world: World, tmp_path: Path) -> None
     assert chart_points(page, "#chart-daily") == 30 * 2
     assert chart_points(page, "#chart-outcomes") == 5
     assert page.inner_text("#card-calls") == "2"
+    print(f"uPlot drew the daily chart in {page.get_attribute('#chart-daily', 'data-ms')} ms")  # a figure, not a test
     shot(page, "overview")
 
     page.goto("/dashboard/calls")

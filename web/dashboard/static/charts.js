@@ -96,7 +96,11 @@
     var charts = document.querySelectorAll("[data-chart]");
     for (var i = 0; i < charts.length; i++) {
       var kind = KINDS[charts[i].getAttribute("data-chart")];
-      if (kind) { kind(charts[i]); }
+      if (kind) {
+        var t0 = performance.now();
+        kind(charts[i]);
+        charts[i].setAttribute("data-ms", (performance.now() - t0).toFixed(1));
+      }
     }
   }
 
