@@ -136,9 +136,12 @@ while (INLINE[el.tagName] && el.parentNode && el.parentNode.nodeType === 1) el =
 return el;
 }
 // the text of one block as one string (inline elements joined, <br> as a line break), swapped
+function likely(b) {
+return keys.test(b.textContent.replace(/\D/g, ""));
+}
 function swapBlock(b) {
 // most blocks with digits hold none of the numbers: their digits, run together, contain no key
-if (!keys.test(b.textContent.replace(/\D/g, ""))) return;
+if (!likely(b)) return;
 var wk = (b.ownerDocument || b).createTreeWalker(b, 5), nd = wk.nextNode(), parts = [], s = "";
 function flush() {
 var r = /\d/.test(s) && plan(s, false);
@@ -235,9 +238,10 @@ if (nd) wk.currentNode = nd;
 continue;
 }
 host(nd);
-} else if (nd.nodeType === 3 && /\d/.test(nd.nodeValue) && nd.parentNode && nd.parentNode.nodeType === 1 && !skipped(nd.parentNode)) {
+} else if (nd.nodeType === 3 && /\d/.test(nd.nodeValue) && nd.parentNode && nd.parentNode.nodeType === 1) {
 var b = blockOf(nd.parentNode);
-if (!job.done.has(b)) { job.done.add(b); swapBlock(b); }
+// the ancestors are looked at only for blocks that may hold a number
+if (!job.done.has(b)) { job.done.add(b); if (likely(b) && !skipped(nd.parentNode)) swapBlock(b); }
 }
 nd = wk.nextNode();
 if (++k % 200 === 0 && now() > end) { job.nd = nd; return false; }
