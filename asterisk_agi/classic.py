@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from asterisk_agi.protocol import (
     MAX_ENV_BYTES,
@@ -48,11 +49,15 @@ from asterisk_agi.protocol import (
     ReplyParser,
     command,
     decode,
+    framed_value,
     new_nonce,
     parse_sync,
     sync_command,
     variable_name,
 )
+
+if TYPE_CHECKING:
+    from config import Settings
 
 logger = logging.getLogger("calltrack.agi")
 
@@ -203,6 +208,35 @@ class SyncAGI:
     def synchronise(self, fetch: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
         return self.receive_sync(self.send_sync(fetch), len(fetch))
 
+    def get_variable_framed(self, name: str, fetch: tuple[str, ...] = ()) -> tuple[bytes | None, list[str]]:
+        """``GET VARIABLE`` of a value that may hold line breaks, framed by a synchronisation
+        (see :meth:`asterisk_agi.fastagi.AsyncAGI.get_variable_framed`)."""
+        self._check()
+        self._write(command("GET VARIABLE", variable_name(name)))
+        deadline = time.monotonic() + self.read_timeout
+        while b"\n" not in self._buffer:
+            self._fill(deadline)
+        nonce = self.send_sync(fetch)
+        raw = b""
+        deadline = time.monotonic() + self.read_timeout
+        while True:
+            i = self._buffer.find(b"\n")
+            if i < 0:
+                if len(self._buffer) > MAX_LINE:
+                    raise AGIProtocolError(f"line longer than {MAX_LINE} bytes")
+                self._fill(deadline)
+                continue
+            line, self._buffer = self._buffer[: i + 1], self._buffer[i + 1 :]
+            values = parse_sync(decode(line), nonce, len(fetch))
+            if values is not None:
+                break
+            raw += line
+            if len(raw) > MAX_ENV_BYTES:
+                raise AGIProtocolError(f"reply to GET VARIABLE {name} longer than {MAX_ENV_BYTES} bytes")
+        value, hangup = framed_value(raw, name)
+        self.hangup_received = self.hangup_received or hangup
+        return value, values
+
     def _write(self, data: bytes) -> None:
         try:
             while data:
@@ -302,8 +336,10 @@ def run(agi: SyncAGI, argv: list[str], environ: dict[str, str] | os._Environ[str
         agi.set_variables(_fallback_pairs("", 30))
         return 0
     agi.read_timeout = settings.agi.read_timeout
+    if script == "sms":
+        return run_sms(agi, env, query, settings)
     if script != "route":
-        logger.error("calltrack-agi: unknown script %r (known: route); routing by fallback", script)
+        logger.error("calltrack-agi: unknown script %r (known: route, sms); routing by fallback", script)
         agi.set_variables(_fallback_pairs(settings.agi.fallback_dial, settings.agi.fallback_timeout))
         return 0
     from asterisk_agi.handlers.route import build_request, log_anomalies, log_decision
@@ -340,6 +376,51 @@ def run(agi: SyncAGI, argv: list[str], environ: dict[str, str] | os._Environ[str
             if worker.is_alive():
                 router.spool(request, decision)
         router.store.close()
+    return 0
+
+
+def run_sms(agi: SyncAGI, env: AGIEnv, query: dict[str, str], settings: Settings) -> int:
+    """``AGI(calltrack-agi,sms?number=...)`` in a message context: as the FastAGI ``sms`` handler does."""
+    import datetime as dt
+
+    from asterisk_agi.handlers.sms import FETCH, inputs_from, log_decision
+    from tracking.messages import InboundText, TextDecision, TextRouter
+    from tracking.routing import RouteStore
+
+    drained: list[str] | None = None
+    if not agi.in_step:
+        _, drained = agi.synchronise()
+    body, fetched = agi.get_variable_framed("MESSAGE(body)", FETCH)
+    raw_from = agi.get_variable("MESSAGE_DATA(From)") or agi.get_variable("MESSAGE(from)")
+    inputs = inputs_from(env, body, fetched, raw_from, drained, query=query)
+    text = InboundText(
+        system=settings.general.system_name,
+        message_id=inputs.message_id,
+        dialled=inputs.dialled,
+        sender=inputs.sender,
+        body=inputs.body,
+        content_length=inputs.content_length,
+        at=dt.datetime.now(dt.UTC),
+    )
+    router = TextRouter(settings, RouteStore(settings.database_url, connect_timeout=settings.database.connect_timeout))
+    result: list[TextDecision] = []
+    worker = threading.Thread(target=lambda: result.append(router.run(text)), daemon=True)
+    worker.start()
+    worker.join(settings.agi.db_deadline_ms / 1000)
+    decision = (
+        result[0]
+        if result
+        else router.fallback(text, f"the database did not answer within {settings.agi.db_deadline_ms} ms")
+    )
+    log_decision(text, decision)
+    try:
+        agi.set_variables(decision.variables())
+    finally:
+        if worker.is_alive():
+            # let the dialplan forward the text, then give the database its connect timeout to store it
+            os.close(agi.outfd)
+            worker.join(max(settings.database.connect_timeout, 1.0) + 1.0)
+        router.texts.store.close()
     return 0
 
 

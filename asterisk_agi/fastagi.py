@@ -49,6 +49,7 @@ from asterisk_agi.protocol import (
     ReplyParser,
     command,
     decode,
+    framed_value,
     new_nonce,
     parse_sync,
     sync_command,
@@ -293,14 +294,9 @@ class AsyncAGI(asyncio.Protocol):
             raw += line
             if len(raw) > MAX_ENV_BYTES:
                 raise AGIProtocolError(f"reply to GET VARIABLE {name} longer than {MAX_ENV_BYTES} bytes")
-        while raw.endswith(b"HANGUP\n") and (raw == b"HANGUP\n" or raw.endswith(b"\nHANGUP\n")):
-            raw = raw[: -len(b"HANGUP\n")]
-            self.hangup_received = True
-        if raw.startswith(b"200 result=1 (") and raw.endswith(b")\n"):
-            return raw[len(b"200 result=1 (") : -2], values
-        if raw.startswith(b"200 result=0"):
-            return None, values
-        raise AGIProtocolError(f"unexpected reply to GET VARIABLE {name}: {decode(raw[:80])!r}")
+        value, hangup = framed_value(raw, name)
+        self.hangup_received = self.hangup_received or hangup
+        return value, values
 
     # commands
 

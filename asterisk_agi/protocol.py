@@ -412,6 +412,20 @@ def parse_sync(line: str, nonce: str, count: int) -> list[str] | None:
     return parts[1:]
 
 
+def framed_value(raw: bytes, name: str) -> tuple[bytes | None, bool]:
+    """The value in the raw reply to ``GET VARIABLE`` read up to a synchronisation's reply (CR LF kept;
+    None when not set), and whether a trailing ``HANGUP`` of Asterisk's was cut off it."""
+    hangup = False
+    while raw.endswith(b"HANGUP\n") and (raw == b"HANGUP\n" or raw.endswith(b"\nHANGUP\n")):
+        raw = raw[: -len(b"HANGUP\n")]
+        hangup = True
+    if raw.startswith(b"200 result=1 (") and raw.endswith(b")\n"):
+        return raw[len(b"200 result=1 (") : -2], hangup
+    if raw.startswith(b"200 result=0"):
+        return None, hangup
+    raise AGIProtocolError(f"unexpected reply to GET VARIABLE {name}: {decode(raw[:80])!r}")
+
+
 def unbase64(value: str) -> str | None:
     """Text sent base64-encoded (BASE64_ENCODE); None when *value* is not base64."""
     value = value.strip()

@@ -56,7 +56,13 @@ class TextInputs:
 
 
 def inputs_from(
-    env: AGIEnv, body: bytes | None, fetched: list[str], raw_from: str | None, drained: list[str] | None = None
+    env: AGIEnv,
+    body: bytes | None,
+    fetched: list[str],
+    raw_from: str | None,
+    drained: list[str] | None = None,
+    *,
+    query: dict[str, str] | None = None,
 ) -> TextInputs:
     """The text's inputs: the *body* as Asterisk replied it, the framing synchronisation's values
     (*fetched*), ``MESSAGE_DATA(From)`` and the environment.
@@ -64,14 +70,14 @@ def inputs_from(
     The dialled number is the ``number=`` of the AGI address, else the dialplan's
     argument (read from the real end of the environment when the session was out of
     step: *drained* are the lines a first synchronisation read), else the user part of
-    ``MESSAGE(to)``.
+    ``MESSAGE(to)``. *query*: the classic script's, from argv (FastAGI: the AGI address's).
     """
     call_id, length, to = (unbase64(v) for v in fetched)
     anomalies = list(env.anomalies)
     if drained:
         anomalies.append(f"{len(drained)} line(s) before the reply to the first command")
     trusted = env if not anomalies else AGIEnv(authentic_tail([*env.lines, "", *(drained or [])]))
-    number = env.query.get("number", "")
+    number = (env.query if query is None else query).get("number", "")
     if not number or not all(ch.isdigit() or ch == "+" for ch in number):
         number = dialled_number(trusted)
     if not number:

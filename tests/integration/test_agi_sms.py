@@ -530,3 +530,51 @@ async def test_a_repeated_stop_from_a_retried_agi_is_applied_once(
 
     assert world.opt_outs() == []
     assert len(world.texts()) == 2
+
+
+# --- the classic script -----------------------------------------------------------------------------
+
+
+def test_the_classic_script_stores_and_routes_a_recorded_text_like_the_fastagi_handler(
+    world: World, acme: dict[str, int], database_url: str, tmp_path: Path
+) -> None:
+    import os
+    import sys
+    import textwrap
+
+    from tests.fakes.fastagi_peer import AsteriskSide, run_classic
+
+    config = tmp_path / "calltrack.toml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            [general]
+            data_dir = "{tmp_path / "data"}"
+            [sms]
+            trunk = "carrier"
+            domain = "pbx.example.com"
+            """
+        )
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CALLTRACK_")}
+    environ.update({"CALLTRACK_CONFIG": str(config), "CALLTRACK_DATABASE_URL": database_url})
+    rec = recorded_text("sms-in-newline")
+    # Asterisk's classic environment: no agi_network lines, the script's path, the argument as argv
+    lines = [line for line in rec.env.decode().split("\n") if line and not line.startswith(("agi_network", "agi_arg_"))]
+    lines = [
+        ("agi_request: /var/lib/asterisk/agi-bin/calltrack-agi" if x.startswith("agi_request") else x) for x in lines
+    ]
+    argv = ["sms?number=+18005550100"]
+    env = ("\n".join([*lines, f"agi_arg_1: {argv[0]}"]) + "\n\n").encode()
+    entry = Path(sys.executable).parent / "calltrack-agi"
+    cmd = [str(entry)] if entry.exists() else [sys.executable, "-m", "asterisk_agi.classic"]
+    side = AsteriskSide(dict(rec.variables))
+    code, stderr = run_classic([*cmd, *argv], env, side, environ=environ)
+
+    assert code == 0, stderr
+    [text] = world.texts()
+    assert text.body == "Zeile eins äöü 😀 no commas here\r\nInjected: header-looking second line"
+    assert (text.from_number, text.source_id, text.system) == (JANE, acme["google"], "asterisk")
+    assert side.set_vars["CALLTRACK_SMS_STATUS"] == "ok"
+    assert side.set_vars["CALLTRACK_SMS_DEST"] == "pjsip:agent100"
+    assert side.set_vars["CALLTRACK_SMS_FROM"] == '"Jane Doe" <sip:+14045551234@pbx.example.com>'
