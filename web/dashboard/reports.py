@@ -13,10 +13,10 @@ import datetime as dt
 import urllib.parse
 import zoneinfo
 from collections import defaultdict
-from types import SimpleNamespace
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, exists, func, literal, or_, select
+from sqlalchemy import and_, bindparam, exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from schema.models import Account, Call, CallOutcome, CallQualification, Source, VisitorSession
@@ -87,59 +87,6 @@ def _qualified() -> Any:
     )
 
 
-def _measures() -> list[Any]:
-    disp = Call.disposition
-    counted = _counted()
-
-    def count(condition: Any) -> Any:
-        return func.sum(case((condition, 1), else_=0))
-
-    qualified = and_(counted, _qualified())
-    return [
-        count(counted).label("calls"),
-        count(disp == "answered").label("answered"),
-        count(disp == "missed").label("missed"),
-        count(disp == "abandoned").label("abandoned"),
-        count(disp == "busy").label("busy"),
-        count(disp.is_(None)).label("live"),
-        count(and_(counted, Call.first_time.is_(True))).label("first_time"),
-        func.sum(case((disp == "answered", func.coalesce(Call.talk_time, 0)), else_=0)).label("talk"),
-        count(qualified).label("qualified_leads"),
-        func.sum(case((qualified, func.coalesce(CallQualification.value, CallOutcome.value, 0)), else_=0)).label(
-            "lead_value"
-        ),
-    ]
-
-
-def _row(keys: dict[str, Any], m: Any) -> dict[str, Any]:
-    calls, answered, live = int(m.calls or 0), int(m.answered or 0), int(m.live or 0)
-    ended = calls - live
-    talk = float(m.talk or 0)
-    return {
-        **keys,
-        "calls": calls,
-        "answered": answered,
-        "missed": int(m.missed or 0),
-        "abandoned": int(m.abandoned or 0),
-        "busy": int(m.busy or 0),
-        "answer_rate": round(100.0 * answered / ended, 1) if ended else None,
-        "first_time": int(m.first_time or 0),
-        "avg_talk_seconds": round(talk / answered, 1) if answered else None,
-        "qualified_leads": int(m.qualified_leads or 0),
-        "lead_value": round(float(m.lead_value or 0), 2),
-    }
-
-
-def _joined(query: Any) -> Any:
-    return (
-        query.select_from(Call)
-        .outerjoin(Source, Source.id == Call.source_id)
-        .outerjoin(VisitorSession, VisitorSession.id == Call.visitor_session_id)
-        .outerjoin(CallQualification, CallQualification.call_id == Call.id)
-        .outerjoin(CallOutcome, CallOutcome.call_id == Call.id)
-    )
-
-
 def _landing(url: str | None) -> str:
     if not url:
         return "(none)"
@@ -147,138 +94,170 @@ def _landing(url: str | None) -> str:
     return f"{parts.netloc}{parts.path or '/'}" if parts.netloc else url.split("?", 1)[0]
 
 
-def tables(session: Session, who: Viewer, accounts: list[Account], asked: int | None, when: Period) -> dict[str, Any]:
-    """Every attribution table of the reports page."""
-    scoped, params = _scope(who, accounts, asked, when)
-    click = case(
-        (
-            or_(
-                VisitorSession.gclid.is_not(None),
-                VisitorSession.gbraid.is_not(None),
-                VisitorSession.wbraid.is_not(None),
-            ),
-            literal("yes"),
-        ),
-        else_=literal("no"),
-    )
-    keys: dict[str, list[tuple[str, Any]]] = {
-        "source": [("source", func.coalesce(Source.name, "(none)"))],
-        "campaign": [("campaign", func.coalesce(VisitorSession.utm_campaign, Source.campaign, "(none)"))],
-        "landing": [("landing_page", VisitorSession.landing_url)],
-        "keyword": [("keyword", func.coalesce(VisitorSession.utm_term, "(none)")), ("click_id", click)],
-        "number": [("tracking_number", func.coalesce(Call.tracking_number, "(none)"))],
-    }
-    out: dict[str, list[dict[str, Any]]] = {}
-    for table, cols in keys.items():
+class _Tally:
+    """The measures of one report row, summed call by call."""
 
-        def build(cols: list[tuple[str, Any]] = cols) -> Any:
-            exprs = [e.label(name) for name, e in cols]
-            # blocked callers are not leads: no row of their own
-            where = [*_where(scoped), _counted()]
-            return _joined(select(*exprs, *_measures())).where(*where).group_by(*[e for _, e in cols])
+    __slots__ = ("calls", "answered", "missed", "abandoned", "busy", "failed", "live", "first_time", "talk",
+                 "qualified_leads", "lead_value")  # fmt: skip
 
-        results = list(session.execute(_cached(("table", table, scoped), build), params))
-        if table == "landing":
-            rows = [_row({"landing_page": key}, m) for key, m in _merge_landing(results).items()]
-        else:
-            rows = [_row({name: getattr(m, name) for name, _ in cols}, m) for m in results]
-        rows.sort(key=lambda r: (-r["calls"], str(next(iter(r.values())))))
-        out[table] = rows
-    return out
+    def __init__(self) -> None:
+        self.calls = self.answered = self.missed = self.abandoned = self.busy = self.failed = self.live = 0
+        self.first_time = self.qualified_leads = 0
+        self.talk = self.lead_value = 0.0
 
+    def add(
+        self, disposition: str | None, first_time: bool | None, talk: float | None, lead: bool, value: float
+    ) -> None:
+        self.calls += 1
+        if disposition == "answered":
+            self.answered += 1
+            self.talk += talk or 0.0
+        elif disposition is None:
+            self.live += 1
+        elif disposition == "missed":
+            self.missed += 1
+        elif disposition == "abandoned":
+            self.abandoned += 1
+        elif disposition == "busy":
+            self.busy += 1
+        elif disposition == "failed":
+            self.failed += 1
+        if first_time:
+            self.first_time += 1
+        if lead:
+            self.qualified_leads += 1
+            self.lead_value += value
 
-_SUMMED = (
-    "calls",
-    "answered",
-    "missed",
-    "abandoned",
-    "busy",
-    "live",
-    "first_time",
-    "talk",
-    "qualified_leads",
-    "lead_value",
-)
+    def row(self, keys: dict[str, Any]) -> dict[str, Any]:
+        ended = self.calls - self.live
+        return {
+            **keys,
+            "calls": self.calls,
+            "answered": self.answered,
+            "missed": self.missed,
+            "abandoned": self.abandoned,
+            "busy": self.busy,
+            "answer_rate": round(100.0 * self.answered / ended, 1) if ended else None,
+            "first_time": self.first_time,
+            "avg_talk_seconds": round(self.talk / self.answered, 1) if self.answered else None,
+            "qualified_leads": self.qualified_leads,
+            "lead_value": round(self.lead_value, 2),
+        }
 
 
-def _merge_landing(results: list[Any]) -> dict[str, SimpleNamespace]:
-    """Landing pages without their query strings (each click id makes a URL of its own)."""
-    merged: dict[str, SimpleNamespace] = {}
-    for m in results:
-        key = _landing(m.landing_page)
-        into = merged.setdefault(key, SimpleNamespace(**dict.fromkeys(_SUMMED, 0)))
-        for col in _SUMMED:
-            setattr(into, col, getattr(into, col) + float(getattr(m, col) or 0))
-    return merged
+@dataclass
+class Scan:
+    """What one pass over a period's calls (blocked callers left out) gives the overview and reports."""
+
+    tables: dict[str, list[dict[str, Any]]]
+    heatmap: dict[str, Any]
+    daily: dict[str, Any]
+    summary: dict[str, Any]
 
 
-def _local_hours(
-    session: Session, who: Viewer, accounts: list[Account], asked: int | None, when: Period, by_source: bool
-) -> list[Any]:
-    scoped, params = _scope(who, accounts, asked, when)
+def _scan_statement(session: Session, scoped: bool) -> Any:
     dialect = session.get_bind().dialect.name
 
     def build() -> Any:
-        bucket = _hour_bucket(session).label("bucket")
-        extra = [func.coalesce(Source.name, "(none)").label("source")] if by_source else []
+        click = or_(
+            VisitorSession.gclid.is_not(None), VisitorSession.gbraid.is_not(None), VisitorSession.wbraid.is_not(None)
+        )
         return (
-            select(bucket, Account.timezone, *extra, func.count().label("n"))
+            select(
+                _hour_bucket(session).label("bucket"),
+                Account.timezone,
+                Source.name.label("source"),
+                func.coalesce(VisitorSession.utm_campaign, Source.campaign).label("campaign"),
+                VisitorSession.landing_url,
+                VisitorSession.utm_term,
+                click.label("click"),
+                Call.tracking_number,
+                Call.disposition,
+                Call.first_time,
+                Call.talk_time,
+                _qualified().label("lead"),
+                func.coalesce(CallQualification.value, CallOutcome.value, 0).label("value"),
+            )
             .select_from(Call)
             .outerjoin(Account, Account.id == Call.account_id)
             .outerjoin(Source, Source.id == Call.source_id)
+            .outerjoin(VisitorSession, VisitorSession.id == Call.visitor_session_id)
+            .outerjoin(CallQualification, CallQualification.call_id == Call.id)
+            .outerjoin(CallOutcome, CallOutcome.call_id == Call.id)
             .where(*_where(scoped), _counted())
-            .group_by(bucket, Account.timezone, *extra)
         )
 
-    return list(session.execute(_cached(("hours", dialect, by_source, scoped), build), params))
+    return _cached(("scan", dialect, scoped), build)
+
+
+def scan(session: Session, who: Viewer, accounts: list[Account], asked: int | None, when: Period) -> Scan:
+    """Every table, the heatmap, the daily series and the figures, from one query over the period's calls.
+
+    One pass: the period's calls are read once (a GROUP BY per table read them five times over,
+    each row at a random page), then summed in Python.
+    """
+    scoped, params = _scope(who, accounts, asked, when)
+    groups: dict[str, dict[Any, _Tally]] = {t: defaultdict(_Tally) for t in TABLES}
+    total = _Tally()
+    grid = [[0] * 24 for _ in range(7)]
+    days = when.days
+    index = {d: i for i, d in enumerate(days)}
+    series: dict[str, list[int]] = defaultdict(lambda: [0] * len(days))
+    local: dict[tuple[str, str | None], dt.datetime] = {}
+    landing: dict[str | None, str] = {}
+    for r in session.execute(_scan_statement(session, scoped), params):
+        lead, value = bool(r.lead), float(r.value or 0)
+        disposition, first_time, talk = r.disposition, r.first_time, r.talk_time
+        total.add(disposition, first_time, talk, lead, value)
+        source = r.source or "(none)"
+        page = landing.get(r.landing_url)
+        if page is None:
+            page = landing[r.landing_url] = _landing(r.landing_url)
+        for table, key in (
+            ("source", source),
+            ("campaign", r.campaign or "(none)"),
+            ("landing", page),
+            ("keyword", (r.utm_term or "(none)", "yes" if r.click else "no")),
+            ("number", r.tracking_number or "(none)"),
+        ):
+            groups[table][key].add(disposition, first_time, talk, lead, value)
+        bucket = (r.bucket, r.timezone)
+        t = local.get(bucket)
+        if t is None:
+            t = local[bucket] = _to_local(r.bucket, r.timezone)
+        grid[t.weekday()][t.hour] += 1
+        day = index.get(t.date())
+        if day is not None:
+            series[source][day] += 1
+    names = {"source": "source", "campaign": "campaign", "landing": "landing_page", "number": "tracking_number"}
+    tables: dict[str, list[dict[str, Any]]] = {}
+    for table, tallies in groups.items():
+        if table == "keyword":
+            rows = [t.row({"keyword": k[0], "click_id": k[1]}) for k, t in tallies.items()]
+        else:
+            rows = [t.row({names[table]: k}) for k, t in tallies.items()]
+        rows.sort(key=lambda r: (-r["calls"], str(next(iter(r.values())))))
+        tables[table] = rows
+    top = max((max(row) for row in grid), default=0)
+    busiest = None
+    if top:
+        d = next(d for d in range(7) if top in grid[d])
+        busiest = {"day": DAYS[d], "hour": grid[d].index(top), "calls": top}
+    order = sorted(series, key=lambda s: (-sum(series[s]), s))
+    summary = total.row({})
+    summary["failed"] = total.failed
+    return Scan(
+        tables=tables,
+        heatmap={"days": DAYS, "grid": grid, "max": top, "busiest": busiest},
+        daily={"days": [d.isoformat() for d in days], "series": [{"source": n, "calls": series[n]} for n in order]},
+        summary=summary,
+    )
 
 
 def _to_local(bucket: str, timezone: str | None) -> dt.datetime:
     """A "YYYY-MM-DD HH" UTC bucket as local time (read by hand: strptime costs more than the query)."""
     utc = dt.datetime(int(bucket[0:4]), int(bucket[5:7]), int(bucket[8:10]), int(bucket[11:13]), tzinfo=dt.UTC)
     return utc.astimezone(zoneinfo.ZoneInfo(timezone or "UTC"))
-
-
-def heatmap(session: Session, who: Viewer, accounts: list[Account], asked: int | None, when: Period) -> dict[str, Any]:
-    """Calls by local weekday (rows, Monday first) and hour (columns)."""
-    grid = [[0] * 24 for _ in range(7)]
-    for r in _local_hours(session, who, accounts, asked, when, False):
-        t = _to_local(r.bucket, r.timezone)
-        grid[t.weekday()][t.hour] += int(r.n)
-    top = max((max(row) for row in grid), default=0)
-    busiest = None
-    if top:
-        day = next(d for d in range(7) if top in grid[d])
-        busiest = {"day": DAYS[day], "hour": grid[day].index(top), "calls": top}
-    return {"days": DAYS, "grid": grid, "max": top, "busiest": busiest}
-
-
-def daily_by_source(
-    session: Session, who: Viewer, accounts: list[Account], asked: int | None, when: Period
-) -> dict[str, Any]:
-    """Calls per local day and source, for the stacked chart (one series per source)."""
-    days = when.days
-    index = {d: i for i, d in enumerate(days)}
-    series: dict[str, list[int]] = defaultdict(lambda: [0] * len(days))
-    for r in _local_hours(session, who, accounts, asked, when, True):
-        day = _to_local(r.bucket, r.timezone).date()
-        if day in index:
-            series[r.source][index[day]] += int(r.n)
-    names = sorted(series, key=lambda s: (-sum(series[s]), s))
-    return {"days": [d.isoformat() for d in days], "series": [{"source": n, "calls": series[n]} for n in names]}
-
-
-def summary(session: Session, who: Viewer, accounts: list[Account], asked: int | None, when: Period) -> dict[str, Any]:
-    scoped, params = _scope(who, accounts, asked, when)
-
-    def build() -> Any:
-        failed = func.sum(case((Call.disposition == "failed", 1), else_=0)).label("failed")
-        return _joined(select(*_measures(), failed)).where(*_where(scoped))
-
-    m = session.execute(_cached(("summary", scoped), build), params).one()
-    row = _row({}, m)
-    row["failed"] = int(m.failed or 0)
-    return row
 
 
 def missed_not_called_back(

@@ -33,6 +33,7 @@ async def overview(board: Dashboard, request: Request) -> Response:
     def work(session: Session, who: Viewer, row: WebSession) -> dict[str, Any]:
         accounts = queries.scope(session, who, asked)
         when = period(params, queries.timezone_of(accounts), now, default="30d")
+        seen = reports.scan(session, who, accounts, asked, when)
         data = {
             "range": when.preset,
             "from": when.first.isoformat(),
@@ -40,9 +41,9 @@ async def overview(board: Dashboard, request: Request) -> Response:
             "timezone": when.timezone,
             "account": asked,
             "accounts": [{"id": a.id, "name": a.name} for a in queries.scope(session, who, None)],
-            "summary": reports.summary(session, who, accounts, asked, when),
-            "daily": reports.daily_by_source(session, who, accounts, asked, when),
-            "busiest": reports.heatmap(session, who, accounts, asked, when)["busiest"],
+            "summary": seen.summary,
+            "daily": seen.daily,
+            "busiest": seen.heatmap["busiest"],
         }
         return {"data": data, "viewer": who, "csrf": row.csrf}
 
@@ -74,6 +75,7 @@ async def reports_page(board: Dashboard, request: Request) -> Response:
     def work(session: Session, who: Viewer, row: WebSession) -> dict[str, Any]:
         accounts = queries.scope(session, who, asked)
         when = period(params, queries.timezone_of(accounts), now, default="30d")
+        seen = reports.scan(session, who, accounts, asked, when)
         data = {
             "range": when.preset,
             "from": when.first.isoformat(),
@@ -81,8 +83,8 @@ async def reports_page(board: Dashboard, request: Request) -> Response:
             "timezone": when.timezone,
             "account": asked,
             "accounts": [{"id": a.id, "name": a.name} for a in queries.scope(session, who, None)],
-            "tables": reports.tables(session, who, accounts, asked, when),
-            "heatmap": reports.heatmap(session, who, accounts, asked, when),
+            "tables": seen.tables,
+            "heatmap": seen.heatmap,
             "missed": reports.missed_not_called_back(session, who, accounts, asked, when),
             "pools": reports.pools(session, accounts, now),
         }
