@@ -241,3 +241,34 @@ async def test_qualify_a_call(world: tuple[Board, Seeded]) -> None:
     with board.factory() as s:
         entry = s.scalars(select(AuditEntry).where(AuditEntry.action == "call.qualify")).one()
         assert entry.actor == "mia" and entry.detail["after"]["value"] == 250.5
+
+
+async def test_the_call_page_shows_the_transcript_escaped(world: tuple[Board, Seeded]) -> None:
+    from schema.models import Transcript
+    from tracking import transcripts
+
+    board, data = world
+    call_id = data.calls["answered"]
+    with board.factory.begin() as s:
+        rec = s.scalars(select(Recording).where(Recording.call_id == call_id)).first()
+        if rec is None:
+            rec = Recording(call_id=call_id, account_id=data.acme, source_path="/spool/x.wav", state="archived")
+            s.add(rec)
+            s.flush()
+        t = Transcript(recording_id=rec.id, call_id=call_id, account_id=data.acme)
+        s.add(t)
+        s.flush()
+        segs = [
+            transcripts.Segment("caller", 0.0, 2.5, "I need my water heater fixed " + XSS_NAME),
+            transcripts.Segment("agent", 3.0, 4.0, "Tuesday works."),
+        ]
+        transcripts.store(s, t, segs, model="m", language="en", channels=2, seconds=4.0, redactions=[])
+    async with board.signed_in("mia") as client:
+        page = await client.get(f"/dashboard/calls/{call_id}")
+        assert page.status_code == 200
+        assert 'id="transcript"' in page.text and "water heater fixed" in page.text and "Tuesday works." in page.text
+        assert XSS_NAME not in page.text and "&lt;img src=x onerror=alert(1)&gt;" in page.text
+        as_json = (await client.get(f"/dashboard/calls/{call_id}.json")).json()
+        assert [seg["speaker"] for seg in as_json["transcript"]] == ["caller", "agent"]
+    async with board.signed_in("gus") as client:  # another account's member sees nothing of it
+        assert (await client.get(f"/dashboard/calls/{call_id}")).status_code in (403, 404)

@@ -285,6 +285,18 @@ def _recording(session: Session, call_id: int) -> Recording | None:
     ).first()
 
 
+def _transcript(session: Session, call_id: int) -> list[dict[str, Any]]:
+    """The call's transcript (already redacted when stored): each segment with its times and speaker."""
+    from tracking.transcripts import for_call
+
+    return [
+        {"start": round(seg.start, 1), "end": round(seg.end, 1), "speaker": seg.speaker, "text": seg.text}
+        for t in for_call(session, call_id)
+        if t.state == "done"
+        for seg in t.segments
+    ]
+
+
 def call_detail(session: Session, settings: Settings, who: Viewer, call_id: int) -> dict[str, Any]:
     call = visible_call(session, who, call_id)
     account = session.get(Account, call.account_id) if call.account_id else None
@@ -377,6 +389,7 @@ def call_detail(session: Session, settings: Settings, who: Viewer, call_id: int)
             "spam": outcome.spam if outcome else False,
             "tags": list(rule_tags),
         },
+        "transcript": _transcript(session, call.id),
         "can_qualify": allowed(who, "qualify", call.account_id),
     }
 
