@@ -83,8 +83,14 @@ async def test_mallorys_name_cannot_steer_a_dialplan_that_passes_arguments(
     assert call.caller_name == MALLORY.strip()  # the real name, read base64-encoded from the channel
     assert server.service.stats.counts["out_of_step"] == 1
     [warning] = [r for r in caplog.records if "out of step" in r.getMessage()]
-    assert (
-        "127.0.0.1" in warning.getMessage() and "agi_arg_1 where agi_callingpres was expected" in warning.getMessage()
+    # the administrator is told where the session came from, what was wrong and how the call was routed
+    text = warning.getMessage()
+    assert text.startswith(
+        "AGI session from 127.0.0.1 (channel 'Local/8005550100@from-pstn-00000000;2') is out of step: "
+        "agi_arg_1 where agi_callingpres was expected; "
+    )
+    assert text.endswith(
+        "; routing the call to '+14045550100' by the dialplan's argument, read from the end of the environment"
     )
 
 
