@@ -335,7 +335,8 @@ def retry(app: AppContext, ids: tuple[int, ...], all_failed: bool) -> None:
 def _mute(app: AppContext, call_id: int, mute: bool, channel: str | None, direction: str) -> None:
     import asyncio
 
-    from recorder.mute import AmiActionFailed, call_channel, mixmonitor_mute
+    from calltrack.ami_action import AmiActionFailed, mixmonitor_mute
+    from recorder.mute import call_channel
 
     settings = app.settings
     with app.session() as session:

@@ -43,7 +43,7 @@ def send(app: AppContext, from_number: str, to_number: str, text: str) -> None:
     """
     import asyncio
 
-    from ami_listener.message_send import MessageSendFailed, message_send
+    from calltrack.ami_action import MessageSendFailed, message_send
     from tracking.texts import prepare_send, record_sent
 
     server = _ami_server(app)

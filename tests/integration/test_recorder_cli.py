@@ -236,8 +236,8 @@ def test_pause_errors(cli: Cli, factory: sessionmaker, tmp_path: Path, ami_peer:
 
 
 async def test_mute_without_an_answer_or_a_listener(asterisk_traffic: Path, tmp_path: Path) -> None:
+    from calltrack.ami_action import AmiActionFailed, mixmonitor_mute
     from config.settings import AmiServer
-    from recorder.mute import AmiActionFailed, mixmonitor_mute
 
     peer = await ActionPeer(RealBytes.load(asterisk_traffic / "ami" / "ami-answered.txt"), answer_actions=False).start()
     server = AmiServer(port=peer.port, username="ctadmin", secret="ctsecret")

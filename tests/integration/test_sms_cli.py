@@ -125,7 +125,7 @@ def test_asterisk_refusing_the_text_is_said_and_stored_as_failed(
 
 def test_the_recorded_errors_of_messagesend_are_passed_on(asterisk_traffic: Path) -> None:
     """The fake answers the three recorded errors as Asterisk did; the client says each."""
-    from ami_listener.message_send import MessageSendFailed, message_send
+    from calltrack.ami_action import MessageSendFailed, message_send
     from config import AmiServer
 
     async def run() -> list[str]:
