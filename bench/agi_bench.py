@@ -34,7 +34,6 @@ import base64
 import contextlib
 import datetime as dt
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,7 +44,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from benchlib import scratch_postgres
+from benchlib import (
+    FakeAgiSession,
+    closed_loop,
+    cpu_seconds,
+    free_port,
+    load_summary,
+    scratch_postgres,
+    wait_port,
+    warmup_seconds,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -128,52 +136,22 @@ PANORAMISK_SERVER = textwrap.dedent(
 # --- the load generator: fake Asterisk clients -------------------------------------------------
 
 
-class FakeAsterisk(asyncio.Protocol):
-    """One FastAGI session as Asterisk plays it, kept cheap so the servers are what is measured."""
+class FakeAsterisk(FakeAgiSession):
+    """The route's session: the linkedid for GET VARIABLE, the address values for the synchronisation."""
 
     def __init__(self, env: bytes, linkedid: bytes, done: asyncio.Future[str], fetched: bytes = b"") -> None:
-        self.env = env
+        super().__init__(env, done)
         self.linkedid_reply = b"200 result=1 (" + linkedid + b")\n"
         #: the values part of the answer to the route's synchronisation (GET FULL VARIABLE)
         self.fetched = fetched
-        self.done = done
-        self.buffer = b""
-        self.status = "none"
-        self.transport: asyncio.Transport | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        transport.write(self.env)  # type: ignore[attr-defined]
-
-    def data_received(self, data: bytes) -> None:
-        buf = self.buffer + data
-        out = []
-        while True:
-            i = buf.find(b"\n")
-            if i < 0:
-                break
-            line, buf = buf[:i], buf[i + 1 :]
-            if line.startswith(b"SET VARIABLE"):
-                if line.startswith(b"SET VARIABLE CALLTRACK_STATUS "):
-                    self.status = line[30:].strip(b'"').decode()
-                out.append(b"200 result=1\n")
-            elif line.startswith(b"GET VARIABLE"):
-                out.append(self.linkedid_reply)
-            elif line.startswith(b'GET FULL VARIABLE "'):
-                marker = line[19:].split(b"|", 1)[0]
-                out.append(b"200 result=1 (" + marker + self.fetched + b")\n")
-            else:
-                out.append(b"510 Invalid or unknown command\n")
-        self.buffer = buf
-        if out and self.transport is not None:
-            self.transport.write(b"".join(out))
-
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.done.done():
-            self.done.set_result(self.status)
+    def answer(self, line: bytes) -> bytes:
+        if line.startswith(b"GET VARIABLE"):
+            return self.linkedid_reply
+        if line.startswith(b'GET FULL VARIABLE "'):
+            marker = line[19:].split(b"|", 1)[0]
+            return b"200 result=1 (" + marker + self.fetched + b")\n"
+        return super().answer(line)
 
 
 def b64(text: str) -> str:
@@ -184,10 +162,6 @@ async def load(
     port: int, concurrency: int, seconds: float, numbers: list[str], rate: float = 0, form: str = "arguments"
 ) -> dict[str, object]:
     loop = asyncio.get_running_loop()
-    latencies: list[float] = []
-    statuses: Counter[str] = Counter()
-    counter = [0]
-    stop_at = [0.0]
 
     # the recorded environment, with the number, uniqueid and caller of each session filled in:
     # "address", as the sample dialplan calls AGI(agi://.../route?number=...&linkedid=<b64>...) with the
@@ -198,7 +172,7 @@ async def load(
     else:
         template = environment_bytes(extension="@EXT@", uniqueid="@UID@", callerid="@CID@", args=("@EXT@", "@UID@"))
 
-    async def one(n: int, wid: int) -> None:
+    async def one(n: int, wid: int) -> str:
         number = numbers[n % len(numbers)]
         uid = f"1795{wid:04d}.{n}"
         cid = f"+1404555{n % 10000:04d}"
@@ -216,24 +190,19 @@ async def load(
         done: asyncio.Future[str] = loop.create_future()
         linkedid = uid.encode()
         await loop.create_connection(lambda: FakeAsterisk(env, linkedid, done, fetched), "127.0.0.1", port)
-        statuses[await done] += 1
-
-    async def worker(wid: int) -> None:
-        while time.perf_counter() < stop_at[0]:
-            counter[0] += 1
-            started = time.perf_counter()
-            await one(counter[0], wid)
-            latencies.append(time.perf_counter() - started)
+        return await done
 
     if rate:
         # open loop: sessions start at a fixed rate (as calls arrive), at most `concurrency` at once;
         # latency counts from the scheduled start, so a queue in front of the server is not hidden
         slots = asyncio.Semaphore(concurrency)
         tasks = []
+        latencies: list[float] = []
+        statuses: Counter[str] = Counter()
 
         async def timed(n: int, scheduled: float) -> None:
             async with slots:
-                await one(n, n % concurrency)
+                statuses[await one(n, n % concurrency)] += 1
             latencies.append(time.perf_counter() - scheduled)
 
         started = time.perf_counter()
@@ -247,33 +216,9 @@ async def load(
                 n += 1
             await asyncio.sleep(0.002)
         await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - started
-    else:
-        # closed loop: `concurrency` clients, each starting a session when its last one ended;
-        # a short warm-up, then the measured run
-        stop_at[0] = time.perf_counter() + min(0.5, seconds / 4)
-        await asyncio.gather(*(worker(i) for i in range(concurrency)))
-        latencies.clear()
-        statuses.clear()
-        started = time.perf_counter()
-        stop_at[0] = started + seconds
-        await asyncio.gather(*(worker(i) for i in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    lat = sorted(latencies)
-    return {
-        "rate": len(lat) / elapsed,
-        "p50": lat[len(lat) // 2] * 1000 if lat else float("nan"),
-        "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else float("nan"),
-        "statuses": dict(statuses),
-        "elapsed": elapsed,
-        "sessions": len(lat),
-    }
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process *pid* so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return load_summary(latencies, statuses, time.perf_counter() - started)
+    # closed loop: `concurrency` clients, each starting a session when its last one ended
+    return await closed_loop(concurrency, seconds, one)
 
 
 def run_load(
@@ -289,7 +234,7 @@ def run_load(
     result = runner(load(port, concurrency, seconds, numbers, rate, form))
     cpu, wall = cpu_seconds(pid) - cpu_before, time.perf_counter() - wall_before
     # the server's CPU per session (warm-up sessions included in both counts)
-    sessions = result["sessions"] if rate else result["rate"] * (seconds + min(0.5, seconds / 4))  # type: ignore[operator]
+    sessions = result["sessions"] if rate else result["rate"] * (seconds + warmup_seconds(seconds))  # type: ignore[operator]
     result["server_cpu"] = cpu / wall
     result["cpu_us"] = cpu / max(sessions, 1) * 1e6  # type: ignore[operator]
     return result
@@ -300,23 +245,6 @@ def start_script(code: str) -> tuple[subprocess.Popen[str], int]:
     assert proc.stdout is not None
     port = int(proc.stdout.readline())
     return proc, port
-
-
-def wait_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"server on port {port} did not start")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- the database of the full route ----------------------------------------------------------

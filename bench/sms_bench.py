@@ -26,12 +26,10 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
-from collections import Counter
 from pathlib import Path
 
-from agi_bench import PY, cpu_seconds, free_port, load, make_database, wait_port
-from benchlib import scratch_postgres
+from agi_bench import PY, load, make_database
+from benchlib import FakeAgiSession, closed_loop, cpu_seconds, free_port, scratch_postgres, wait_port, warmup_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -41,103 +39,50 @@ from tests.fakes.message_channel import message_env  # noqa: E402
 BODY = 'Hi! Do you fix boilers on Sundays? "Urgent", thanks :)\r\nJane – 404 555 1234 😀'
 
 
-class FakeMessageChannel(asyncio.Protocol):
+class FakeMessageChannel(FakeAgiSession):
     """One ``sms`` session as Asterisk's Message channel plays it."""
 
+    status_variable = "CALLTRACK_SMS_STATUS"
+    status_prefix = "sms-"
+
     def __init__(self, env: bytes, call_id: str, sender: str, done: asyncio.Future[str]) -> None:
-        self.env = env
+        super().__init__(env, done)
         self.body_reply = f"200 result=1 ({BODY})\n".encode()
         self.from_reply = f'200 result=1 ("Jane Doe" <sip:{sender}@127.0.0.1>;tag=bench)\n'.encode()
         b64 = [base64.b64encode(v.encode()).decode() for v in (call_id, str(len(BODY.encode()) + 2), "pjsip:x@h")]
         self.fetched = ("|" + "|".join(b64)).encode()
-        self.done = done
-        self.buffer = b""
-        self.status = "none"
-        self.transport: asyncio.Transport | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        transport.write(self.env)  # type: ignore[attr-defined]
-
-    def data_received(self, data: bytes) -> None:
-        buf = self.buffer + data
-        out = []
-        while True:
-            i = buf.find(b"\n")
-            if i < 0:
-                break
-            line, buf = buf[:i], buf[i + 1 :]
-            if line.startswith(b"SET VARIABLE"):
-                if line.startswith(b"SET VARIABLE CALLTRACK_SMS_STATUS "):
-                    self.status = "sms-" + line[34:].strip(b'"').decode()
-                out.append(b"200 result=1\n")
-            elif line == b"GET VARIABLE MESSAGE(body)":
-                out.append(self.body_reply)
-            elif line.startswith(b"GET VARIABLE MESSAGE_DATA(From)"):
-                out.append(self.from_reply)
-            elif line.startswith(b'GET FULL VARIABLE "'):
-                marker = line[19:].split(b"|", 1)[0].rstrip(b'"')
-                out.append(b"200 result=1 (" + marker + self.fetched + b")\n")
-            else:
-                out.append(b"510 Invalid or unknown command\n")
-        self.buffer = buf
-        if out and self.transport is not None:
-            self.transport.write(b"".join(out))
-
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.done.done():
-            self.done.set_result(self.status)
+    def answer(self, line: bytes) -> bytes:
+        if line == b"GET VARIABLE MESSAGE(body)":
+            return self.body_reply
+        if line.startswith(b"GET VARIABLE MESSAGE_DATA(From)"):
+            return self.from_reply
+        if line.startswith(b'GET FULL VARIABLE "'):
+            marker = line[19:].split(b"|", 1)[0].rstrip(b'"')
+            return b"200 result=1 (" + marker + self.fetched + b")\n"
+        return super().answer(line)
 
 
 async def text_load(port: int, concurrency: int, seconds: float, numbers: list[str], run: int) -> dict[str, object]:
     loop = asyncio.get_running_loop()
-    latencies: list[float] = []
-    statuses: Counter[str] = Counter()
-    counter = [0]
-    stop_at = [0.0]
     envs = {n: message_env("+1" + n) for n in numbers}
 
-    async def one(n: int) -> None:
+    async def one(n: int, wid: int) -> str:
         number = numbers[n % len(numbers)]
         done: asyncio.Future[str] = loop.create_future()
         call_id = f"bench-{os.getpid()}-{run}-{n}@127.0.0.1"
         sender = f"+1404555{n % 10000:04d}"
         await loop.create_connection(lambda: FakeMessageChannel(envs[number], call_id, sender, done), "127.0.0.1", port)
-        statuses[await done] += 1
+        return await done
 
-    async def worker() -> None:
-        while time.perf_counter() < stop_at[0]:
-            counter[0] += 1
-            started = time.perf_counter()
-            await one(counter[0])
-            latencies.append(time.perf_counter() - started)
-
-    stop_at[0] = time.perf_counter() + min(0.5, seconds / 4)
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    latencies.clear()
-    statuses.clear()
-    started = time.perf_counter()
-    stop_at[0] = started + seconds
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
-    lat = sorted(latencies)
-    return {
-        "rate": len(lat) / elapsed,
-        "p50": lat[len(lat) // 2] * 1000 if lat else float("nan"),
-        "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else float("nan"),
-        "statuses": dict(statuses),
-        "sessions": len(lat),
-    }
+    return await closed_loop(concurrency, seconds, one)
 
 
 def measured(pid: int, seconds: float, make: object) -> dict[str, object]:
     cpu_before = cpu_seconds(pid)
     result: dict[str, object] = asyncio.run(make)  # type: ignore[arg-type]
     cpu = cpu_seconds(pid) - cpu_before
-    sessions = float(result["rate"]) * (seconds + min(0.5, seconds / 4))  # type: ignore[arg-type]
+    sessions = float(result["rate"]) * (seconds + warmup_seconds(seconds))  # type: ignore[arg-type]
     result["cpu_us"] = cpu / max(sessions, 1) * 1e6
     return result
 
