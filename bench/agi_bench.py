@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import datetime as dt
 import os
 import statistics
@@ -46,12 +45,11 @@ from typing import Any
 
 from benchlib import (
     FakeAgiSession,
+    agi_server,
     closed_loop,
     cpu_seconds,
-    free_port,
     load_summary,
-    scratch_postgres,
-    wait_port,
+    postgres_or_none,
     warmup_seconds,
 )
 
@@ -247,6 +245,26 @@ def start_script(code: str) -> tuple[subprocess.Popen[str], int]:
     return proc, port
 
 
+def write_config(folder: Path, extra: str = "") -> Path:
+    """The benchmark's calltrack.toml in *folder* (data and spool below it), with *extra* TOML after it."""
+    config = folder / "calltrack.toml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            [general]
+            data_dir = "{folder / "data"}"
+            log_level = "WARNING"
+            [agi]
+            fallback_dial = "PJSIP/operator"
+            [recorder]
+            spool_dir = "{folder / "monitor"}"
+            """
+        )
+        + extra
+    )
+    return config
+
+
 # --- the database of the full route ----------------------------------------------------------
 
 
@@ -362,27 +380,18 @@ def fmt(r: dict[str, object]) -> str:
 
 def route_runs(environ: dict[str, str], numbers: list[str], levels: list[int], args: Any, log_path: Path) -> None:
     """`calltrack agi serve` in its own process: closed-loop levels, then the open-loop runs."""
-    port = free_port()
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(
-            [PY, "-m", "calltrack.main", "agi", "serve", "--listen", f"127.0.0.1:{port}"], env=environ, stderr=log
-        )
-        try:
-            wait_port(port)
-            for c in levels:
-                r = run_load(port, c, args.seconds, numbers, server.pid, form=args.form)
-                print(f"{'route, closed loop':28s} c={c:<3d} {fmt(r)}   statuses {r['statuses']}")
-            # the machine is shared: repeat the open-loop run and show every result and the median
-            p99s = []
-            for _ in range(args.repeat):
-                r = run_load(port, 50, args.seconds, numbers, server.pid, rate=args.rate, form=args.form)
-                p99s.append(float(r["p99"]))  # type: ignore[arg-type]
-                label = "route, " + str(int(args.rate)) + "/s offered"
-                print(f"{label:28s} c<=50 {fmt(r)}   statuses {r['statuses']}  (load {os.getloadavg()[0]:.1f})")
-            print(f"open loop at {int(args.rate)}/s: median p99 {statistics.median(p99s):.2f} ms over {len(p99s)} runs")
-        finally:
-            server.terminate()
-            server.wait()
+    with agi_server(PY, environ, log_path) as (port, pid):
+        for c in levels:
+            r = run_load(port, c, args.seconds, numbers, pid, form=args.form)
+            print(f"{'route, closed loop':28s} c={c:<3d} {fmt(r)}   statuses {r['statuses']}")
+        # the machine is shared: repeat the open-loop run and show every result and the median
+        p99s = []
+        for _ in range(args.repeat):
+            r = run_load(port, 50, args.seconds, numbers, pid, rate=args.rate, form=args.form)
+            p99s.append(float(r["p99"]))  # type: ignore[arg-type]
+            label = "route, " + str(int(args.rate)) + "/s offered"
+            print(f"{label:28s} c<=50 {fmt(r)}   statuses {r['statuses']}  (load {os.getloadavg()[0]:.1f})")
+        print(f"open loop at {int(args.rate)}/s: median p99 {statistics.median(p99s):.2f} ms over {len(p99s)} runs")
     lines = log_path.read_text().splitlines()
     stopped = [line for line in lines if line.startswith("calltrack agi: stopped;")]
     if stopped:
@@ -453,36 +462,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         url, numbers = make_database(folder)
-        config = folder / "calltrack.toml"
-        config.write_text(
-            textwrap.dedent(
-                f"""
-                [general]
-                data_dir = "{folder / "data"}"
-                log_level = "WARNING"
-                [agi]
-                fallback_dial = "PJSIP/operator"
-                [recorder]
-                spool_dir = "{folder / "monitor"}"
-                """
-            )
-        )
+        config = write_config(folder)
         environ = {**os.environ, "CALLTRACK_CONFIG": str(config), "CALLTRACK_DATABASE_URL": url}
         print(
             f"\n== full route through `calltrack agi serve` on SQLite ({len(numbers)} numbers, pool leases;"
             f" dialplan form: {args.form})"
         )
         route_runs(environ, numbers, levels, args, folder / "server.log")
-        if args.postgres:
-            with contextlib.ExitStack() as stack:
-                try:
-                    pg_url = stack.enter_context(scratch_postgres(args.postgres, "calltrack_agibench"))
-                except Exception as exc:
-                    print(f"\n== PostgreSQL skipped: {str(exc).splitlines()[0]}")
-                else:
-                    make_database(folder, url=pg_url)
-                    print(f"\n== full route through `calltrack agi serve` on PostgreSQL ({len(numbers)} numbers)")
-                    route_runs({**environ, "CALLTRACK_DATABASE_URL": pg_url}, numbers, levels, args, folder / "pg.log")
+        with postgres_or_none(args.postgres, "calltrack_agibench") as pg_url:
+            if pg_url:
+                make_database(folder, url=pg_url)
+                print(f"\n== full route through `calltrack agi serve` on PostgreSQL ({len(numbers)} numbers)")
+                route_runs({**environ, "CALLTRACK_DATABASE_URL": pg_url}, numbers, levels, args, folder / "pg.log")
 
         if not args.skip_classic:
             print("\n== classic AGI (one process per call)")

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import subprocess
 import time
 import uuid
 from collections import Counter
@@ -37,6 +38,21 @@ def scratch_postgres(base: str, prefix: str = "calltrack_bench") -> Iterator[str
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
+
+
+@contextlib.contextmanager
+def postgres_or_none(base: str | None, prefix: str = "calltrack_bench") -> Iterator[str | None]:
+    """:func:`scratch_postgres` on *base*, or None when no *base* is given or its server refuses (said)."""
+    if not base:
+        yield None
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            url: str | None = stack.enter_context(scratch_postgres(base, prefix))
+        except Exception as exc:
+            print(f"\n== PostgreSQL skipped: {str(exc).splitlines()[0]}")
+            url = None
+        yield url
 
 
 # --- driving AGI sessions: the load generator plays Asterisk --------------------------------------
@@ -136,6 +152,22 @@ async def closed_loop(concurrency: int, seconds: float, one: Callable[[int, int]
     stop_at[0] = started + seconds
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
     return load_summary(latencies, statuses, time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def agi_server(python: str, environ: dict[str, str], log_path: Path) -> Iterator[tuple[int, int]]:
+    """``calltrack agi serve`` in a process of its own, stderr to *log_path*: (port, pid) once it listens."""
+    port = free_port()
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            [python, "-m", "calltrack.main", "agi", "serve", "--listen", f"127.0.0.1:{port}"], env=environ, stderr=log
+        )
+        try:
+            wait_port(port)
+            yield port, server.pid
+        finally:
+            server.terminate()
+            server.wait()
 
 
 def cpu_seconds(pid: int) -> float:

@@ -19,17 +19,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import textwrap
 from pathlib import Path
 
-from agi_bench import PY, load, make_database
-from benchlib import FakeAgiSession, closed_loop, cpu_seconds, free_port, scratch_postgres, wait_port, warmup_seconds
+from agi_bench import PY, load, make_database, write_config
+from benchlib import (
+    FakeAgiSession,
+    agi_server,
+    closed_loop,
+    cpu_seconds,
+    postgres_or_none,
+    warmup_seconds,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -92,33 +96,24 @@ def fmt(r: dict[str, object]) -> str:
 
 
 def runs(environ: dict[str, str], numbers: list[str], args: argparse.Namespace, label: str, log: Path) -> None:
-    port = free_port()
-    with open(log, "w") as err:
-        server = subprocess.Popen(
-            [PY, "-m", "calltrack.main", "agi", "serve", "--listen", f"127.0.0.1:{port}"], env=environ, stderr=err
-        )
-        try:
-            wait_port(port)
-            for c in [int(x) for x in args.levels.split(",")]:
-                route_runs, text_runs = [], []
-                for rep in range(args.repeat):
-                    r = measured(server.pid, args.seconds, load(port, c, args.seconds, numbers, form="address"))
-                    t = measured(server.pid, args.seconds, text_load(port, c, args.seconds, numbers, rep * 1000 + c))
-                    route_runs.append(r)
-                    text_runs.append(t)
-                    print(f"{label} c={c:<3d} route (baseline) {fmt(r)}  {r['statuses']}")
-                    print(f"{label} c={c:<3d} sms              {fmt(t)}  {t['statuses']}")
-                rate_r = statistics.median(float(x["rate"]) for x in route_runs)  # type: ignore[arg-type]
-                rate_t = statistics.median(float(x["rate"]) for x in text_runs)  # type: ignore[arg-type]
-                cpu_r = statistics.median(float(x["cpu_us"]) for x in route_runs)  # type: ignore[arg-type]
-                cpu_t = statistics.median(float(x["cpu_us"]) for x in text_runs)  # type: ignore[arg-type]
-                print(
-                    f"{label} c={c:<3d} median of {args.repeat}: sms {rate_t:.0f}/s vs route {rate_r:.0f}/s = "
-                    f"{rate_t / rate_r:.2f}x rate; CPU per session sms/route = {cpu_t / cpu_r:.2f}x"
-                )
-        finally:
-            server.terminate()
-            server.wait()
+    with agi_server(PY, environ, log) as (port, pid):
+        for c in [int(x) for x in args.levels.split(",")]:
+            route_runs, text_runs = [], []
+            for rep in range(args.repeat):
+                r = measured(pid, args.seconds, load(port, c, args.seconds, numbers, form="address"))
+                t = measured(pid, args.seconds, text_load(port, c, args.seconds, numbers, rep * 1000 + c))
+                route_runs.append(r)
+                text_runs.append(t)
+                print(f"{label} c={c:<3d} route (baseline) {fmt(r)}  {r['statuses']}")
+                print(f"{label} c={c:<3d} sms              {fmt(t)}  {t['statuses']}")
+            rate_r = statistics.median(float(x["rate"]) for x in route_runs)  # type: ignore[arg-type]
+            rate_t = statistics.median(float(x["rate"]) for x in text_runs)  # type: ignore[arg-type]
+            cpu_r = statistics.median(float(x["cpu_us"]) for x in route_runs)  # type: ignore[arg-type]
+            cpu_t = statistics.median(float(x["cpu_us"]) for x in text_runs)  # type: ignore[arg-type]
+            print(
+                f"{label} c={c:<3d} median of {args.repeat}: sms {rate_t:.0f}/s vs route {rate_r:.0f}/s = "
+                f"{rate_t / rate_r:.2f}x rate; CPU per session sms/route = {cpu_t / cpu_r:.2f}x"
+            )
     warnings = [line for line in log.read_text().splitlines() if "WARNING" in line or "ERROR" in line]
     print(f"{label} server log: {len(warnings)} warning/error lines" + (f"; first: {warnings[0]}" if warnings else ""))
 
@@ -134,34 +129,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         url, numbers = make_database(folder)
-        config = folder / "calltrack.toml"
-        config.write_text(
-            textwrap.dedent(
-                f"""
-                [general]
-                data_dir = "{folder / "data"}"
-                log_level = "WARNING"
-                [agi]
-                fallback_dial = "PJSIP/operator"
-                [recorder]
-                spool_dir = "{folder / "monitor"}"
-                [sms]
-                trunk = "carrier"
-                fallback_destination = "pjsip:reception"
-                """
-            )
-        )
+        config = write_config(folder, '[sms]\ntrunk = "carrier"\nfallback_destination = "pjsip:reception"\n')
         environ = {**os.environ, "CALLTRACK_CONFIG": str(config), "CALLTRACK_DATABASE_URL": url}
         runs(environ, numbers, args, "sqlite    ", folder / "sqlite.log")
-        if args.postgres:
-            with contextlib.ExitStack() as stack:
-                try:
-                    pg_url = stack.enter_context(scratch_postgres(args.postgres, "calltrack_smsbench"))
-                except Exception as exc:
-                    print(f"PostgreSQL skipped: {str(exc).splitlines()[0]}")
-                else:
-                    make_database(folder, url=pg_url)
-                    runs({**environ, "CALLTRACK_DATABASE_URL": pg_url}, numbers, args, "postgresql", folder / "pg.log")
+        with postgres_or_none(args.postgres, "calltrack_smsbench") as pg_url:
+            if pg_url:
+                make_database(folder, url=pg_url)
+                runs({**environ, "CALLTRACK_DATABASE_URL": pg_url}, numbers, args, "postgresql", folder / "pg.log")
 
 
 if __name__ == "__main__":
