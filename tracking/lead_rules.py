@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -453,15 +453,27 @@ def outcome_row(session: Session, call_id: int) -> CallOutcome:
     return row
 
 
-def apply_to_call(session: Session, call_id: int, now: dt.datetime | None = None) -> Outcome | None:
-    """Run the call's account's rules on it and store the outcome; None for a call of no account."""
-    from tracking import spam  # the spam signals share the outcome row
+def apply_to_call(
+    session: Session,
+    call_id: int,
+    now: dt.datetime | None = None,
+    *,
+    also: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Outcome | None:
+    """Run the call's account's rules on it and store the outcome; None for a call of no account.
+
+    When the outcome (lead, score, value, spam, tags) changed, a ``call.updated`` names what did,
+    together with *also* (what else changed in this transaction: a transcript); a run that
+    changes nothing announces nothing.
+    """
+    from tracking import call_updates, spam  # the spam signals share the outcome row
 
     call = session.get(CallRow, call_id)
     if call is None or call.account_id is None:
         return None
     now = now or utcnow()
     out = evaluate(account_rules(session, call.account_id), facts_of(session, call))
+    before = call_updates.rules_state(session, call_id, session.get(CallOutcome, call_id))
     row = outcome_row(session, call_id)
     row.lead, row.score, row.value, row.rules_at = out.lead, out.score, out.value, now
     session.execute(delete(CallTag).where(CallTag.call_id == call_id, CallTag.rule_id.is_not(None)))
@@ -471,6 +483,8 @@ def apply_to_call(session: Session, call_id: int, now: dt.datetime | None = None
             session.add(CallTag(call_id=call_id, tag=tag, rule_id=rule_id, created_at=now))
     spam.refresh(session, call, row, rule_reasons=[f"rule {name!r}" for name in out.spam_rules], now=now)
     session.flush()
+    after = call_updates.rules_state(session, call_id, row)
+    call_updates.announce(session, call, {**(also or {}), "rules": call_updates.changed(before, after)})
     return out
 
 

@@ -1,7 +1,7 @@
 """The outbox: events written in the same transaction as the change they announce.
 
 A writer (the AGI route for ``call.started``, the AMI listener's batch for
-``call.completed``, the recorder for ``recording.ready``, a qualification for
+``call.completed``, the recorder for ``recording.ready``, ``tracking/call_updates.py`` for
 ``call.updated``, the form API for ``form.submitted``) adds an :class:`OutboxEvent`
 row inside its own transaction, so a crash can neither lose an event whose change
 was committed nor announce a change that was rolled back.  An event is written only
@@ -184,14 +184,6 @@ def announce_calls(session: Session, type_: str, call_ids: Sequence[int], at: dt
     ]
     session.execute(stmt, params)
     return len(params)
-
-
-def announce_call_updated(session: Session, call_id: int, changes: dict[str, Any]) -> bool:
-    """``call.updated`` for *call_id*, naming what changed (``{"qualification": {...}}``); every change is one event."""
-    row = session.execute(select(Call.account_id, Call.do_not_track).where(Call.id == call_id)).first()
-    if row is None or row.do_not_track:
-        return False
-    return announce(session, CALL_UPDATED, row.account_id, call_id=call_id, detail={"changes": changes})
 
 
 def announce_recording(session: Session, recording_id: int) -> bool:

@@ -91,6 +91,11 @@ def clear(session: Session, call_id: int, now: dt.datetime | None = None) -> boo
     if row is None or not row.spam:
         return False
     row.spam, row.spam_reason, row.spam_cleared_at = False, None, now or utcnow()
+    call = session.get(Call, call_id)
+    if call is not None:
+        from tracking import call_updates
+
+        call_updates.announce(session, call, {"rules": {"spam": False}})
     return True
 
 

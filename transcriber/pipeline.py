@@ -82,11 +82,13 @@ def redacted_segments(result: Result) -> tuple[list[queue.Segment], list[dict[st
 
 
 def apply_rules(session: Session, transcript: Transcript) -> None:
-    """A transcript arrived: its call's account's lead rules run again (phrases said count now)."""
+    """A transcript arrived: its call's account's lead rules run again (phrases said count now), and
+    one ``call.updated`` carries the transcript with whatever the rules changed."""
     if transcript.call_id is not None:
+        from tracking.call_updates import transcript_state
         from tracking.lead_rules import apply_to_call
 
-        apply_to_call(session, transcript.call_id)
+        apply_to_call(session, transcript.call_id, also={"transcript": transcript_state(transcript)})
 
 
 class Transcriber:

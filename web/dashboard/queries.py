@@ -29,6 +29,7 @@ from schema.models import (
     Source,
     VisitorSession,
 )
+from tracking import call_updates
 from tracking.phone import display, try_normalize
 from tracking.users import Viewer, allowed
 from web.dashboard.core import BadInput, Denied
@@ -435,10 +436,13 @@ def qualify(session: Session, who: Viewer, call_id: int, form: dict[str, str]) -
         qual = CallQualification(call_id=call.id, updated_by=who.username)
         session.add(qual)
     before = {"lead": qual.lead, "value": qual.value, "tags": qual.tags, "note": qual.note}
+    announced_before = call_updates.qualification_state(qual)
     qual.lead, qual.value, qual.tags, qual.note = lead, value, ",".join(tags) or None, note
     qual.updated_by = who.username
     qual.updated_at = dt.datetime.now(dt.UTC)
     after = {"lead": lead, "value": value, "tags": qual.tags, "note": note}
+    changes = call_updates.changed(announced_before, call_updates.qualification_state(qual))
+    call_updates.announce(session, call, {"qualification": changes})
     session.add(
         AuditEntry(
             actor=who.username,
