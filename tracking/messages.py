@@ -277,16 +277,6 @@ LEFT JOIN sources ps ON ps.id = np.source_id
 WHERE tn.number = :number
 """
 
-_VISIT_SQL = """
-SELECT vs.id, vs.source_id, s.name
-FROM pool_leases pl
-JOIN visitor_sessions vs ON vs.id = pl.session_id
-LEFT JOIN sources s ON s.id = vs.source_id
-WHERE pl.number_id = :number_id AND pl.leased_at <= :at AND pl.expires_at >= :earliest
-ORDER BY pl.leased_at DESC, pl.id DESC
-LIMIT 1
-"""
-
 TEXT_COLUMNS = (
     "system",
     "message_id",
@@ -419,11 +409,8 @@ class TextStore:
         )
 
     def visit(self, number_id: int, at: dt.datetime, grace: dt.timedelta) -> Visit | None:
-        ts = self.store._ts
-        row = self.store.execute(
-            _VISIT_SQL, {"number_id": number_id, "at": ts(at), "earliest": ts(at - grace)}
-        ).fetchone()
-        return Visit(row[0], row[1], row[2]) if row is not None else None
+        """The visit whose pool lease covered *at*: the route's query (a text is attributed like a call)."""
+        return self.store.visit(number_id, at, grace)
 
     def save(self, values: dict[str, Any], opt: tuple[str, int, str] | None = None) -> tuple[int, bool]:
         """Insert the text (nothing when its message id is stored already) and apply *opt*
