@@ -3,8 +3,9 @@
 An agency uploads these files to Google Ads or Microsoft Advertising so that bidding learns
 which clicks made the phone ring.  A call is exported when its website visit carried a click
 id the platform knows (``gclid``/``gbraid``/``wbraid`` for Google, ``msclkid`` for Microsoft),
-it ended, it was long enough (talk time) and, with ``qualified_only``, a person or a rule
-marked it a lead.  Each platform accepts clicks only for a while (its import window, counted
+it ended, it was long enough (talk time) and, with ``qualified_only``, it is a qualified lead
+as reports count one (``tracking/qualification.py``: a person's word in the dashboard first, else
+the lead rules'); its value is the person's, else the rules', else the export's ``value``.  Each platform accepts clicks only for a while (its import window, counted
 from the click to the upload): older calls are skipped and counted with the reason.
 
 Every exported call is marked (``conversion_exports``: call, platform, conversion name), so a
@@ -31,7 +32,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from schema.models import Call, CallOutcome, ConversionExport, Source, VisitorSession, utcnow
+from schema.models import Call, ConversionExport, Source, VisitorSession, utcnow
+from tracking import qualification
 from tracking.accounts import get_account
 from tracking.calls import BLOCKED
 from tracking.errors import InvalidInput
@@ -116,6 +118,8 @@ SKIP_UNQUALIFIED = "not qualified as a lead"
 SKIP_NO_NUMBER = "no caller number to match"
 SKIP_LIVE = "not ended yet"
 SKIP_SPAM = "flagged as spam"
+
+NO_VERDICT = qualification.Verdict()
 
 
 def hash_phone(e164: str) -> str:
@@ -296,17 +300,6 @@ def _check(req: ExportRequest) -> Format:
     return fmt
 
 
-def _qualifications(session: Session, call_ids: Sequence[int]) -> dict[int, tuple[bool, float | None, bool]]:
-    """(qualified lead, value, spam) per call, from what the lead rules made of it (``call_outcomes``)."""
-    out: dict[int, tuple[bool, float | None, bool]] = {}
-    o = CallOutcome
-    for start in range(0, len(call_ids), 500):
-        chunk = list(call_ids[start : start + 500])
-        for row in session.execute(select(o.call_id, o.lead, o.value, o.spam).where(o.call_id.in_(chunk))):
-            out[row.call_id] = (row.lead == "qualified", row.value, bool(row.spam))
-    return out
-
-
 def export(session: Session, req: ExportRequest) -> ExportResult:
     """The file for *req*; the calls in it are marked exported in *session*'s transaction."""
     fmt = _check(req)
@@ -341,21 +334,21 @@ def export(session: Session, req: ExportRequest) -> ExportResult:
                 )
             )
         )
-    quals = _qualifications(session, [row[0].id for row in rows])
+    verdicts = qualification.of_calls(session, [row[0].id for row in rows])
     skipped: Counter[str] = Counter()
     conversions: list[Conversion] = []
     window = dt.timedelta(days=fmt.platform.window_days) if fmt.platform.window_days else None
     for call, visit, source, campaign in rows:
         started = call.started_at
         assert started is not None  # the query's start bound keeps calls with a start only
-        lead, qvalue, spam = quals.get(call.id, (False, None, False))
+        verdict = verdicts.get(call.id, NO_VERDICT)
         if call.ended_at is None:
             skipped[SKIP_LIVE] += 1
         elif (call.talk_time or 0.0) < req.min_duration:
             skipped[SKIP_SHORT] += 1
-        elif spam:
+        elif verdict.spam:
             skipped[SKIP_SPAM] += 1
-        elif req.qualified_only and not lead:
+        elif req.qualified_only and not verdict.qualified:
             skipped[SKIP_UNQUALIFIED] += 1
         elif window is not None and now - (visit.started_at or started) > window:
             skipped[SKIP_WINDOW] += 1
@@ -379,7 +372,7 @@ def export(session: Session, req: ExportRequest) -> ExportResult:
                     source=source,
                     campaign=campaign or visit.utm_campaign,
                     talk_time=call.talk_time,
-                    value=qvalue,
+                    value=verdict.value,
                 )
             )
     lines = _lines(req, fmt, account.timezone or "UTC", conversions)

@@ -10,8 +10,9 @@ What a row counts, so spam and calls in progress do not distort it:
 - ``after_hours`` counts the calls that came in while the number's business hours were closed;
 - ``spam`` counts the calls flagged as likely spam (``tracking/spam.py``), kept out of every other
   column: a spam call is not a call, not answered, never a lead;
-- ``qualified`` counts the calls lead rules (or a person) marked qualified, ``lead_rate`` is
-  qualified over calls, ``value`` sums the values rules set on qualified calls;
+- ``qualified`` counts the qualified leads (``tracking/qualification.py``: a person's word in the
+  dashboard first, else the lead rules'), ``lead_rate`` is qualified over calls, ``value`` sums
+  the qualified calls' values (the person's, else the rules');
 - ``top_keywords`` (sources only) are the words said most often in the source's transcripts;
 - ``texts`` (sources only) counts the texts received from senders not blocked, ``first_time_texts``
   those whose sender had never called or texted the account before (texts carry no calls' columns).
@@ -28,7 +29,8 @@ from typing import Any
 from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session
 
-from schema.models import Account, Call, CallOutcome, SmsMessage, Source, TrackingNumber, Transcript
+from schema.models import Account, Call, CallOutcome, CallQualification, SmsMessage, Source, TrackingNumber, Transcript
+from tracking import qualification
 from tracking.accounts import get_account
 from tracking.calls import BLOCKED
 
@@ -62,7 +64,7 @@ def _measures() -> list[Any]:
     def count(condition: Any) -> Any:
         return func.sum(case((condition, 1), else_=0))
 
-    qualified = counted & (CallOutcome.lead == "qualified")
+    qualified = counted & qualification.qualified_sql()
     return [
         count(counted).label("calls"),
         count(not_spam & (disp == "answered")).label("answered"),
@@ -77,7 +79,7 @@ def _measures() -> list[Any]:
         func.sum(case((not_spam & (disp == "answered"), func.coalesce(Call.talk_time, 0)), else_=0)).label("talk"),
         count(func.coalesce(CallOutcome.spam, False).is_(True)).label("spam"),
         count(qualified).label("qualified"),
-        func.sum(case((qualified, func.coalesce(CallOutcome.value, 0)), else_=0)).label("lead_value"),
+        func.sum(case((qualified, func.coalesce(qualification.value_sql(), 0)), else_=0)).label("lead_value"),
     ]
 
 
@@ -130,6 +132,7 @@ def by_source(
         .outerjoin(Account, Account.id == Call.account_id)
         .outerjoin(Source, Source.id == Call.source_id)
         .outerjoin(CallOutcome, CallOutcome.call_id == Call.id)
+        .outerjoin(CallQualification, CallQualification.call_id == Call.id)
         .group_by(Account.name, Source.name)
     )
     rows = {
@@ -206,6 +209,7 @@ def by_number(
         .outerjoin(Account, Account.id == Call.account_id)
         .outerjoin(TrackingNumber, TrackingNumber.id == Call.tracking_number_id)
         .outerjoin(CallOutcome, CallOutcome.call_id == Call.id)
+        .outerjoin(CallQualification, CallQualification.call_id == Call.id)
         .group_by(Account.name, Call.tracking_number, TrackingNumber.label)
     )
     rows = {

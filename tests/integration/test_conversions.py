@@ -20,7 +20,7 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from config import RecorderSettings, Settings
-from schema.models import Call, CallOutcome, ConversionExport, VisitorSession
+from schema.models import Call, CallOutcome, CallQualification, ConversionExport, VisitorSession
 from tests.conftest import Cli
 from tests.fixtures import ASTERISK
 from tracking.accounts import add_account, add_source
@@ -226,6 +226,42 @@ def test_qualified_only_takes_the_lead_rules_word_and_spam_never_counts(engine: 
         everyone = export(s, _request("csv"))
     assert ids["C"] not in [c.call_id for c in everyone.conversions]  # spam: not even without --qualified-only
     assert [r[3] for r in _rows(everyone.text())[1:]] == ["50.00"] * 5  # A went out in the first file
+
+
+def test_qualified_only_takes_a_persons_word_first_as_reports_count_leads(engine: Engine) -> None:
+    """A person's qualification (the dashboard's form writes call_qualifications) overrules the rules,
+    in the export and in `reports`: one definition (tracking/qualification.py)."""
+    from tracking.reports import by_source
+
+    factory = sessionmaker(bind=engine, expire_on_commit=False)
+    with factory.begin() as s:
+        ids = build_calls(s)
+        s.add_all(
+            [
+                # the rules said qualified, a person said no: not a lead
+                CallOutcome(call_id=ids["A"], lead="qualified", value=320.0),
+                CallQualification(call_id=ids["A"], lead=False, updated_by="mia"),
+                # nobody said: the rules decide (no value of theirs: the export's --value)
+                CallOutcome(call_id=ids["B"], lead="qualified"),
+                # no rule said, a person said yes with a value
+                CallQualification(call_id=ids["D"], lead=True, value=999.0, updated_by="mia"),
+                # a person gave a value and left the lead to the rules: the person's value
+                CallOutcome(call_id=ids["F"], lead="qualified", value=10.0),
+                CallQualification(call_id=ids["F"], lead=None, value=75.0, updated_by="mia"),
+                # the rules said not a lead, a person said yes
+                CallOutcome(call_id=ids["C"], lead="not-lead", value=5.0),
+                CallQualification(call_id=ids["C"], lead=True, updated_by="mia"),
+            ]
+        )
+    with factory.begin() as s:
+        result = export(s, _request("csv", qualified_only=True))
+        report = by_source(s, account="Acme", since=SINCE, until=UNTIL)
+    labels = {v: k for k, v in ids.items()}
+    assert [labels[c.call_id] for c in result.conversions] == ["B", "C", "D", "F"]
+    assert [r[3] for r in _rows(result.text())[1:]] == ["50.00", "5.00", "999.00", "75.00"]
+    assert result.skipped["not qualified as a lead"] == 3  # A (a person's no), H, E
+    assert sum(r["qualified"] for r in report) == 4
+    assert sum(r["value"] for r in report) == 5.0 + 999.0 + 75.0  # B has no value of its own
 
 
 def test_an_export_that_rolls_back_marks_nothing(engine: Engine) -> None:
