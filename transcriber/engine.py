@@ -132,18 +132,66 @@ def probe_channels(path: Path) -> tuple[int, float]:
         raise AudioError(f"cannot decode {path.name}: {exc}") from exc
 
 
-def decode(path: Path, channels: int) -> list[Any]:
-    """The audio as 16 kHz float arrays: one for mono, (left, right) for two channels."""
-    import av
-    from faster_whisper.audio import decode_audio
+def decode(path: Path) -> list[Any]:
+    """The audio as 16 kHz float arrays: one for mono, (left, right) for two channels or more.
 
+    The same decoding as faster-whisper's ``decode_audio`` (PyAV, frames grouped by 500,000
+    samples, resampled to signed 16-bit, invalid frames skipped), so both give the model the same
+    samples, without the full ``gc.collect()`` it runs after every file: that was for a resampler
+    leak of older PyAV (SYSTRAN/faster-whisper#390), and in calltrack's process, which also holds
+    the database layer and the other services, a full collection walks some 10^5 objects (about
+    0.1 s a file, 10% of the transcriber's time on short calls).  The PyAV pinned in setup.cfg
+    leaves no cyclic garbage behind (a test checks it), so nothing waits for a collection.
+    """
+    import av
+    import numpy as np
+
+    chunks: list[Any] = []
     try:
-        if channels >= 2:
-            left, right = decode_audio(str(path), sampling_rate=SAMPLE_RATE, split_stereo=True)
-            return [left, right]
-        return [decode_audio(str(path), sampling_rate=SAMPLE_RATE)]
+        with av.open(str(path), mode="r", metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise AudioError(f"{path.name} holds no audio")
+            channels = container.streams.audio[0].codec_context.channels or 1
+            split = channels >= 2
+            resampler = av.AudioResampler(format="s16", layout="stereo" if split else "mono", rate=SAMPLE_RATE)
+            fifo = av.AudioFifo()
+            frames = container.decode(audio=0)
+            while True:
+                try:
+                    frame = next(frames)
+                except StopIteration:
+                    break
+                except av.InvalidDataError:
+                    continue
+                frame.pts = None  # timestamps are not checked, as faster-whisper does
+                fifo.write(frame)
+                if fifo.samples >= 500_000:
+                    chunks.extend(f.to_ndarray() for f in resampler.resample(fifo.read()))
+            if fifo.samples > 0:
+                chunks.extend(f.to_ndarray() for f in resampler.resample(fifo.read()))
+            chunks.extend(f.to_ndarray() for f in resampler.resample(None))
+    except AudioError:
+        raise
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise AudioError(f"cannot decode {path.name}: {exc}") from exc
+    samples = np.concatenate([c.reshape(-1) for c in chunks]) if chunks else np.zeros(0, dtype=np.int16)
+    audio = samples.astype(np.float32) / 32768.0
+    if split:
+        return [audio[0::2], audio[1::2]]
+    return [audio]
+
+
+def transcribe_options(language: str | None, beam_size: int) -> dict[str, Any]:
+    """The options calltrack gives ``WhisperModel.transcribe`` (the benchmark's direct side uses them too)."""
+    return {
+        "language": language,
+        "beam_size": beam_size,
+        "temperature": 0.0,
+        "condition_on_previous_text": False,
+        "vad_filter": True,
+        "no_speech_threshold": None,
+        "word_timestamps": True,
+    }
 
 
 class Engine:
@@ -163,6 +211,7 @@ class Engine:
         self.folder = folder
         self.language = language or None
         self.beam_size = beam_size
+        self.options = transcribe_options(self.language, beam_size)
         from faster_whisper import WhisperModel
 
         try:
@@ -178,16 +227,7 @@ class Engine:
             raise ModelError(f"speech model {folder} could not be loaded: {exc}") from exc
 
     def transcribe_array(self, audio: Any, speaker: str) -> tuple[ChannelText, str | None]:
-        segments, info = self.model.transcribe(
-            audio,
-            language=self.language,
-            beam_size=self.beam_size,
-            temperature=0.0,
-            condition_on_previous_text=False,
-            vad_filter=True,
-            no_speech_threshold=None,
-            word_timestamps=True,
-        )
+        segments, info = self.model.transcribe(audio, **self.options)
         out = []
         for seg in segments:
             words = tuple(Word(w.word, float(w.start), float(w.end)) for w in (seg.words or ()))
@@ -195,8 +235,7 @@ class Engine:
         return ChannelText(speaker, tuple(out)), info.language
 
     def transcribe(self, path: Path) -> Result:
-        channels, _ = probe_channels(path)
-        arrays = decode(path, channels)
+        arrays = decode(path)
         speakers: Sequence[str] = ("caller", "agent") if len(arrays) == 2 else ("mono",)
         results = []
         language = None

@@ -147,6 +147,53 @@ def test_an_mp3_archive_is_decoded_too(
         assert "appointment" in words(s.scalars(select(Transcript.text)).one() or "")
 
 
+def test_the_model_hears_the_same_samples_as_from_faster_whisper_and_no_garbage_is_left(
+    speech: dict[str, Path],
+) -> None:
+    """calltrack decodes without faster-whisper's full collection after each file: same samples, nothing to collect."""
+    import gc
+
+    import numpy as np
+    from faster_whisper.audio import decode_audio
+
+    from transcriber.engine import decode
+
+    for name in ("appointment", "mp3"):
+        (mine,) = decode(speech[name])
+        theirs = decode_audio(str(speech[name]))
+        assert mine.dtype == np.float32 and mine.shape == theirs.shape and (mine == theirs).all(), name
+    left, right = decode(speech["dual"])
+    their_left, their_right = decode_audio(str(speech["dual"]), split_stereo=True)
+    assert (left == their_left).all() and (right == their_right).all()
+    assert not (left == right).all()
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(5):
+            decode(speech["dual"])
+            decode(speech["mp3"])
+        assert gc.collect() == 0  # PyAV freed its resampler and frames by reference counting alone
+    finally:
+        gc.enable()
+
+
+def test_a_recording_without_an_audio_stream_is_a_recorded_failure(
+    transcriber: Transcriber, session_factory: sessionmaker[Session], archive: Path, tmp_path: Path
+) -> None:
+    import subprocess
+
+    video = tmp_path / "picture.mkv"
+    subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "color=c=black:s=16x16:d=1", str(video)],
+        check=True,
+        capture_output=True,
+    )
+    archived(session_factory, video, archive)
+    report = transcriber.run_pass()
+    assert report.done == [] and len(report.retrying) == 1
+    assert "holds no audio" in report.retrying[0][1], report.retrying
+
+
 def test_corrupt_audio_is_retried_then_failed_and_the_recording_is_untouched(
     transcriber: Transcriber, session_factory: sessionmaker[Session], archive: Path, tmp_path: Path
 ) -> None:
