@@ -47,12 +47,13 @@ from asterisk_agi.protocol import (
     EnvParser,
     Reply,
     ReplyParser,
+    ValuesReply,
     command,
     decode,
-    framed_value,
     new_nonce,
     parse_sync,
     sync_command,
+    values_command,
     variable_name,
 )
 
@@ -208,16 +209,13 @@ class SyncAGI:
     def synchronise(self, fetch: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
         return self.receive_sync(self.send_sync(fetch), len(fetch))
 
-    def get_variable_framed(self, name: str, fetch: tuple[str, ...] = ()) -> tuple[bytes | None, list[str]]:
-        """``GET VARIABLE`` of a value that may hold line breaks, framed by a synchronisation
-        (see :meth:`asterisk_agi.fastagi.AsyncAGI.get_variable_framed`)."""
+    def get_values(self, expressions: tuple[str, ...]) -> list[bytes]:
+        """The raw values of *expressions* in one ``GET FULL VARIABLE``
+        (see :meth:`asterisk_agi.fastagi.AsyncAGI.get_values`)."""
         self._check()
-        self._write(command("GET VARIABLE", variable_name(name)))
-        deadline = time.monotonic() + self.read_timeout
-        while b"\n" not in self._buffer:
-            self._fill(deadline)
-        nonce = self.send_sync(fetch)
-        raw = b""
+        nonce = new_nonce()
+        self._write(values_command(nonce, expressions))
+        reply = ValuesReply(nonce, len(expressions))
         deadline = time.monotonic() + self.read_timeout
         while True:
             i = self._buffer.find(b"\n")
@@ -227,15 +225,10 @@ class SyncAGI:
                 self._fill(deadline)
                 continue
             line, self._buffer = self._buffer[: i + 1], self._buffer[i + 1 :]
-            values = parse_sync(decode(line), nonce, len(fetch))
+            values = reply.feed(line)
+            self.hangup_received = self.hangup_received or reply.hangup
             if values is not None:
-                break
-            raw += line
-            if len(raw) > MAX_ENV_BYTES:
-                raise AGIProtocolError(f"reply to GET VARIABLE {name} longer than {MAX_ENV_BYTES} bytes")
-        value, hangup = framed_value(raw, name)
-        self.hangup_received = self.hangup_received or hangup
-        return value, values
+                return values
 
     def _write(self, data: bytes) -> None:
         try:
@@ -383,16 +376,14 @@ def run_sms(agi: SyncAGI, env: AGIEnv, query: dict[str, str], settings: Settings
     """``AGI(calltrack-agi,sms?number=...)`` in a message context: as the FastAGI ``sms`` handler does."""
     import datetime as dt
 
-    from asterisk_agi.handlers.sms import FETCH, inputs_from, log_decision
+    from asterisk_agi.handlers.sms import FIELDS, inputs_from, log_decision
     from tracking.messages import InboundText, TextDecision, TextRouter
     from tracking.routing import RouteStore
 
     drained: list[str] | None = None
     if not agi.in_step:
         _, drained = agi.synchronise()
-    body, fetched = agi.get_variable_framed("MESSAGE(body)", FETCH)
-    raw_from = agi.get_variable("MESSAGE_DATA(From)") or agi.get_variable("MESSAGE(from)")
-    inputs = inputs_from(env, body, fetched, raw_from, drained, query=query)
+    inputs = inputs_from(env, agi.get_values(FIELDS), drained, query=query)
     text = InboundText(
         system=settings.general.system_name,
         message_id=inputs.message_id,

@@ -47,12 +47,13 @@ from asterisk_agi.protocol import (
     EnvParser,
     Reply,
     ReplyParser,
+    ValuesReply,
     command,
     decode,
-    framed_value,
     new_nonce,
     parse_sync,
     sync_command,
+    values_command,
     variable_name,
 )
 
@@ -256,27 +257,16 @@ class AsyncAGI(asyncio.Protocol):
             if len(drained) > MAX_ENV_LINES:
                 raise AGIProtocolError(f"no answer to the synchronisation within {MAX_ENV_LINES} lines")
 
-    async def get_variable_framed(self, name: str, fetch: tuple[str, ...] = ()) -> tuple[bytes | None, list[str]]:
-        """``GET VARIABLE`` of a value that may hold line breaks (a text's body), framed by a synchronisation.
-
-        Asterisk does not escape the reply: a body with a line break comes back as a
-        reply spanning several lines, whose end no line-based reader can find. Here the
-        reply is everything read up to the reply of a synchronisation sent once the
-        reply has started (so Asterisk reads it after the first command), whose marker
-        the text cannot know. Returns the value as raw bytes (CR LF kept; None when
-        not set) and the values of the *fetch* expressions. The stream must be in step.
-        """
+    async def get_values(self, expressions: tuple[str, ...]) -> list[bytes]:
+        """The raw values of *expressions* (line breaks kept) in one ``GET FULL VARIABLE``
+        (:func:`asterisk_agi.protocol.values_command`): the reply is read up to its end marker,
+        which nothing the values hold can imitate. The stream must be in step."""
         if self.hung_up or self.transport is None or self.transport.is_closing():
             self.hung_up = True
             raise AGIEOFHangup("the channel has hung up")
-        self.transport.write(command("GET VARIABLE", variable_name(name)))
-        while b"\n" not in self._buffer:
-            if self._eof:
-                raise AGIEOFHangup("connection closed by Asterisk")
-            await self._wait()
         nonce = new_nonce()
-        self.transport.write(sync_command(nonce, fetch))
-        raw = b""
+        self.transport.write(values_command(nonce, expressions))
+        reply = ValuesReply(nonce, len(expressions))
         while True:
             i = self._buffer.find(b"\n")
             if i < 0:
@@ -286,17 +276,11 @@ class AsyncAGI(asyncio.Protocol):
                     raise AGIEOFHangup("connection closed by Asterisk")
                 await self._wait()
                 continue
-            line = self._buffer[: i + 1]
-            self._buffer = self._buffer[i + 1 :]
-            values = parse_sync(decode(line), nonce, len(fetch))
+            line, self._buffer = self._buffer[: i + 1], self._buffer[i + 1 :]
+            values = reply.feed(line)
+            self.hangup_received = self.hangup_received or reply.hangup
             if values is not None:
-                break
-            raw += line
-            if len(raw) > MAX_ENV_BYTES:
-                raise AGIProtocolError(f"reply to GET VARIABLE {name} longer than {MAX_ENV_BYTES} bytes")
-        value, hangup = framed_value(raw, name)
-        self.hangup_received = self.hangup_received or hangup
-        return value, values
+                return values
 
     # commands
 

@@ -412,18 +412,52 @@ def parse_sync(line: str, nonce: str, count: int) -> list[str] | None:
     return parts[1:]
 
 
-def framed_value(raw: bytes, name: str) -> tuple[bytes | None, bool]:
-    """The value in the raw reply to ``GET VARIABLE`` read up to a synchronisation's reply (CR LF kept;
-    None when not set), and whether a trailing ``HANGUP`` of Asterisk's was cut off it."""
-    hangup = False
-    while raw.endswith(b"HANGUP\n") and (raw == b"HANGUP\n" or raw.endswith(b"\nHANGUP\n")):
-        raw = raw[: -len(b"HANGUP\n")]
-        hangup = True
-    if raw.startswith(b"200 result=1 (") and raw.endswith(b")\n"):
-        return raw[len(b"200 result=1 (") : -2], hangup
-    if raw.startswith(b"200 result=0"):
-        return None, hangup
-    raise AGIProtocolError(f"unexpected reply to GET VARIABLE {name}: {decode(raw[:80])!r}")
+def values_command(nonce: str, expressions: Sequence[str]) -> bytes:
+    """``GET FULL VARIABLE`` answering each of *expressions*' values raw, between markers of *nonce*.
+
+    Asterisk substitutes the expressions and copies their values into the reply as they
+    are (a value is never parsed as an expression again), so caller text may stand here
+    unencoded, line breaks and all, as long as it is not inside another function's
+    argument (``${BASE64_ENCODE(${MESSAGE(body)})}`` parses the substituted text: an
+    unbalanced ``)`` and a colon cut it). Nothing a caller writes can hold the markers,
+    so :class:`ValuesReply` finds the reply's end and each value's bounds exactly.
+    """
+    mark = SYNC_MARK + nonce
+    return command("GET FULL VARIABLE", f"{mark}|" + f"|{mark}|".join(expressions) + f"|{mark}-end")
+
+
+class ValuesReply:
+    """Reads the reply to :func:`values_command` line by line (lines with their ``\\n``).
+
+    :meth:`feed` returns the values once the end marker has come, None before; it raises
+    when the first line is not the reply's start (a ``HANGUP`` of Asterisk's before it is
+    noted in :attr:`hangup` and skipped) or the reply outgrows MAX_ENV_BYTES.
+    """
+
+    def __init__(self, nonce: str, count: int) -> None:
+        self.count = count
+        self.head = f"200 result=1 ({SYNC_MARK}{nonce}|".encode()
+        self.tail = f"|{SYNC_MARK}{nonce}-end)\n".encode()
+        self.separator = f"|{SYNC_MARK}{nonce}|".encode()
+        self.raw = b""
+        self.hangup = False
+
+    def feed(self, line: bytes) -> list[bytes] | None:
+        if not self.raw:
+            if line == b"HANGUP\n":  # Asterisk's, between commands
+                self.hangup = True
+                return None
+            if not line.startswith(self.head):
+                raise AGIProtocolError(f"unexpected reply to GET FULL VARIABLE: {decode(line[:80])!r}")
+        self.raw += line
+        if len(self.raw) >= len(self.head) + len(self.tail) and self.raw.endswith(self.tail):
+            values = self.raw[len(self.head) : -len(self.tail)].split(self.separator)
+            if len(values) != self.count:
+                raise AGIProtocolError(f"GET FULL VARIABLE answered {len(values)} values, not {self.count}")
+            return values
+        if len(self.raw) > MAX_ENV_BYTES:
+            raise AGIProtocolError(f"reply to GET FULL VARIABLE longer than {MAX_ENV_BYTES} bytes")
+        return None
 
 
 def unbase64(value: str) -> str | None:

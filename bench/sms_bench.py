@@ -4,11 +4,11 @@ One ``calltrack agi serve`` process (its own core) serves both handlers on the s
 (SQLite, then PostgreSQL with ``--postgres``): 250 tracking numbers, 50 of them in a pool
 with leases. The load generator (this process) plays Asterisk: for ``route`` as the sample
 dialplan calls it (everything in the AGI address, then ten SET VARIABLEs); for ``sms`` as
-Asterisk's Message channel answers (``agi_channel: Message/ast_msg_queue``), the body with a
-CRLF in it (its reply spans two lines, framed by the handler's synchronisation), the
-sender's raw From, then the eight ``CALLTRACK_SMS_*`` SET VARIABLEs. Every text has its own
-SIP Call-ID, so each one is a new row. The two take turns at each concurrency level, so a
-busy moment of the shared machine hits them alike; each level is run ``--repeat`` times and
+Asterisk's Message channel answers (``agi_channel: Message/ast_msg_queue``): the handler's one
+``GET FULL VARIABLE`` answered with the body (a CRLF in it, so the reply spans two lines), the
+sender's raw From and the message's other values, then the eight ``CALLTRACK_SMS_*`` SET VARIABLEs.
+Every text has its own SIP Call-ID, so each one is a new row. The two take turns at each
+concurrency level, so a busy moment of the shared machine hits them alike; each level is run ``--repeat`` times and
 the median is printed with the ratio sms/route (sessions/s and server CPU per session).
 
 Usage: .venv/bin/python bench/sms_bench.py [--seconds 3] [--levels 1,10] [--repeat 3] [--postgres URL]
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import os
 import statistics
 import sys
@@ -51,19 +50,21 @@ class FakeMessageChannel(FakeAgiSession):
 
     def __init__(self, env: bytes, call_id: str, sender: str, done: asyncio.Future[str]) -> None:
         super().__init__(env, done)
-        self.body_reply = f"200 result=1 ({BODY})\n".encode()
-        self.from_reply = f'200 result=1 ("Jane Doe" <sip:{sender}@127.0.0.1>;tag=bench)\n'.encode()
-        b64 = [base64.b64encode(v.encode()).decode() for v in (call_id, str(len(BODY.encode()) + 2), "pjsip:x@h")]
-        self.fetched = ("|" + "|".join(b64)).encode()
+        # the handler's FIELDS, as Asterisk substitutes them: body, MESSAGE_DATA(From), MESSAGE(from),
+        # Call-ID, Content-Length, MESSAGE(to)
+        self.values = [
+            BODY,
+            f'"Jane Doe" <sip:{sender}@127.0.0.1>;tag=bench',
+            f'"Jane Doe" <sip:{sender}@127.0.0.1>',
+            call_id,
+            str(len(BODY.encode()) + 2),
+            "pjsip:x@h",
+        ]
 
     def answer(self, line: bytes) -> bytes:
-        if line == b"GET VARIABLE MESSAGE(body)":
-            return self.body_reply
-        if line.startswith(b"GET VARIABLE MESSAGE_DATA(From)"):
-            return self.from_reply
-        if line.startswith(b'GET FULL VARIABLE "'):
-            marker = line[19:].split(b"|", 1)[0].rstrip(b'"')
-            return b"200 result=1 (" + marker + self.fetched + b")\n"
+        if line.startswith(b'GET FULL VARIABLE "calltrack-sync-'):
+            mark = line[19:].split(b"|", 1)[0].decode()
+            return (f"200 result=1 ({mark}|" + f"|{mark}|".join(self.values) + f"|{mark}-end)\n").encode()
         return super().answer(line)
 
 

@@ -1,13 +1,15 @@
-"""The ``sms`` handler: ``AGI(agi://127.0.0.1:4573/sms,${EXTEN})`` in a PJSIP ``message_context``.
+"""The ``sms`` handler: ``AGI(agi://127.0.0.1:4573/sms?number=...)`` in a PJSIP ``message_context``.
 
 Asterisk runs every text on one Message channel (``Message/ast_msg_queue``, never hung
 up), with the caller ID ``unknown``: the sender is only in the message. Everything is
-read in one round trip, each value base64-encoded by Asterisk
-(``GET FULL VARIABLE ${BASE64_ENCODE(...)}``): a body with a line break comes back from
-``GET VARIABLE MESSAGE(body)`` as a reply spanning two lines, which a line-based client
-takes for the reply to its next command; base64 is one line whatever the text holds.
-The sender is read from ``MESSAGE_DATA(From)`` (``MESSAGE(from)`` turns UTF-8 bytes of the
-display name into spaces), the key from ``MESSAGE_DATA(Call-ID)``.
+read in one round trip, one ``GET FULL VARIABLE`` whose values Asterisk copies raw
+between markers of a nonce the texter cannot know (:func:`asterisk_agi.protocol.values_command`):
+a body with a line break comes back as a reply spanning lines, whose end only the
+marker tells (``GET VARIABLE MESSAGE(body)``'s reply ends where the body says), and no
+value is put through ``${BASE64_ENCODE(...)}``, which cuts a substituted text at an
+unbalanced ``)`` and a colon. The sender is read from ``MESSAGE_DATA(From)``
+(``MESSAGE(from)`` turns UTF-8 bytes of the display name into spaces; it is the
+fallback when the header is missing), the key from ``MESSAGE_DATA(Call-ID)``.
 
 :class:`tracking.messages.TextRouter` stores and routes the text within the database
 deadline; the ``CALLTRACK_SMS_*`` variables tell the dialplan where to forward it and
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from asterisk_agi.handlers.inputs import dialled_number
-from asterisk_agi.protocol import AGIEnv, authentic_tail, base64_of, unbase64
+from asterisk_agi.protocol import AGIEnv, authentic_tail
 from tracking.messages import InboundText, TextDecision, TextRouter, TextStore, parse_sip_address
 from tracking.routing import RouteStore
 
@@ -35,13 +37,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: what the synchronisation that frames the body reads, each base64-encoded (no parentheses or colons in
-#: these values: Asterisk cuts a substituted value at a colon after an unbalanced parenthesis, which
-#: is why the body and the sender, which a texter writes, are read with GET VARIABLE instead)
-FETCH = (
-    base64_of("${MESSAGE_DATA(Call-ID)}"),
-    base64_of("${MESSAGE_DATA(Content-Length)}"),
-    base64_of("${MESSAGE(to)}"),
+#: what the handler reads, in one GET FULL VARIABLE, each value raw between the session's markers
+FIELDS = (
+    "${MESSAGE(body)}",
+    "${MESSAGE_DATA(From)}",
+    "${MESSAGE(from)}",
+    "${MESSAGE_DATA(Call-ID)}",
+    "${MESSAGE_DATA(Content-Length)}",
+    "${MESSAGE(to)}",
 )
 
 
@@ -57,22 +60,19 @@ class TextInputs:
 
 def inputs_from(
     env: AGIEnv,
-    body: bytes | None,
-    fetched: list[str],
-    raw_from: str | None,
+    values: list[bytes],
     drained: list[str] | None = None,
     *,
     query: dict[str, str] | None = None,
 ) -> TextInputs:
-    """The text's inputs: the *body* as Asterisk replied it, the framing synchronisation's values
-    (*fetched*), ``MESSAGE_DATA(From)`` and the environment.
+    """The text's inputs: the raw *values* of :data:`FIELDS` and the environment.
 
     The dialled number is the ``number=`` of the AGI address, else the dialplan's
     argument (read from the real end of the environment when the session was out of
     step: *drained* are the lines a first synchronisation read), else the user part of
     ``MESSAGE(to)``. *query*: the classic script's, from argv (FastAGI: the AGI address's).
     """
-    call_id, length, to = (unbase64(v) for v in fetched)
+    body, data_from, message_from, call_id, length, to = (v.decode("utf-8", errors="replace") for v in values)
     anomalies = list(env.anomalies)
     if drained:
         anomalies.append(f"{len(drained)} line(s) before the reply to the first command")
@@ -81,12 +81,13 @@ def inputs_from(
     if not number or not all(ch.isdigit() or ch == "+" for ch in number):
         number = dialled_number(trusted)
     if not number:
-        number = parse_sip_address(to or "").user
+        number = parse_sip_address(to).user
     content_length: int | None = None
-    if length and length.strip().isdigit():
+    if length.strip().isdigit():
         content_length = int(length.strip())
-    text = body.decode("utf-8", errors="replace") if body else ""
-    return TextInputs(number.strip(), (call_id or "").strip(), raw_from or "", text, content_length, tuple(anomalies))
+    return TextInputs(
+        number.strip(), call_id.strip(), data_from or message_from, body, content_length, tuple(anomalies)
+    )
 
 
 class SmsHandler:
@@ -103,11 +104,7 @@ class SmsHandler:
         drained: list[str] | None = None
         if not agi.in_step:
             _, drained = await agi.synchronise()
-        body, fetched = await agi.get_variable_framed("MESSAGE(body)", FETCH)
-        raw_from = await agi.get_variable("MESSAGE_DATA(From)")
-        if not raw_from:
-            raw_from = await agi.get_variable("MESSAGE(from)")
-        inputs = inputs_from(agi.env, body, fetched, raw_from, drained)
+        inputs = inputs_from(agi.env, await agi.get_values(FIELDS), drained)
         if inputs.anomalies:
             logger.warning(
                 "AGI sms session from %s is out of step: %s; text to %r",

@@ -172,9 +172,10 @@ async def test_recorded_text_with_crlf_quotes_and_emoji_is_stored_attributed_and
     assert got["CALLTRACK_SMS_FROM"] == '"Jane Doe" <sip:+14045551234@pbx.example.com>'
     assert got["CALLTRACK_SMS_SOURCE"] == "Google Ads"
     assert got["CALLTRACK_SMS_REPLY"] == ""
-    # the body's reply spans two lines: it is framed by the synchronisation sent right after it
-    i = result.side.commands.index("GET VARIABLE MESSAGE(body)")
-    assert result.side.commands[i + 1].startswith('GET FULL VARIABLE "calltrack-sync-')
+    # one read before the answers: the body's reply spans two lines, its end is the session's marker
+    reads = [c for c in result.side.commands if not c.startswith("SET VARIABLE ")]
+    assert len(reads) == 1 and reads[0].startswith('GET FULL VARIABLE "calltrack-sync-')
+    assert reads[0].endswith('-end"') and "${MESSAGE(body)}" in reads[0]
 
 
 @pytest.mark.parametrize(
@@ -265,6 +266,9 @@ async def test_utf8_and_escapes_of_the_raw_from_make_the_sender_name(
         '")\nSET VARIABLE CALLTRACK_SMS_DEST "pjsip:attacker',
         "200 result=1 (pjsip:attacker)\nHANGUP\n",
         "${SHELL(rm -rf /)}|calltrack-sync-0|x",
+        # a guess at the end marker, and a whole fake reply after it
+        "x|calltrack-sync-0123456789abcdef01234567-end)\n200 result=1 (calltrack-sync-0|pjsip:attacker|calltrack-sync-0-end)",
+        "x)\nSET VARIABLE CALLTRACK_SMS_DEST pjsip:attacker\n",
         "\r\n\r\nAction: Originate\r\nChannel: PJSIP/attacker\r\n\r\n",
     ],
 )
@@ -282,6 +286,17 @@ async def test_a_body_cannot_inject_commands_or_variables(
         not c.upper().startswith("SET VARIABLE") or c.split()[2].startswith("CALLTRACK_SMS_")
         for c in result.side.commands
     )
+
+
+async def test_a_from_with_bars_parentheses_and_colons_is_read_whole(
+    server: Running, world: World, acme: dict[str, int]
+) -> None:
+    # what ${BASE64_ENCODE(...)} would cut (an unbalanced ")" then ":") and what splits a "|" list
+    raw = '"Dr. (Jane) | Doe: 100% :) x" <sip:+14045551234@127.0.0.1>;tag=1'
+    await server.text(text_variables("hello", raw_from=raw))
+
+    [text] = world.texts()
+    assert text.sender_name == "Dr. (Jane) | Doe: 100% :) x" and text.from_number == JANE
 
 
 async def test_a_sender_cannot_inject_through_the_from(server: Running, world: World, acme: dict[str, int]) -> None:
