@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 
 import click
 
+from tracking.csv_cells import cell as safe_cell
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 format_option: Callable[[F], F] = click.option(
@@ -98,9 +100,14 @@ def render(rows: Sequence[dict[str, Any]], fmt: str, columns: Sequence[str] | No
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
+        # the csv module quotes a cell holding the line terminator, not a lone CR: a row with one is
+        # quoted whole, so a carriage return a caller put in a name cannot split the row
+        quoted = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
         writer.writerow(columns)
         for row in rows:
-            writer.writerow([_cell(row.get(c)) for c in columns])
+            # every cell, whoever typed it, starts no spreadsheet formula (tracking/csv_cells.py)
+            cells = [safe_cell(_cell(row.get(c))) for c in columns]
+            (quoted if any("\r" in c for c in cells) else writer).writerow(cells)
         return buf.getvalue().rstrip("\n")
     if not rows:
         return "(none)"

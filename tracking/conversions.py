@@ -33,7 +33,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from schema.models import Call, ConversionExport, Source, VisitorSession, utcnow
-from tracking import qualification
+from tracking import csv_cells, qualification
 from tracking.accounts import get_account
 from tracking.calls import BLOCKED
 from tracking.errors import InvalidInput
@@ -107,7 +107,8 @@ class ExportResult:
     def text(self) -> str:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\r\n")
-        writer.writerows(self.lines)
+        # click ids, campaigns and sources come from visitors' URLs: no cell starts a formula
+        writer.writerows(csv_cells.row(line) for line in self.lines)
         return out.getvalue()
 
 

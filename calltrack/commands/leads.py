@@ -45,23 +45,8 @@ def list_(
     emit(rows, fmt, COLUMNS if fmt == "table" else [*COLUMNS, "fields"])
 
 
-#: a cell starting with one of these is a formula to a spreadsheet (CSV injection)
-_FORMULA = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _inert(text: str | None) -> str | None:
-    return "'" + text if text and text.startswith(_FORMULA) else text
-
-
 def _csv_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A form lead's fields in one cell; what a website visitor typed never starts a formula."""
+    """A form lead's fields in one cell (the CSV writer keeps every cell from starting a formula)."""
     if row["kind"] != "form":
         return {**row, "fields": ""}
-    fields = "; ".join(f"{k}: {v}" for k, v in (row.get("fields") or {}).items())
-    return {
-        **row,
-        "fields": _inert(fields),
-        "name": _inert(row["name"]),
-        "detail": _inert(row["detail"]),
-        "contact": _inert(row["contact"]),
-    }
+    return {**row, "fields": "; ".join(f"{k}: {v}" for k, v in (row.get("fields") or {}).items())}

@@ -22,6 +22,7 @@ from starlette.responses import RedirectResponse, Response
 from config import Settings
 from schema.db import make_session_factory
 from schema.models import WebSession, utcnow
+from tracking import csv_cells
 from tracking.users import Viewer
 from web.dashboard import auth
 from web.net import ProxyPolicy, parse_networks
@@ -72,19 +73,8 @@ def _csv_cell(value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, dt.datetime):
         return value.isoformat()
-    text = str(value)
     # a cell a spreadsheet would run as a formula (CSV injection) gets a leading apostrophe
-    if text[:1] in ("=", "+", "-", "@", "\t", "\r") and not _is_number(text):
-        return "'" + text
-    return text
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+    return csv_cells.cell(str(value))
 
 
 def csv_response(rows: Sequence[dict[str, Any]], columns: Sequence[str], filename: str) -> Response:
