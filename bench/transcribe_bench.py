@@ -260,7 +260,10 @@ def main() -> None:
         print("\nword error rate per file (against the words spoken):")
         ct_texts: dict[str, str] = results["calltrack"][0]["texts"]  # type: ignore[assignment]
         dt_texts: dict[str, str] = results["direct"][0]["texts"]  # type: ignore[assignment]
+        from tracking.repetition import MAX_WORD_RUN, longest_run
+
         masked_all = True
+        walls = []
         for f in files:
             name = Path(f).stem
             ref = references[f]
@@ -275,8 +278,19 @@ def main() -> None:
                 line += f"   calltrack stored: {'masked' if masked else 'LEAKED'} ({stored.strip()[:60]!r})"
             else:
                 line += f"   calltrack {wer(ref, ct_texts.get(f, '')):6.1%}"
+            run, model_run = longest_run(ct_texts.get(f, "")), longest_run(dt_texts.get(f, ""))
+            if run > MAX_WORD_RUN:
+                walls.append(name)
+            if model_run > MAX_WORD_RUN or run > MAX_WORD_RUN:
+                line += f"   (one word {model_run}x in a row from the model, {run}x stored)"
             print(line)
         print(f"\nevery spoken test card number masked: {'yes' if masked_all else 'NO'}")
+        print(
+            f"no stored transcript repeats one word more than {MAX_WORD_RUN}x in a row: "
+            f"{'yes' if not walls else 'NO: ' + ', '.join(walls)} (calltrack shortens the model's loops after "
+            "redaction, tracking/repetition.py; no_repeat_ngram_size and repetition_penalty, which stop them in "
+            "decoding, are not used: they broke the spoken card digits so redaction missed them)"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from schema.models import AuditEntry, Recording, Transcript, utcnow
 from tracking import transcripts as queue
 from tracking.redaction import Word, redact_text, redact_words
+from tracking.repetition import collapse_repeats
 from transcriber.engine import AudioError, Engine, ModelError, Result, lower_priority
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,8 @@ class PassReport:
 
 
 def redacted_segments(result: Result) -> tuple[list[queue.Segment], list[dict[str, Any]]]:
-    """Each channel's segments with card numbers, security codes and SSNs masked (across segment ends)."""
+    """Each channel's segments with card numbers, security codes and SSNs masked (across segment ends), and the
+    model's repetition loops shortened (tracking.repetition)."""
     segments: list[queue.Segment] = []
     redactions: list[dict[str, Any]] = []
     for channel in result.channels:
@@ -73,6 +75,7 @@ def redacted_segments(result: Result) -> tuple[list[queue.Segment], list[dict[st
                 redactions.extend(
                     {"kind": r.kind, "speaker": channel.speaker, "start": seg.start, "end": seg.end} for r in found
                 )
+            text = collapse_repeats(text)  # after redaction: it saw every digit of a looping number
             segments.append(queue.Segment(channel.speaker, round(seg.start, 2), round(seg.end, 2), text))
         redactions.extend(
             {"kind": s.kind, "speaker": channel.speaker, "start": round(s.start, 2), "end": round(s.end, 2)}
