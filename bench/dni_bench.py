@@ -1,6 +1,6 @@
 """Benchmark of the DNI session API: 50 concurrent clients, a pool of 20 numbers.
 
-    .venv/bin/python bench/dni_bench.py [--seconds 10] [--clients 50] [--speed 300] [--no-postgres]
+    .venv/bin/python bench/dni_bench.py [--seconds 10] [--clients 50] [--speed 300] [--no-postgres | --no-sqlite]
 
 The web service runs in its own process under uvicorn (as `calltrack web serve`
 does), on SQLite and then on PostgreSQL (127.0.0.1:5432, or
@@ -200,13 +200,14 @@ def check(database_url: str) -> tuple[int, int, int, int]:
     from schema.db import make_engine
     from schema.models import NumberPool, PoolLease
     from tracking.leases import find_double_leases
+    from tracking.pools import overflow_counts
 
     engine = make_engine(database_url)
     with Session(engine) as s:
         leases = s.scalar(select(func.count()).select_from(PoolLease)) or 0
         doubles = len(find_double_leases(s))
         pool = s.scalars(select(NumberPool).where(NumberPool.name == "bench")).one()
-        result = (leases, doubles, pool.overflow_count, pool.peak_leases)
+        result = (leases, doubles, overflow_counts(s)[pool.id], pool.peak_leases)
     engine.dispose()
     return result
 
@@ -309,6 +310,7 @@ def main() -> None:
         "--speed", type=float, default=300.0, help="service clock speed-up (300: a 1-minute hold lasts 0.2 s)"
     )
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only (beside the static baseline)")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--static", action="store_true", help=argparse.SUPPRESS)
@@ -328,8 +330,9 @@ def main() -> None:
         url = f"sqlite:///{tmp}/bench.sqlite3"
         key = prepare(url)
         static = run_one("baseline: static JSON", url, key, args, static=True)
-        run_one("SQLite, sessions only", url, key, args, heartbeat=False, baseline=static)
-        run_one("SQLite, session + heartbeat", url, key, args, baseline=static)
+        if not args.no_sqlite:
+            run_one("SQLite, sessions only", url, key, args, heartbeat=False, baseline=static)
+            run_one("SQLite, session + heartbeat", url, key, args, baseline=static)
     if args.no_postgres:
         return
     pg_url = os.environ.get("CALLTRACK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")

@@ -39,11 +39,15 @@ def sqlite_path(url: str) -> Path | None:
     return Path(database).expanduser()
 
 
-def make_engine(url: str, *, connect_timeout: float = 5.0, echo: bool = False, pre_ping: bool = True) -> Engine:
+def make_engine(
+    url: str, *, connect_timeout: float = 5.0, echo: bool = False, pre_ping: bool = True, pool_size: int | None = None
+) -> Engine:
     """An engine for *url*.  Nothing is created on disk before the first connection (the caller decides).
 
     *pre_ping* (PostgreSQL): test each pooled connection with a round trip when it is checked out.
     A hot path that retries once on a dead connection instead (the DNI API) turns it off.
+    *pool_size* (PostgreSQL): connections kept open; more than this many at once are opened and
+    closed again for each use (SQLAlchemy's default keeps 5).
     """
     parsed = make_url(url)
     kwargs: dict[str, Any] = {"echo": echo, "future": True}
@@ -57,6 +61,8 @@ def make_engine(url: str, *, connect_timeout: float = 5.0, echo: bool = False, p
             parsed = parsed.set(drivername="postgresql+psycopg")
         kwargs["connect_args"] = {"connect_timeout": max(int(connect_timeout), 1)}
         kwargs["pool_pre_ping"] = pre_ping
+        if pool_size is not None:
+            kwargs["pool_size"] = pool_size
     return create_engine(parsed, **kwargs)
 
 

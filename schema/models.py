@@ -111,6 +111,21 @@ class NumberPool(Base):
     numbers: Mapped[list[TrackingNumber]] = relationship(back_populates="pool")
 
 
+class PoolOverflowCount(Base):
+    """Overflows of a pool counted on PostgreSQL, in a few slots (one per database connection, mostly).
+
+    A pool's overflow count is ``number_pools.overflow_count`` plus its slots' counts
+    (:func:`tracking.pools.overflow_counts`): full-pool visitors served by different
+    connections then write different rows, and none waits for the pool row's lock.
+    """
+
+    __tablename__ = "pool_overflow_counts"
+
+    pool_id: Mapped[int] = mapped_column(ForeignKey("number_pools.id", ondelete="CASCADE"), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class TrackingNumber(Base):
     """A phone number that rings through calltrack, tied to a source or a pool."""
 

@@ -15,8 +15,12 @@ visitors of one pool do not wait for each other:
   is skipped, not waited for), moves its ``last_leased_at`` to the lease's end,
   inserts the lease and returns the number.  A heartbeat locks its number's row
   (``FOR UPDATE``) before it reads the clock, and extends only the number's
-  latest lease.  The pool row is written only by an overflow and when the peak
-  grows.
+  latest lease.  The pool row is written only when the peak grows; a full
+  pool's overflow is counted in a slot row of ``pool_overflow_counts`` picked by
+  the database connection (:func:`tracking.pools.overflow_counts` adds them up),
+  so visitors of a full pool do not queue for one row either.  A new visitor's session is written with its lease in that same
+  statement (:func:`start_session`), run on its own in autocommit: one round
+  trip, and no lock is held beyond it.
 - SQLite: an immediate transaction (``BEGIN IMMEDIATE``, one writer at a time)
   started by :func:`begin_write`.
 
@@ -40,7 +44,7 @@ from sqlalchemy.orm import Session, aliased
 from schema.models import Account, NumberPool, PoolLease, Source, TrackingNumber, VisitorSession, utcnow
 from schema.types import UTCDateTime
 from tracking.accounts import get_account
-from tracking.pools import pool_sizes
+from tracking.pools import overflow_counts, pool_sizes
 
 logger = logging.getLogger(__name__)
 
@@ -168,14 +172,19 @@ FROM took, lease, pool
         live=Integer(),
     )
 )
-# A full pool: counted, and the peak is at least what is live now (every number, unless one is
-# being leased this moment).  This locks the pool row until the commit that follows at once.
+# A full pool: counted in this connection's slot, and the peak is at least what is live now (every
+# number, unless one is being leased this moment); the pool row is written only when that is more.
 _PG_OVERFLOW = text(
     """
-UPDATE number_pools SET overflow_count = overflow_count + 1,
-    peak_leases = GREATEST(peak_leases, (SELECT count(*) FROM tracking_numbers c
-                                         WHERE c.pool_id = :pool_id AND c.last_leased_at > :now))
-WHERE id = :pool_id
+WITH live AS (
+    SELECT count(*) AS n FROM tracking_numbers c WHERE c.pool_id = :pool_id AND c.last_leased_at > :now
+), peak AS (
+    UPDATE number_pools p SET peak_leases = live.n FROM live WHERE p.id = :pool_id AND p.peak_leases < live.n
+    RETURNING p.id
+)
+INSERT INTO pool_overflow_counts AS o (pool_id, slot, count)
+SELECT p.id, pg_backend_pid() % 16, 1 FROM number_pools p WHERE p.id = :pool_id
+ON CONFLICT (pool_id, slot) DO UPDATE SET count = o.count + 1
 """
 ).bindparams(bindparam("now", type_=UTCDateTime()))
 # Only when the peak grows, so the pool row stays unlocked in the usual case.
@@ -202,6 +211,98 @@ FOR UPDATE OF n
     last_leased_at=UTCDateTime(),
     hold_minutes=Integer(),
 )
+
+
+# PostgreSQL: a new visitor session and its lease in one statement, run on its own (autocommit), so a
+# session costs one round trip and holds no lock across round trips.  The session row, the number
+# (picked as in _PG_LEASE, FOR UPDATE SKIP LOCKED) and the lease are written together; the pool row
+# is written only when the peak grows.  A full pool's overflow is counted in the slot of this
+# database connection (pool_overflow_counts), so full-pool visitors on different connections write
+# different rows instead of queueing for the pool row's lock.  Every CTE sees the statement's snapshot: ``live`` counts the pool's live
+# leases as committed plus the one taken here.
+_PG_START = (
+    text(
+        """
+WITH visit AS (
+    INSERT INTO visitor_sessions (key, account_id, visitor_id, source_id, landing_url, referrer,
+        utm_source, utm_medium, utm_campaign, utm_term, utm_content, gclid, gbraid, wbraid, msclkid,
+        pages_seen, user_agent, ip, started_at, last_seen_at)
+    VALUES (:key, :account_id, :visitor_id, :source_id, :landing_url, :referrer,
+        :utm_source, :utm_medium, :utm_campaign, :utm_term, :utm_content, :gclid, :gbraid, :wbraid, :msclkid,
+        :pages_seen, :user_agent, :ip, :started_at, :last_seen_at)
+    RETURNING id
+), pool AS (
+    SELECT id, hold_minutes FROM number_pools WHERE id = :pool_id
+), free AS (
+    SELECT n.id FROM tracking_numbers n
+    WHERE n.pool_id = :pool_id AND n.status = 'active'
+      AND (n.last_leased_at IS NULL OR n.last_leased_at <= :now)
+    ORDER BY n.last_leased_at ASC NULLS FIRST, n.id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), took AS (
+    UPDATE tracking_numbers n SET last_leased_at = :now + make_interval(mins => pool.hold_minutes)
+    FROM free, pool WHERE n.id = free.id
+    RETURNING n.id, n.number, n.last_leased_at
+), lease AS (
+    INSERT INTO pool_leases (pool_id, number_id, session_id, leased_at, expires_at)
+    SELECT :pool_id, took.id, visit.id, :now, took.last_leased_at FROM took, visit
+    RETURNING id
+), live AS (
+    SELECT (SELECT count(*) FROM tracking_numbers c WHERE c.pool_id = :pool_id AND c.last_leased_at > :now)
+           + (SELECT count(*) FROM took) AS n,
+           NOT EXISTS (SELECT 1 FROM took) AS full
+), peak AS (
+    UPDATE number_pools p SET peak_leases = live.n FROM live WHERE p.id = :pool_id AND p.peak_leases < live.n
+    RETURNING p.id
+), overflow AS (
+    INSERT INTO pool_overflow_counts AS o (pool_id, slot, count)
+    SELECT pool.id, pg_backend_pid() % 16, 1 FROM pool, live WHERE live.full AND :count_overflow
+    ON CONFLICT (pool_id, slot) DO UPDATE SET count = o.count + 1
+    RETURNING o.pool_id
+)
+SELECT visit.id AS visit_id, took.id AS number_id, took.number, took.last_leased_at AS expires_at,
+       lease.id AS lease_id
+FROM visit LEFT JOIN took ON true LEFT JOIN lease ON true
+"""
+    )
+    .bindparams(
+        bindparam("now", type_=UTCDateTime()),
+        bindparam("started_at", type_=UTCDateTime()),
+        bindparam("last_seen_at", type_=UTCDateTime()),
+    )
+    .columns(visit_id=Integer(), number_id=Integer(), number=String(), expires_at=UTCDateTime(), lease_id=Integer())
+)
+_PG_START_UNPOOLED = text(
+    """
+    INSERT INTO visitor_sessions (key, account_id, visitor_id, source_id, landing_url, referrer,
+        utm_source, utm_medium, utm_campaign, utm_term, utm_content, gclid, gbraid, wbraid, msclkid,
+        pages_seen, user_agent, ip, started_at, last_seen_at)
+    VALUES (:key, :account_id, :visitor_id, :source_id, :landing_url, :referrer,
+        :utm_source, :utm_medium, :utm_campaign, :utm_term, :utm_content, :gclid, :gbraid, :wbraid, :msclkid,
+        :pages_seen, :user_agent, :ip, :started_at, :last_seen_at)
+    RETURNING id
+"""
+).bindparams(bindparam("started_at", type_=UTCDateTime()), bindparam("last_seen_at", type_=UTCDateTime()))
+
+
+def start_session(
+    conn: Connection, visit: dict[str, Any], pool_id: int | None, now: dt.datetime, *, count_overflow: bool = True
+) -> tuple[int, Lease | None]:
+    """PostgreSQL: insert visitor session *visit* (its column values) and lease it a number of *pool_id*, at once.
+
+    One statement; run it on a connection in autocommit mode and it is the whole
+    transaction (one round trip).  Returns the session's id and its Lease (None
+    without a pool; ``overflow`` set when the pool is full, counted unless
+    *count_overflow* is false).
+    """
+    if pool_id is None:
+        return int(conn.execute(_PG_START_UNPOOLED, visit).scalar_one()), None
+    row = conn.execute(_PG_START, {**visit, "pool_id": pool_id, "now": now, "count_overflow": count_overflow}).one()
+    if row.number_id is None:
+        logger.debug("pool %s exhausted: overflow number shown", pool_id)
+        return int(row.visit_id), Lease(None, None, None, None, overflow=True)
+    return int(row.visit_id), Lease(row.number, row.number_id, row.lease_id, row.expires_at)
 
 
 @dataclass(frozen=True)
@@ -358,6 +459,7 @@ def pool_status(
     if account_name:
         query = query.where(NumberPool.account_id == get_account(session, account_name).id)
     sizes = pool_sizes(session)
+    overflows = overflow_counts(session)
     live = dict(
         session.execute(
             select(PoolLease.pool_id, func.count()).where(PoolLease.expires_at > now).group_by(PoolLease.pool_id)
@@ -389,7 +491,7 @@ def pool_status(
                 "size": size,
                 "live": live.get(pool.id, 0),
                 "peak": pool.peak_leases,
-                "overflow_count": pool.overflow_count,
+                "overflow_count": overflows.get(pool.id, pool.overflow_count),
                 "suggested_size": suggested,
                 "advice": _advice(size, suggested),
             }

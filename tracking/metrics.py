@@ -136,6 +136,7 @@ class StoredState(Collector):
         from sqlalchemy import func, select
 
         from schema.models import Account, NumberPool, Recording, TrackingNumber
+        from tracking.pools import overflow_counts
 
         up = GaugeMetricFamily("calltrack_database_up", "1 when the database answered this scrape's queries")
         now = self.clock()
@@ -143,10 +144,11 @@ class StoredState(Collector):
             with self.engine.connect() as conn:
                 states = conn.execute(select(Recording.state, func.count()).group_by(Recording.state)).all()
                 pools = conn.execute(
-                    select(Account.name, NumberPool.name, NumberPool.id, NumberPool.overflow_count).join(
+                    select(Account.name, NumberPool.name, NumberPool.id).join(
                         Account, Account.id == NumberPool.account_id
                     )
                 ).all()
+                overflow = overflow_counts(conn)
                 live = dict(
                     conn.execute(
                         select(TrackingNumber.pool_id, func.count())
@@ -173,9 +175,9 @@ class StoredState(Collector):
             "Visitors shown the overflow number because every number of the pool was leased",
             labels=["account", "pool"],
         )
-        for account, pool, pool_id, overflow_count in sorted(pools):
+        for account, pool, pool_id in sorted(pools):
             leases.add_metric([account, pool], float(live.get(pool_id, 0)))
-            overflows.add_metric([account, pool], float(overflow_count))
+            overflows.add_metric([account, pool], float(overflow.get(pool_id, 0)))
         yield leases
         yield overflows
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session, joinedload
 
 from config import Settings
-from schema.models import NumberPool, TrackingNumber
+from schema.models import NumberPool, PoolOverflowCount, TrackingNumber
 from tracking import phone
 from tracking.accounts import get_account, get_source
 from tracking.errors import Conflict, InvalidInput
@@ -126,8 +126,24 @@ def pool_sizes(session: Session) -> dict[int, int]:
     return {pool_id: count for pool_id, count in counts if pool_id is not None}
 
 
+def overflow_counts(db: Session | Connection) -> dict[int, int]:
+    """Overflows per pool id: ``number_pools.overflow_count`` plus the pool's slots on PostgreSQL (tracking/leases.py)."""
+    slots = (
+        select(PoolOverflowCount.pool_id, func.sum(PoolOverflowCount.count).label("n"))
+        .group_by(PoolOverflowCount.pool_id)
+        .subquery()
+    )
+    rows = db.execute(
+        select(NumberPool.id, NumberPool.overflow_count + func.coalesce(slots.c.n, 0)).outerjoin(
+            slots, slots.c.pool_id == NumberPool.id
+        )
+    )
+    return {pool_id: int(count) for pool_id, count in rows}
+
+
 def list_pools(session: Session, account_name: str | None = None) -> list[dict[str, Any]]:
     sizes = pool_sizes(session)
+    overflows = overflow_counts(session)
     query = select(NumberPool).options(joinedload(NumberPool.account)).order_by(NumberPool.name)
     if account_name:
         query = query.where(NumberPool.account_id == get_account(session, account_name).id)
@@ -138,7 +154,7 @@ def list_pools(session: Session, account_name: str | None = None) -> list[dict[s
             "hold_minutes": pool.hold_minutes,
             "size": sizes.get(pool.id, 0),
             "overflow_number": pool.overflow_number,
-            "overflow_count": pool.overflow_count,
+            "overflow_count": overflows.get(pool.id, pool.overflow_count),
         }
         for pool in session.scalars(query)
     ]

@@ -353,6 +353,9 @@ def create_app(
             engine.url.render_as_string(hide_password=False),
             connect_timeout=settings.database.connect_timeout,
             pre_ping=False,
+            # one kept-open connection per database thread: beyond the pool's size each checkout
+            # would open a new connection and close it after the request
+            pool_size=DB_THREADS,
         )
     handlers = DniApi(settings, dni_engine, clock=clock, cache_seconds=cache_seconds, sqlite_inline=sqlite_inline)
     routes = [

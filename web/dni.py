@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Table, bindparam, insert, select, update
 from sqlalchemy.exc import DBAPIError
@@ -215,24 +215,17 @@ class Dni:
         return _once_more_if_disconnected(self._start, info, view, visit, rule)
 
     def _start(self, info: AccountInfo, view: PageView, visit: Visit, rule: Rule | None) -> Answer:
-        settings = self.settings.web
+        if self.engine.dialect.name == "postgresql":
+            answer = self._pg_start(info, view, visit, rule)
+            if answer is not None:
+                return answer
         with self.engine.connect() as conn:
             leases.begin_write(conn)
             now = self.clock()
-            previous = None
-            if view.visitor:
-                previous = conn.execute(_PREVIOUS, {"account_id": info.id, "visitor_id": view.visitor}).first()
-                if previous is not None and previous.last_seen_at < now - dt.timedelta(days=settings.cookie_days):
-                    previous = None
-            source_id = rule.source_id if rule else None
-            if previous is not None and previous.source_id is not None:
-                if settings.attribution == "first-touch" or not has_campaign_signal(visit):
-                    source_id = previous.source_id
-            if (
-                previous is not None
-                and previous.last_seen_at >= now - dt.timedelta(minutes=settings.session_minutes)
-                and previous.source_id == source_id
-            ):
+            previous = self._previous(conn, info, view, now)
+            source_id, continues = self._choose(previous, now, visit, rule)
+            if continues:
+                assert previous is not None
                 conn.execute(_SEEN_AGAIN, {"visit_id": previous.id, "now": now})
                 visit_row = _VisitRow(previous.id, previous.key, previous.visitor_id, source_id)
                 counted = False
@@ -243,26 +236,77 @@ class Dni:
                     # no lease: the pool was full when the session began, and that visit was counted then
                     counted = lease is None
                 return self._commit(conn, self._number_for(conn, info, visit_row, count_overflow=not counted))
-            key, visitor_id = new_token(), view.visitor or new_token()
-            result = conn.execute(
-                _INSERT_SESSION,
-                {
-                    "key": key,
-                    "account_id": info.id,
-                    "visitor_id": visitor_id,
-                    "source_id": source_id,
-                    "landing_url": view.url,
-                    "referrer": view.referrer or None,
-                    **{name: _param(visit, name) for name in _VISIT_PARAMS},
-                    "pages_seen": 1,
-                    "user_agent": view.user_agent[:500] if view.user_agent else None,
-                    "ip": view.ip,
-                    "started_at": now,
-                    "last_seen_at": now,
-                },
-            )
+            params = self._new_visit(info, view, visit, source_id, now)
+            result = conn.execute(_INSERT_SESSION, params)
             visit_id = int(result.inserted_primary_key[0])  # type: ignore[index]
-            return self._commit(conn, self._number_for(conn, info, _VisitRow(visit_id, key, visitor_id, source_id)))
+            row = _VisitRow(visit_id, params["key"], params["visitor_id"], source_id)
+            return self._commit(conn, self._number_for(conn, info, row))
+
+    def _pg_start(self, info: AccountInfo, view: PageView, visit: Visit, rule: Rule | None) -> Answer | None:
+        """PostgreSQL, a new session: one statement in autocommit (tracking.leases.start_session).
+
+        None when the visitor's recent session continues instead: that runs as a transaction.
+        """
+        with self.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            now = self.clock()
+            previous = self._previous(conn, info, view, now)
+            source_id, continues = self._choose(previous, now, visit, rule)
+            if continues:
+                return None
+            params = self._new_visit(info, view, visit, source_id, now)
+            pool = info.pools.get(source_id) if source_id is not None else None
+            visit_id, lease = leases.start_session(conn, params, pool[0] if pool else None, now)
+            row = _VisitRow(visit_id, params["key"], params["visitor_id"], source_id)
+            if lease is None:
+                return self._answer(info, row, self._source_number(info, source_id), None)
+            if lease.overflow:
+                assert source_id is not None
+                return self._answer(info, row, self._overflow_number(info, source_id), None)
+            return self._answer(info, row, lease.number, lease.expires_at)
+
+    def _previous(self, conn: Connection, info: AccountInfo, view: PageView, now: dt.datetime) -> Any:
+        """The visitor's latest session, unless it is older than the cookie's lifetime."""
+        if not view.visitor:
+            return None
+        previous = conn.execute(_PREVIOUS, {"account_id": info.id, "visitor_id": view.visitor}).first()
+        if previous is not None and previous.last_seen_at < now - dt.timedelta(days=self.settings.web.cookie_days):
+            return None
+        return previous
+
+    def _choose(self, previous: Any, now: dt.datetime, visit: Visit, rule: Rule | None) -> tuple[int | None, bool]:
+        """(the visit's source id, whether it continues the visitor's *previous* session)."""
+        settings = self.settings.web
+        source_id = rule.source_id if rule else None
+        if previous is not None and previous.source_id is not None:
+            if settings.attribution == "first-touch" or not has_campaign_signal(visit):
+                source_id = previous.source_id
+        continues = (
+            previous is not None
+            and previous.last_seen_at >= now - dt.timedelta(minutes=settings.session_minutes)
+            and previous.source_id == source_id
+        )
+        return source_id, continues
+
+    @staticmethod
+    def _new_visit(
+        info: AccountInfo, view: PageView, visit: Visit, source_id: int | None, now: dt.datetime
+    ) -> dict[str, Any]:
+        """The column values of a new visitor session."""
+        return {
+            "key": new_token(),
+            "account_id": info.id,
+            "visitor_id": view.visitor or new_token(),
+            "source_id": source_id,
+            "landing_url": view.url,
+            "referrer": view.referrer or None,
+            **{name: _param(visit, name) for name in _VISIT_PARAMS},
+            "pages_seen": 1,
+            "user_agent": view.user_agent[:500] if view.user_agent else None,
+            "ip": view.ip,
+            "started_at": now,
+            "last_seen_at": now,
+        }
 
     @staticmethod
     def _commit(conn: Connection, answer: Answer) -> Answer:

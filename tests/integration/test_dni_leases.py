@@ -22,7 +22,7 @@ from schema.db import make_engine
 from schema.models import NumberPool, PoolLease, VisitorSession
 from tracking.accounts import add_account, add_source
 from tracking.leases import find_double_leases, pool_status
-from tracking.pools import add_numbers, create_pool
+from tracking.pools import add_numbers, create_pool, overflow_counts
 from tracking.sites import add_site
 from tracking.source_rules import add_rule
 from web.dni import AccountCache, Answer, Dni, PageView, SessionEnded
@@ -92,7 +92,7 @@ def counts(factory: sessionmaker[Session]) -> tuple[int, int, int]:
     with factory() as s:
         pool = s.scalars(select(NumberPool)).one()
         leases = s.scalar(select(func.count()).select_from(PoolLease)) or 0
-        return leases, pool.overflow_count, pool.peak_leases
+        return leases, overflow_counts(s)[pool.id], pool.peak_leases
 
 
 FOR_UPDATE = "FOR UPDATE SKIP LOCKED of the free number and FOR UPDATE of a heartbeat's number: two web workers never lease one number (tracking/leases.py)"
@@ -299,3 +299,92 @@ def test_a_request_on_a_dead_database_connection_runs_again_on_a_new_one(
         dni_engine.dispose()
     with session_factory() as s:
         assert s.scalar(select(func.count()).select_from(VisitorSession)) == 2
+
+
+@pytest.mark.postgresql_protection(
+    "a new visit on PostgreSQL is one statement in autocommit (tracking/leases.py start_session)"
+)
+def test_a_new_visit_on_postgresql_is_one_statement_also_when_the_pool_is_full(
+    database_url: str, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    """A new visitor costs the DNI API one round trip: the session, the lease (or the counted
+    overflow) and the pool's peak in one statement, run as its own transaction (autocommit)."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite runs a visit as one BEGIN IMMEDIATE transaction on the writer's connection")
+    key = one_number_site(session_factory, settings)
+    info = AccountCache(session_factory).get(key)
+    assert info is not None
+    dni_engine = make_engine(database_url, pre_ping=False)
+    statements: list[str] = []
+
+    @event.listens_for(dni_engine, "before_cursor_execute")
+    def _count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    try:
+        dni = Dni(settings, dni_engine, write_lock=None)
+        first = dni.start(info, PageView(key, None, f"{SITE}/", ""))
+        assert first.number == POOL[0] and len(statements) == 1
+        with session_factory() as s:  # committed: another connection sees the lease at once
+            assert s.scalar(select(func.count()).select_from(PoolLease)) == 1
+        statements.clear()
+        second = dni.start(info, PageView(key, None, f"{SITE}/?again=1", ""))
+        assert second.number == OVERFLOW and second.session and len(statements) == 1
+    finally:
+        dni_engine.dispose()
+    with session_factory() as s:
+        assert s.scalar(select(func.count()).select_from(VisitorSession)) == 2
+        assert counts(session_factory) == (1, 1, 1)
+
+
+@pytest.mark.postgresql_protection(
+    "a full pool's overflow is counted in pool_overflow_counts, not under the pool row's lock"
+)
+def test_visitors_of_a_full_pool_do_not_wait_for_the_pool_row(
+    database_url: str, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    """While another transaction holds the pool row's lock, a new visitor of the full pool still gets
+    the overflow number, counted (PostgreSQL: in its connection's slot, not in the pool row)."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time anyway")
+    key = one_number_site(session_factory, settings)
+    info = AccountCache(session_factory).get(key)
+    assert info is not None
+    dni_engine, holder_engine = make_engine(database_url, pre_ping=False), make_engine(database_url)
+    answers: list[Answer | BaseException] = []
+    try:
+        dni = Dni(settings, dni_engine, write_lock=None)
+        assert dni.start(info, PageView(key, None, f"{SITE}/", "")).number == POOL[0]  # the pool is full now
+
+        def visit() -> None:
+            try:
+                answers.append(dni.start(info, PageView(key, None, f"{SITE}/?second=1", "")))
+            except BaseException as exc:  # reported below
+                answers.append(exc)
+
+        with holder_engine.connect() as holder:
+            # as a transaction writing the pool row would (an overflow counted there, a peak raised)
+            holder.execute(text("UPDATE number_pools SET peak_leases = peak_leases"))
+            racer = threading.Thread(target=visit)
+            racer.start()
+            waiting = 0
+            deadline = time.monotonic() + 30
+            while racer.is_alive() and time.monotonic() < deadline:
+                waiting = holder.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                    )
+                ).scalar_one()
+                if waiting:
+                    break
+                racer.join(0.01)
+            holder.rollback()  # the lock is let go (a waiting visit then finishes, and the test fails)
+        racer.join(30)
+    finally:
+        dni_engine.dispose()
+        holder_engine.dispose()
+    assert not waiting, "the full pool's visitor waited for the pool row's lock"
+    assert len(answers) == 1 and not isinstance(answers[0], BaseException), answers
+    assert answers[0].number == OVERFLOW
+    assert counts(session_factory) == (1, 1, 1)
