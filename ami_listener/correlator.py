@@ -245,6 +245,11 @@ class Correlator:
         self._lost_taken: list[dict[str, Any]] = []
         #: Asterisk's local time minus UTC, as its CDR times show it (learnt from the CDRs themselves)
         self._cdr_offset: dt.timedelta | None = None
+        #: the text the Message channel runs now (its CALLTRACK_SMS_ID once the sms handler set it, and
+        #: whether it has a destination), and the forwards' outcomes not yet taken (see on_message_channel)
+        self._text_id: str | None = None
+        self._text_dest = False
+        self._forwards: list[tuple[int, str]] = []
         self.last_seq = 0
         self.events_seen = 0
 
@@ -272,7 +277,9 @@ class Correlator:
         if isinstance(channel, str) and channel.startswith(MESSAGE_CHANNEL):
             # Asterisk's Message channel runs the dialplan of every text (PJSIP messaging) and is
             # never hung up: it is no call. Texts are tracked by the sms AGI handler; the raw
-            # events stay stored.
+            # events stay stored, and what MessageSend said of a forward is kept for the text.
+            if name == "VarSet":
+                self.on_message_channel(str(payload.get("Variable", "")), str(payload.get("Value", "")))
             return
         stamp = payload.get("Timestamp")
         at = event.received_at
@@ -286,7 +293,33 @@ class Correlator:
         if self._latest is None or at > self._latest:
             self._latest = at
 
+    def on_message_channel(self, variable: str, value: str) -> None:
+        """The variables of a text's dialplan (config/samples/asterisk/extensions_calltrack_sms.conf).
+
+        Asterisk runs one text at a time on its Message channel: the sample context clears
+        CALLTRACK_SMS_DEST first, the sms handler sets CALLTRACK_SMS_ID and the destination, and
+        MessageSend then sets MESSAGE_SEND_STATUS (SUCCESS, FAILURE, INVALID_URI,
+        INVALID_PROTOCOL). The first status after a destination is the forward's; a later one
+        (the answer to STOP or HELP), or one with no text id (calltrack did not answer), is not.
+        """
+        if variable == "CALLTRACK_SMS_DEST":
+            if value:
+                self._text_dest = True
+            else:  # the start of the next text
+                self._text_id, self._text_dest = None, False
+        elif variable == "CALLTRACK_SMS_ID":
+            self._text_id = value if value.isdigit() else None
+        elif variable == "MESSAGE_SEND_STATUS":
+            if self._text_id is not None and self._text_dest:
+                self._forwards.append((int(self._text_id), value))
+            self._text_id, self._text_dest = None, False
+
     # -- output ----------------------------------------------------------------
+
+    def take_forwards(self) -> list[tuple[int, str]]:
+        """(text id, MESSAGE_SEND_STATUS) of the texts forwarded since the last call."""
+        out, self._forwards = self._forwards, []
+        return out
 
     def take_changed(self) -> list[CallSnapshot]:
         """Snapshots of the calls changed since the last call; closed calls are then forgotten."""

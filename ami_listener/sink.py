@@ -42,6 +42,7 @@ from tracking.calls import BLOCKED, upsert_calls
 from tracking.outbox import CALL_COMPLETED, announce_calls
 from tracking.phone import try_normalize
 from tracking.routing import caller_key
+from tracking.texts import record_forward
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +74,16 @@ NOISE = frozenset(
 )
 #: VarSet events kept despite the noise filter
 KEPT_VARIABLES = frozenset(
-    {"MIXMONITOR_FILENAME", "DIALSTATUS", "ANSWEREDTIME", "DIALEDTIME", "RINGTIME", "BLINDTRANSFER", "ATTENDEDTRANSFER"}
+    {
+        "MIXMONITOR_FILENAME",
+        "DIALSTATUS",
+        "ANSWEREDTIME",
+        "DIALEDTIME",
+        "RINGTIME",
+        "BLINDTRANSFER",
+        "ATTENDEDTRANSFER",
+        "MESSAGE_SEND_STATUS",
+    }
 )
 #: kinds of call_events lines written by the listener (replaced on each write)
 TIMELINE_KINDS = (
@@ -877,6 +887,8 @@ class EventSink:
             self.correlator.feed_many(raw(ev) for ev in events)
             for snap in self.correlator.take_changed():
                 self._pending[snap.linkedid] = snap
+            for text_id, status in self.correlator.take_forwards():
+                record_forward(session, self.system, text_id, status)
             # A failed commit leaves the snapshots pending: the next successful batch writes them.
             pending = list(self._pending.values())
             self.calls_written += self.writer.write(session, pending)

@@ -452,7 +452,7 @@ class SmsMessage(Base):
     #: the MessageSend destination the text was forwarded to
     forwarded_to: Mapped[str | None] = mapped_column(String(500))
     do_not_track: Mapped[bool | None]
-    #: why a text out failed (Asterisk's answer)
+    #: why a text out failed, or an inbound text's forward (Asterisk's answer)
     error: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 

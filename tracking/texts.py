@@ -102,6 +102,25 @@ def record_sent(session: Session, out: Outgoing, system: str, error: str | None 
     return row
 
 
+#: the status of a text in whose forward Asterisk's MessageSend failed (MESSAGE_SEND_STATUS not SUCCESS)
+FORWARD_FAILED = "forward-failed"
+
+
+def record_forward(session: Session, system: str, text_id: int, status: str) -> bool:
+    """What MessageSend said of the forward of text *text_id* (as the AMI listener heard it on
+    *system*'s Message channel): anything but SUCCESS marks the text ``forward-failed``, with
+    Asterisk's word in its error. Whether a text changed."""
+    if status == "SUCCESS":
+        return False
+    row = session.get(SmsMessage, text_id)
+    if row is None or row.system != system or row.direction != "in" or row.status != "received":
+        return False
+    row.status = FORWARD_FAILED
+    row.error = f"forward to {row.forwarded_to or '(none)'} failed: MessageSend set MESSAGE_SEND_STATUS={status[:40]}"
+    session.flush()
+    return True
+
+
 # --- listings ----------------------------------------------------------------------------------
 
 

@@ -709,3 +709,51 @@ def _headers(raw: bytes) -> dict[str, str]:
         if sep:
             out[key] = value
     return out
+
+
+def varset(recorded: Frame, variable: str, value: str) -> Frame:
+    """The recorded VarSet *recorded* (the Message channel's) naming *variable* = *value*."""
+    data = recorded.data.replace(b"\r\nVariable: CT_TEST\r\n", f"\r\nVariable: {variable}\r\n".encode())
+    data = data.replace(b"\r\nValue: ok\r\n", f"\r\nValue: {value}\r\n".encode())
+    assert data != recorded.data
+    return Frame(recorded.at, data)
+
+
+def sample_text_frames(
+    scenario: str,
+    traffic: Path,
+    text_id: int | None,
+    send_status: str,
+    dest: str = "pjsip:agent100",
+    reply_status: str | None = None,
+) -> list[Frame]:
+    """The recorded text *scenario* (``pjsip/ami-sms-*``) as calltrack's sample messages context plays it.
+
+    The recording's dialplan was not the sample: the variables the sample context and the sms
+    handler set (CALLTRACK_SMS_DEST cleared, then CALLTRACK_SMS_ID *text_id* and the destination
+    *dest*; none when *text_id* is None: calltrack did not answer) are the recorded ``CT_TEST``
+    VarSet with their names and values. The recorded MESSAGE_SEND_STATUS (SUCCESS) says
+    *send_status*; *reply_status*: a second MessageSend (the answer to STOP or HELP) after it.
+    """
+    out: list[Frame] = []
+    frames = call_frames(load_pjsip_capture(scenario, traffic))
+    (ct_test,) = [f for f in frames if f.headers.get("Variable") == "CT_TEST"]
+    out.append(varset(ct_test, "CALLTRACK_SMS_DEST", ""))  # the context's first steps
+    for f in frames:
+        h = f.headers
+        if f is ct_test:  # the handler's answers
+            if text_id is not None:
+                out.append(varset(ct_test, "CALLTRACK_SMS_STATUS", "ok"))
+                out.append(varset(ct_test, "CALLTRACK_SMS_ID", str(text_id)))
+                out.append(varset(ct_test, "CALLTRACK_SMS_DEST", dest))
+            continue
+        if h.get("Variable") == "MESSAGE_SEND_STATUS":
+            assert h["Value"] == "SUCCESS" and h["Channel"] == "Message/ast_msg_queue"
+            out.append(Frame(f.at, f.data.replace(b"\r\nValue: SUCCESS\r\n", f"\r\nValue: {send_status}\r\n".encode())))
+            if reply_status is not None:
+                out.append(
+                    Frame(f.at, f.data.replace(b"\r\nValue: SUCCESS\r\n", f"\r\nValue: {reply_status}\r\n".encode()))
+                )
+            continue
+        out.append(f)
+    return out

@@ -18,6 +18,7 @@ from tests.fakes.ami_server import (
     interleave,
     load_capture,
     load_pjsip_capture,
+    sample_text_frames,
     with_timestamps,
 )
 from tracking.phone import try_normalize
@@ -639,3 +640,18 @@ def test_the_message_channel_of_texts_is_no_call(asterisk_traffic: Path) -> None
     assert all("Message/" not in str(s.legs) for s in snaps)
     [call] = [s for s in snaps if s.closed]
     assert call.values["disposition"] == "answered"
+
+
+def test_the_forward_of_each_text_is_told_and_nothing_else(asterisk_traffic: Path) -> None:
+    """Only the first MessageSend after the handler's destination is a text's forward: not the answer
+    to STOP or HELP after it, not a text calltrack did not answer (no id), not one without a destination."""
+    frames = [
+        *sample_text_frames("sms-in", asterisk_traffic, 7, "FAILURE", reply_status="SUCCESS"),
+        *sample_text_frames("sms-in", asterisk_traffic, None, "INVALID_URI"),  # the context's fallback forward
+        *sample_text_frames("sms-in-newline", asterisk_traffic, 8, "FAILURE", dest=""),  # HELP answered only
+        *sample_text_frames("sms-in-newline", asterisk_traffic, 9, "SUCCESS", reply_status="FAILURE"),
+    ]
+    c = Correlator(try_normalize)
+    c.feed_many(events(frames))
+    assert c.take_forwards() == [(7, "FAILURE"), (9, "SUCCESS")]
+    assert c.take_forwards() == [] and c.take_changed() == [] and c.open_calls() == []
