@@ -78,7 +78,7 @@ class Receiver:
     ``close`` (closes the connection without answering), ``redirect:URL`` (302).
     """
 
-    def __init__(self, secrets: list[str] | None = None, host: str = "127.0.0.1", slow_seconds: float = 3.0) -> None:
+    def __init__(self, secrets: list[str] | None = None, host: str = "127.0.0.1", slow_seconds: float = 60.0) -> None:
         self.host = host
         self.port = 0
         self.secrets = list(secrets or [])

@@ -56,7 +56,7 @@ async def test_every_event_reaches_a_failing_receiver_exactly_once_signed_and_va
     asterisk_traffic: Path,
     tmp_path: Path,
 ) -> None:
-    async with Receiver(slow_seconds=1.5) as crm:
+    async with Receiver() as crm:
         endpoint, secret = add_endpoint(cli, crm.url)
         assert secret.startswith("whsec_") and secret not in cli.ok("webhooks", "list", "--format", "json").output
         crm.secrets = [secret]
@@ -108,7 +108,7 @@ async def test_every_event_reaches_a_failing_receiver_exactly_once_signed_and_va
 async def test_a_slow_or_dead_endpoint_never_holds_up_the_others(
     cli: Cli, acme: None, settings: Settings, session_factory: sessionmaker[Session], asterisk_traffic: Path
 ) -> None:
-    async with Receiver(slow_seconds=5) as dead, Receiver() as healthy:
+    async with Receiver() as dead, Receiver() as healthy:
         dead.default = "slow"
         add_endpoint(cli, dead.url)
         add_endpoint(cli, healthy.url)

@@ -43,7 +43,7 @@ async def test_deliveries_survive_a_killed_serve_and_arrive_exactly_once(
 ) -> None:
     make_account()
     cli.ok("numbers", "add", "800-555-0100", "--account", "Acme", "--source", "Google Ads", "--forward-to", "PJSIP/100")
-    write_config(tmp_path, timeout_seconds=0.5, retry_base_seconds=0.05, retry_max_seconds=0.3, poll_seconds=0.05)
+    write_config(tmp_path, timeout_seconds=3.0, retry_base_seconds=0.05, retry_max_seconds=0.3, poll_seconds=0.05)
     config = tmp_path / "calltrack.toml"
     config.write_text(
         config.read_text()
