@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,10 @@ class ModelError(Exception):
 
 class AudioError(Exception):
     """A recording that cannot be decoded."""
+
+
+class Interrupted(Exception):
+    """The transcription was stopped half way (the service is stopping); nothing of it is kept."""
 
 
 @dataclass(frozen=True)
@@ -226,21 +230,29 @@ class Engine:
         except (RuntimeError, ValueError, OSError) as exc:
             raise ModelError(f"speech model {folder} could not be loaded: {exc}") from exc
 
-    def transcribe_array(self, audio: Any, speaker: str) -> tuple[ChannelText, str | None]:
+    def transcribe_array(
+        self, audio: Any, speaker: str, should_stop: Callable[[], bool] | None = None
+    ) -> tuple[ChannelText, str | None]:
+        """One channel's segments; *should_stop* is asked between the model's 30-second windows."""
+        if should_stop is not None and should_stop():
+            raise Interrupted("stopped before transcribing")
         segments, info = self.model.transcribe(audio, **self.options)
         out = []
-        for seg in segments:
+        for seg in segments:  # each step decodes the next window (the whole file is read and VAD-split first)
+            if should_stop is not None and should_stop():
+                raise Interrupted(f"stopped at {seg.start:.0f} s")
             words = tuple(Word(w.word, float(w.start), float(w.end)) for w in (seg.words or ()))
             out.append(SpokenSegment(float(seg.start), float(seg.end), seg.text, words))
         return ChannelText(speaker, tuple(out)), info.language
 
-    def transcribe(self, path: Path) -> Result:
+    def transcribe(self, path: Path, should_stop: Callable[[], bool] | None = None) -> Result:
+        """The recording's text per channel; Interrupted as soon as *should_stop* says so (within a window)."""
         arrays = decode(path)
         speakers: Sequence[str] = ("caller", "agent") if len(arrays) == 2 else ("mono",)
         results = []
         language = None
         for audio, speaker in zip(arrays, speakers, strict=True):
-            text, language = self.transcribe_array(audio, speaker)
+            text, language = self.transcribe_array(audio, speaker, should_stop)
             results.append(text)
         seconds = len(arrays[0]) / SAMPLE_RATE if arrays else 0.0
         return Result(tuple(results), seconds, language)

@@ -16,7 +16,7 @@ from schema.models import AuditEntry, Recording, Transcript, utcnow
 from tracking import transcripts as queue
 from tracking.redaction import Word, redact_text, redact_words
 from tracking.repetition import collapse_repeats
-from transcriber.engine import AudioError, Engine, ModelError, Result, lower_priority
+from transcriber.engine import AudioError, Engine, Interrupted, ModelError, Result, lower_priority
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,8 @@ class PassReport:
     #: (transcript id, reason)
     retrying: list[tuple[int, str]] = field(default_factory=list)
     failed: list[tuple[int, str]] = field(default_factory=list)
+    #: stopped half way (the service is stopping): left pending, taken again at the next start
+    interrupted: list[int] = field(default_factory=list)
     #: the model could not be loaded: nothing was transcribed
     model_error: str | None = None
     redactions: int = 0
@@ -46,6 +48,8 @@ class PassReport:
             parts.append(f"{len(self.retrying)} to retry")
         if self.failed:
             parts.append(f"{len(self.failed)} failed")
+        if self.interrupted:
+            parts.append(f"{len(self.interrupted)} stopped half way, left for the next start")
         if self.model_error:
             parts.append(f"model unusable: {self.model_error}")
         return ", ".join(parts)
@@ -160,7 +164,7 @@ class Transcriber:
         for tid, rid, path in work:
             if should_stop():
                 break
-            futures[self._pool.submit(self._one, engine, tid, rid, path)] = tid
+            futures[self._pool.submit(self._one, engine, tid, rid, path, should_stop)] = tid
         for future in concurrent.futures.as_completed(futures):
             tid = futures[future]
             outcome, detail, seconds, redactions = future.result()
@@ -172,10 +176,20 @@ class Transcriber:
                 report.retrying.append((tid, detail))
             elif outcome == "failed":
                 report.failed.append((tid, detail))
+            elif outcome == "interrupted":
+                report.interrupted.append(tid)
         return report
 
-    def _one(self, engine: Engine, tid: int, rid: int, path: str | None) -> tuple[str, str, float, int]:
-        """Transcribe one recording; (outcome, reason, audio seconds, redactions).  Never raises."""
+    def _one(
+        self, engine: Engine, tid: int, rid: int, path: str | None, should_stop: Callable[[], bool] = lambda: False
+    ) -> tuple[str, str, float, int]:
+        """Transcribe one recording; (outcome, reason, audio seconds, redactions).  Never raises.
+
+        When *should_stop* says so (the service is stopping) the model stops within its current
+        30-second window and the transcript is left as it was: pending, no attempt counted.
+        """
+        if should_stop():
+            return "interrupted", "", 0.0, 0
         with self.session_factory() as s, s.begin():
             t = s.get(Transcript, tid)
             if t is None or t.state != "pending":
@@ -190,7 +204,8 @@ class Transcriber:
             file = Path(path)
             if not file.is_file():
                 raise AudioError(f"the archive file {file} is missing")
-            result = engine.transcribe(file)
+            logger.info("transcriber: transcribing recording %s (%s)", rid, file.name)
+            result = engine.transcribe(file, should_stop)
             segments, redactions = redacted_segments(result)
             new_sha = None
             if self.cfg.redact_audio and redactions:
@@ -200,6 +215,9 @@ class Transcriber:
                 new_sha = silence(
                     file, spans, ffmpeg=self.settings.recorder.ffmpeg, bitrate=self.settings.recorder.bitrate
                 )
+        except Interrupted as exc:
+            logger.info("transcriber: recording %s %s; it is transcribed again at the next start", rid, exc)
+            return "interrupted", str(exc), 0.0, 0
         except Exception as exc:  # recorded on the row, retried; the recording itself is never touched
             reason = str(exc) if isinstance(exc, AudioError) else f"{type(exc).__name__}: {exc}"
             with self.session_factory() as s, s.begin():

@@ -43,7 +43,7 @@ class TranscriberService:
                         if report.model_error != reported:  # said once, then checked again quietly each poll
                             logger.error("transcriber: %s; recordings wait in the queue", report.model_error)
                             reported = report.model_error
-                    elif report.done or report.retrying or report.failed or report.skipped:
+                    elif report.done or report.retrying or report.failed or report.skipped or report.interrupted:
                         logger.info("transcriber: %s", report.summary())
                     self.problem = report.model_error or ""
                 except Exception:
