@@ -109,9 +109,9 @@ def test_a_stop_during_a_long_transcription_leaves_it_for_the_next_start(tmp_pat
     finally:
         code = first.stop()
     assert code == 0, first.log
-    assert f"recording {rec_id} stopped at" in first.log and "transcribed again at the next start" in first.log, (
-        first.log
-    )
+    # "stopped at N s" between the model's windows, or "stopped before transcribing" when the signal
+    # came while the file was being read
+    assert f"recording {rec_id} stopped " in first.log and "transcribed again at the next start" in first.log, first.log
     t = transcript()
     assert t is not None
     assert (t.state, t.attempts, t.last_error, t.text) == ("pending", 0, None, None), first.log
