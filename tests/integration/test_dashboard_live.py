@@ -26,6 +26,7 @@ from tests.integration.dashboard_helpers import PASSWORD, csrf_of
 from tracking.accounts import add_account
 from tracking.users import add_user
 from web.app import create_app
+from web.dashboard.security import CSP
 from web.service import uvicorn_config
 
 DEADLINE = 20.0
@@ -177,10 +178,18 @@ async def test_live_events_need_a_session_and_show_nothing_of_other_accounts(
                 started_at=utcnow() - dt.timedelta(hours=5),
             )
         )
+    globex = accounts["globex"]
     async with _signed_in(server) as client:
-        assert (await client.get("/dashboard/live.json")).json() == {"calls": []}
-        page = await client.get("/dashboard/live")
+        # asking for the other account by URL changes nothing
+        for url in ("/dashboard/live.json", f"/dashboard/live.json?account={globex}"):
+            assert (await client.get(url)).json() == {"calls": []}, url
+        page = await client.get(f"/dashboard/live?account={globex}")
         assert "Globex Caller" not in page.text and "Lost long ago" not in page.text
-        async with client.stream("GET", "/dashboard/live/events") as response:
-            name, data = await Events(response.aiter_lines()).next()
-            assert (name, data["calls"]) == ("calls", [])
+        for url in ("/dashboard/live/events", f"/dashboard/live/events?account={globex}"):
+            async with client.stream("GET", url) as response:
+                # the stream carries the security headers of every page
+                assert response.headers["content-security-policy"] == CSP
+                assert response.headers["x-content-type-options"] == "nosniff"
+                assert response.headers["referrer-policy"] == "same-origin"
+                name, data = await Events(response.aiter_lines()).next()
+                assert (name, data["calls"]) == ("calls", []), url

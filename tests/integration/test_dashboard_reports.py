@@ -14,8 +14,9 @@ import pytest
 from sqlalchemy import Engine, select
 
 from config import Settings
-from schema.models import Call, CallOutcome
+from schema.models import Call, CallOutcome, VisitorSession
 from tests.integration.dashboard_helpers import START, Board, Seeded, csrf_of, make_board, seed
+from tracking.pools import add_numbers, create_pool
 
 
 @pytest.fixture
@@ -122,15 +123,68 @@ async def test_overview_figures_and_daily_series(world: tuple[Board, Seeded]) ->
         assert "/dashboard/static/vendor/uPlot.iife.min.js" in page.text
 
 
-async def test_report_csv_matches_the_page_for_each_table(world: tuple[Board, Seeded]) -> None:
-    board, _ = world
+async def test_keyword_and_click_id_presence(world: tuple[Board, Seeded]) -> None:
+    board, data = world
+    with board.factory.begin() as s:  # a Microsoft Ads click with a keyword, and a keyword without a click
+        for key, term, msclkid in (("v-bing", "boiler repair", "M42"), ("v-org", "boiler repair", None)):
+            visit = VisitorSession(key=key, account_id=data.acme, utm_term=term, msclkid=msclkid, started_at=START)
+            s.add(visit)
+            s.flush()
+            s.add(
+                Call(
+                    system="pbx1",
+                    linkedid=f"l-{key}",
+                    account_id=data.acme,
+                    visitor_session_id=visit.id,
+                    started_at=START - dt.timedelta(minutes=30),
+                    disposition="answered",
+                    talk_time=60.0,
+                )
+            )
     async with board.signed_in("mia") as client:
         report = (await client.get("/dashboard/reports.json?range=30d")).json()
-        for table, key in (("source", "source"), ("campaign", "campaign"), ("number", "tracking_number")):
+        rows = {(r["keyword"], r["click_id"]): r["calls"] for r in report["tables"]["keyword"]}
+        assert rows == {
+            ("boiler repair", "yes"): 1,
+            ("boiler repair", "no"): 1,
+            ("(none)", "yes"): 1,
+            ("(none)", "no"): 1,
+        }
+
+
+async def test_report_csv_matches_the_page_for_each_table(world: tuple[Board, Seeded], settings: Settings) -> None:
+    board, data = world
+    with board.factory.begin() as s:  # a pool, so the pools table has a row
+        create_pool(s, settings, "ads", "Acme", 30, source="Google Ads")
+        add_numbers(s, settings, "ads", "Acme", ["+14045550190", "+14045550191"], "PJSIP/1")
+    async with board.signed_in("mia") as client:
+        report = (await client.get("/dashboard/reports.json?range=30d")).json()
+        for table, keys in (
+            ("source", ["source"]),
+            ("campaign", ["campaign"]),
+            ("landing", ["landing_page"]),
+            ("keyword", ["keyword", "click_id"]),
+            ("number", ["tracking_number"]),
+        ):
             response = await client.get(f"/dashboard/reports.csv?range=30d&table={table}")
             assert response.status_code == 200
             rows = list(csv.DictReader(io.StringIO(response.text)))
-            assert [(r[key], int(r["calls"])) for r in rows] == [(r[key], r["calls"]) for r in report["tables"][table]]
+            assert rows and [[r[k] for k in keys] + [r["calls"], r["qualified_leads"]] for r in rows] == [
+                [r[k] for k in keys] + [str(r["calls"]), str(r["qualified_leads"])] for r in report["tables"][table]
+            ], table
+        missed = list(
+            csv.DictReader(io.StringIO((await client.get("/dashboard/reports.csv?range=30d&table=missed")).text))
+        )
+        assert [int(r["id"]) for r in missed] == [m["id"] for m in report["missed"]] == [data.calls["missed"]]
+        assert missed[0]["caller_name"].startswith("'=HYPERLINK")  # the formula is defused
+        pools = list(csv.DictReader(io.StringIO((await client.get("/dashboard/reports.csv?table=pools")).text)))
+        assert [(r["pool"], r["size"]) for r in pools] == [(p["pool"], str(p["size"])) for p in report["pools"]]
+        assert [(r["pool"], r["size"], r["warning"]) for r in pools] == [("ads", "2", "no")]
+        # the same filters: today's export has only today's calls
+        week = list(
+            csv.DictReader(io.StringIO((await client.get("/dashboard/reports.csv?range=today&table=source")).text))
+        )
+        assert {r["source"]: r["calls"] for r in week}.get("Facebook", "0") == "0"
         heat = list(csv.DictReader(io.StringIO((await client.get("/dashboard/reports.csv?table=heatmap")).text)))
         assert heat[0]["day"] == "Mon" and heat[0]["09"] == "1"
         assert (await client.get("/dashboard/reports.csv?table=nope")).status_code == 400
@@ -156,7 +210,6 @@ async def test_reports_and_overview_never_show_another_accounts_calls(world: tup
 
 async def test_pool_health_warns_above_75_percent_utilisation(world: tuple[Board, Seeded], settings: Settings) -> None:
     from schema.models import NumberPool
-    from tracking.pools import add_numbers, create_pool
 
     board, _ = world
     with board.factory.begin() as s:

@@ -159,8 +159,12 @@ def _scan_statement(session: Session, scoped: bool) -> Any:
     dialect = session.get_bind().dialect.name
 
     def build() -> Any:
+        # any ad click id the visit carried (Google's three, Microsoft's)
         click = or_(
-            VisitorSession.gclid.is_not(None), VisitorSession.gbraid.is_not(None), VisitorSession.wbraid.is_not(None)
+            VisitorSession.gclid.is_not(None),
+            VisitorSession.gbraid.is_not(None),
+            VisitorSession.wbraid.is_not(None),
+            VisitorSession.msclkid.is_not(None),
         )
         return (
             select(
