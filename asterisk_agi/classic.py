@@ -299,11 +299,14 @@ def run(agi: SyncAGI, argv: list[str], environ: dict[str, str] | os._Environ[str
     """One classic AGI session on *agi*; the exit status."""
     from asterisk_agi.handlers.inputs import (
         FETCH,
+        SAVED_NAME,
         CallInputs,
         classic_needs_sync,
         from_address,
         from_arguments,
+        needs_saved_name,
         parse_query,
+        saved_name,
     )
 
     env = agi.read_env()
@@ -345,6 +348,9 @@ def run(agi: SyncAGI, argv: list[str], environ: dict[str, str] | os._Environ[str
     inputs: CallInputs | None = from_address(query, env)
     if inputs is not None and drained:
         inputs = replace(inputs, anomalies=(*inputs.anomalies, f"{len(drained)} line(s) before the first reply"))
+    if inputs is not None and needs_saved_name(query):
+        (name,) = agi.get_values(SAVED_NAME)
+        inputs = replace(inputs, caller_name=saved_name(name))
     if inputs is None:
         inputs = from_arguments(args, env, fetched, drained)
     log_anomalies("", env, inputs)

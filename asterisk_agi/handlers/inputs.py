@@ -5,7 +5,9 @@ nothing written after the first caller-controlled line is trusted as such (see
 :mod:`asterisk_agi.protocol`). The sample dialplan puts everything in the AGI address
 (``route?number=<digits>&linkedid=<b64>&uniqueid=<b64>&caller=<b64>&name=<b64>``),
 which Asterisk writes before anything a caller controls (``agi_network_script``; for
-the classic script, argv): no round trip, nothing to forge. A dialplan that passes
+the classic script, argv): no round trip, nothing to forge. A caller name with a colon
+comes as ``readname=1`` instead (``${BASE64_ENCODE(...)}`` cuts such a name after an
+unbalanced ``)``): the route reads it from the channel, one round trip (:data:`SAVED_NAME`). A dialplan that passes
 ``${EXTEN}`` and the linkedid as arguments costs one round trip instead, a
 synchronisation that also reads the linkedid, uniqueid and caller ID from the channel
 (base64, so any linkedid Asterisk accepts, commas and all); when that session was out
@@ -35,6 +37,20 @@ FETCH = (
     base64_of("${CALLERID(num):0:64}"),
     base64_of("${CALLERID(name):0:800}"),
 )
+
+#: the caller name the sample dialplan saved (calltrack-callerid,hide), read when the address says
+#: ``readname=1`` (a name with a colon, which ${BASE64_ENCODE(...)} may cut): copied raw by
+#: GET FULL VARIABLE between the session's markers (asterisk_agi.protocol.values_command)
+SAVED_NAME = ("${CALLTRACK_SAVED_NAME:0:800}",)
+
+
+def needs_saved_name(query: dict[str, str]) -> bool:
+    """Whether the dialplan left the caller name out of the AGI address for the route to read."""
+    return "name" not in query and query.get("readname") == "1"
+
+
+def saved_name(value: bytes) -> str:
+    return value.decode("utf-8", errors="replace")
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,18 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from asterisk_agi.handlers.inputs import FETCH, CallInputs, from_address, from_environment
+from asterisk_agi.handlers.inputs import (
+    FETCH,
+    SAVED_NAME,
+    CallInputs,
+    from_address,
+    from_environment,
+    needs_saved_name,
+    saved_name,
+)
 from asterisk_agi.protocol import AGIEnv
 from tracking.routing import STATUS_FALLBACK, CallRouter, Decision, RouteRequest, RouteStore
 
@@ -28,11 +37,17 @@ logger = logging.getLogger(__name__)
 
 
 async def read_inputs(agi: AsyncAGI) -> CallInputs:
-    """The route's inputs over FastAGI (at most one round trip)."""
+    """The route's inputs over FastAGI (at most one round trip; two for a session out of step whose
+    caller name the dialplan left out of the address)."""
     inputs = from_address(agi.env.query, agi.env)
     if inputs is None:
         fetched, drained = await agi.synchronise(FETCH)
         inputs = from_environment(agi.env, fetched, drained)
+    elif needs_saved_name(agi.env.query):
+        if not agi.in_step:
+            await agi.synchronise()
+        (name,) = await agi.get_values(SAVED_NAME)
+        inputs = replace(inputs, caller_name=saved_name(name))
     return inputs
 
 

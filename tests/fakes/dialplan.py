@@ -9,7 +9,7 @@ its last ``)`` (``func_args``). BASE64_ENCODE, BASE64_DECODE and FILTER behave a
 funcs/; CALLERID(), CHANNEL(linkedid), UNIQUEID and TIMEOUT(absolute) read and write
 the :class:`Channel`; CUT as func_cut.c; a Message channel's MESSAGE() and MESSAGE_DATA() come
 from ``Channel.functions``. The applications are Set, NoOp, Gosub, Return, Goto and GotoIf
-(with ``$["a" = "b"]`` and ``!=``) and Hangup; AGI and MessageSend stop the run and hand
+(with ``$["a" = "b"]``, ``!=`` and a number ``>`` another) and Hangup; AGI and MessageSend stop the run and hand
 back their (substituted) data, the way the application receives it (:func:`app_args`
 splits it as ast_app_separate_args does).
 """
@@ -134,6 +134,11 @@ def _function(name: str, args: str, channel: Channel) -> str:
         first = int(start) if start.strip() else 1
         last = (int(end) if end.strip() else len(fields)) if dash else first
         return (delim[:1] or "-").join(fields[first - 1 : last])
+    if upper == "FIELDQTY":
+        # FIELDQTY(varname,delimiter) (func_strings.c): the fields of ${varname}; none when it is empty
+        var, delim = (app_args(args) + [""])[:2]
+        value = substitute("${" + var + "}", channel)
+        return str(value.count(delim[:1] or "-") + 1) if value else "0"
     return channel.read(f"{name}({args})")
 
 
@@ -330,7 +335,10 @@ class Run:
 
 
 def _truth(expression: str) -> bool:
-    """``$["a" = "b"]`` and ``$["a" != "b"]`` after substitution (what the samples use)."""
+    """``$["a" = "b"]``, ``$["a" != "b"]`` and ``$[2 > 1]`` after substitution (what the samples use)."""
+    n = re.fullmatch(r"\s*\$\[\s*(-?[0-9]+)\s*>\s*(-?[0-9]+)\s*\]\s*", expression)
+    if n is not None:
+        return int(n.group(1)) > int(n.group(2))
     m = re.fullmatch(r'\s*\$\[\s*"(.*)"\s*(!?=)\s*"(.*)"\s*\]\s*', expression, re.S)
     if m is None:
         raise AssertionError(f"the fake dialplan cannot evaluate {expression!r}")

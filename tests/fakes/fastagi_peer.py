@@ -106,7 +106,12 @@ class AsteriskSide:
     def evaluate(self, expression: str) -> str:
         channel = self.channel
         channel.linkedid = self.variables.get("CHANNEL(linkedid)", "")
-        channel.variables = {**self.set_vars, **{k: v for k, v in self.variables.items() if "(" not in k}}
+        # the dialplan's variables (a sample-dialplan call), then what the session set, then the test's
+        channel.variables = {
+            **channel.variables,
+            **self.set_vars,
+            **{k: v for k, v in self.variables.items() if "(" not in k},
+        }
         channel.functions = {k: v for k, v in self.variables.items() if "(" in k}
         return substitute(expression, channel)
 

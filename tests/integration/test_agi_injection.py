@@ -129,7 +129,10 @@ async def test_the_sample_dialplan_keeps_the_name_out_of_the_environment(
     assert b"Mallory" not in dialplan_session(calleridname=MALLORY).env  # cleared for the AGI, sent base64
     assert world.calls()[0].caller_name == MALLORY.strip()
     assert server.service.stats.counts["out_of_step"] == 0
-    assert not any(c.startswith("GET") for c in result.side.commands)
+    # the name has colons: the dialplan leaves it to the route, which reads it in one framed command
+    assert "readname=1" in dialplan_session(calleridname=MALLORY).url
+    [read] = [c for c in result.side.commands if c.startswith("GET")]
+    assert read.startswith('GET FULL VARIABLE "calltrack-sync-') and "${CALLTRACK_SAVED_NAME:0:800}" in read
 
 
 async def test_a_dialplan_that_forgets_to_hide_the_name_still_routes_by_the_address(
@@ -174,10 +177,14 @@ def test_classic_with_the_sample_dialplan(environ: dict[str, str], world: World,
     call = dialplan_session(
         exten="+14045550100", calleridname=MALLORY, linkedid=REAL_LINKEDID, uniqueid=UNIQUEID, classic=True
     )
-    code, stderr, side = classic_run(environ, call.env, call.argv, MALLORY)
+    side = AsteriskSide({"CHANNEL(linkedid)": REAL_LINKEDID})
+    side.channel = call.channel  # the dialplan's: CALLTRACK_SAVED_NAME holds the name, CALLERID(name) is cleared
+    code, stderr = run_classic([*command(), *call.argv], call.env, side, environ=environ)
     assert code == 0, stderr
     assert_routed_by_the_number(world, side.set_vars, numbers)
-    assert side.commands and not any(c.startswith("GET") for c in side.commands)
+    # the name has colons: left out of argv by the dialplan, read in one framed command
+    [read] = [c for c in side.commands if c.startswith("GET")]
+    assert read.startswith('GET FULL VARIABLE "calltrack-sync-') and "${CALLTRACK_SAVED_NAME:0:800}" in read
     assert world.calls()[0].caller_name == MALLORY.strip()
 
 

@@ -180,6 +180,21 @@ def acme_fixture(world: World) -> dict[str, int]:
 # --- the happy paths --------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("name", ["Smith) Jr: CEO", "Dr. (Jane) Doe: 100% :)"])
+async def test_a_caller_name_with_a_colon_is_stored_whole(
+    server: Running, world: World, acme: dict[str, int], name: str
+) -> None:
+    """${BASE64_ENCODE(${CALLERID(name)})} cuts "Smith) Jr: CEO" to "Smith" (a colon after an unbalanced
+    ")"): the sample dialplan leaves such a name to the route, which reads it saved, in one command."""
+    world.number(acme["account"], "+18005550100", source_id=acme["google"], forward_to="PJSIP/100")
+    result = await server.peer().dialplan(exten="8005550100", calleridname=name)
+
+    assert result.side.set_vars["CALLTRACK_STATUS"] == "ok"
+    [call] = world.calls()
+    assert call.caller_name == name
+    assert len([c for c in result.side.commands if c.startswith("GET")]) == 1
+
+
 async def test_known_number_sets_the_contract_and_creates_the_call(
     server: Running, world: World, acme: dict[str, int], agi_settings: Settings
 ) -> None:
