@@ -27,7 +27,7 @@ class LeadRulesService:
         from tracking.lead_rules import sweep
 
         with self.session_factory() as s, s.begin():
-            return sweep(s)
+            return sweep(s, spam_settings=self.settings.spam)
 
     async def run(self, stop: asyncio.Event) -> None:
         poll = max(min(self.settings.transcription.poll_seconds, 15.0), 0.05)

@@ -309,6 +309,18 @@ class TranscriptionSettings:
 
 
 @dataclass(frozen=True)
+class SpamSettings:
+    """The thresholds of the spam signals (tracking/spam.py); the block list and spam numbers are data."""
+
+    #: a call of at most this many seconds whose transcript holds no words is likely spam (0: off)
+    short_call_seconds: float = 10.0
+    #: a caller ringing this many different tracking numbers or more ...
+    burst_numbers: int = 3
+    #: ... within this many minutes is likely spam
+    burst_minutes: float = 10.0
+
+
+@dataclass(frozen=True)
 class SmsSettings:
     """Text messages on Asterisk's PJSIP messaging (the ``sms`` FastAGI handler and ``calltrack sms send``)."""
 
@@ -345,6 +357,7 @@ class Settings:
     lookup: LookupSettings = field(default_factory=LookupSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     transcription: TranscriptionSettings = field(default_factory=TranscriptionSettings)
+    spam: SpamSettings = field(default_factory=SpamSettings)
     sms: SmsSettings = field(default_factory=SmsSettings)
     #: the file these settings came from, or "<defaults>"
     source: str = "<defaults>"
@@ -503,6 +516,15 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(src, "transcription.nice", "must be between 0 and 19")
     if tr.retry_seconds < 0:
         raise ConfigError(src, "transcription.retry_seconds", "must not be negative")
+    spam = settings.spam
+    if spam.short_call_seconds < 0:
+        raise ConfigError(src, "spam.short_call_seconds", "must be 0 (off) or a number of seconds")
+    if spam.burst_numbers < 2:
+        raise ConfigError(
+            src, "spam.burst_numbers", "must be at least 2 (different tracking numbers; 1 would flag every caller)"
+        )
+    if spam.burst_minutes <= 0:
+        raise ConfigError(src, "spam.burst_minutes", "must be a positive number of minutes")
     if settings.web.attribution not in ("first-touch", "last-touch"):
         raise ConfigError(src, "web.attribution", "must be first-touch or last-touch")
     for key in ("cookie_days", "heartbeat_seconds", "rate_limit_per_minute", "session_minutes"):

@@ -35,6 +35,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from config import SpamSettings
 from schema.models import Call as CallRow
 from schema.models import (
     CallOutcome,
@@ -459,8 +460,11 @@ def apply_to_call(
     now: dt.datetime | None = None,
     *,
     also: Mapping[str, Mapping[str, Any]] | None = None,
+    spam_settings: SpamSettings | None = None,
 ) -> Outcome | None:
     """Run the call's account's rules on it and store the outcome; None for a call of no account.
+
+    The spam signals are checked again with *spam_settings* (``[spam]``; the defaults when None).
 
     When the outcome (lead, score, value, spam, tags) changed, a ``call.updated`` names what did,
     together with *also* (what else changed in this transaction: a transcript); a run that
@@ -481,7 +485,14 @@ def apply_to_call(
     for tag, rule_id in out.tags.items():
         if tag not in kept:
             session.add(CallTag(call_id=call_id, tag=tag, rule_id=rule_id, created_at=now))
-    spam.refresh(session, call, row, rule_reasons=[f"rule {name!r}" for name in out.spam_rules], now=now)
+    spam.refresh(
+        session,
+        call,
+        row,
+        rule_reasons=[f"rule {name!r}" for name in out.spam_rules],
+        now=now,
+        thresholds=spam_settings,
+    )
     session.flush()
     after = call_updates.rules_state(session, call_id, row)
     call_updates.announce(session, call, {**(also or {}), "rules": call_updates.changed(before, after)})
@@ -524,9 +535,9 @@ def unruled_calls(session: Session, limit: int = 500) -> list[int]:
     return list(session.scalars(query))
 
 
-def sweep(session: Session, limit: int = 500) -> int:
+def sweep(session: Session, limit: int = 500, spam_settings: SpamSettings | None = None) -> int:
     """Apply the rules to every call that ended since the last sweep; how many."""
     ids = unruled_calls(session, limit)
     for call_id in ids:
-        apply_to_call(session, call_id)
+        apply_to_call(session, call_id, spam_settings=spam_settings)
     return len(ids)

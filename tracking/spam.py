@@ -1,10 +1,10 @@
 """Likely spam, from signals anyone can check: each flag says which signals raised it.
 
-- **silence**: a call of at most ``SHORT_SECONDS`` whose transcript holds no words;
+- **silence**: a call of at most ``[spam] short_call_seconds`` whose transcript holds no words;
 - **blocked**: the caller is on the account's (or every account's) block list;
 - **known spam number**: the caller is in ``spam_numbers`` (imported from CSV: ``spam import``);
-- **burst**: the same caller rang ``BURST_NUMBERS`` or more different tracking numbers within
-  ``BURST_MINUTES``;
+- **burst**: the same caller rang ``[spam] burst_numbers`` or more different tracking numbers
+  within ``[spam] burst_minutes``;
 - **rule**: a lead rule's ``spam`` action.
 
 A flag cleared by hand (``spam clear``) stays cleared: the signals do not raise it again.  Spam
@@ -22,20 +22,20 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from config import SpamSettings
 from schema.models import Call, CallerListEntry, CallOutcome, SpamNumber, Transcript, utcnow
 from tracking.errors import InvalidInput
 
-SHORT_SECONDS = 10.0
-BURST_NUMBERS = 3
-BURST_MINUTES = 10
+DEFAULTS = SpamSettings()
 
 
-def signals(session: Session, call: Call) -> list[str]:
-    """The spam signals a call shows, in words."""
+def signals(session: Session, call: Call, thresholds: SpamSettings | None = None) -> list[str]:
+    """The spam signals a call shows, in words (thresholds from ``[spam]``; the defaults when None)."""
+    limits = thresholds or DEFAULTS
     found = []
     caller = call.caller_number
     duration = call.duration if call.duration is not None else call.talk_time
-    if duration is not None and duration <= SHORT_SECONDS:
+    if duration is not None and limits.short_call_seconds > 0 and duration <= limits.short_call_seconds:
         texts = session.execute(
             select(Transcript.text).where(Transcript.call_id == call.id, Transcript.state == "done")
         ).all()
@@ -59,7 +59,7 @@ def signals(session: Session, call: Call) -> list[str]:
         if listed is not None:
             found.append("a known spam number" + (f" ({listed.reason})" if listed.reason else ""))
         if call.started_at is not None:
-            window = dt.timedelta(minutes=BURST_MINUTES)
+            window = dt.timedelta(minutes=limits.burst_minutes)
             numbers = session.scalar(
                 select(func.count(func.distinct(Call.tracking_number))).where(
                     Call.caller_number == caller,
@@ -68,19 +68,25 @@ def signals(session: Session, call: Call) -> list[str]:
                     Call.started_at <= call.started_at + window,
                 )
             )
-            if numbers and numbers >= BURST_NUMBERS:
-                found.append(f"the caller rang {numbers} tracking numbers within {BURST_MINUTES} minutes")
+            if numbers and numbers >= limits.burst_numbers:
+                found.append(f"the caller rang {numbers} tracking numbers within {limits.burst_minutes:g} minutes")
     return found
 
 
 def refresh(
-    session: Session, call: Call, row: CallOutcome, *, rule_reasons: Sequence[str] = (), now: dt.datetime | None = None
+    session: Session,
+    call: Call,
+    row: CallOutcome,
+    *,
+    rule_reasons: Sequence[str] = (),
+    now: dt.datetime | None = None,
+    thresholds: SpamSettings | None = None,
 ) -> None:
     """Set the outcome's spam flag from the signals and the rules (unless a person cleared it)."""
     if row.spam_cleared_at is not None:
         row.spam, row.spam_reason = False, None
         return
-    reasons = [*signals(session, call), *rule_reasons]
+    reasons = [*signals(session, call, thresholds), *rule_reasons]
     row.spam = bool(reasons)
     row.spam_reason = "; ".join(reasons)[:500] if reasons else None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -88,14 +89,17 @@ def redacted_segments(result: Result) -> tuple[list[queue.Segment], list[dict[st
     return segments, redactions
 
 
-def apply_rules(session: Session, transcript: Transcript) -> None:
+def apply_rules(session: Session, transcript: Transcript, spam_settings: Any = None) -> None:
     """A transcript arrived: its call's account's lead rules run again (phrases said count now), and
-    one ``call.updated`` carries the transcript with whatever the rules changed."""
+    one ``call.updated`` carries the transcript with whatever the rules changed; the spam signals
+    (silence only in a short call) are checked with *spam_settings* (``[spam]``)."""
     if transcript.call_id is not None:
         from tracking.call_updates import transcript_state
         from tracking.lead_rules import apply_to_call
 
-        apply_to_call(session, transcript.call_id, also={"transcript": transcript_state(transcript)})
+        apply_to_call(
+            session, transcript.call_id, also={"transcript": transcript_state(transcript)}, spam_settings=spam_settings
+        )
 
 
 class Transcriber:
@@ -112,7 +116,9 @@ class Transcriber:
         self.session_factory = session_factory
         self.engine: Engine | None = None
         self._engine_factory = engine_factory or self._default_engine
-        self.on_stored = on_stored if on_stored is not None else apply_rules
+        self.on_stored = (
+            on_stored if on_stored is not None else functools.partial(apply_rules, spam_settings=settings.spam)
+        )
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.cfg.concurrency,
             thread_name_prefix="transcriber",

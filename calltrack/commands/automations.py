@@ -143,5 +143,5 @@ def apply(app: AppContext, account: str | None, since: dt.datetime | None) -> No
         account_id = get_account(session, account).id if account else None
         ids = calls_since(session, account_id, since)
         for call_id in ids:
-            apply_to_call(session, call_id)
+            apply_to_call(session, call_id, spam_settings=app.settings.spam)
     click.echo(f"rules applied to {len(ids)} call{'s' if len(ids) != 1 else ''}")

@@ -188,6 +188,71 @@ def test_spam_signals_flag_calls_that_are_kept_out_of_leads(
         assert s.scalar(select(CallOutcome.lead).where(CallOutcome.call_id == known)) == "qualified"
 
 
+def test_spam_thresholds_come_from_the_settings(
+    cli: Cli, make_account: object, session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    from calltrack.leads_service import LeadRulesService
+    from config import load_settings
+    from schema.models import Recording, Transcript
+
+    make_account()  # type: ignore[operator]
+    start = utcnow() - dt.timedelta(hours=1)
+    quick = [  # two tracking numbers three minutes apart
+        add_call(session_factory, caller="+13125550101", number=n, started=start + dt.timedelta(minutes=3 * i))
+        for i, n in enumerate(("+18005550100", "+18005550101"))
+    ]
+    slow = [  # two tracking numbers twenty minutes apart
+        add_call(session_factory, caller="+13125550102", number=n, started=start + dt.timedelta(minutes=20 * i))
+        for i, n in enumerate(("+18005550100", "+18005550101"))
+    ]
+    silent = add_call(session_factory, duration=20, caller="+16175550101")
+    with session_factory() as s, s.begin():
+        rec = Recording(call_id=silent, source_path=f"/s/{silent}.wav", state="archived")
+        s.add(rec)
+        s.flush()
+        s.add(Transcript(recording_id=rec.id, call_id=silent, state="done", text=""))
+
+    def flagged(*config: str) -> dict[int, str]:
+        cli.ok(*config, "automations", "apply")
+        return {r["call"]: r["why"] for r in json.loads(cli.ok("spam", "calls", "--format", "json").output)}
+
+    assert flagged() == {}  # the defaults: 3 numbers within 10 minutes, silent calls of 10 s at most
+    cfg = tmp_path / "calltrack.toml"
+    cfg.write_text("[spam]\nburst_numbers = 2\nburst_minutes = 5\nshort_call_seconds = 30\n", encoding="utf-8")
+    rows = flagged("--config", str(cfg))
+    assert set(rows) == {*quick, silent}, rows
+    assert "rang 2 tracking numbers within 5 minutes" in rows[quick[0]]
+    assert "silence only in a 20 s call" in rows[silent]
+    cfg.write_text("[spam]\nburst_numbers = 2\nburst_minutes = 30\nshort_call_seconds = 0\n", encoding="utf-8")
+    rows = flagged("--config", str(cfg))
+    assert set(rows) == {*quick, *slow}, rows  # 0 turns the silence signal off
+    # the leads service of `calltrack serve` (the sweep after a call ends) reads them too
+    late = add_call(session_factory, caller="+13125550103", number="+18005550102", started=start)
+    add_call(session_factory, caller="+13125550103", number="+18005550103", started=start + dt.timedelta(minutes=25))
+    LeadRulesService(load_settings(cfg, environ={}), session_factory).run_pass()
+    assert late in {r["call"] for r in json.loads(cli.ok("spam", "calls", "--format", "json").output)}
+    # and the transcriber, whose transcript makes a short call silent
+    from transcriber.pipeline import Transcriber
+
+    quiet = add_call(session_factory, duration=25, caller="+16175550104")
+    cfg.write_text("[spam]\nshort_call_seconds = 30\n", encoding="utf-8")
+    transcriber = Transcriber(load_settings(cfg, environ={}), session_factory)
+    try:
+        with session_factory() as s, s.begin():
+            rec = Recording(call_id=quiet, source_path=f"/s/{quiet}.wav", state="archived")
+            s.add(rec)
+            s.flush()
+            transcript = Transcript(recording_id=rec.id, call_id=quiet, state="done", text="")
+            s.add(transcript)
+            s.flush()
+            assert transcriber.on_stored is not None
+            transcriber.on_stored(s, transcript)
+    finally:
+        transcriber.close()
+    rows = {r["call"]: r["why"] for r in json.loads(cli.ok("spam", "calls", "--format", "json").output)}
+    assert "silence only in a 25 s call" in rows[quiet], rows
+
+
 def test_a_bad_spam_csv_changes_nothing(cli: Cli, tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("number\n5550001111\nnot a number\n", encoding="utf-8")

@@ -75,6 +75,12 @@ def test_data_dir_decides_embedded_database(tmp_path: Path) -> None:
         ("[[ami.servers]]\nname = 'a'\n[[ami.servers]]\nname = 'a'\n", "ami.servers", "unique"),
         ("[[ami.servers]]\nport = 'x'\n", "ami.servers[0].port", "must be an integer"),
         ("[[ami.servers]]\nhostname = 'x'\n", "ami.servers[0].hostname", "unknown key"),
+        ("[spam]\nshort_call_seconds = -1\n", "spam.short_call_seconds", "must be 0 (off) or a number of seconds"),
+        ("[spam]\nshort_call_seconds = 'ten'\n", "spam.short_call_seconds", "must be a number"),
+        ("[spam]\nburst_numbers = 1\n", "spam.burst_numbers", "at least 2"),
+        ("[spam]\nburst_numbers = 2.5\n", "spam.burst_numbers", "must be an integer"),
+        ("[spam]\nburst_minutes = 0\n", "spam.burst_minutes", "must be a positive number"),
+        ("[spam]\nburst_window = 5\n", "spam.burst_window", "unknown key"),
     ],
 )
 def test_bad_settings_name_file_and_key_in_one_line(tmp_path: Path, text: str, key: str, fragment: str) -> None:
