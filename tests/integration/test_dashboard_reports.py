@@ -230,3 +230,31 @@ async def test_pool_health_warns_above_75_percent_utilisation(world: tuple[Board
         assert page.text.count("above 75 %") == 1
     async with board.signed_in("gus") as client:
         assert (await client.get("/dashboard/reports.json")).json()["pools"] == []
+
+
+async def test_hand_qualifications_count_the_same_on_the_dashboard_and_in_cli_reports(
+    world: tuple[Board, Seeded],
+) -> None:
+    """One definition of a qualified lead: the dashboard's source table and `calltrack reports sources` agree."""
+    from tracking.reports import by_source
+
+    board, data = world
+    with board.factory.begin() as s:  # the rules qualified the answered call too, worth 10
+        s.add(CallOutcome(call_id=data.calls["answered"], lead="qualified", value=10.0))
+
+    async def both(client: object) -> tuple[dict[str, tuple[int, float]], dict[str, tuple[int, float]]]:
+        report = (await client.get("/dashboard/reports.json?range=30d")).json()  # type: ignore[attr-defined]
+        board_rows = {r["source"]: (r["qualified_leads"], r["lead_value"]) for r in report["tables"]["source"]}
+        with board.factory() as s:
+            rows = by_source(s, account="Acme", since=START - dt.timedelta(days=30), until=START + dt.timedelta(days=1))
+        cli = {r["source"]: (r["qualified"], r["value"]) for r in rows if r["source"] in board_rows}
+        return board_rows, cli
+
+    async with board.signed_in("mia") as client:
+        dashboard, cli = await both(client)
+        assert dashboard == cli == {"Google Ads": (1, 10.0), "Facebook": (1, 40.0)}  # the rules alone
+        # by hand: the answered call is worth 300, the missed one (the rules' lead) is not a lead
+        await _qualify(board, client, data.calls["answered"], lead="yes", value="300")
+        await _qualify(board, client, data.calls["missed"], lead="no")
+        dashboard, cli = await both(client)
+        assert dashboard == cli == {"Google Ads": (1, 300.0), "Facebook": (0, 0.0)}

@@ -4,7 +4,8 @@ Grouped in SQL; times are bucketed by the UTC hour in SQL and placed into the ac
 day and hour in Python (so SQLite, which has no time zones, and PostgreSQL agree, DST included).
 A report row counts as ``tracking.reports`` does (blocked callers apart, live calls neither
 answered nor missed).  A qualified lead is a call a person marked a lead, or, when nobody said,
-one the lead rules qualified; its value is the person's, else the rules'.
+one the lead rules qualified; its value is the person's, else the rules' (``tracking.qualification``,
+the definition CLI reports and conversion exports share).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, or_, select
+from sqlalchemy import bindparam, exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from schema.models import Account, Call, CallOutcome, CallQualification, Source, VisitorSession
+from schema.models import Account, Call, Source, VisitorSession
+from tracking import qualification
 from tracking.leases import pool_status
 from tracking.users import Viewer
 from web.dashboard.filters import Period
@@ -78,13 +80,6 @@ def _where(scoped: bool) -> list[Any]:
 
 def _counted() -> Any:
     return or_(Call.disposition.is_(None), Call.disposition != "blocked")
-
-
-def _qualified() -> Any:
-    return or_(
-        CallQualification.lead.is_(True),
-        and_(CallQualification.lead.is_(None), CallOutcome.lead == "qualified"),
-    )
 
 
 def _landing(url: str | None) -> str:
@@ -166,7 +161,7 @@ def _scan_statement(session: Session, scoped: bool) -> Any:
             VisitorSession.wbraid.is_not(None),
             VisitorSession.msclkid.is_not(None),
         )
-        return (
+        query = (
             select(
                 _hour_bucket(session).label("bucket"),
                 Account.timezone,
@@ -179,17 +174,16 @@ def _scan_statement(session: Session, scoped: bool) -> Any:
                 Call.disposition,
                 Call.first_time,
                 Call.talk_time,
-                _qualified().label("lead"),
-                func.coalesce(CallQualification.value, CallOutcome.value, 0).label("value"),
+                # a person's word first, else the lead rules': the definition CLI reports and exports use
+                qualification.qualified_sql().label("lead"),
+                func.coalesce(qualification.value_sql(), 0).label("value"),
             )
             .select_from(Call)
             .outerjoin(Account, Account.id == Call.account_id)
             .outerjoin(Source, Source.id == Call.source_id)
             .outerjoin(VisitorSession, VisitorSession.id == Call.visitor_session_id)
-            .outerjoin(CallQualification, CallQualification.call_id == Call.id)
-            .outerjoin(CallOutcome, CallOutcome.call_id == Call.id)
-            .where(*_where(scoped), _counted())
         )
+        return qualification.joined(query).where(*_where(scoped), _counted())
 
     return _cached(("scan", dialect, scoped), build)
 
