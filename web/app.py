@@ -39,6 +39,7 @@ from tracking import metrics
 from web import api
 from web.dashboard.app import create_dashboard
 from web.dni import AccountCache, AccountInfo, Answer, Dni, PageView, SessionEnded
+from web.group_commit import GroupCommit
 from web.net import ProxyPolicy, in_networks, parse_networks, truncate
 from web.ratelimit import RateLimiter
 from web.swaps import swap_fields
@@ -116,7 +117,8 @@ class DniApi:
         # fastest, and every API call waits for the write lock anyway), else in one worker thread,
         # so that a slow disk or another process holding the lock never stalls the other services
         # sharing the loop (`calltrack serve`).  Many threads queueing for the one lock would only
-        # add GIL contention and SQLite's busy-wait back-off.  PostgreSQL: DB_THREADS worker
+        # add GIL contention and SQLite's busy-wait back-off.  The sessions and heartbeats waiting
+        # meanwhile run together in the next transaction (web/group_commit.py).  PostgreSQL: DB_THREADS worker
         # threads, each mostly waiting for its round trips and commit; the number rows' locks keep
         # them apart and no lock is shared by a pool's visitors (tracking/leases.py), so more
         # threads than cores pay (bench/dni_bench.py: 12 threads 147-459 sessions/s, 4 threads
@@ -126,6 +128,8 @@ class DniApi:
         self.writer = concurrent.futures.ThreadPoolExecutor(1 if sqlite else DB_THREADS, thread_name_prefix="dni-db")
         write_lock = threading.Lock() if sqlite else None
         self.dni = Dni(settings, engine, clock, write_lock)
+        # SQLite: the sessions and heartbeats waiting for the writer share one transaction (group commit)
+        self.group = GroupCommit(engine, None if self.inline else self.writer, write_lock) if sqlite else None
         self.accounts = AccountCache(factory, cache_seconds)
         self.forms = factory
         self.proxies = ProxyPolicy(parse_networks(settings.web.trusted_proxies))
@@ -141,6 +145,18 @@ class DniApi:
     def client(self, request: Request) -> str:
         peer = request.client.host if request.client else None
         return self.proxies.client(peer, request.headers)[0]
+
+    async def start(self, info: AccountInfo, view: PageView) -> Answer:
+        if self.group is None:
+            return await self.run(self.dni.start, info, view)
+        if view.privacy:  # nothing is stored
+            return self.dni.private_answer(info, view)
+        return await self.group.run(lambda conn: self.dni.start_in(conn, info, view))
+
+    async def beat(self, info: AccountInfo, session_key: str) -> Answer:
+        if self.group is None:
+            return await self.run(self.dni.heartbeat, info, session_key)
+        return await self.group.run(lambda conn: self.dni.heartbeat_in(conn, info, session_key))
 
     async def run(self, func: Callable[..., Answer], *args: Any) -> Answer:
         if self.inline:
@@ -244,7 +260,7 @@ class DniApi:
                 user_agent=request.headers.get("user-agent"),
                 ip=truncate(ip) if self.settings.web.truncate_ip else ip,
             )
-            answer = await self.run(self.dni.start, info, view)
+            answer = await self.start(info, view)
             replace = fields["replace"]
             shown = "private" if view.privacy else "leased" if answer.expires_at is not None else "unleased"
             metrics.DNI_SESSIONS.labels(shown).inc()
@@ -270,7 +286,7 @@ class DniApi:
             fields = api.heartbeat_request(data)
             info = await self._account(fields["account"], origin)
             allowed = origin
-            answer = await self.run(self.dni.heartbeat, info, fields["session"])
+            answer = await self.beat(info, fields["session"])
             replace = fields["replace"]
             metrics.DNI_HEARTBEATS.labels("kept").inc()
         except api.BadRequest as exc:

@@ -221,26 +221,36 @@ class Dni:
                 return answer
         with self.engine.connect() as conn:
             leases.begin_write(conn)
-            now = self.clock()
-            previous = self._previous(conn, info, view, now)
-            source_id, continues = self._choose(previous, now, visit, rule)
-            if continues:
-                assert previous is not None
-                conn.execute(_SEEN_AGAIN, {"visit_id": previous.id, "now": now})
-                visit_row = _VisitRow(previous.id, previous.key, previous.visitor_id, source_id)
-                counted = False
-                if source_id in info.pools:
-                    lease = leases.extend(conn, previous.id, self.clock)
-                    if lease is not None and not lease.ended:
-                        return self._commit(conn, self._answer(info, visit_row, lease.number, lease.expires_at))
-                    # no lease: the pool was full when the session began, and that visit was counted then
-                    counted = lease is None
-                return self._commit(conn, self._number_for(conn, info, visit_row, count_overflow=not counted))
-            params = self._new_visit(info, view, visit, source_id, now)
-            result = conn.execute(_INSERT_SESSION, params)
-            visit_id = int(result.inserted_primary_key[0])  # type: ignore[index]
-            row = _VisitRow(visit_id, params["key"], params["visitor_id"], source_id)
-            return self._commit(conn, self._number_for(conn, info, row))
+            return self._commit(conn, self._start_in(conn, info, view, visit, rule))
+
+    def start_in(self, conn: Connection, info: AccountInfo, view: PageView) -> Answer:
+        """:meth:`start` inside a write transaction the caller began and commits (web/group_commit.py)."""
+        if view.privacy:
+            return self.private_answer(info, view)
+        visit = read_visit(view.url, view.referrer)
+        return self._start_in(conn, info, view, visit, classify(info.rules, visit))
+
+    def _start_in(self, conn: Connection, info: AccountInfo, view: PageView, visit: Visit, rule: Rule | None) -> Answer:
+        now = self.clock()
+        previous = self._previous(conn, info, view, now)
+        source_id, continues = self._choose(previous, now, visit, rule)
+        if continues:
+            assert previous is not None
+            conn.execute(_SEEN_AGAIN, {"visit_id": previous.id, "now": now})
+            visit_row = _VisitRow(previous.id, previous.key, previous.visitor_id, source_id)
+            counted = False
+            if source_id in info.pools:
+                lease = leases.extend(conn, previous.id, self.clock)
+                if lease is not None and not lease.ended:
+                    return self._answer(info, visit_row, lease.number, lease.expires_at)
+                # no lease: the pool was full when the session began, and that visit was counted then
+                counted = lease is None
+            return self._number_for(conn, info, visit_row, count_overflow=not counted)
+        params = self._new_visit(info, view, visit, source_id, now)
+        result = conn.execute(_INSERT_SESSION, params)
+        visit_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+        row = _VisitRow(visit_id, params["key"], params["visitor_id"], source_id)
+        return self._number_for(conn, info, row)
 
     def _pg_start(self, info: AccountInfo, view: PageView, visit: Visit, rule: Rule | None) -> Answer | None:
         """PostgreSQL, a new session: one statement in autocommit (tracking.leases.start_session).
@@ -342,24 +352,31 @@ class Dni:
     def _heartbeat(self, info: AccountInfo, session_key: str) -> Answer:
         with self.engine.connect() as conn:
             leases.begin_write(conn)
-            found = conn.execute(_BY_KEY, {"key": session_key, "account_id": info.id}).first()
-            if found is None:
-                raise SessionEnded("unknown session")
-            row = _VisitRow(found.id, found.key, found.visitor_id, found.source_id)
-            number: str | None
-            expires = None
-            if row.source_id in info.pools:
-                lease = leases.extend(conn, row.id, self.clock)
-                if lease is None:  # the pool was full when the session began: it keeps the number it was shown
-                    number = self._overflow_number(info, row.source_id)
-                elif lease.ended:
-                    raise SessionEnded("the session's number lease has ended")
-                else:
-                    number, expires = lease.number, lease.expires_at
+            return self._commit(conn, self.heartbeat_in(conn, info, session_key))
+
+    def heartbeat_in(self, conn: Connection, info: AccountInfo, session_key: str) -> Answer:
+        """:meth:`heartbeat` inside a write transaction the caller began and commits (web/group_commit.py).
+
+        SessionEnded is raised before anything is written.
+        """
+        found = conn.execute(_BY_KEY, {"key": session_key, "account_id": info.id}).first()
+        if found is None:
+            raise SessionEnded("unknown session")
+        row = _VisitRow(found.id, found.key, found.visitor_id, found.source_id)
+        number: str | None
+        expires = None
+        if row.source_id in info.pools:
+            lease = leases.extend(conn, row.id, self.clock)
+            if lease is None:  # the pool was full when the session began: it keeps the number it was shown
+                number = self._overflow_number(info, row.source_id)
+            elif lease.ended:
+                raise SessionEnded("the session's number lease has ended")
             else:
-                number = self._source_number(info, row.source_id)
-            conn.execute(_SEEN, {"visit_id": row.id, "now": self.clock()})
-            return self._commit(conn, self._answer(info, row, number, expires))
+                number, expires = lease.number, lease.expires_at
+        else:
+            number = self._source_number(info, row.source_id)
+        conn.execute(_SEEN, {"visit_id": row.id, "now": self.clock()})
+        return self._answer(info, row, number, expires)
 
 
 def _once_more_if_disconnected(func: Callable[..., Answer], *args: object) -> Answer:

@@ -1,0 +1,155 @@
+"""SQLite group commit (web/group_commit.py): the DNI requests waiting for the writer share one transaction.
+
+Run on the event loop (``calltrack web serve``) and on a worker thread (``calltrack serve``):
+every request gets its answer after the commit, no number is leased twice, and a request
+that fails costs the others a retry, never their answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, Engine, event, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from config import Settings
+from schema.db import make_engine
+from schema.models import PoolLease, VisitorSession
+from tracking.accounts import add_account, add_source
+from tracking.leases import find_double_leases
+from tracking.pools import add_numbers, create_pool, overflow_counts
+from tracking.sites import add_site
+from tracking.source_rules import add_rule
+from web.dni import AccountCache, AccountInfo, Answer, Dni, PageView, SessionEnded
+from web.group_commit import GroupCommit
+
+SITE = "https://shop.example"
+POOL = [f"+1404555{n:04d}" for n in range(170, 175)]
+OVERFLOW = "+14045550199"
+VISITS = 20
+NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def sqlite_url(database_url: str) -> str:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("group commit is SQLite's (PostgreSQL runs each new session as one statement of its own)")
+    return database_url
+
+
+@pytest.fixture
+def site(sqlite_url: str, session_factory: sessionmaker[Session], settings: Settings) -> AccountInfo:
+    with session_factory.begin() as s:
+        account = add_account(s, "Shop")
+        add_source(s, "Shop", "Ads")
+        create_pool(s, settings, "p", "Shop", 30, source="Ads", overflow=OVERFLOW)
+        add_numbers(s, settings, "p", "Shop", POOL, "PJSIP/1")
+        add_site(s, "Shop", SITE)
+        add_rule(s, "Shop", "default", "", "Ads")
+        key = account.public_key
+    info = AccountCache(session_factory).get(key)
+    assert info is not None
+    return info
+
+
+@pytest.fixture
+def dni_engine(sqlite_url: str) -> Iterator[Engine]:
+    engine = make_engine(sqlite_url)
+    yield engine
+    engine.dispose()
+
+
+def statements(engine: Engine) -> list[str]:
+    seen: list[str] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _seen(conn: Any, cursor: Any, statement: str, params: Any, *args: Any) -> None:
+        seen.append(statement)
+
+    return seen
+
+
+def visit(dni: Dni, info: AccountInfo, i: int) -> Any:
+    def job(conn: Connection) -> Answer:
+        return dni.start_in(conn, info, PageView("Shop", None, f"{SITE}/?n={i}", ""))
+
+    return job
+
+
+@pytest.mark.parametrize("on", ["loop", "thread"])
+async def test_sessions_arriving_together_are_one_transaction_and_never_share_a_number(
+    site: AccountInfo, dni_engine: Engine, session_factory: sessionmaker[Session], settings: Settings, on: str
+) -> None:
+    lock = threading.Lock()
+    dni = Dni(settings, dni_engine, lambda: NOW, lock)
+    executor = concurrent.futures.ThreadPoolExecutor(1) if on == "thread" else None
+    group = GroupCommit(dni_engine, executor, lock)
+    seen = statements(dni_engine)
+    try:
+        answers = await asyncio.gather(*(group.run(visit(dni, site, i)) for i in range(VISITS)))
+    finally:
+        if executor is not None:
+            executor.shutdown()
+    assert sum("BEGIN IMMEDIATE" in s for s in seen) == 1, "the waiting requests shared one write transaction"
+    assert (group.batches, group.jobs) == (1, VISITS)
+    assert sorted(a.number for a in answers if a.number != OVERFLOW) == sorted(POOL)  # in order of arrival
+    assert [a.number for a in answers[: len(POOL)]] == POOL
+    assert all(a.number == OVERFLOW for a in answers[len(POOL) :])
+    with session_factory() as s:  # committed before the answers were given
+        assert s.scalar(select(func.count()).select_from(VisitorSession)) == VISITS
+        assert s.scalar(select(func.count()).select_from(PoolLease)) == len(POOL)
+        assert find_double_leases(s) == []
+        assert list(overflow_counts(s).values()) == [VISITS - len(POOL)]
+
+
+async def test_a_request_that_fails_in_a_batch_costs_the_others_nothing(
+    site: AccountInfo, dni_engine: Engine, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    lock = threading.Lock()
+    dni = Dni(settings, dni_engine, lambda: NOW, lock)
+    group = GroupCommit(dni_engine, None, lock)
+    seen = statements(dni_engine)
+
+    @event.listens_for(dni_engine, "before_cursor_execute")
+    def _break_one(conn: Any, cursor: Any, statement: str, params: Any, *args: Any) -> None:
+        if isinstance(params, (tuple, list)) and f"{SITE}/?n=3" in params:
+            raise RuntimeError("this request's insert fails")
+
+    outcomes = await asyncio.gather(*(group.run(visit(dni, site, i)) for i in range(8)), return_exceptions=True)
+    assert isinstance(outcomes[3], RuntimeError)
+    answers = [o for i, o in enumerate(outcomes) if i != 3]
+    assert all(isinstance(a, Answer) for a in answers)
+    # the batch was rolled back, then each request ran alone: the numbers go in order of arrival
+    assert [a.number for a in answers if isinstance(a, Answer)] == [*POOL, OVERFLOW, OVERFLOW]
+    assert sum("BEGIN IMMEDIATE" in s for s in seen) == 1 + 8
+    with session_factory() as s:
+        assert s.scalar(select(func.count()).select_from(VisitorSession)) == 7
+        assert find_double_leases(s) == []
+
+
+async def test_an_ended_session_in_a_batch_is_its_answer_alone(
+    site: AccountInfo, dni_engine: Engine, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    lock = threading.Lock()
+    dni = Dni(settings, dni_engine, lambda: NOW, lock)
+    group = GroupCommit(dni_engine, None, lock)
+    seen = statements(dni_engine)
+    first = await group.run(visit(dni, site, 0))
+    seen.clear()
+    outcomes = await asyncio.gather(
+        group.run(lambda conn: dni.heartbeat_in(conn, site, first.session or "")),
+        group.run(lambda conn: dni.heartbeat_in(conn, site, "no-such-session")),
+        group.run(visit(dni, site, 1)),
+        return_exceptions=True,
+    )
+    kept, unknown, second = outcomes
+    assert isinstance(kept, Answer) and kept.number == POOL[0]
+    assert isinstance(unknown, SessionEnded)
+    assert isinstance(second, Answer) and second.number == POOL[1]
+    assert sum("BEGIN IMMEDIATE" in s for s in seen) == 1
