@@ -357,7 +357,13 @@ def main() -> None:
             print(f"SQLite: generating {args.calls:,} calls", flush=True)
             generate(url, args.calls)
         else:
-            print(f"SQLite: reusing {path}", flush=True)
+            print(f"SQLite: reusing {path} (migrated to the current schema)", flush=True)
+            from schema import migrate
+            from schema.db import make_engine
+
+            kept = make_engine(url)
+            migrate.upgrade(kept)
+            kept.dispose()
         report("SQLite", asyncio.run(measure(url, args.runs, "SQLite")))
     if args.sqlite_only:
         return
