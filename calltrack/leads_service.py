@@ -38,7 +38,7 @@ class LeadRulesService:
                 if done:
                     logger.info("leads: rules applied to %d ended call(s)", done)
             except Exception:
-                logger.exception("leads: the sweep failed; trying again in %.0f s", poll)
+                logger.exception("leads: the sweep failed; trying again in %g s", poll)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=poll)
 

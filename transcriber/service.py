@@ -31,7 +31,7 @@ class TranscriberService:
         transcriber = self._make()
         reported = None
         poll = max(self.settings.transcription.poll_seconds, 0.05)
-        logger.info("transcriber: transcribing archived recordings every %.0f s", poll)
+        logger.info("transcriber: transcribing archived recordings every %g s", poll)
         try:
             while not stop.is_set():
                 waiter = asyncio.ensure_future(stop.wait())
@@ -47,7 +47,7 @@ class TranscriberService:
                         logger.info("transcriber: %s", report.summary())
                     self.problem = report.model_error or ""
                 except Exception:
-                    logger.exception("transcriber: the pass failed; trying again in %.0f s", poll)
+                    logger.exception("transcriber: the pass failed; trying again in %g s", poll)
                 finally:
                     waiter.cancel()
                 with contextlib.suppress(TimeoutError):
