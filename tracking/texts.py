@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,12 +173,21 @@ def list_texts(
     account: str | None = None,
     number: str | None = None,
     since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    account_ids: Collection[int] | None = None,
     limit: int = 1000,
 ) -> list[dict[str, Any]]:
-    """Texts newest first; *number* matches either side (a tracking number or a sender)."""
+    """Texts newest first; *number* matches either side (a tracking number or a sender).
+
+    *account_ids* (when given) limits them to those accounts: the dashboard's viewer's.
+    """
     query = _select()
     if account:
         query = query.where(SmsMessage.account_id == get_account(session, account).id)
+    if account_ids is not None:
+        query = query.where(SmsMessage.account_id.in_(sorted(account_ids) or [-1]))
+    if until is not None:
+        query = query.where(SmsMessage.received_at < until)
     if number:
         e164 = phone.normalize(number, settings.numbers.default_region)
         query = query.where(or_(SmsMessage.from_number == e164, SmsMessage.to_number == e164))
@@ -187,11 +197,18 @@ def list_texts(
     return [_row(m, a, s) for m, a, s in session.execute(query)]
 
 
-def thread(session: Session, settings: Settings, number: str, tracking: str | None = None) -> list[dict[str, Any]]:
+def thread(
+    session: Session,
+    settings: Settings,
+    number: str,
+    tracking: str | None = None,
+    account_ids: Collection[int] | None = None,
+) -> list[dict[str, Any]]:
     """The texts between *number* and the tracking numbers (or *tracking* alone), oldest first.
 
     *number* may be either side: a sender (every tracking number they texted) or a
     tracking number (then *tracking* is not needed and every correspondent is shown).
+    *account_ids* (when given) limits them to those accounts.
     """
     region = settings.numbers.default_region
     e164 = phone.normalize(number, region)
@@ -206,6 +223,8 @@ def thread(session: Session, settings: Settings, number: str, tracking: str | No
         )
     else:
         query = query.where(or_(SmsMessage.from_number == e164, SmsMessage.to_number == e164))
+    if account_ids is not None:
+        query = query.where(SmsMessage.account_id.in_(sorted(account_ids) or [-1]))
     query = query.order_by(SmsMessage.received_at, SmsMessage.id)
     return [_row(m, a, s) for m, a, s in session.execute(query)]
 

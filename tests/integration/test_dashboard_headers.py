@@ -51,8 +51,9 @@ def _urls(board: Board, data: Seeded) -> list[str]:
         ident = data.recordings["answered"] if path.startswith("/recordings/") else data.calls["answered"]
         path = path.replace("{id}", str(ident))
         formats = ("json", "csv") if "{fmt}" in path else (None,)
+        query = "?number=%2B14045550100" if path.startswith("/texts/thread") else ""  # a thread needs its number
         for fmt in formats:
-            urls.append("/dashboard" + (path.replace("{fmt}", fmt) if fmt else path))
+            urls.append("/dashboard" + (path.replace("{fmt}", fmt) if fmt else path) + query)
     return urls
 
 
@@ -66,7 +67,7 @@ async def test_security_headers_on_every_page_export_recording_and_error(world: 
     urls = _urls(board, data)
     # the walk reached every kind of page (a route renamed or dropped would shrink it)
     for needed in ("/dashboard/overview", "/dashboard/calls.csv", "/dashboard/reports.json", "/dashboard/live",
-                   "/dashboard/audit.csv", "/dashboard/numbers", "/dashboard/members",
+                   "/dashboard/audit.csv", "/dashboard/numbers", "/dashboard/members", "/dashboard/texts.csv",
                    f"/dashboard/recordings/{data.recordings['answered']}",
                    f"/dashboard/calls/{data.calls['answered']}"):  # fmt: skip
         assert needed in urls

@@ -16,7 +16,7 @@ from starlette.staticfiles import StaticFiles
 
 from config import Settings
 from schema.models import utcnow
-from web.dashboard import live, views_auth, views_calls, views_members, views_misc, views_reports
+from web.dashboard import live, views_auth, views_calls, views_members, views_misc, views_reports, views_texts
 from web.dashboard.core import HERE, BadInput, Dashboard, Denied, Forbidden, Signin, json_response
 from web.dashboard.security import SecurityHeaders
 
@@ -78,6 +78,10 @@ def create_dashboard(
         Route("/calls/{id}", wrap(board, views_calls.call), methods=["GET"]),
         Route("/calls/{id}/qualify", wrap(board, views_calls.qualify), methods=["POST"]),
         Route("/recordings/{id}", wrap(board, views_calls.recording), methods=["GET", "HEAD"]),
+        Route("/texts", wrap(board, views_texts.texts_page), methods=["GET"]),
+        Route("/texts/thread", wrap(board, views_texts.thread_page), methods=["GET"]),
+        Route("/texts/thread.{fmt}", wrap(board, views_texts.thread_page), methods=["GET"]),
+        Route("/texts.{fmt}", wrap(board, views_texts.texts_page), methods=["GET"]),
         Route("/overview", wrap(board, views_reports.overview), methods=["GET"]),
         Route("/overview.{fmt}", wrap(board, views_reports.overview), methods=["GET"]),
         Route("/reports", wrap(board, views_reports.reports_page), methods=["GET"]),
