@@ -15,7 +15,8 @@ visitors of one pool do not wait for each other:
   is skipped, not waited for), moves its ``last_leased_at`` to the lease's end,
   inserts the lease and returns the number.  A heartbeat locks its number's row
   (``FOR UPDATE``) before it reads the clock, and extends only the number's
-  latest lease.  The pool row is written only when the peak grows; a full
+  latest lease (:func:`pg_heartbeat`: the session found by its key with the
+  lock, then one statement of writes).  The pool row is written only when the peak grows; a full
   pool's overflow is counted in a slot row of ``pool_overflow_counts`` picked by
   the database connection (:func:`tracking.pools.overflow_counts` adds them up),
   so visitors of a full pool do not queue for one row either.  A new visitor's session is written with its lease in that same
@@ -303,6 +304,86 @@ def start_session(
         logger.debug("pool %s exhausted: overflow number shown", pool_id)
         return int(row.visit_id), Lease(None, None, None, None, overflow=True)
     return int(row.visit_id), Lease(row.number, row.number_id, row.lease_id, row.expires_at)
+
+
+# A heartbeat on PostgreSQL: the session found by its key with its latest lease, the number's row
+# locked (before the clock is read), in one statement; then the lease's end, the number's end and
+# the session's last_seen_at in one more.
+_PG_KEY_LEASE = text(
+    """
+SELECT v.id AS visit_id, v.key, v.visitor_id, v.source_id,
+       l.id, l.number_id, l.expires_at, n.number, n.last_leased_at, p.hold_minutes
+FROM visitor_sessions v
+JOIN pool_leases l ON l.session_id = v.id
+JOIN tracking_numbers n ON n.id = l.number_id
+JOIN number_pools p ON p.id = l.pool_id
+WHERE v.key = :key AND v.account_id = :account_id
+ORDER BY l.leased_at DESC, l.id DESC
+LIMIT 1
+FOR UPDATE OF n
+"""
+).columns(
+    visit_id=Integer(),
+    key=String(),
+    visitor_id=String(),
+    source_id=Integer(),
+    id=Integer(),
+    number_id=Integer(),
+    expires_at=UTCDateTime(),
+    number=String(),
+    last_leased_at=UTCDateTime(),
+    hold_minutes=Integer(),
+)
+_PG_EXTEND_SEEN = text(
+    """
+WITH lease AS (
+    UPDATE pool_leases SET expires_at = :until WHERE id = :lease_id AND :extend RETURNING id
+), number AS (
+    UPDATE tracking_numbers SET last_leased_at = :until WHERE id = :number_id AND :extend RETURNING id
+)
+UPDATE visitor_sessions SET last_seen_at = :now WHERE id = :visit_id
+"""
+).bindparams(bindparam("until", type_=UTCDateTime()), bindparam("now", type_=UTCDateTime()))
+
+
+@dataclass(frozen=True)
+class KeptSession:
+    """What a PostgreSQL heartbeat found: the session (by its key) and its lease, extended unless ended."""
+
+    visit_id: int
+    key: str
+    visitor_id: str
+    source_id: int | None
+    lease: Lease
+
+
+def pg_heartbeat(conn: Connection, account_id: int, session_key: str, clock: Clock = utcnow) -> KeptSession | None:
+    """PostgreSQL: :func:`extend` for the session with *session_key*, and its last_seen_at, in two statements.
+
+    None when the session is unknown or never had a lease (the caller reads it by its key).  An
+    ended lease is returned with ``ended`` set and nothing written.  Call inside a transaction.
+    """
+    row = conn.execute(_PG_KEY_LEASE, {"key": session_key, "account_id": account_id}).first()  # locks the number
+    if row is None:
+        return None
+    now = clock()
+    if row.expires_at <= now or row.last_leased_at != row.expires_at:
+        ended = Lease(row.number, row.number_id, row.id, row.expires_at, ended=True)
+        return KeptSession(row.visit_id, row.key, row.visitor_id, row.source_id, ended)
+    expires = max(row.expires_at, now + dt.timedelta(minutes=row.hold_minutes))
+    conn.execute(
+        _PG_EXTEND_SEEN,
+        {
+            "until": expires,
+            "lease_id": row.id,
+            "number_id": row.number_id,
+            "extend": expires > row.expires_at,
+            "visit_id": row.visit_id,
+            "now": clock(),
+        },
+    )
+    lease = Lease(row.number, row.number_id, row.id, expires)
+    return KeptSession(row.visit_id, row.key, row.visitor_id, row.source_id, lease)
 
 
 @dataclass(frozen=True)

@@ -352,6 +352,13 @@ class Dni:
     def _heartbeat(self, info: AccountInfo, session_key: str) -> Answer:
         with self.engine.connect() as conn:
             leases.begin_write(conn)
+            if conn.dialect.name == "postgresql":
+                kept = leases.pg_heartbeat(conn, info.id, session_key, self.clock)
+                if kept is not None and kept.source_id in info.pools:
+                    if kept.lease.ended:
+                        raise SessionEnded("the session's number lease has ended")
+                    row = _VisitRow(kept.visit_id, kept.key, kept.visitor_id, kept.source_id)
+                    return self._commit(conn, self._answer(info, row, kept.lease.number, kept.lease.expires_at))
             return self._commit(conn, self.heartbeat_in(conn, info, session_key))
 
     def heartbeat_in(self, conn: Connection, info: AccountInfo, session_key: str) -> Answer:

@@ -388,3 +388,44 @@ def test_visitors_of_a_full_pool_do_not_wait_for_the_pool_row(
     assert len(answers) == 1 and not isinstance(answers[0], BaseException), answers
     assert answers[0].number == OVERFLOW
     assert counts(session_factory) == (1, 1, 1)
+
+
+@pytest.mark.postgresql_protection("a heartbeat on PostgreSQL: its lease locked by the session key, then one update")
+def test_a_heartbeat_on_postgresql_is_two_statements_and_keeps_the_number(
+    database_url: str, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    """The session is found by its key with its lease, the number's row locked, in one statement; the
+    lease's end, the number's and the session's last visit are written in the next."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite runs heartbeats in the group commit's transactions")
+    key = one_number_site(session_factory, settings)
+    info = AccountCache(session_factory).get(key)
+    assert info is not None
+    start = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
+    now = [start]
+    dni_engine = make_engine(database_url, pre_ping=False)
+    statements: list[str] = []
+
+    @event.listens_for(dni_engine, "before_cursor_execute")
+    def _count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    try:
+        dni = Dni(settings, dni_engine, lambda: now[0], write_lock=None)
+        first = dni.start(info, PageView(key, None, f"{SITE}/", ""))
+        now[0] = start + dt.timedelta(minutes=20)
+        statements.clear()
+        kept = dni.heartbeat(info, first.session or "")
+        assert len(statements) == 2
+        assert kept.number == POOL[0] and kept.expires_at == start + dt.timedelta(minutes=50)
+        now[0] = start + dt.timedelta(minutes=49)  # still within the extended hold: the number is not free
+        assert dni.start(info, PageView(key, None, f"{SITE}/?other=1", "")).number == OVERFLOW
+        now[0] = start + dt.timedelta(minutes=51)
+        with pytest.raises(SessionEnded):
+            dni.heartbeat(info, first.session or "")
+    finally:
+        dni_engine.dispose()
+    with session_factory() as s:
+        seen = s.scalars(select(VisitorSession.last_seen_at).order_by(VisitorSession.id)).first()
+        assert seen == start + dt.timedelta(minutes=20)
+        assert find_double_leases(s) == []
