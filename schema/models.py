@@ -260,8 +260,20 @@ class Call(Base):
     __tablename__ = "calls"
     __table_args__ = (
         UniqueConstraint("system", "linkedid"),
-        Index("ix_calls_account_started", "account_id", "started_at"),
-        Index("ix_calls_caller", "caller_number"),
+        # covering for the dashboard's reports and overview (they read one account's period from it)
+        Index(
+            "ix_calls_account_started_report",
+            "account_id",
+            "started_at",
+            "disposition",
+            "first_time",
+            "talk_time",
+            "source_id",
+            "visitor_session_id",
+            "tracking_number",
+        ),
+        # a caller's calls; "a later answered call from the same number to the account" in one probe
+        Index("ix_calls_caller_answered", "caller_number", "account_id", "disposition", "started_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
