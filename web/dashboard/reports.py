@@ -188,11 +188,14 @@ def _scan_statement(session: Session, scoped: bool) -> Any:
     return _cached(("scan", dialect, scoped), build)
 
 
-def scan(session: Session, who: Viewer, accounts: list[Account], asked: int | None, when: Period) -> Scan:
+def scan(
+    session: Session, who: Viewer, accounts: list[Account], asked: int | None, when: Period, tables: bool = True
+) -> Scan:
     """Every table, the heatmap, the daily series and the figures, from one query over the period's calls.
 
     One pass: the period's calls are read once (a GROUP BY per table read them five times over,
-    each row at a random page), then summed in Python.
+    each row at a random page), then summed in Python.  ``tables=False`` (the overview) leaves
+    the five attribution tables empty and skips their sums (landing pages parsed per visit).
     """
     scoped, params = _scope(who, accounts, asked, when)
     groups: dict[str, dict[Any, _Tally]] = {t: defaultdict(_Tally) for t in TABLES}
@@ -208,17 +211,8 @@ def scan(session: Session, who: Viewer, accounts: list[Account], asked: int | No
         disposition, first_time, talk = r.disposition, r.first_time, r.talk_time
         total.add(disposition, first_time, talk, lead, value)
         source = r.source or "(none)"
-        page = landing.get(r.landing_url)
-        if page is None:
-            page = landing[r.landing_url] = _landing(r.landing_url)
-        for table, key in (
-            ("source", source),
-            ("campaign", r.campaign or "(none)"),
-            ("landing", page),
-            ("keyword", (r.utm_term or "(none)", "yes" if r.click else "no")),
-            ("number", r.tracking_number or "(none)"),
-        ):
-            groups[table][key].add(disposition, first_time, talk, lead, value)
+        if tables:
+            _group(groups, r, source, landing, disposition, first_time, talk, lead, value)
         bucket = (r.bucket, r.timezone)
         t = local.get(bucket)
         if t is None:
@@ -228,14 +222,14 @@ def scan(session: Session, who: Viewer, accounts: list[Account], asked: int | No
         if day is not None:
             series[source][day] += 1
     names = {"source": "source", "campaign": "campaign", "landing": "landing_page", "number": "tracking_number"}
-    tables: dict[str, list[dict[str, Any]]] = {}
+    out: dict[str, list[dict[str, Any]]] = {}
     for table, tallies in groups.items():
         if table == "keyword":
             rows = [t.row({"keyword": k[0], "click_id": k[1]}) for k, t in tallies.items()]
         else:
             rows = [t.row({names[table]: k}) for k, t in tallies.items()]
         rows.sort(key=lambda r: (-r["calls"], str(next(iter(r.values())))))
-        tables[table] = rows
+        out[table] = rows
     top = max((max(row) for row in grid), default=0)
     busiest = None
     if top:
@@ -245,11 +239,36 @@ def scan(session: Session, who: Viewer, accounts: list[Account], asked: int | No
     summary = total.row({})
     summary["failed"] = total.failed
     return Scan(
-        tables=tables,
+        tables=out,
         heatmap={"days": DAYS, "grid": grid, "max": top, "busiest": busiest},
         daily={"days": [d.isoformat() for d in days], "series": [{"source": n, "calls": series[n]} for n in order]},
         summary=summary,
     )
+
+
+def _group(
+    groups: dict[str, dict[Any, _Tally]],
+    r: Any,
+    source: str,
+    landing: dict[str | None, str],
+    disposition: str | None,
+    first_time: bool | None,
+    talk: float | None,
+    lead: bool,
+    value: float,
+) -> None:
+    """Add one call to its row of each attribution table."""
+    page = landing.get(r.landing_url)
+    if page is None:
+        page = landing[r.landing_url] = _landing(r.landing_url)
+    for table, key in (
+        ("source", source),
+        ("campaign", r.campaign or "(none)"),
+        ("landing", page),
+        ("keyword", (r.utm_term or "(none)", "yes" if r.click else "no")),
+        ("number", r.tracking_number or "(none)"),
+    ):
+        groups[table][key].add(disposition, first_time, talk, lead, value)
 
 
 def _to_local(bucket: str, timezone: str | None) -> dt.datetime:

@@ -33,7 +33,7 @@ async def overview(board: Dashboard, request: Request) -> Response:
     def work(session: Session, who: Viewer, row: WebSession) -> dict[str, Any]:
         accounts = queries.scope(session, who, asked)
         when = period(params, queries.timezone_of(accounts), now, default="30d")
-        seen = reports.scan(session, who, accounts, asked, when)
+        seen = reports.scan(session, who, accounts, asked, when, tables=False)
         data = {
             "range": when.preset,
             "from": when.first.isoformat(),
