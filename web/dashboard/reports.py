@@ -211,8 +211,19 @@ def scan(
         disposition, first_time, talk = r.disposition, r.first_time, r.talk_time
         total.add(disposition, first_time, talk, lead, value)
         source = r.source or "(none)"
-        if tables:
-            _group(groups, r, source, landing, disposition, first_time, talk, lead, value)
+        if tables:  # each call into its row of the five attribution tables (inline: 20,000 calls a month)
+            url = r.landing_url
+            # the landing page is the URL without its query: parsed once per page, not once per visit
+            bare = url.split("?", 1)[0].split("#", 1)[0] if url else url
+            page = landing.get(bare)
+            if page is None:
+                page = landing[bare] = _landing(bare)
+            groups["source"][source].add(disposition, first_time, talk, lead, value)
+            groups["campaign"][r.campaign or "(none)"].add(disposition, first_time, talk, lead, value)
+            groups["landing"][page].add(disposition, first_time, talk, lead, value)
+            keyword = (r.utm_term or "(none)", "yes" if r.click else "no")
+            groups["keyword"][keyword].add(disposition, first_time, talk, lead, value)
+            groups["number"][r.tracking_number or "(none)"].add(disposition, first_time, talk, lead, value)
         bucket = (r.bucket, r.timezone)
         t = local.get(bucket)
         if t is None:
@@ -244,31 +255,6 @@ def scan(
         daily={"days": [d.isoformat() for d in days], "series": [{"source": n, "calls": series[n]} for n in order]},
         summary=summary,
     )
-
-
-def _group(
-    groups: dict[str, dict[Any, _Tally]],
-    r: Any,
-    source: str,
-    landing: dict[str | None, str],
-    disposition: str | None,
-    first_time: bool | None,
-    talk: float | None,
-    lead: bool,
-    value: float,
-) -> None:
-    """Add one call to its row of each attribution table."""
-    page = landing.get(r.landing_url)
-    if page is None:
-        page = landing[r.landing_url] = _landing(r.landing_url)
-    for table, key in (
-        ("source", source),
-        ("campaign", r.campaign or "(none)"),
-        ("landing", page),
-        ("keyword", (r.utm_term or "(none)", "yes" if r.click else "no")),
-        ("number", r.tracking_number or "(none)"),
-    ):
-        groups[table][key].add(disposition, first_time, talk, lead, value)
 
 
 def _to_local(bucket: str, timezone: str | None) -> dt.datetime:
