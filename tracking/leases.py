@@ -130,17 +130,10 @@ _SESSION_LEASE = (
 _SET_LEASE_END = update(_leases).where(_leases.c.id == bindparam("lease_id")).values(expires_at=bindparam("until"))
 
 
-# PostgreSQL: the whole lease in one round trip.  The free number is locked with SKIP LOCKED, so a
-# number that another transaction is leasing is passed over instead of waited for; READ COMMITTED
-# re-checks the WHERE clause on a row that changed since the statement's snapshot, so a number
-# leased and committed meanwhile is never taken twice.  ``live`` counts the pool's other live
-# leases (as committed) plus this one, for the pool's peak.
-_PG_LEASE = (
-    text(
-        """
-WITH pool AS (
-    SELECT id, hold_minutes, peak_leases FROM number_pools WHERE id = :pool_id
-), free AS (
+# PostgreSQL, shared by the lease statements below: the pool's least recently used free number, locked
+# with SKIP LOCKED (a number another transaction is leasing is passed over, not waited for), taken
+# until the pool's hold ends (CTEs ``free`` and ``took``; the statement's ``pool`` CTE gives hold_minutes).
+_PG_TAKE_FREE = """free AS (
     SELECT n.id FROM tracking_numbers n
     WHERE n.pool_id = :pool_id AND n.status = 'active'
       AND (n.last_leased_at IS NULL OR n.last_leased_at <= :now)
@@ -151,7 +144,31 @@ WITH pool AS (
     UPDATE tracking_numbers n SET last_leased_at = :now + make_interval(mins => pool.hold_minutes)
     FROM free, pool WHERE n.id = free.id
     RETURNING n.id, n.number, n.last_leased_at
-), lease AS (
+)"""
+# A new visitor session's row (the session API's column values), returning its id.
+_PG_INSERT_VISIT = """
+    INSERT INTO visitor_sessions (key, account_id, visitor_id, source_id, landing_url, referrer,
+        utm_source, utm_medium, utm_campaign, utm_term, utm_content, gclid, gbraid, wbraid, msclkid,
+        pages_seen, user_agent, ip, started_at, last_seen_at)
+    VALUES (:key, :account_id, :visitor_id, :source_id, :landing_url, :referrer,
+        :utm_source, :utm_medium, :utm_campaign, :utm_term, :utm_content, :gclid, :gbraid, :wbraid, :msclkid,
+        :pages_seen, :user_agent, :ip, :started_at, :last_seen_at)
+    RETURNING id
+"""
+
+# PostgreSQL: the whole lease in one round trip.  The free number is locked with SKIP LOCKED, so a
+# number that another transaction is leasing is passed over instead of waited for; READ COMMITTED
+# re-checks the WHERE clause on a row that changed since the statement's snapshot, so a number
+# leased and committed meanwhile is never taken twice.  ``live`` counts the pool's other live
+# leases (as committed) plus this one, for the pool's peak.
+_PG_LEASE = (
+    text(
+        """
+WITH pool AS (
+    SELECT id, hold_minutes, peak_leases FROM number_pools WHERE id = :pool_id
+), """  # noqa: S608 (this module's constants only)
+        + _PG_TAKE_FREE
+        + """, lease AS (
     INSERT INTO pool_leases (pool_id, number_id, session_id, leased_at, expires_at)
     SELECT :pool_id, took.id, :visit_id, :now, took.last_leased_at FROM took
     RETURNING id
@@ -224,28 +241,13 @@ FOR UPDATE OF n
 _PG_START = (
     text(
         """
-WITH visit AS (
-    INSERT INTO visitor_sessions (key, account_id, visitor_id, source_id, landing_url, referrer,
-        utm_source, utm_medium, utm_campaign, utm_term, utm_content, gclid, gbraid, wbraid, msclkid,
-        pages_seen, user_agent, ip, started_at, last_seen_at)
-    VALUES (:key, :account_id, :visitor_id, :source_id, :landing_url, :referrer,
-        :utm_source, :utm_medium, :utm_campaign, :utm_term, :utm_content, :gclid, :gbraid, :wbraid, :msclkid,
-        :pages_seen, :user_agent, :ip, :started_at, :last_seen_at)
-    RETURNING id
-), pool AS (
+WITH visit AS ("""  # noqa: S608 (this module's constants only)
+        + _PG_INSERT_VISIT
+        + """), pool AS (
     SELECT id, hold_minutes FROM number_pools WHERE id = :pool_id
-), free AS (
-    SELECT n.id FROM tracking_numbers n
-    WHERE n.pool_id = :pool_id AND n.status = 'active'
-      AND (n.last_leased_at IS NULL OR n.last_leased_at <= :now)
-    ORDER BY n.last_leased_at ASC NULLS FIRST, n.id
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED
-), took AS (
-    UPDATE tracking_numbers n SET last_leased_at = :now + make_interval(mins => pool.hold_minutes)
-    FROM free, pool WHERE n.id = free.id
-    RETURNING n.id, n.number, n.last_leased_at
-), lease AS (
+), """
+        + _PG_TAKE_FREE
+        + """, lease AS (
     INSERT INTO pool_leases (pool_id, number_id, session_id, leased_at, expires_at)
     SELECT :pool_id, took.id, visit.id, :now, took.last_leased_at FROM took, visit
     RETURNING id
@@ -274,17 +276,9 @@ FROM visit LEFT JOIN took ON true LEFT JOIN lease ON true
     )
     .columns(visit_id=Integer(), number_id=Integer(), number=String(), expires_at=UTCDateTime(), lease_id=Integer())
 )
-_PG_START_UNPOOLED = text(
-    """
-    INSERT INTO visitor_sessions (key, account_id, visitor_id, source_id, landing_url, referrer,
-        utm_source, utm_medium, utm_campaign, utm_term, utm_content, gclid, gbraid, wbraid, msclkid,
-        pages_seen, user_agent, ip, started_at, last_seen_at)
-    VALUES (:key, :account_id, :visitor_id, :source_id, :landing_url, :referrer,
-        :utm_source, :utm_medium, :utm_campaign, :utm_term, :utm_content, :gclid, :gbraid, :wbraid, :msclkid,
-        :pages_seen, :user_agent, :ip, :started_at, :last_seen_at)
-    RETURNING id
-"""
-).bindparams(bindparam("started_at", type_=UTCDateTime()), bindparam("last_seen_at", type_=UTCDateTime()))
+_PG_START_UNPOOLED = text(_PG_INSERT_VISIT).bindparams(
+    bindparam("started_at", type_=UTCDateTime()), bindparam("last_seen_at", type_=UTCDateTime())
+)
 
 
 def start_session(
