@@ -565,6 +565,9 @@ def test_the_classic_script_stores_and_routes_a_recorded_text_like_the_fastagi_h
             f"""
             [general]
             data_dir = "{tmp_path / "data"}"
+            [agi]
+            # a new process opening the database on a loaded machine: its deadline is not under test here
+            db_deadline_ms = 5000
             [sms]
             trunk = "carrier"
             domain = "pbx.example.com"
