@@ -330,9 +330,14 @@ def test_pages_fit_a_phone_screen_and_work_with_the_keyboard(browser: Any, world
     try:
         page = ctx.new_page()
         page.goto("/dashboard/signin")
-        # keyboard only: the username field has focus, Tab moves to the password, Enter submits
+        # keyboard only: the username field has focus, Tab moves to the password, Enter submits.
+        # Chromium applies autofocus at a later rendering step than "load": on a busy machine the
+        # first keys came before it and the sign-in failed, so wait for the focus (it must come).
+        focused = "name => document.activeElement && document.activeElement.name === name"
+        page.wait_for_function(focused, arg="username", timeout=WAIT_MS)
         page.keyboard.type("ann")
         page.keyboard.press("Tab")
+        page.wait_for_function(focused, arg="password", timeout=WAIT_MS)
         page.keyboard.type(PASSWORD)
         page.keyboard.press("Enter")
         page.wait_for_url("**/dashboard/", timeout=WAIT_MS)
