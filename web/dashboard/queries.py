@@ -453,6 +453,11 @@ def qualify(session: Session, who: Viewer, call_id: int, form: dict[str, str]) -
     )
 
 
+def audit_export(session: Session, who: Viewer, what: str, query: str) -> None:
+    """A CSV export in the audit log: who took which table (``export.<what>``) with which filters."""
+    session.add(AuditEntry(actor=who.username, action=f"export.{what}", target=query[:200] or None))
+
+
 def recording_file(
     session: Session, settings: Settings, who: Viewer, recording_id: int, download: bool, *, audit: bool = True
 ) -> tuple[Path, str, str]:

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 
-from schema.models import AuditEntry, WebSession
+from schema.models import WebSession
 from tracking.users import Viewer
 from web.dashboard import queries
 from web.dashboard.core import PREFIX, Dashboard, Denied, csv_response, json_response
@@ -42,7 +42,7 @@ async def calls(board: Dashboard, request: Request) -> Response:
         limit = 10_000 if fmt == "csv" else queries.PER_PAGE
         data = queries.calls_page(session, board.settings, who, filters, when.since, when.until, limit=limit)
         if fmt == "csv":
-            session.add(AuditEntry(actor=who.username, action="export.calls", target=request.url.query[:200] or None))
+            queries.audit_export(session, who, "calls", request.url.query)
         data.update(
             {
                 "range": when.preset,

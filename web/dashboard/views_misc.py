@@ -14,7 +14,7 @@ from schema.models import Account, AuditEntry, Call, NumberPool, Source, Trackin
 from tracking.users import Viewer, allowed
 from web.dashboard.core import BadInput, Dashboard, Denied, csv_response, json_response
 from web.dashboard.filters import _int
-from web.dashboard.queries import local, scope
+from web.dashboard.queries import audit_export, local, scope
 from web.dashboard.reports import pools
 from web.dashboard.views_calls import _fmt
 
@@ -141,7 +141,7 @@ async def audit(board: Dashboard, request: Request) -> Response:
             for e in entries[:limit]
         ]
         if fmt == "csv":
-            session.add(AuditEntry(actor=who.username, action="export.audit", target=request.url.query[:200] or None))
+            audit_export(session, who, "audit", request.url.query)
         return {"entries": rows, "more": len(entries) > limit, "page": page, "viewer": who, "csrf": row.csrf}
 
     result = await board.with_viewer(request, work)

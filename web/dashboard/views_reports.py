@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
-from schema.models import AuditEntry, WebSession
+from schema.models import WebSession
 from tracking.users import Viewer
 from web.dashboard import queries, reports
 from web.dashboard.core import PREFIX, BadInput, Dashboard, csv_response, json_response
@@ -89,7 +89,7 @@ async def reports_page(board: Dashboard, request: Request) -> Response:
             "pools": reports.pools(session, accounts, now),
         }
         if fmt == "csv":
-            session.add(AuditEntry(actor=who.username, action="export.report", target=request.url.query[:200] or None))
+            queries.audit_export(session, who, "report", request.url.query)
         return {"data": data, "viewer": who, "csrf": row.csrf}
 
     result = await board.with_viewer(request, work)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
-from schema.models import AuditEntry, WebSession
+from schema.models import WebSession
 from tracking import texts
 from tracking.errors import InvalidInput
 from tracking.users import Viewer
@@ -72,7 +72,7 @@ async def _page(board: Dashboard, request: Request, thread: bool) -> Response:
     def work(session: Session, who: Viewer, row: WebSession) -> dict[str, Any]:
         data = texts_data(board, session, who, params, fmt, thread)
         if fmt == "csv":
-            session.add(AuditEntry(actor=who.username, action="export.texts", target=request.url.query[:200] or None))
+            queries.audit_export(session, who, "texts", request.url.query)
         return {"data": data, "viewer": who, "csrf": row.csrf}
 
     result = await board.with_viewer(request, work)
