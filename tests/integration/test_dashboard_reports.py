@@ -258,3 +258,37 @@ async def test_hand_qualifications_count_the_same_on_the_dashboard_and_in_cli_re
         await _qualify(board, client, data.calls["missed"], lead="no")
         dashboard, cli = await both(client)
         assert dashboard == cli == {"Google Ads": (1, 300.0), "Facebook": (0, 0.0)}
+
+
+async def test_a_call_flagged_as_spam_is_counted_as_spam_only_as_cli_reports_count_it(
+    world: tuple[Board, Seeded],
+) -> None:
+    """A spam call is not a call, not answered, never a lead, not on the heatmap: the dashboard and
+    `calltrack reports sources` agree, and the spam column (and overview card) counts it."""
+    from tracking.reports import by_source
+
+    board, data = world
+    async with board.signed_in("mia") as client:
+        await _qualify(board, client, data.calls["answered"], lead="yes", value="250")  # a person said lead
+        with board.factory.begin() as s:  # then the spam checks flagged it
+            s.add(CallOutcome(call_id=data.calls["answered"], spam=True))
+        report = (await client.get("/dashboard/reports.json?range=30d")).json()
+        google = next(r for r in report["tables"]["source"] if r["source"] == "Google Ads")
+        measures = ("calls", "answered", "first_time", "qualified_leads", "lead_value", "spam")
+        assert tuple(google[m] for m in measures) == (0, 0, 0, 0, 0.0, 1)
+        assert google["answer_rate"] is None and google["avg_talk_seconds"] is None
+        assert sum(map(sum, report["heatmap"]["grid"])) == 1  # the missed call only
+        number = next(r for r in report["tables"]["number"] if r["tracking_number"] == "+14045550100")
+        assert (number["calls"], number["spam"]) == (0, 1)
+        with board.factory() as s:
+            cli = {r["source"]: r for r in by_source(s, account="Acme", since=START - dt.timedelta(days=30))}
+        assert (cli["Google Ads"]["calls"], cli["Google Ads"]["qualified"], cli["Google Ads"]["spam"]) == (0, 0, 1)
+        overview = (await client.get("/dashboard/overview.json?range=7d")).json()
+        s_ = overview["summary"]
+        assert (s_["calls"], s_["answered"], s_["missed"], s_["spam"]) == (1, 0, 1, 1)
+        assert {x["source"]: x["calls"] for x in overview["daily"]["series"]} == {"Facebook": [0, 0, 0, 0, 1, 0, 0]}
+        page = await client.get("/dashboard/overview")
+        assert 'id="card-spam">1<' in page.text
+        csv_text = (await client.get("/dashboard/reports.csv?table=source&range=30d")).text
+        header, *lines = list(csv.reader(io.StringIO(csv_text)))
+        assert header[-1] == "spam" and any(line[0] == "Google Ads" and line[-1] == "1" for line in lines)

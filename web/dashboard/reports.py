@@ -3,7 +3,8 @@
 Grouped in SQL; times are bucketed by the UTC hour in SQL and placed into the account's local
 day and hour in Python (so SQLite, which has no time zones, and PostgreSQL agree, DST included).
 A report row counts as ``tracking.reports`` does (blocked callers apart, live calls neither
-answered nor missed).  A qualified lead is a call a person marked a lead, or, when nobody said,
+answered nor missed, a call flagged as spam counted in ``spam`` only: not a call, not answered,
+never a lead, not on the heatmap).  A qualified lead is a call a person marked a lead, or, when nobody said,
 one the lead rules qualified; its value is the person's, else the rules' (``tracking.qualification``,
 the definition CLI reports and conversion exports share).
 """
@@ -20,7 +21,7 @@ from typing import Any
 from sqlalchemy import bindparam, exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from schema.models import Account, Call, Source, VisitorSession
+from schema.models import Account, Call, CallOutcome, Source, VisitorSession
 from tracking import qualification
 from tracking.leases import pool_status
 from tracking.users import Viewer
@@ -40,6 +41,7 @@ REPORT_COLUMNS = [
     "avg_talk_seconds",
     "qualified_leads",
     "lead_value",
+    "spam",
 ]
 #: pool utilisation (peak leases over size) above which the page warns
 POOL_WARN = 0.75
@@ -93,11 +95,11 @@ class _Tally:
     """The measures of one report row, summed call by call."""
 
     __slots__ = ("calls", "answered", "missed", "abandoned", "busy", "failed", "live", "first_time", "talk",
-                 "qualified_leads", "lead_value")  # fmt: skip
+                 "qualified_leads", "lead_value", "spam")  # fmt: skip
 
     def __init__(self) -> None:
         self.calls = self.answered = self.missed = self.abandoned = self.busy = self.failed = self.live = 0
-        self.first_time = self.qualified_leads = 0
+        self.first_time = self.qualified_leads = self.spam = 0
         self.talk = self.lead_value = 0.0
 
     def add(
@@ -137,6 +139,7 @@ class _Tally:
             "avg_talk_seconds": round(self.talk / self.answered, 1) if self.answered else None,
             "qualified_leads": self.qualified_leads,
             "lead_value": round(self.lead_value, 2),
+            "spam": self.spam,
         }
 
 
@@ -177,6 +180,7 @@ def _scan_statement(session: Session, scoped: bool) -> Any:
                 # a person's word first, else the lead rules': the definition CLI reports and exports use
                 qualification.qualified_sql().label("lead"),
                 func.coalesce(qualification.value_sql(), 0).label("value"),
+                func.coalesce(CallOutcome.spam, False).label("spam"),
             )
             .select_from(Call)
             .outerjoin(Account, Account.id == Call.account_id)
@@ -207,10 +211,8 @@ def scan(
     local: dict[tuple[str, str | None], dt.datetime] = {}
     landing: dict[str | None, str] = {}
     for r in session.execute(_scan_statement(session, scoped), params):
-        lead, value = bool(r.lead), float(r.value or 0)
-        disposition, first_time, talk = r.disposition, r.first_time, r.talk_time
-        total.add(disposition, first_time, talk, lead, value)
         source = r.source or "(none)"
+        into: list[_Tally] = [total]
         if tables:  # each call into its row of the five attribution tables (inline: 20,000 calls a month)
             url = r.landing_url
             # the landing page is the URL without its query: parsed once per page, not once per visit
@@ -218,12 +220,21 @@ def scan(
             page = landing.get(bare)
             if page is None:
                 page = landing[bare] = _landing(bare)
-            groups["source"][source].add(disposition, first_time, talk, lead, value)
-            groups["campaign"][r.campaign or "(none)"].add(disposition, first_time, talk, lead, value)
-            groups["landing"][page].add(disposition, first_time, talk, lead, value)
-            keyword = (r.utm_term or "(none)", "yes" if r.click else "no")
-            groups["keyword"][keyword].add(disposition, first_time, talk, lead, value)
-            groups["number"][r.tracking_number or "(none)"].add(disposition, first_time, talk, lead, value)
+            into += (
+                groups["source"][source],
+                groups["campaign"][r.campaign or "(none)"],
+                groups["landing"][page],
+                groups["keyword"][(r.utm_term or "(none)", "yes" if r.click else "no")],
+                groups["number"][r.tracking_number or "(none)"],
+            )
+        if r.spam:  # as tracking.reports counts it: in its own column, kept out of every other
+            for tally in into:
+                tally.spam += 1
+            continue
+        lead, value = bool(r.lead), float(r.value or 0)
+        disposition, first_time, talk = r.disposition, r.first_time, r.talk_time
+        for tally in into:
+            tally.add(disposition, first_time, talk, lead, value)
         bucket = (r.bucket, r.timezone)
         t = local.get(bucket)
         if t is None:
