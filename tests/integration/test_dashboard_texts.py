@@ -149,3 +149,21 @@ async def test_bad_text_filters_are_refused_with_what_is_wrong(world: tuple[Boar
     async with board.signed_in("mia") as client:
         response = await client.get(url)
         assert response.status_code == 400 and response.json()["field"] in ("number", "account", "range"), url
+
+
+async def test_times_are_in_the_accounts_timezone_as_on_the_calls_page(world: tuple[Board, Seeded]) -> None:
+    """Acme is in New York: a text received at 12:00 UTC on 2 March shows 07:00 (EST); across
+    accounts in several zones the page says UTC.  The JSON and CSV keep the UTC instant."""
+    board, _ = world
+    async with board.signed_in("mia") as client:
+        data = (await client.get("/dashboard/texts.json")).json()
+        first = next(t for t in data["texts"] if t["body"] == MARKUP)
+        assert data["timezone"] == "America/New_York"
+        assert (first["at"], first["local_time"]) == ("2026-03-02T12:00:00+00:00", "2026-03-02 07:00:00")
+        page = (await client.get("/dashboard/texts")).text
+        assert '<time datetime="2026-03-02T12:00:00+00:00">2026-03-02 07:00:00</time>' in page
+        assert "times in America/New_York" in page
+    async with board.signed_in("root") as client:
+        page = (await client.get("/dashboard/texts")).text
+        assert '<time datetime="2026-03-02T12:00:00+00:00">2026-03-02 12:00:00</time>' in page
+        assert "times in UTC" in page

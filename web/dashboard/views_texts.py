@@ -7,6 +7,7 @@ account's texts, whatever ``account`` or ``number`` they ask for.
 
 from __future__ import annotations
 
+import datetime as dt
 import urllib.parse
 from typing import Any
 
@@ -61,6 +62,11 @@ def texts_data(
             limit=limit,
         )  # fmt: skip
         data.update({"range": when.preset, "from": when.first.isoformat(), "to": when.last.isoformat()})
+    # shown in the account's time, as the calls are (UTC across accounts in several zones)
+    tz = data["timezone"] = queries.timezone_of(accounts)
+    for r in rows:
+        at = dt.datetime.fromisoformat(r["at"])
+        r["local_time"] = queries.local(at if at.tzinfo else at.replace(tzinfo=dt.UTC), tz)
     data["texts"] = rows
     return data
 
