@@ -163,11 +163,16 @@ def by_source(
     return sorted(rows.values(), key=lambda r: (r["account"], -r["calls"], -r["blocked"], r["source"]))
 
 
+def received_texts() -> Any:
+    """SQL: the text counts in a report: received, its sender not blocked (the dashboard's too)."""
+    return (SmsMessage.direction == "in") & (SmsMessage.status.is_(None) | (SmsMessage.status != "blocked"))
+
+
 def texts_by_source(
     session: Session, *, account: str | None = None, since: dt.datetime | None = None, until: dt.datetime | None = None
 ) -> dict[tuple[str, str], tuple[int, int]]:
     """(account, source) -> (texts received, from first-time senders); blocked senders left out."""
-    counted = (SmsMessage.direction == "in") & (SmsMessage.status.is_(None) | (SmsMessage.status != "blocked"))
+    counted = received_texts()
     query = (
         select(
             Account.name,

@@ -167,3 +167,35 @@ async def test_times_are_in_the_accounts_timezone_as_on_the_calls_page(world: tu
         page = (await client.get("/dashboard/texts")).text
         assert '<time datetime="2026-03-02T12:00:00+00:00">2026-03-02 12:00:00</time>' in page
         assert "times in UTC" in page
+
+
+async def test_reports_source_table_counts_texts_received_as_cli_reports_do(world: tuple[Board, Seeded]) -> None:
+    """Texts received per source in the period (the reply out and last year's text not counted,
+    Globex's never shown to an Acme member), the same figures as `calltrack reports sources`."""
+    from tracking.reports import by_source
+
+    board, _ = world
+    with board.factory.begin() as s:  # a blocked sender's text is not counted
+        s.add(
+            SmsMessage(
+                system="pbx1", message_id="m9", account_id=_acme(s), direction="in", from_number="+17705550199",
+                to_number="+14045550100", body="spam", status="blocked", received_at=START - dt.timedelta(hours=1),
+            )
+        )  # fmt: skip
+    async with board.signed_in("mia") as client:
+        report = (await client.get("/dashboard/reports.json?range=30d")).json()
+        texts = {r["source"]: (r["texts"], r["first_time_texts"]) for r in report["tables"]["source"]}
+        assert texts == {"Google Ads": (1, 0), "Facebook": (0, 0), "(none)": (1, 0)}
+        with board.factory() as s:
+            rows = by_source(s, account="Acme", since=START - dt.timedelta(days=30), until=START + dt.timedelta(days=1))
+        assert {r["source"]: (r["texts"], r["first_time_texts"]) for r in rows} == texts
+        exported = list(csv.DictReader(io.StringIO((await client.get("/dashboard/reports.csv?table=source")).text)))
+        assert {r["source"]: r["texts"] for r in exported} == {"Google Ads": "1", "Facebook": "0", "(none)": "1"}
+        page = (await client.get("/dashboard/reports")).text
+        assert '<th class="num">first time texts</th>' in page
+
+
+def _acme(s: object) -> int:
+    from tracking.accounts import get_account
+
+    return get_account(s, "Acme").id  # type: ignore[arg-type]

@@ -18,12 +18,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, exists, func, or_, select
+from sqlalchemy import bindparam, case, exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from schema.models import Account, Call, CallOutcome, Source, VisitorSession
+from schema.models import Account, Call, CallOutcome, SmsMessage, Source, VisitorSession
 from tracking import qualification
 from tracking.leases import pool_status
+from tracking.reports import received_texts
 from tracking.users import Viewer
 from web.dashboard.filters import Period
 from web.dashboard.queries import account_condition
@@ -43,8 +44,15 @@ REPORT_COLUMNS = [
     "lead_value",
     "spam",
 ]
+#: the source table's extra columns (texts carry no calls' columns), as ``calltrack reports sources``
+TEXT_COLUMNS = ["texts", "first_time_texts"]
 #: pool utilisation (peak leases over size) above which the page warns
 POOL_WARN = 0.75
+
+
+def columns_of(table: str) -> list[str]:
+    """The measures of *table*'s rows (the source table counts texts too)."""
+    return [*REPORT_COLUMNS, *TEXT_COLUMNS] if table == "source" else REPORT_COLUMNS
 
 
 def _hour_bucket(session: Session) -> Any:
@@ -95,11 +103,11 @@ class _Tally:
     """The measures of one report row, summed call by call."""
 
     __slots__ = ("calls", "answered", "missed", "abandoned", "busy", "failed", "live", "first_time", "talk",
-                 "qualified_leads", "lead_value", "spam")  # fmt: skip
+                 "qualified_leads", "lead_value", "spam", "texts", "first_time_texts")  # fmt: skip
 
     def __init__(self) -> None:
         self.calls = self.answered = self.missed = self.abandoned = self.busy = self.failed = self.live = 0
-        self.first_time = self.qualified_leads = self.spam = 0
+        self.first_time = self.qualified_leads = self.spam = self.texts = self.first_time_texts = 0
         self.talk = self.lead_value = 0.0
 
     def add(
@@ -243,6 +251,8 @@ def scan(
         day = index.get(t.date())
         if day is not None:
             series[source][day] += 1
+    if tables:
+        _add_texts(session, scoped, params, groups["source"])
     names = {"source": "source", "campaign": "campaign", "landing": "landing_page", "number": "tracking_number"}
     out: dict[str, list[dict[str, Any]]] = {}
     for table, tallies in groups.items():
@@ -250,6 +260,9 @@ def scan(
             rows = [t.row({"keyword": k[0], "click_id": k[1]}) for k, t in tallies.items()]
         else:
             rows = [t.row({names[table]: k}) for k, t in tallies.items()]
+        if table == "source":
+            for row, tally in zip(rows, tallies.values(), strict=True):
+                row["texts"], row["first_time_texts"] = tally.texts, tally.first_time_texts
         rows.sort(key=lambda r: (-r["calls"], str(next(iter(r.values())))))
         out[table] = rows
     top = max((max(row) for row in grid), default=0)
@@ -266,6 +279,33 @@ def scan(
         daily={"days": [d.isoformat() for d in days], "series": [{"source": n, "calls": series[n]} for n in order]},
         summary=summary,
     )
+
+
+def _add_texts(session: Session, scoped: bool, params: dict[str, Any], sources: dict[Any, _Tally]) -> None:
+    """The period's texts received per source (blocked senders apart), into the source table's tallies."""
+    dialect = session.get_bind().dialect.name
+
+    def build() -> Any:
+        where = [
+            received_texts(),
+            SmsMessage.received_at >= bindparam("since"),
+            SmsMessage.received_at < bindparam("until"),
+        ]
+        if scoped:
+            where.append(SmsMessage.account_id.in_(bindparam("accounts", expanding=True)))
+        first = func.sum(case((SmsMessage.first_time.is_(True), 1), else_=0))
+        return (
+            select(Source.name, func.count(SmsMessage.id), first)
+            .select_from(SmsMessage)
+            .outerjoin(Source, Source.id == SmsMessage.source_id)
+            .where(*where)
+            .group_by(Source.name)
+        )
+
+    for name, n, first_time in session.execute(_cached(("texts", dialect, scoped), build), params):
+        tally = sources[name or "(none)"]
+        tally.texts += int(n or 0)
+        tally.first_time_texts += int(first_time or 0)
 
 
 def _to_local(bucket: str, timezone: str | None) -> dt.datetime:

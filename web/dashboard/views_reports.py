@@ -117,6 +117,7 @@ async def reports_page(board: Dashboard, request: Request) -> Response:
         levels=levels,
         csv_links=csv_links,
         columns=reports.REPORT_COLUMNS,
+        source_columns=reports.columns_of("source"),
         viewer=result["viewer"],
         csrf=result["csrf"],
     )
@@ -138,7 +139,7 @@ KEYS = {
 
 def _csv(table: str, data: dict[str, Any]) -> Response:
     if table in KEYS:
-        return csv_response(data["tables"][table], [*KEYS[table], *reports.REPORT_COLUMNS], f"report-{table}.csv")
+        return csv_response(data["tables"][table], [*KEYS[table], *reports.columns_of(table)], f"report-{table}.csv")
     if table == "missed":
         return csv_response(
             data["missed"],
