@@ -152,6 +152,51 @@ async def test_keyword_and_click_id_presence(world: tuple[Board, Seeded]) -> Non
         }
 
 
+async def test_one_landing_page_reached_through_several_urls_is_one_row(world: tuple[Board, Seeded]) -> None:
+    """The landing page is the URL without query, fragment or scheme, however the visitor's URL was spelt;
+    a live call counts as a call, neither answered nor missed, and leaves the answer rate alone."""
+    board, data = world
+    urls = {
+        "v-query": ("https://acme.test/offer?gclid=G9&utm_term=a", "answered"),
+        "v-fragment": ("http://acme.test/offer#form", "missed"),
+        "v-both": ("https://acme.test/offer#top?not=a-query", "answered"),
+        "v-other": ("https://acme.test/other?x=1#y", None),  # still ringing
+        "v-unicode": ("https://acme.test/caf\u00e9?q=\u2603", "abandoned"),
+    }
+    with board.factory.begin() as s:
+        for key, (url, disposition) in urls.items():
+            visit = VisitorSession(key=key, account_id=data.acme, landing_url=url, started_at=START)
+            s.add(visit)
+            s.flush()
+            s.add(
+                Call(
+                    system="pbx1",
+                    linkedid=f"l-{key}",
+                    account_id=data.acme,
+                    visitor_session_id=visit.id,
+                    started_at=START - dt.timedelta(minutes=30),
+                    disposition=disposition,
+                    talk_time=30.0 if disposition == "answered" else None,
+                )
+            )
+    async with board.signed_in("mia") as client:
+        report = (await client.get("/dashboard/reports.json?range=30d")).json()
+    rows = {r["landing_page"]: r for r in report["tables"]["landing"]}
+    assert {page: r["calls"] for page, r in rows.items()} == {
+        "acme.test/offer": 4,  # the seeded visit's URL and three spellings of it
+        "acme.test/other": 1,
+        "acme.test/caf\u00e9": 1,
+        "(none)": 1,
+    }
+    offer = rows["acme.test/offer"]
+    assert (offer["answered"], offer["missed"], offer["answer_rate"], offer["avg_talk_seconds"]) == (3, 1, 75.0, 50.0)
+    other = rows["acme.test/other"]
+    assert (other["calls"], other["answered"], other["missed"], other["answer_rate"]) == (1, 0, 0, None)
+    # the page's figures are the sum of its rows: every call in exactly one row of each table
+    for table in ("source", "campaign", "landing", "keyword", "number"):
+        assert sum(r["calls"] for r in report["tables"][table]) == 7, table
+
+
 async def test_report_csv_matches_the_page_for_each_table(world: tuple[Board, Seeded], settings: Settings) -> None:
     board, data = world
     with board.factory.begin() as s:  # a pool, so the pools table has a row

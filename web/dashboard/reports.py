@@ -1,6 +1,6 @@
 """Overview and report data: attribution tables, the hour-by-weekday heatmap, missed calls, pool health.
 
-Grouped in SQL; times are bucketed by the UTC hour in SQL and placed into the account's local
+Grouped in SQL (the period's calls read once, summed per table); times are bucketed by the UTC hour in SQL and placed into the account's local
 day and hour in Python (so SQLite, which has no time zones, and PostgreSQL agree, DST included).
 A report row counts as ``tracking.reports`` does (blocked callers apart, live calls neither
 answered nor missed, a call flagged as spam counted in ``spam`` only: not a call, not answered,
@@ -18,7 +18,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, case, exists, func, or_, select
+from sqlalchemy import String, bindparam, case, cast, exists, func, literal_column, or_, select, union_all
+from sqlalchemy import null as sql_null
 from sqlalchemy.orm import Session, aliased
 
 from schema.models import Account, Call, CallOutcome, SmsMessage, Source, VisitorSession
@@ -100,7 +101,7 @@ def _landing(url: str | None) -> str:
 
 
 class _Tally:
-    """The measures of one report row, summed call by call."""
+    """The measures of one report row: sums of grouped rows (several SQL groups can name one row)."""
 
     __slots__ = ("calls", "answered", "missed", "abandoned", "busy", "failed", "live", "first_time", "talk",
                  "qualified_leads", "lead_value", "spam", "texts", "first_time_texts")  # fmt: skip
@@ -110,28 +111,24 @@ class _Tally:
         self.first_time = self.qualified_leads = self.spam = self.texts = self.first_time_texts = 0
         self.talk = self.lead_value = 0.0
 
-    def add(
-        self, disposition: str | None, first_time: bool | None, talk: float | None, lead: bool, value: float
-    ) -> None:
-        self.calls += 1
-        if disposition == "answered":
-            self.answered += 1
-            self.talk += talk or 0.0
-        elif disposition is None:
-            self.live += 1
-        elif disposition == "missed":
-            self.missed += 1
-        elif disposition == "abandoned":
-            self.abandoned += 1
-        elif disposition == "busy":
-            self.busy += 1
-        elif disposition == "failed":
-            self.failed += 1
-        if first_time:
-            self.first_time += 1
-        if lead:
-            self.qualified_leads += 1
-            self.lead_value += value
+    def add(self, r: Any) -> None:
+        """Add one grouped row of :func:`_scan_statement` (its sums over the group's calls)."""
+        self.calls += int(r.calls)
+        self.answered += int(r.answered)
+        self.missed += int(r.missed)
+        self.abandoned += int(r.abandoned)
+        self.busy += int(r.busy)
+        self.failed += int(r.failed)
+        self.live += int(r.live)
+        self.first_time += int(r.first_time)
+        self.talk += float(r.talk or 0.0)
+        self.qualified_leads += int(r.leads)
+        self.lead_value += float(r.lead_value or 0.0)
+        self.spam += int(r.spam)
+
+    def merge(self, other: _Tally) -> None:
+        for name in self.__slots__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def row(self, keys: dict[str, Any]) -> dict[str, Any]:
         ended = self.calls - self.live
@@ -161,7 +158,22 @@ class Scan:
     summary: dict[str, Any]
 
 
-def _scan_statement(session: Session, scoped: bool) -> Any:
+def _page_sql(dialect: str, url: Any) -> Any:
+    """SQL: *url* up to its first ``?`` or ``#`` (as ``url.split("?")[0].split("#")[0]``)."""
+    if dialect == "postgresql":
+        return func.split_part(func.split_part(url, "?", 1), "#", 1)
+    # SQLite: instr() of the URL with the mark appended is the mark's place, or one past the end
+    return func.substr(url, 1, func.min(func.instr(url.concat("?"), "?"), func.instr(url.concat("#"), "#")) - 1)
+
+
+def _scan_statement(session: Session, scoped: bool, tables: bool) -> Any:
+    """One statement: the period's calls read once (a materialized CTE), then grouped per table in SQL.
+
+    Each result row is (table, key1, key2, key3, sums...): the five attribution tables grouped by
+    their keys (the landing page by the URL without query or fragment), and ``hour`` rows (source,
+    UTC hour bucket, time zone) for the heatmap and the daily series.  The overview (*tables*
+    false) asks for the source rows (its figures are their sum) and the hour rows only.
+    """
     dialect = session.get_bind().dialect.name
 
     def build() -> Any:
@@ -172,87 +184,128 @@ def _scan_statement(session: Session, scoped: bool) -> Any:
             VisitorSession.wbraid.is_not(None),
             VisitorSession.msclkid.is_not(None),
         )
-        query = (
+        url = VisitorSession.landing_url
+        calls = (
             select(
                 _hour_bucket(session).label("bucket"),
-                Account.timezone,
+                Account.timezone.label("timezone"),
                 Source.name.label("source"),
                 func.coalesce(VisitorSession.utm_campaign, Source.campaign).label("campaign"),
-                VisitorSession.landing_url,
-                VisitorSession.utm_term,
-                click.label("click"),
-                Call.tracking_number,
-                Call.disposition,
-                Call.first_time,
-                Call.talk_time,
+                _page_sql(dialect, url).label("landing"),
+                VisitorSession.utm_term.label("term"),
+                case((click, 1), else_=0).label("click"),
+                Call.tracking_number.label("number"),
+                Call.disposition.label("disposition"),
+                case((Call.first_time.is_(True), 1), else_=0).label("first"),
+                Call.talk_time.label("talk"),
                 # a person's word first, else the lead rules': the definition CLI reports and exports use
-                qualification.qualified_sql().label("lead"),
+                case((qualification.qualified_sql(), 1), else_=0).label("lead"),
                 func.coalesce(qualification.value_sql(), 0).label("value"),
-                func.coalesce(CallOutcome.spam, False).label("spam"),
+                case((CallOutcome.spam.is_(True), 1), else_=0).label("spam"),
             )
             .select_from(Call)
             .outerjoin(Account, Account.id == Call.account_id)
             .outerjoin(Source, Source.id == Call.source_id)
             .outerjoin(VisitorSession, VisitorSession.id == Call.visitor_session_id)
         )
-        return qualification.joined(query).where(*_where(scoped), _counted())
+        c = qualification.joined(calls).where(*_where(scoped), _counted()).cte("period_calls")
+        c = c.prefix_with("MATERIALIZED")  # read once, grouped six times
+        counted = c.c.spam == 0  # a call flagged as spam counts in its own column, kept out of every other
 
-    return _cached(("scan", dialect, scoped), build)
+        def n(condition: Any) -> Any:
+            return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+        def by(disposition: str) -> Any:
+            return n(counted & (c.c.disposition == disposition))
+
+        sums = [
+            n(counted).label("calls"),
+            by("answered").label("answered"),
+            by("missed").label("missed"),
+            by("abandoned").label("abandoned"),
+            by("busy").label("busy"),
+            by("failed").label("failed"),
+            n(counted & c.c.disposition.is_(None)).label("live"),
+            n(counted & (c.c.first == 1)).label("first_time"),
+            func.sum(case((counted & (c.c.disposition == "answered"), func.coalesce(c.c.talk, 0.0)), else_=0.0)).label(
+                "talk"
+            ),
+            n(counted & (c.c.lead == 1)).label("leads"),
+            func.sum(case((counted & (c.c.lead == 1), c.c.value), else_=0.0)).label("lead_value"),
+            n(c.c.spam == 1).label("spam"),
+        ]
+        none = sql_null()
+        keyed = {
+            "source": (c.c.source, none, none),
+            "campaign": (c.c.campaign, none, none),
+            "landing": (c.c.landing, none, none),
+            "keyword": (c.c.term, c.c.click, none),
+            "number": (c.c.number, none, none),
+        }
+        parts = []
+        for table, keys in keyed.items():
+            if not tables and table != "source":
+                continue
+            grouped = [k for k in keys if k is not none]
+            parts.append(
+                select(
+                    literal_column(f"'{table}'").label("tbl"),
+                    *(
+                        cast(k, String).label(f"k{i}") if k is not none else none.label(f"k{i}")
+                        for i, k in enumerate(keys)
+                    ),
+                    *sums,
+                ).group_by(*grouped)
+            )
+        parts.append(
+            select(literal_column("'hour'").label("tbl"), c.c.source, c.c.bucket, c.c.timezone, *sums)
+            .where(counted)
+            .group_by(c.c.source, c.c.bucket, c.c.timezone)
+        )
+        return union_all(*parts)
+
+    return _cached(("scan", dialect, scoped, tables), build)
 
 
 def scan(
     session: Session, who: Viewer, accounts: list[Account], asked: int | None, when: Period, tables: bool = True
 ) -> Scan:
-    """Every table, the heatmap, the daily series and the figures, from one query over the period's calls.
+    """Every table, the heatmap, the daily series and the figures, from one statement over the period's calls.
 
-    One pass: the period's calls are read once (a GROUP BY per table read them five times over,
-    each row at a random page), then summed in Python.  ``tables=False`` (the overview) leaves
-    the five attribution tables empty and skips their sums (landing pages parsed per visit).
+    The calls are read once and summed in SQL per table (:func:`_scan_statement`); Python only
+    names the groups (several SQL groups can make one row: a missing campaign and "(none)", two
+    URLs of one landing page), places the UTC hours in the account's local day and hour, and
+    sorts.  ``tables=False`` (the overview) leaves the five attribution tables empty.
     """
     scoped, params = _scope(who, accounts, asked, when)
     groups: dict[str, dict[Any, _Tally]] = {t: defaultdict(_Tally) for t in TABLES}
-    total = _Tally()
     grid = [[0] * 24 for _ in range(7)]
     days = when.days
     index = {d: i for i, d in enumerate(days)}
     series: dict[str, list[int]] = defaultdict(lambda: [0] * len(days))
-    local: dict[tuple[str, str | None], dt.datetime] = {}
-    landing: dict[str | None, str] = {}
-    for r in session.execute(_scan_statement(session, scoped), params):
-        source = r.source or "(none)"
-        into: list[_Tally] = [total]
-        if tables:  # each call into its row of the five attribution tables (inline: 20,000 calls a month)
-            url = r.landing_url
-            # the landing page is the URL without its query: parsed once per page, not once per visit
-            bare = url.split("?", 1)[0].split("#", 1)[0] if url else url
-            page = landing.get(bare)
-            if page is None:
-                page = landing[bare] = _landing(bare)
-            into += (
-                groups["source"][source],
-                groups["campaign"][r.campaign or "(none)"],
-                groups["landing"][page],
-                groups["keyword"][(r.utm_term or "(none)", "yes" if r.click else "no")],
-                groups["number"][r.tracking_number or "(none)"],
-            )
-        if r.spam:  # as tracking.reports counts it: in its own column, kept out of every other
-            for tally in into:
-                tally.spam += 1
+    for r in session.execute(_scan_statement(session, scoped, tables), params):
+        table = r.tbl
+        if table == "hour":
+            t = _to_local(r.k1, r.k2)
+            grid[t.weekday()][t.hour] += int(r.calls)
+            day = index.get(t.date())
+            if day is not None:
+                series[r.k0 or "(none)"][day] += int(r.calls)
             continue
-        lead, value = bool(r.lead), float(r.value or 0)
-        disposition, first_time, talk = r.disposition, r.first_time, r.talk_time
-        for tally in into:
-            tally.add(disposition, first_time, talk, lead, value)
-        bucket = (r.bucket, r.timezone)
-        t = local.get(bucket)
-        if t is None:
-            t = local[bucket] = _to_local(r.bucket, r.timezone)
-        grid[t.weekday()][t.hour] += 1
-        day = index.get(t.date())
-        if day is not None:
-            series[source][day] += 1
+        if table == "landing":
+            key: Any = _landing(r.k0)
+        elif table == "keyword":
+            key = (r.k0 or "(none)", "yes" if r.k1 in ("1", "true") else "no")
+        else:
+            key = r.k0 or "(none)"
+        groups[table][key].add(r)
+    total = _Tally()
+    for tally in groups["source"].values():
+        total.merge(tally)
     if tables:
         _add_texts(session, scoped, params, groups["source"])
+    else:
+        groups["source"].clear()
     names = {"source": "source", "campaign": "campaign", "landing": "landing_page", "number": "tracking_number"}
     out: dict[str, list[dict[str, Any]]] = {}
     for table, tallies in groups.items():
