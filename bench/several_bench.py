@@ -10,7 +10,11 @@ the PostgreSQL server (127.0.0.1:5432 unless --postgres or CALLTRACK_TEST_POSTGR
   lease numbers (no clock speed-up) and the check afterwards finds no number leased twice;
 - routes: 20 fake Asterisk clients (agi_bench's, the sample dialplan's address form) spread
   over one, then two, `calltrack agi serve` servers on 200 numbers; every call row must be there
-  once.
+  once;
+- AMI listeners: one, then two, `calltrack ami listen` processes, one per Asterisk system, each
+  fed by its own fake AMI server (a separate process, real TCP, full speed) replaying the recorded
+  Asterisk 22 calls renumbered into --ami-calls calls; the time is until the last call of every
+  system is closed in the database, and each system must end with every call closed, once (the time includes each listener's start-up).
 
 The load generators run in this process (one asyncio loop). On a machine with fewer cores than
 processes the second process shares the cores of the first, so the figure says what a second
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import multiprocessing as mp
 import os
 import signal
 import socket
@@ -30,10 +35,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from agi_bench import load as agi_load
 from agi_bench import make_database
+from ami_bench import serve as ami_serve
 from benchlib import scratch_postgres
 from dni_bench import Stats, check, client, pct, prepare
 
@@ -88,6 +95,113 @@ def servers(args: list[list[str]], env: dict[str, str], folder: Path) -> Iterato
                 proc.kill()
 
 
+@dataclass
+class AmiRun:
+    elapsed: float  # until the last call of every system closed
+    sent: int  # events the fake servers sent, in all
+    closed: list[int]  # per system: calls with an end
+    rows: list[tuple[int, int]]  # per system: call rows, distinct linkedids
+    stored: list[int]  # per system: raw AMI events stored
+    codes: list[int]  # the listeners' exit codes after SIGTERM
+
+    @property
+    def whole(self) -> bool:
+        """Every call of every system closed, none twice."""
+        return all(
+            total == distinct == closed for (total, distinct), closed in zip(self.rows, self.closed, strict=True)
+        )
+
+
+def ami_run(count: int, calls: int, url: str, env: dict[str, str], folder: Path, seq: int) -> AmiRun:
+    """*count* listeners, one per system, each fed *calls* calls; figures once every call is closed."""
+    from sqlalchemy import func, select
+
+    from schema.db import make_engine
+    from schema.models import AmiEvent, Call
+
+    ctx = mp.get_context("fork")
+    stop = ctx.Event()
+    feeds, streams = [], []
+    for _ in range(count):
+        ports: mp.Queue[tuple[int, int]] = ctx.Queue()
+        feed = ctx.Process(target=ami_serve, args=(calls, ports, stop), daemon=True)
+        feed.start()
+        feeds.append(feed)
+        streams.append(ports.get(timeout=300))
+    systems = [f"pbx{seq}{chr(97 + n)}" for n in range(count)]
+    secret = folder / "ami-secret"
+    secret.write_text("s3cret")
+    engine = make_engine(url)
+    procs = []
+    try:
+        started = time.perf_counter()
+        for system, (port, _events) in zip(systems, streams, strict=True):
+            config = folder / f"{system}.toml"
+            config.write_text(
+                f'[general]\ndata_dir = "{folder / system}"\nsystem_name = "{system}"\nlog_level = "WARNING"\n'
+                f'[[ami.servers]]\nname = "{system}"\nhost = "127.0.0.1"\nport = {port}\n'
+                f'username = "calltrack"\nsecret_file = "{secret}"\n'
+            )
+            log = open(folder / f"{system}.log", "ab")
+            procs.append(
+                subprocess.Popen(
+                    [PY, "-m", "calltrack.main", "ami", "listen"],
+                    env={**env, "CALLTRACK_CONFIG": str(config)},
+                    stdout=log,
+                    stderr=log,
+                )
+            )
+            log.close()
+        closed = select(Call.system, func.count()).where(Call.system.in_(systems), Call.ended_at.is_not(None))
+        last: dict[str, int] = {}
+        changed = time.perf_counter()
+        # done when every system has closed calls and none has closed another for 5 s (at most 15 min)
+        while len(last) < count or time.perf_counter() - changed < 5.0:
+            if time.perf_counter() - started > 900:
+                break
+            time.sleep(0.1)
+            with engine.connect() as conn:
+                now = {system: n for system, n in conn.execute(closed.group_by(Call.system))}
+            if now != last:
+                last, changed = now, time.perf_counter()
+        elapsed = changed - started
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        codes = []
+        for proc in procs:
+            try:
+                codes.append(proc.wait(30))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes.append(proc.wait())
+        with engine.connect() as conn:
+            per_system = select(Call.system, func.count(), func.count(func.distinct(Call.linkedid)))
+            rows = {
+                system: (total, distinct)
+                for system, total, distinct in conn.execute(
+                    per_system.where(Call.system.in_(systems)).group_by(Call.system)
+                )
+            }
+            by_system = select(AmiEvent.system, func.count()).where(AmiEvent.system.in_(systems))
+            stored = {system: n for system, n in conn.execute(by_system.group_by(AmiEvent.system))}
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+        stop.set()
+        for feed in feeds:
+            feed.join(10)
+        engine.dispose()
+    return AmiRun(
+        elapsed=elapsed,
+        sent=sum(events for _port, events in streams),
+        closed=[last.get(s, 0) for s in systems],
+        rows=[rows.get(s, (0, 0)) for s in systems],
+        stored=[stored.get(s, 0) for s in systems],
+        codes=codes,
+    )
+
+
 async def dni_load(ports: list[int], key: str, clients: int, seconds: float) -> tuple[Stats, float]:
     stats = Stats()
     warm = time.perf_counter() + 1.0
@@ -109,6 +223,7 @@ def main() -> None:
     parser.add_argument(
         "--postgres", default=os.environ.get("CALLTRACK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
     )
+    parser.add_argument("--ami-calls", type=int, default=1000, help="calls per Asterisk system in the AMI part")
     args = parser.parse_args()
     print(f"several processes on one PostgreSQL: {args.seconds:g} s per run, {os.cpu_count()} CPUs, product defaults")
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
@@ -160,6 +275,19 @@ def main() -> None:
                 f"  {count} server{'s' if count > 1 else ' '}: {rate:6.0f} routes/s  worst p99 {p99:6.1f} ms  statuses {statuses}"
             )
         print(f"  two servers / one: {route_rates[1] / route_rates[0]:.2f}x")
+
+        print(f"AMI listeners, `calltrack ami listen`, one per Asterisk system, {args.ami_calls:,} calls each:")
+        ami_rates = []
+        for count in (1, 2):
+            got = ami_run(count, args.ami_calls, url, env, folder, count)
+            ami_rates.append(got.sent / got.elapsed)
+            print(
+                f"  {count} listener{'s' if count > 1 else ' '}: {got.sent / got.elapsed:6.0f} events/s in all"
+                f" ({got.sent:,} events in {got.elapsed:.1f} s)  calls closed per system {got.closed},"
+                f" call rows (all, distinct) {got.rows}, raw events stored {got.stored};"
+                f" every call closed once: {'yes' if got.whole else 'NO'}; exit codes {got.codes}"
+            )
+        print(f"  two listeners / one: {ami_rates[1] / ami_rates[0]:.2f}x")
 
 
 if __name__ == "__main__":
