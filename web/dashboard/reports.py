@@ -257,8 +257,10 @@ def _scan_statement(session: Session, scoped: bool, tables: bool) -> Any:
                     *sums,
                 ).group_by(*grouped)
             )
+        # the heatmap and the daily series count calls only: the other sums would cost a CASE each per call
+        hour_sums = [func.count().label("calls"), *(none.label(s.name) for s in sums[1:])]
         parts.append(
-            select(literal_column("'hour'").label("tbl"), c.c.source, c.c.bucket, c.c.timezone, *sums)
+            select(literal_column("'hour'").label("tbl"), c.c.source, c.c.bucket, c.c.timezone, *hour_sums)
             .where(counted)
             .group_by(c.c.source, c.c.bucket, c.c.timezone)
         )
@@ -283,10 +285,14 @@ def scan(
     days = when.days
     index = {d: i for i, d in enumerate(days)}
     series: dict[str, list[int]] = defaultdict(lambda: [0] * len(days))
+    local: dict[tuple[str, str | None], dt.datetime] = {}
     for r in session.execute(_scan_statement(session, scoped, tables), params):
         table = r.tbl
-        if table == "hour":
-            t = _to_local(r.k1, r.k2)
+        if table == "hour":  # one row per source and UTC hour: an hour is placed in local time once
+            bucket = (r.k1, r.k2)
+            t = local.get(bucket)
+            if t is None:
+                t = local[bucket] = _to_local(r.k1, r.k2)
             grid[t.weekday()][t.hour] += int(r.calls)
             day = index.get(t.date())
             if day is not None:
