@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from asterisk_agi import service as agi_service
 from asterisk_agi.handlers.route import RouteHandler
 from asterisk_agi.service import AgiService
 from config import AgiSettings, DatabaseSettings, RecorderSettings, Settings, TrackingSettings
@@ -659,8 +660,16 @@ async def test_database_unavailable_routes_by_fallback_and_spools_the_call(
 
 
 async def test_database_lost_after_start_routes_known_numbers_to_their_destination(
-    server: Running, world: World, acme: dict[str, int], database_url: str, tmp_path: Path
+    server: Running,
+    world: World,
+    acme: dict[str, int],
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # the explicit replay below is what is tested: the service's own every-10-seconds replay, which on a
+    # loaded machine can come first and take the spool, stays out of the way
+    monkeypatch.setattr(agi_service, "SPOOL_EVERY", 1e9)
     world.number(
         acme["account"], "+18005550100", source_id=acme["google"], forward_to="PJSIP/100&PJSIP/101", ring_timeout=21
     )
