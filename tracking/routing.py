@@ -745,13 +745,16 @@ class CallSpool:
     concurrent writers (FastAGI threads, classic AGI processes) never interleave, a
     crash loses nothing that was acknowledged, and no line lands in a file that
     :meth:`replay` has already moved aside. Replay upserts every row (idempotent: a
-    row replayed twice is one call); what fails stays for the next attempt.
+    row replayed twice is one call); what fails stays for the next attempt. One replay
+    at a time, across threads and processes (the server's own, ``calltrack agi replay``):
+    a second waits for the first, then finds what is left.
     """
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self.path = self.folder / "pending.jsonl"
         self._lock = threading.Lock()
+        self._replaying = threading.Lock()
 
     def append(self, system: str, linkedid: str, values: dict[str, Any]) -> None:
         record = {"system": system, "linkedid": linkedid, "values": _jsonable(values)}
@@ -786,6 +789,22 @@ class CallSpool:
 
     def replay(self, store: RouteStore) -> int:
         """Write spooled rows into the database; the number written. Raises when the database is away."""
+        import fcntl
+
+        if not self.folder.is_dir():
+            return 0
+        # Two replays at once would both write the rows moved aside and both delete their file (the
+        # second deleting nothing, and raising): the whole replay holds this lock, a file's flock
+        # for other processes, beside the appenders' lock (never held while the database is asked).
+        with self._replaying:
+            fd = os.open(self.folder / "replay.lock", os.O_RDWR | os.O_CREAT, 0o640)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                return self._replay(store)
+            finally:
+                os.close(fd)  # also releases the flock
+
+    def _replay(self, store: RouteStore) -> int:
         import fcntl
 
         with self._lock:

@@ -16,7 +16,6 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from asterisk_agi import service as agi_service
 from asterisk_agi.handlers.route import RouteHandler
 from asterisk_agi.service import AgiService
 from config import AgiSettings, DatabaseSettings, RecorderSettings, Settings, TrackingSettings
@@ -660,16 +659,8 @@ async def test_database_unavailable_routes_by_fallback_and_spools_the_call(
 
 
 async def test_database_lost_after_start_routes_known_numbers_to_their_destination(
-    server: Running,
-    world: World,
-    acme: dict[str, int],
-    database_url: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    server: Running, world: World, acme: dict[str, int], database_url: str, tmp_path: Path
 ) -> None:
-    # the explicit replay below is what is tested: the service's own every-10-seconds replay, which on a
-    # loaded machine can come first and take the spool, stays out of the way
-    monkeypatch.setattr(agi_service, "SPOOL_EVERY", 1e9)
     world.number(
         acme["account"], "+18005550100", source_id=acme["google"], forward_to="PJSIP/100&PJSIP/101", ring_timeout=21
     )
@@ -694,7 +685,9 @@ async def test_database_lost_after_start_routes_known_numbers_to_their_destinati
     # back again: the server writes the spooled rows itself
     for store in stores:
         store.url = database_url
-    assert await server.service.replay_spool() == 3
+    # a replay after the database is back writes them (the service's own, every 10 s, may come first: once all the same)
+    await server.service.replay_spool()
+    assert server.service.call_router.spool_.pending() == 0
     calls = {c.linkedid: c for c in world.calls()}
     assert set(calls) == {"ok", "away0", "away1", "away-unknown"}
     assert calls["away0"].route_status == "fallback"
@@ -880,6 +873,61 @@ def test_spool_appends_from_many_processes_while_replaying_lose_nothing(
     assert written == 120
     assert len(world.calls()) == 120
     assert spool.pending() == 0
+
+
+def test_two_replays_at_once_write_each_row_once_and_neither_fails(
+    database_url: str, tmp_path: Path, world: World
+) -> None:
+    """The server's replay and `calltrack agi replay` (another process: its own CallSpool) at the same moment.
+
+    The first replay is held inside its first database write until the second has had every chance
+    to run (up to 2 s): the second must wait for the first, not write the rows moved aside a
+    second time and then fail to delete their file.
+    """
+    import threading
+
+    folder = tmp_path / "spool"
+    server_side, cli_side = CallSpool(folder), CallSpool(folder)
+    for n in range(3):
+        server_side.append("asterisk", f"r{n}", {"route_status": "fallback", "dial": "PJSIP/operator"})
+    inside, second_done = threading.Event(), threading.Event()
+    held, free = RouteStore(database_url), RouteStore(database_url)
+    save = held.save_call
+
+    def slow_save(*args: Any, **kwargs: Any) -> Any:
+        if not inside.is_set():
+            inside.set()
+            second_done.wait(2.0)
+        return save(*args, **kwargs)
+
+    held.save_call = slow_save  # type: ignore[method-assign]
+    results: dict[str, object] = {}
+
+    def run(name: str, spool: CallSpool, store: RouteStore, after: threading.Event | None) -> None:
+        if after is not None:
+            after.wait(10)
+        try:
+            results[name] = spool.replay(store)
+        except Exception as exc:  # the failure is what this test looks for
+            results[name] = exc
+        if name == "cli":
+            second_done.set()
+
+    threads = [
+        threading.Thread(target=run, args=("server", server_side, held, None)),
+        threading.Thread(target=run, args=("cli", cli_side, free, inside)),
+    ]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        held.close()
+        free.close()
+    assert results == {"server": 3, "cli": 0}
+    assert sorted(c.linkedid for c in world.calls()) == ["r0", "r1", "r2"]
+    assert server_side.pending() == 0
 
 
 def _spool_writer(folder: str, worker: int, count: int) -> None:
