@@ -195,6 +195,38 @@ async def test_absolute_timeout_ends_even_a_busy_session(board: Board) -> None:
         assert (await client.get("/dashboard/me.json")).status_code == 401
 
 
+async def test_the_absolute_timeout_ends_the_session_on_the_hour(board: Board) -> None:
+    async with board.signed_in("mia") as client:
+        for _ in range(12 * 3 - 1):  # busy until 11 h 40 min after sign-in
+            board.clock.advance(minutes=20)
+            assert (await client.get("/dashboard/me.json")).status_code == 200
+        board.clock.advance(minutes=20)  # 12 h exactly: absolute_hours is the session's whole life
+        assert (await client.get("/dashboard/me.json")).status_code == 401
+
+
+async def test_a_member_granted_no_account_sees_none(board: Board) -> None:
+    """A member without grants (all revoked, or none yet) sees no account, not the first one there is."""
+    board.user("newcomer", "member", ())
+    async with board.signed_in("newcomer") as client:
+        assert (await client.get("/dashboard/me.json")).json()["accounts"] == []
+        home = await client.get("/dashboard/")
+        assert home.status_code == 200 and "Acme" not in home.text and "Globex" not in home.text
+        calls = await client.get("/dashboard/calls.json")
+        assert calls.status_code in (200, 403) and "Acme" not in calls.text
+
+
+async def test_scripts_may_send_the_csrf_token_in_a_header(board: Board) -> None:
+    """X-CSRF-Token, for scripts posting without a form: the token checked whenever it is sent."""
+    async with board.signed_in("mia") as client:
+        token = await board.csrf(client)
+        wrong = await client.post("/dashboard/signout", headers={"X-CSRF-Token": token[::-1]}, data={"csrf": token})
+        assert wrong.status_code == 403
+        assert (await client.get("/dashboard/me.json")).status_code == 200
+        done = await client.post("/dashboard/signout", headers={"X-CSRF-Token": token})
+        assert done.status_code == 303
+        assert (await client.get("/dashboard/me.json")).status_code == 401
+
+
 async def test_disabled_user_is_signed_out_and_cannot_sign_in(board: Board, cli: object) -> None:
     from tracking.users import set_disabled
 
