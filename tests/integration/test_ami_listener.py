@@ -462,14 +462,17 @@ async def test_a_busy_asterisk_whose_pong_queues_behind_events_is_not_left(
     """Events keep arriving, the Pong never does (on a busy server it waits behind the events):
     anything heard is a sign of life, so the listener stays on its one connection."""
     stream = frames("answered", asterisk_traffic)
-    pace = 0.04
-    assert len(stream) * pace > 3 * (0.2 + 0.5)  # the stream outlasts several Ping intervals and timeouts
+    # The stream outlasts three Ping intervals and timeouts (a Pong-only watchdog would leave it),
+    # while a false "dead" needs 2.3 s with nothing at all: more than a loaded machine stalls a test.
+    ping_interval, timeout = 0.3, 2.0
+    pace = 3.3 * (ping_interval + timeout) / len(stream)
+    assert pace < ping_interval / 2
     async with (
         FakeAmiServer([Plan(frames=stream, pace=pace, answer_ping=False)]) as fake,
         Harness(settings, database_url, fake, secret_file) as h,
     ):
-        h.client.ping_interval = 0.2
-        h.client.timeout = 0.5
+        h.client.ping_interval = ping_interval
+        h.client.timeout = timeout
         await wait_for(
             lambda: (calls_of(h.engine, h.system).get(LINKEDID["answered"]) or {}).get("ended_at") is not None,
             what="the call completed",
