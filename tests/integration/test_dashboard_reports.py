@@ -123,24 +123,32 @@ async def test_overview_figures_and_daily_series(world: tuple[Board, Seeded]) ->
         assert "/dashboard/static/vendor/uPlot.iife.min.js" in page.text
 
 
+def _visit_call(
+    board: Board, data: Seeded, key: str, disposition: str | None, talk: float | None, **visit: str | None
+) -> None:
+    """A call to Acme half an hour before START from a website visit with *visit*'s fields."""
+    with board.factory.begin() as s:
+        session = VisitorSession(key=key, account_id=data.acme, started_at=START, **visit)
+        s.add(session)
+        s.flush()
+        s.add(
+            Call(
+                system="pbx1",
+                linkedid=f"l-{key}",
+                account_id=data.acme,
+                visitor_session_id=session.id,
+                started_at=START - dt.timedelta(minutes=30),
+                disposition=disposition,
+                talk_time=talk,
+            )
+        )
+
+
 async def test_keyword_and_click_id_presence(world: tuple[Board, Seeded]) -> None:
     board, data = world
-    with board.factory.begin() as s:  # a Microsoft Ads click with a keyword, and a keyword without a click
-        for key, term, msclkid in (("v-bing", "boiler repair", "M42"), ("v-org", "boiler repair", None)):
-            visit = VisitorSession(key=key, account_id=data.acme, utm_term=term, msclkid=msclkid, started_at=START)
-            s.add(visit)
-            s.flush()
-            s.add(
-                Call(
-                    system="pbx1",
-                    linkedid=f"l-{key}",
-                    account_id=data.acme,
-                    visitor_session_id=visit.id,
-                    started_at=START - dt.timedelta(minutes=30),
-                    disposition="answered",
-                    talk_time=60.0,
-                )
-            )
+    # a Microsoft Ads click with a keyword, and a keyword without a click
+    for key, term, msclkid in (("v-bing", "boiler repair", "M42"), ("v-org", "boiler repair", None)):
+        _visit_call(board, data, key, "answered", 60.0, utm_term=term, msclkid=msclkid)
     async with board.signed_in("mia") as client:
         report = (await client.get("/dashboard/reports.json?range=30d")).json()
         rows = {(r["keyword"], r["click_id"]): r["calls"] for r in report["tables"]["keyword"]}
@@ -163,22 +171,8 @@ async def test_one_landing_page_reached_through_several_urls_is_one_row(world: t
         "v-other": ("https://acme.test/other?x=1#y", None),  # still ringing
         "v-unicode": ("https://acme.test/caf\u00e9?q=\u2603", "abandoned"),
     }
-    with board.factory.begin() as s:
-        for key, (url, disposition) in urls.items():
-            visit = VisitorSession(key=key, account_id=data.acme, landing_url=url, started_at=START)
-            s.add(visit)
-            s.flush()
-            s.add(
-                Call(
-                    system="pbx1",
-                    linkedid=f"l-{key}",
-                    account_id=data.acme,
-                    visitor_session_id=visit.id,
-                    started_at=START - dt.timedelta(minutes=30),
-                    disposition=disposition,
-                    talk_time=30.0 if disposition == "answered" else None,
-                )
-            )
+    for key, (url, disposition) in urls.items():
+        _visit_call(board, data, key, disposition, 30.0 if disposition == "answered" else None, landing_url=url)
     async with board.signed_in("mia") as client:
         report = (await client.get("/dashboard/reports.json?range=30d")).json()
     rows = {r["landing_page"]: r for r in report["tables"]["landing"]}
