@@ -288,9 +288,11 @@ def test_crash_between_steps_neither_loses_nor_duplicates(
         assert report.archived == [str(call_id)]
 
 
-def test_damaged_archive_with_its_source_still_in_the_spool_is_archived_again(
-    settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path, asterisk_traffic: Path
+@pytest.mark.parametrize("harm", ["damaged", "missing"])
+def test_damaged_or_missing_archive_with_its_source_still_in_the_spool_is_archived_again(
+    settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path, asterisk_traffic: Path, harm: str
 ) -> None:
+    """Never lose a recording: the source goes only once an archive proves good, even one that vanished."""
     cfg = recorder_settings(settings, tmp_path)
     source = put_real(asterisk_traffic, cfg.recorder.spool_dir, "8.wav")
 
@@ -301,7 +303,10 @@ def test_damaged_archive_with_its_source_still_in_the_spool_is_archived_again(
     with pytest.raises(SimulatedCrash):
         Recorder(cfg, session_factory, hook=crash).run_pass()
     (rec,) = rows(session_factory)
-    Path(rec.path or "").write_bytes(b"damaged")
+    if harm == "damaged":
+        Path(rec.path or "").write_bytes(b"damaged")
+    else:  # deleted by hand, or a disk that lost it: reading it fails
+        Path(rec.path or "").unlink()
 
     report = Recorder(cfg, session_factory).run_pass()
 
