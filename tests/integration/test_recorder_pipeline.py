@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from config import Settings
 from recorder.errors import FfmpegMissing
 from recorder.pipeline import Job, Recorder
-from schema.models import AmiEvent, CallEvent, Recording, utcnow
+from schema.models import AmiEvent, Call, CallEvent, Recording, utcnow
 from tests.integration.recorder_helpers import add_call, age, put_real, recorder_settings, write_wav
 
 
@@ -214,19 +214,29 @@ def test_mixmonitor_stopped_during_the_call_counts_as_finished(
 ) -> None:
     cfg = recorder_settings(settings, tmp_path)
     call_id, _ = add_call(session_factory, ended=False)
+    other_id, _ = add_call(session_factory, ended=False, account=None)  # another live call, its own channel
+    with session_factory() as s, s.begin():
+        other = s.get(Call, other_id)
+        assert other is not None
+        other.uniqueid = "1795915099.7"
     put_real(asterisk_traffic, cfg.recorder.spool_dir, f"{call_id}.wav", old=60)
     assert Recorder(cfg, session_factory).due() == ([], 1)
-    with session_factory() as s, s.begin():
-        if how == "timeline":  # as the AMI listener notes it
-            s.add(CallEvent(call_id=call_id, at=utcnow(), kind="recording-stopped"))
-        else:
-            s.add(
-                AmiEvent(
-                    system="asterisk", event_key="c1:1", seq=1, event="MixMonitorStop", uniqueid="1795915078.1",
-                    linkedid="1795915078.0", received_at=utcnow(), payload={"Event": "MixMonitorStop"},
-                )
-            )  # fmt: skip
 
+    def stopped(cid: int, uniqueid: str, n: int) -> None:
+        with session_factory() as s, s.begin():
+            if how == "timeline":  # as the AMI listener notes it
+                s.add(CallEvent(call_id=cid, at=utcnow(), kind="recording-stopped"))
+            else:
+                s.add(
+                    AmiEvent(
+                        system="asterisk", event_key=f"c1:{n}", seq=n, event="MixMonitorStop", uniqueid=uniqueid,
+                        linkedid="1795915078.0", received_at=utcnow(), payload={"Event": "MixMonitorStop"},
+                    )
+                )  # fmt: skip
+
+    stopped(other_id, "1795915099.7", 1)  # the other call's recording stopping says nothing of this one's
+    assert Recorder(cfg, session_factory).due() == ([], 1)
+    stopped(call_id, "1795915078.1", 2)
     assert Recorder(cfg, session_factory).run_pass().archived == [str(call_id)]
 
 
