@@ -301,7 +301,7 @@ def scan(
         if table == "landing":
             key: Any = _landing(r.k0)
         elif table == "keyword":
-            key = (r.k0 or "(none)", "yes" if r.k1 in ("1", "true") else "no")
+            key = (r.k0 or "(none)", "yes" if r.k1 == "1" else "no")  # the CASE 1/0 cast to text
         else:
             key = r.k0 or "(none)"
         groups[table][key].add(r)
