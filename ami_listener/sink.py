@@ -20,12 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+import orjson
 from sqlalchemy import String, bindparam, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
@@ -127,6 +127,10 @@ _INSERT_SQL = (
 )
 
 
+def _dumps(payload: dict[str, Any]) -> str:
+    return orjson.dumps(payload).decode()
+
+
 def insert_events(session: Session, system: str, events: Sequence[StoredEvent]) -> None:
     """Store raw events; one already stored (same system and event key) is left alone.
 
@@ -137,7 +141,7 @@ def insert_events(session: Session, system: str, events: Sequence[StoredEvent]) 
     if not events:
         return
     conn = session.connection()
-    dumps = json.dumps
+    dumps = _dumps
     utc = dt.UTC
     params: list[tuple[Any, ...]]
     if conn.dialect.name == "postgresql":
@@ -178,6 +182,7 @@ class CallWriter:
         self.announce = announce
         self._info: dict[str, CallerInfo] = {}
         self._callers: dict[str, str | None] = {}
+        self._list_keys: dict[str, str] = {}
         #: per live call (linkedid): its row id and the legs and timeline lines written for it, committed
         self._legs: dict[str, tuple[int, dict[str, dict[str, Any]]]] = {}
         self._lines: dict[str, list[dict[str, Any]]] = {}
@@ -333,7 +338,7 @@ class CallWriter:
         for snap in snaps:
             number = snap.values.get("caller_number")
             if number:
-                keys[snap.linkedid] = try_normalize(number, self.region) or number.strip().lower()
+                keys[snap.linkedid] = self._list_key(number)
         if not keys:
             return set()
         entries = session.execute(
@@ -355,6 +360,17 @@ class CallWriter:
         for lid, account_id in (attributed or {}).items():
             accounts[lid] = accounts.get(lid) or account_id
         return {lid for lid in suspects if None in listed[keys[lid]] or accounts.get(lid) in listed[keys[lid]]}
+
+    def _list_key(self, raw: str) -> str:
+        """A caller number as caller lists hold it (E.164, else as typed, lower case), remembered."""
+        try:
+            return self._list_keys[raw]
+        except KeyError:
+            pass
+        if len(self._list_keys) > 50_000:
+            self._list_keys.clear()
+        value = self._list_keys[raw] = try_normalize(raw, self.region) or raw.strip().lower()
+        return value
 
     def caller(self, raw: str | None) -> str | None:
         """A caller number as both writers store it (``tracking.routing.caller_key``), remembered."""
@@ -418,7 +434,9 @@ class CallWriter:
             )
             session.execute(stmt, legs)
         if lines:
-            session.execute(insert(CallEvent), lines)
+            # Core, not the ORM's bulk insert: the rows are plain dicts already
+            timeline_table: Any = CallEvent.__table__
+            session.connection().execute(insert(timeline_table), lines)
 
     def committed(self) -> None:
         """The transaction of the last writes is committed: what they wrote is known to be there."""
@@ -598,6 +616,9 @@ def warm_start(session: Session, system: str, correlator: Correlator) -> int:
 # -- the sink --------------------------------------------------------------------
 
 
+#: batches taken at once from a queue holding two batches or more, and replayed at once from the spool
+BACKLOG_BATCHES = 4
+
 #: at stop, seconds spent replaying the spool into the database before leaving the rest for the next start
 STOP_REPLAY_SECONDS = 2.0
 
@@ -771,7 +792,10 @@ class EventSink:
             if waiter.done() and not waiter.cancelled():  # got one while being cancelled
                 return [waiter.result(), *self._take(self.batch_size - 1)]
             return []
-        return self._take(self.batch_size)
+        # a backlog goes in bigger transactions (as the spool replay does): a call open across
+        # batches is rewritten once per batch, and every commit waits for the disk
+        waiting = self.queue.qsize()
+        return self._take(self.batch_size * BACKLOG_BATCHES if waiting >= 2 * self.batch_size else self.batch_size)
 
     async def _handle(self, batch: list[StoredEvent]) -> None:
         if self._retry is not None or self.spool.pending or not self._db_ok:
@@ -803,7 +827,7 @@ class EventSink:
         while self.spool.pending:
             if self._replay_over(stop):
                 return
-            events, offset = self.spool.read_chunk(self.batch_size * 4)
+            events, offset = self.spool.read_chunk(self.batch_size * BACKLOG_BATCHES)
             if events and not await self._store(events):
                 return
             self.spool.commit(offset)

@@ -11,11 +11,12 @@ Replaying twice does no harm: the database ignores an event it already has
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 from pathlib import Path
 from typing import Any, NamedTuple
+
+import orjson
 
 logger = logging.getLogger(__name__)
 
@@ -33,18 +34,12 @@ class StoredEvent(NamedTuple):
 
 
 def encode(ev: StoredEvent) -> bytes:
-    return (
-        json.dumps(
-            {"seq": ev.seq, "key": ev.key, "at": ev.received_at.isoformat(), "payload": ev.payload},
-            ensure_ascii=False,
-            separators=(",", ":"),
-        ).encode("utf-8")
-        + b"\n"
-    )
+    # orjson: a burst that outruns the database goes through here and back, every event
+    return orjson.dumps({"seq": ev.seq, "key": ev.key, "at": ev.received_at, "payload": ev.payload}) + b"\n"
 
 
 def decode(line: bytes) -> StoredEvent:
-    obj = json.loads(line)
+    obj = orjson.loads(line)
     payload = obj["payload"]
     return make_event(obj["seq"], obj["key"], dt.datetime.fromisoformat(obj["at"]), payload)
 
@@ -135,7 +130,7 @@ class Spool:
             lines = fh.read(size).split(b"\n")
         for line in reversed(lines[1:-1] if len(lines) > 2 else lines[:-1]):
             try:
-                return int(json.loads(line)["seq"])
+                return int(orjson.loads(line)["seq"])
             except (ValueError, KeyError, TypeError):
                 continue
         return 0

@@ -40,6 +40,28 @@ def test_spool_keeps_order_and_content_across_a_restart(tmp_path: Path) -> None:
     assert not again.pending and path.stat().st_size == 0
 
 
+def test_a_spool_left_by_an_earlier_version_is_replayed(tmp_path: Path) -> None:
+    # the spool was once written by the json module: spaces after separators, non-ASCII escaped
+    import json
+
+    path = tmp_path / "pbx1.jsonl"
+    old = [ev(i) for i in range(3)]
+    path.write_bytes(
+        b"".join(
+            json.dumps({"seq": e.seq, "key": e.key, "at": e.received_at.isoformat(), "payload": e.payload}).encode()
+            + b"\n"
+            for e in old
+        )
+    )
+    spool = Spool(path)
+    assert spool.last_seq() == old[-1].seq
+    got, _ = spool.read_chunk(100)
+    assert got == old and got[0].payload["CallerIDName"] == 'Zoë "Z"\\ Ñ'
+    spool.append([ev(3)])  # and what the new version appends after them reads back as well
+    spool.close()
+    assert Spool(path).read_chunk(100)[0] == [*old, ev(3)]
+
+
 def test_spool_replays_in_chunks_and_resumes(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "s.jsonl", fsync=False)
     spool.append([ev(i) for i in range(10)])
