@@ -378,11 +378,14 @@ def fmt(r: dict[str, object]) -> str:
     )
 
 
-def route_runs(environ: dict[str, str], numbers: list[str], levels: list[int], args: Any, log_path: Path) -> None:
+def route_runs(
+    environ: dict[str, str], numbers: list[str], levels: list[int], args: Any, log_path: Path
+) -> dict[int, dict[str, object]]:
     """`calltrack agi serve` in its own process: closed-loop levels, then the open-loop runs."""
+    closed: dict[int, dict[str, object]] = {}
     with agi_server(PY, environ, log_path) as (port, pid):
         for c in levels:
-            r = run_load(port, c, args.seconds, numbers, pid, form=args.form)
+            closed[c] = r = run_load(port, c, args.seconds, numbers, pid, form=args.form)
             print(f"{'route, closed loop':28s} c={c:<3d} {fmt(r)}   statuses {r['statuses']}")
         # the machine is shared: repeat the open-loop run and show every result and the median
         p99s = []
@@ -399,6 +402,22 @@ def route_runs(environ: dict[str, str], numbers: list[str], levels: list[int], a
         print("server-side, last 10,000 sessions: " + stopped[-1].split(";", 1)[1].strip())
     warnings = [line for line in lines if "WARNING" in line or "ERROR" in line]
     print(f"server log: {len(warnings)} warning/error lines" + (f"; first: {warnings[0]}" if warnings else ""))
+    return closed
+
+
+def cpu_ratios(route: dict[int, dict[str, object]], proto: dict[tuple[str, int], dict[str, object]]) -> None:
+    """The route's server CPU per session over the protocol-only session's (calltrack, uvloop), per level."""
+    parts = [
+        f"c={c}: {float(r['cpu_us']) / float(proto['calltrack, uvloop', c]['cpu_us']):.2f}x"  # type: ignore[arg-type]
+        for c, r in route.items()
+        if ("calltrack, uvloop", c) in proto
+    ]
+    if parts:
+        print(
+            "route CPU per session / protocol-only session's (calltrack, uvloop), same run: "
+            + "; ".join(parts)
+            + " (target <= 2x)"
+        )
 
 
 def main() -> None:
@@ -424,6 +443,7 @@ def main() -> None:
     levels = [int(x) for x in args.levels.split(",")]
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; load generator in its own process")
 
+    results: dict[tuple[str, int], dict[str, object]] = {}
     if not args.skip_proto:
         print("\n== protocol only (same AGI commands as route, no database)")
         variables = VARIABLES
@@ -434,7 +454,6 @@ def main() -> None:
             "panoramisk on uvloop": PANORAMISK_SERVER.format(variables=variables, uvloop=True),
         }
         servers = {name: start_script(code) for name, code in codes.items()}
-        results: dict[tuple[str, int], dict[str, object]] = {}
         try:
             # the servers take turns at each level, so a busy moment of the machine hits them alike
             for c in levels:
@@ -468,12 +487,13 @@ def main() -> None:
             f"\n== full route through `calltrack agi serve` on SQLite ({len(numbers)} numbers, pool leases;"
             f" dialplan form: {args.form})"
         )
-        route_runs(environ, numbers, levels, args, folder / "server.log")
+        cpu_ratios(route_runs(environ, numbers, levels, args, folder / "server.log"), results)
         with postgres_or_none(args.postgres, "calltrack_agibench") as pg_url:
             if pg_url:
                 make_database(folder, url=pg_url)
                 print(f"\n== full route through `calltrack agi serve` on PostgreSQL ({len(numbers)} numbers)")
-                route_runs({**environ, "CALLTRACK_DATABASE_URL": pg_url}, numbers, levels, args, folder / "pg.log")
+                pg = route_runs({**environ, "CALLTRACK_DATABASE_URL": pg_url}, numbers, levels, args, folder / "pg.log")
+                cpu_ratios(pg, results)
 
         if not args.skip_classic:
             print("\n== classic AGI (one process per call)")

@@ -321,7 +321,8 @@ _ANNOUNCE_SQL = (
     "SELECT :event_id, 'sms.received', m.account_id, m.id, 'sms.received:' || m.id, :now FROM sms_messages m "
     "WHERE m.id = :sms_id AND m.account_id IS NOT NULL AND (m.do_not_track IS NULL OR NOT m.do_not_track) "
     "AND EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.account_id = m.account_id AND e.enabled "
-    "AND e.events LIKE :pattern) ON CONFLICT (dedupe_key) DO NOTHING"
+    # a literal pattern: a bound one would make SQLite prepare the statement anew on every run
+    "AND e.events LIKE '%,sms.received,%') ON CONFLICT (dedupe_key) DO NOTHING"
 )
 _RECEIVED_PATTERN = "%,sms.received,%"
 # PostgreSQL: the text, its opt-out change and its outbox row in one statement (one round trip; an
@@ -460,7 +461,6 @@ class TextStore:
                         "event_id": "evt_" + uuid.uuid4().hex,
                         "now": self.store._ts(now),
                         "sms_id": text_id,
-                        "pattern": _RECEIVED_PATTERN,
                     },
                 )
             cur.execute("COMMIT")

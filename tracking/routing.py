@@ -109,6 +109,8 @@ class NumberInfo:
     source_name: str | None
     pool_source_id: int | None = None
     pool_source_name: str | None = None
+    #: whether its account had, when it was looked up, an enabled endpoint taking call.started
+    announces_start: bool = False
 
 
 @dataclass(frozen=True)
@@ -382,7 +384,9 @@ SELECT tn.id, tn.number, tn.account_id, tn.source_id, tn.pool_id, tn.forward_to,
           AND (cl.account_id IS NULL OR cl.account_id = tn.account_id)),
        CASE WHEN EXISTS (SELECT 1 FROM calls c WHERE c.caller_number = :caller AND c.account_id + 0 = tn.account_id
           AND NOT (c.system = :system AND c.linkedid = :linkedid)
-          AND (c.disposition IS NULL OR c.disposition <> 'blocked')) THEN 1 ELSE 0 END
+          AND (c.disposition IS NULL OR c.disposition <> 'blocked')) THEN 1 ELSE 0 END,
+       CASE WHEN EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.account_id = tn.account_id AND e.enabled
+          AND e.events LIKE '%,call.started,%') THEN 1 ELSE 0 END
 FROM tracking_numbers tn
 JOIN accounts a ON a.id = tn.account_id
 LEFT JOIN sources s ON s.id = tn.source_id
@@ -434,15 +438,27 @@ CALL_COLUMNS = (
     "do_not_track",
 )
 
-# Built from the constant CALL_COLUMNS only; every value is a bound parameter.
-_UPSERT_SQL = (
-    "INSERT INTO calls (system, linkedid, created_at, updated_at, "  # noqa: S608
+# The route's upsert, built from the constant CALL_COLUMNS only (every value is a bound parameter).
+# SQLite: it names the recording file in the same statement. The id of a new row is the one SQLite
+# itself would give it (one more than the largest: calls.id has no AUTOINCREMENT), taken explicitly
+# so the name can be made from it; the statement holds the write lock from its read to its write.
+_SQLITE_RECORDING = (
+    "CASE WHEN :recording_file <> '' THEN :recording_file WHEN :recording_dir IS NULL THEN NULL "
+    "ELSE :recording_dir || '/' || {id} || '.wav' END"
+)
+_SQLITE_NEXT_ID = "(COALESCE((SELECT MAX(id) FROM calls), 0) + 1)"
+_SQLITE_UPSERT_SQL = (
+    "INSERT INTO calls (id, system, linkedid, created_at, updated_at, recording_file, "  # noqa: S608
     + ", ".join(CALL_COLUMNS)
-    + ") VALUES (:system, :linkedid, :now, :now, "
+    + f") VALUES ({_SQLITE_NEXT_ID}, :system, :linkedid, :now, :now, "
+    + _SQLITE_RECORDING.format(id=_SQLITE_NEXT_ID)
+    + ", "
     + ", ".join(":" + c for c in CALL_COLUMNS)
     + ") ON CONFLICT (system, linkedid) DO UPDATE SET updated_at = excluded.updated_at, "
     + ", ".join(f"{c} = COALESCE(calls.{c}, excluded.{c})" for c in CALL_COLUMNS)
-    + " RETURNING id"
+    + ", recording_file = COALESCE(calls.recording_file, "
+    + _SQLITE_RECORDING.format(id="calls.id")
+    + ") RETURNING id"
 )
 # PostgreSQL: the same upsert, naming the recording file in the same statement (on the
 # insert path from the fresh id, on the conflict path from the existing row's id).
@@ -472,8 +488,9 @@ _ANNOUNCE_SQL = (
     "SELECT :event_id, 'call.started', c.account_id, c.id, 'call.started:' || c.id, :now FROM calls c "
     "WHERE c.id = :call_id AND c.account_id IS NOT NULL AND (c.do_not_track IS NULL OR NOT c.do_not_track) "
     "AND EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.account_id = c.account_id AND e.enabled "
-    "AND e.events LIKE :started) ON CONFLICT (dedupe_key) DO NOTHING"
+    "AND e.events LIKE '%,call.started,%') ON CONFLICT (dedupe_key) DO NOTHING"
 )
+# a bound LIKE pattern would make SQLite prepare its statement anew on every run: literal above
 _STARTED_PATTERN = "%,call.started,%"
 _RECORDING_SQL = "UPDATE calls SET recording_file = :file WHERE id = :id AND recording_file IS NULL"
 _MARK_FALLBACK_SQL = (
@@ -482,10 +499,10 @@ _MARK_FALLBACK_SQL = (
 
 
 def _pg_sql(sql: str) -> str:
-    return re.sub(r"(?<!:):([a-z_]+)", r"%(\1)s", sql)
+    return re.sub(r"(?<!:):([a-z_]+)", r"%(\1)s", sql.replace("%", "%%"))
 
 
-def _row_to_number(row: tuple[Any, ...]) -> NumberInfo:
+def _row_to_number(row: tuple[Any, ...], announces_start: bool = False) -> NumberInfo:
     schedule = row[9]
     if isinstance(schedule, str):
         schedule = json.loads(schedule) if schedule else None
@@ -506,6 +523,7 @@ def _row_to_number(row: tuple[Any, ...]) -> NumberInfo:
         source_name=row[13],
         pool_source_id=row[14],
         pool_source_name=row[15],
+        announces_start=announces_start,
     )
 
 
@@ -622,7 +640,7 @@ class RouteStore:
         naive = value.astimezone(dt.UTC).replace(tzinfo=None)
         if self.dialect == "sqlite":
             # the format SQLAlchemy's SQLite DateTime stores, so comparisons agree
-            return naive.strftime("%Y-%m-%d %H:%M:%S.%f")
+            return naive.isoformat(" ", "microseconds")
         return naive
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> Any:
@@ -650,7 +668,7 @@ class RouteStore:
             do_not_track=bool(caller_raw or caller) and row[17] > 0,
             seen_before=caller is not None and bool(row[18]),
         )
-        return _row_to_number(row), facts
+        return _row_to_number(row, bool(row[19])), facts
 
     def not_tracked(self) -> set[tuple[int | None, str]]:
         rows = self.execute("SELECT account_id, number FROM caller_lists WHERE kind = 'do-not-track'").fetchall()
@@ -666,10 +684,21 @@ class RouteStore:
         return Visit(*row) if row is not None else None
 
     def save_call(
-        self, system: str, linkedid: str, values: dict[str, Any], recording_dir: str | None, recording_file: str = ""
+        self,
+        system: str,
+        linkedid: str,
+        values: dict[str, Any],
+        recording_dir: str | None,
+        recording_file: str = "",
+        *,
+        announce: bool = True,
     ) -> int:
         """Upsert the call in one transaction; name its recording file by *recording_dir* (and its id) or
-        as *recording_file* (a fallback call's, named by its key), unless the row already names one. Its id."""
+        as *recording_file* (a fallback call's, named by its key), unless the row already names one. Its id.
+
+        With *announce* False (the lookup found no endpoint of the account taking call.started),
+        SQLite skips the outbox statement, and the row is one statement, committed on its own.
+        """
         params = {c: values.get(c) for c in CALL_COLUMNS}
         params["system"] = system
         params["linkedid"] = linkedid
@@ -677,29 +706,30 @@ class RouteStore:
         params["now"] = self._ts(now)
         if isinstance(params["started_at"], dt.datetime):
             params["started_at"] = self._ts(params["started_at"])
-        params["event_id"] = "evt_" + uuid.uuid4().hex
-        params["started"] = _STARTED_PATTERN
-        conn = self.connection()
-        cur = conn.cursor()
+        params["recording_dir"] = None if recording_dir is None else recording_dir.rstrip("/")
+        cur = self.connection().cursor()
         if self.dialect == "postgresql":
             # one statement, one round trip: the id comes from the sequence first, so the
             # recording's name can be written with the row (autocommit makes it atomic)
-            params["recording_dir"] = None if recording_dir is None else recording_dir.rstrip("/")
+            params["event_id"] = "evt_" + uuid.uuid4().hex
+            params["started"] = _STARTED_PATTERN
             cur.execute(_PG_UPSERT_SQL, params)
             pg_id: int = cur.fetchone()[0]
             if recording_file:  # only spooled fallback rows: a second statement is fine
                 cur.execute(self._q(_RECORDING_SQL), {"file": recording_file, "id": pg_id})
             return pg_id
+        params["recording_file"] = recording_file
+        if not announce:
+            # fetchall: the statement runs to its end, which commits it (fetchone would hold the lock)
+            only: int = cur.execute(_SQLITE_UPSERT_SQL, params).fetchall()[0][0]
+            return only
         cur.execute("BEGIN IMMEDIATE")
         try:
-            cur.execute(self._q(_UPSERT_SQL), params)
-            call_id: int = cur.fetchone()[0]
-            if recording_dir is not None or recording_file:
-                file = recording_file or os.path.join(str(recording_dir), f"{call_id}.wav")
-                cur.execute(self._q(_RECORDING_SQL), {"file": file, "id": call_id})
+            cur.execute(_SQLITE_UPSERT_SQL, params)
+            call_id: int = cur.fetchall()[0][0]
             cur.execute(
                 _ANNOUNCE_SQL,
-                {"event_id": params["event_id"], "now": params["now"], "call_id": call_id, "started": _STARTED_PATTERN},
+                {"event_id": "evt_" + uuid.uuid4().hex, "now": params["now"], "call_id": call_id},
             )
             cur.execute("COMMIT")
         except BaseException:
@@ -1066,7 +1096,11 @@ class CallRouter:
         values = self.call_values(request, decision, number, caller, do_not_track=facts.do_not_track)
         record_dir = str(settings.recorder.spool_dir) if decision.record and decision.status == STATUS_OK else None
         call_id = store.save_call(
-            _clip(request.system, "system") or "", _clip(request.linkedid, "linkedid") or "", values, record_dir
+            _clip(request.system, "system") or "",
+            _clip(request.linkedid, "linkedid") or "",
+            values,
+            record_dir,
+            announce=info is not None and info.announces_start,
         )
         recording = recording_path(settings, call_id) if record_dir is not None else ""
         return replace(decision, call_id=call_id, recording_file=recording, record=bool(recording))
