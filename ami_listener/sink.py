@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import String, bindparam, delete, func, insert, select
+from sqlalchemy import String, bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -159,6 +159,35 @@ def insert_events(session: Session, system: str, events: Sequence[StoredEvent]) 
              dumps(ev.payload))
             for ev in events
         ]  # fmt: skip
+    conn.exec_driver_sql(sql, params)
+
+
+_TIMELINE_SQL = "INSERT INTO call_events (call_id, at, kind, detail) VALUES ({p}, {p}, {p}, {json})"
+
+
+def insert_timeline(session: Session, lines: Sequence[dict[str, Any]]) -> None:
+    """Timeline lines (call_id, aware ``at``, kind, detail dict) straight to the driver, as
+    :func:`insert_events` does: a burst writes thousands, and SQLAlchemy's per-row binding
+    cost more than the insert. Stored as SQLAlchemy's column types store them."""
+    conn = session.connection()
+    utc = dt.UTC
+    if conn.dialect.name == "postgresql":
+        sql = _TIMELINE_SQL.format(p="%s", json="%s::json")
+        params = [
+            (line["call_id"], line["at"].astimezone(utc).replace(tzinfo=None), line["kind"], _dumps(line["detail"]))
+            for line in lines
+        ]
+    else:
+        sql = _TIMELINE_SQL.format(p="?", json="?")
+        params = [
+            (
+                line["call_id"],
+                line["at"].astimezone(utc).replace(tzinfo=None).isoformat(" ", "microseconds"),
+                line["kind"],
+                _dumps(line["detail"]),
+            )
+            for line in lines
+        ]
     conn.exec_driver_sql(sql, params)
 
 
@@ -434,9 +463,7 @@ class CallWriter:
             )
             session.execute(stmt, legs)
         if lines:
-            # Core, not the ORM's bulk insert: the rows are plain dicts already
-            timeline_table: Any = CallEvent.__table__
-            session.connection().execute(insert(timeline_table), lines)
+            insert_timeline(session, lines)
 
     def committed(self) -> None:
         """The transaction of the last writes is committed: what they wrote is known to be there."""
