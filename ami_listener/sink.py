@@ -142,23 +142,18 @@ def insert_events(session: Session, system: str, events: Sequence[StoredEvent]) 
         return
     conn = session.connection()
     dumps = _dumps
-    utc = dt.UTC
-    params: list[tuple[Any, ...]]
-    if conn.dialect.name == "postgresql":
-        sql = _INSERT_SQL.format(p="%s", json="%s::json")
-        params = [
-            (system, ev.key, ev.seq, ev.event, ev.uniqueid, ev.linkedid,
-             ev.received_at.astimezone(utc).replace(tzinfo=None), dumps(ev.payload))
-            for ev in events
-        ]  # fmt: skip
-    else:
-        sql = _INSERT_SQL.format(p="?", json="?")
-        params = [
-            (system, ev.key, ev.seq, ev.event, ev.uniqueid, ev.linkedid,
-             ev.received_at.astimezone(utc).replace(tzinfo=None).isoformat(" ", "microseconds"),
-             dumps(ev.payload))
-            for ev in events
-        ]  # fmt: skip
+    pg = conn.dialect.name == "postgresql"
+    # the events of one read share one arrival time (EventSink.put): convert each time once
+    times: dict[dt.datetime, Any] = {}
+    for ev in events:
+        if ev.received_at not in times:
+            naive = ev.received_at.astimezone(dt.UTC).replace(tzinfo=None)
+            times[ev.received_at] = naive if pg else naive.isoformat(" ", "microseconds")
+    sql = _INSERT_SQL.format(p="%s", json="%s::json") if pg else _INSERT_SQL.format(p="?", json="?")
+    params = [
+        (system, ev.key, ev.seq, ev.event, ev.uniqueid, ev.linkedid, times[ev.received_at], dumps(ev.payload))
+        for ev in events
+    ]
     conn.exec_driver_sql(sql, params)
 
 
