@@ -190,16 +190,28 @@ def end_to_end(url: str, calls: int, workdir: Path, queue_size: int) -> tuple[fl
     proc.start()
     try:
         port, events = ports.get(timeout=120)
-        return asyncio.run(run_listener(url, port, events, workdir, queue_size))
+        # on the event loop `calltrack ami listen` runs on (calltrack.services.serve_blocking)
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            return runner.run(run_listener(url, port, events, workdir, queue_size))
     finally:
         stop.set()
         proc.join(10)
 
 
+def loop_factory() -> Any:
+    """uvloop's loop when it is installed, as the product uses; else asyncio's (None)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def default_settings(queue_size: int) -> str:
     ami = AmiSettings()
     queue = f"queue_size {queue_size}" + ("" if queue_size == ami.queue_size else " (changed by --queue-size)")
-    return f"batch_size {ami.batch_size}, {queue}, Ping after 20 s of silence, spool fsync"
+    loop = "uvloop" if loop_factory() is not None else "asyncio"
+    return f"batch_size {ami.batch_size}, {queue}, Ping after 20 s of silence, spool fsync, {loop} as in the product"
 
 
 def main() -> None:
