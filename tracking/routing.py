@@ -25,6 +25,7 @@ that is replayed into the database later, so no call row is lost.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -171,6 +172,14 @@ class Decision:
 
 
 def _minutes(text: str) -> int:
+    if not isinstance(text, str):
+        raise ValueError(f"invalid time {text!r} (use HH:MM)")
+    return _clock_minutes(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _clock_minutes(text: str) -> int:
+    """Minutes since midnight of ``HH:MM`` (every call reads its number's schedule: remembered)."""
     m = _HHMM.fullmatch(text.strip())
     if m is None or (m.group(1) == "24" and m.group(2) != "00"):
         raise ValueError(f"invalid time {text!r} (use HH:MM)")
@@ -502,10 +511,25 @@ def _pg_sql(sql: str) -> str:
     return re.sub(r"(?<!:):([a-z_]+)", r"%(\1)s", sql.replace("%", "%%"))
 
 
+#: schedules as SQLite returns them (JSON text) and as parsed, for the lookup of every call; read only
+_SCHEDULES: dict[str, Any] = {}
+
+
+def _schedule(text: str) -> Any:
+    try:
+        return _SCHEDULES[text]
+    except KeyError:
+        pass
+    if len(_SCHEDULES) >= 1024:
+        _SCHEDULES.clear()
+    parsed = _SCHEDULES[text] = json.loads(text) if text else None
+    return parsed
+
+
 def _row_to_number(row: tuple[Any, ...], announces_start: bool = False) -> NumberInfo:
     schedule = row[9]
     if isinstance(schedule, str):
-        schedule = json.loads(schedule) if schedule else None
+        schedule = _schedule(schedule)
     return NumberInfo(
         id=row[0],
         number=row[1],

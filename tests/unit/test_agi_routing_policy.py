@@ -105,6 +105,7 @@ def test_whole_day_and_no_schedule() -> None:
         {"mon": [["09:00"]]},
         {"mon": "09:00-17:00"},
         {"mon": [["24:30", "25:00"]]},
+        {"mon": [[9, "17:00"]]},  # JSON written by hand into the database: a number, not "HH:MM"
     ],
 )
 def test_malformed_schedules_are_refused(schedule: dict[str, object]) -> None:
