@@ -171,7 +171,9 @@ class AmiListener:
         logger.info("AMI listener: settings changes need a restart (servers are read at start)")
 
 
+@functools.lru_cache(maxsize=4096)
 def _normalize(raw: str, region: str) -> str | None:
+    # every snapshot of a call normalises its dialled number: a handful of tracking numbers, remembered
     return try_normalize(raw, region)
 
 

@@ -38,10 +38,16 @@ def encode(ev: StoredEvent) -> bytes:
     return orjson.dumps({"seq": ev.seq, "key": ev.key, "at": ev.received_at, "payload": ev.payload}) + b"\n"
 
 
-def decode(line: bytes) -> StoredEvent:
+def decode(line: bytes, times: dict[str, dt.datetime] | None = None) -> StoredEvent:
+    """The event of a spool line; *times*, when given, keeps the arrival times read so far (the
+    events of one read share theirs)."""
     obj = orjson.loads(line)
-    payload = obj["payload"]
-    return make_event(obj["seq"], obj["key"], dt.datetime.fromisoformat(obj["at"]), payload)
+    at = obj["at"]
+    if times is None:
+        received = dt.datetime.fromisoformat(at)
+    else:
+        received = times.get(at) or times.setdefault(at, dt.datetime.fromisoformat(at))
+    return make_event(obj["seq"], obj["key"], received, obj["payload"])
 
 
 def make_event(seq: int, key: str, received_at: dt.datetime, payload: dict[str, Any]) -> StoredEvent:
@@ -94,6 +100,7 @@ class Spool:
     def read_chunk(self, limit: int) -> tuple[list[StoredEvent], int]:
         """Up to *limit* events from the replay position, and the offset after them."""
         out: list[StoredEvent] = []
+        times: dict[str, dt.datetime] = {}
         offset = self._read_offset
         end = self._fh.tell()
         with open(self.path, "rb") as fh:
@@ -107,7 +114,7 @@ class Spool:
                     break
                 offset += len(line)
                 try:
-                    out.append(decode(line))
+                    out.append(decode(line, times))
                 except (ValueError, KeyError, TypeError) as exc:
                     logger.error("spool %s: skipping an unreadable line at byte %d: %s", self.path, offset, exc)
         return out, offset
