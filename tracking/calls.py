@@ -12,10 +12,12 @@ hung up) never replace it.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import case, func
+import orjson
+from sqlalchemy import Text, bindparam, case, cast, column, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -105,7 +107,9 @@ def upsert_calls(
     ]
     dialect = session.get_bind().dialect.name
     table: Any = Call.__table__
-    stmt: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    if dialect == "postgresql":
+        return _pg_upsert_calls(session, params, sorted(columns), keep_existing, keep_when_null)
+    stmt: Any = sqlite.insert(table)
     updates: dict[str, Any] = {"updated_at": stmt.excluded.updated_at}
     for key in columns:
         updates[key] = _update(table, stmt.excluded, key, keep_existing, keep_when_null)
@@ -113,3 +117,42 @@ def upsert_calls(
         table.c.linkedid, table.c.id, sort_by_parameter_order=True
     )
     return {linkedid: call_id for linkedid, call_id in session.execute(stmt, params)}
+
+
+def _json_cell(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(dt.UTC).replace(tzinfo=None)  # stored as naive UTC, as UTCDateTime does
+    return value
+
+
+def _pg_upsert_calls(
+    session: Session,
+    params: list[dict[str, Any]],
+    columns: list[str],
+    keep_existing: frozenset[str] | set[str],
+    keep_when_null: frozenset[str] | set[str],
+) -> dict[str, int]:
+    """PostgreSQL: every row as one JSON parameter, unpacked by ``json_to_recordset``.
+
+    A multi-row VALUES list has a placeholder per cell, which psycopg parses again on every batch
+    (it caches queries of at most 50 parameters): the listener's bursts spent a tenth of their
+    time there. This statement has one parameter, and the same text for every batch.
+    """
+    table: Any = Call.__table__
+    names = ["system", "linkedid", "created_at", "updated_at", *columns]
+    rows = orjson.dumps([{k: _json_cell(row[k]) for k in names} for row in params]).decode()
+    record = (
+        func.json_to_recordset(cast(bindparam("rows", type_=Text), postgresql.JSON))
+        .table_valued(*(column(name, table.c[name].type) for name in names))
+        .render_derived(name="r", with_types=True)
+    )
+    stmt: Any = postgresql.insert(table).from_select(names, select(*(record.c[name] for name in names)))
+    updates: dict[str, Any] = {"updated_at": stmt.excluded.updated_at}
+    for key in columns:
+        updates[key] = _update(table, stmt.excluded, key, keep_existing, keep_when_null)
+    stmt = stmt.on_conflict_do_update(index_elements=["system", "linkedid"], set_=updates).returning(
+        table.c.linkedid, table.c.id
+    )
+    return {linkedid: call_id for linkedid, call_id in session.execute(stmt, {"rows": rows})}
