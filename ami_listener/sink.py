@@ -23,7 +23,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import String, bindparam, delete, func, select
@@ -45,6 +45,7 @@ from tracking.routing import caller_key
 from tracking.texts import record_forward
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 NOISE = frozenset(
     {
@@ -131,6 +132,12 @@ def _dumps(payload: dict[str, Any]) -> str:
     return orjson.dumps(payload).decode()
 
 
+def _db_time(at: dt.datetime, pg: bool) -> Any:
+    """An aware time as SQLAlchemy's UTC column stores it: naive UTC (PostgreSQL), its text (SQLite)."""
+    naive = at.astimezone(dt.UTC).replace(tzinfo=None)
+    return naive if pg else naive.isoformat(" ", "microseconds")
+
+
 def insert_events(session: Session, system: str, events: Sequence[StoredEvent]) -> None:
     """Store raw events; one already stored (same system and event key) is left alone.
 
@@ -147,8 +154,7 @@ def insert_events(session: Session, system: str, events: Sequence[StoredEvent]) 
     times: dict[dt.datetime, Any] = {}
     for ev in events:
         if ev.received_at not in times:
-            naive = ev.received_at.astimezone(dt.UTC).replace(tzinfo=None)
-            times[ev.received_at] = naive if pg else naive.isoformat(" ", "microseconds")
+            times[ev.received_at] = _db_time(ev.received_at, pg)
     sql = _INSERT_SQL.format(p="%s", json="%s::json") if pg else _INSERT_SQL.format(p="?", json="?")
     params = [
         (system, ev.key, ev.seq, ev.event, ev.uniqueid, ev.linkedid, times[ev.received_at], dumps(ev.payload))
@@ -165,25 +171,26 @@ def insert_timeline(session: Session, lines: Sequence[dict[str, Any]]) -> None:
     :func:`insert_events` does: a burst writes thousands, and SQLAlchemy's per-row binding
     cost more than the insert. Stored as SQLAlchemy's column types store them."""
     conn = session.connection()
-    utc = dt.UTC
-    if conn.dialect.name == "postgresql":
-        sql = _TIMELINE_SQL.format(p="%s", json="%s::json")
-        params = [
-            (line["call_id"], line["at"].astimezone(utc).replace(tzinfo=None), line["kind"], _dumps(line["detail"]))
-            for line in lines
-        ]
-    else:
-        sql = _TIMELINE_SQL.format(p="?", json="?")
-        params = [
-            (
-                line["call_id"],
-                line["at"].astimezone(utc).replace(tzinfo=None).isoformat(" ", "microseconds"),
-                line["kind"],
-                _dumps(line["detail"]),
-            )
-            for line in lines
-        ]
+    pg = conn.dialect.name == "postgresql"
+    sql = _TIMELINE_SQL.format(p="%s", json="%s::json") if pg else _TIMELINE_SQL.format(p="?", json="?")
+    params = [(line["call_id"], _db_time(line["at"], pg), line["kind"], _dumps(line["detail"])) for line in lines]
     conn.exec_driver_sql(sql, params)
+
+
+def _remembered(cache: dict[str, _T], key: str, make: Callable[..., _T], *args: Any) -> _T:
+    """``cache[key]``, made by ``make(*args)`` the first time; the cache is emptied past 50,000 entries."""
+    try:
+        return cache[key]
+    except KeyError:
+        pass
+    if len(cache) > 50_000:
+        cache.clear()
+    value = cache[key] = make(*args)
+    return value
+
+
+def _list_key(raw: str, region: str) -> str:
+    return try_normalize(raw, region) or raw.strip().lower()
 
 
 class CallWriter:
@@ -387,37 +394,18 @@ class CallWriter:
 
     def _list_key(self, raw: str) -> str:
         """A caller number as caller lists hold it (E.164, else as typed, lower case), remembered."""
-        try:
-            return self._list_keys[raw]
-        except KeyError:
-            pass
-        if len(self._list_keys) > 50_000:
-            self._list_keys.clear()
-        value = self._list_keys[raw] = try_normalize(raw, self.region) or raw.strip().lower()
-        return value
+        return _remembered(self._list_keys, raw, _list_key, raw, self.region)
 
     def caller(self, raw: str | None) -> str | None:
         """A caller number as both writers store it (``tracking.routing.caller_key``), remembered."""
         if not raw:
             return None
-        try:
-            return self._callers[raw]
-        except KeyError:
-            pass
-        if len(self._callers) > 50_000:
-            self._callers.clear()
-        value = self._callers[raw] = caller_key(raw, self.region)
-        return value
+        return _remembered(self._callers, raw, caller_key, raw, self.region)
 
     def _describe(self, number: str | None) -> CallerInfo:
         if not number or not self.geocode:
             return UNKNOWN
-        info = self._info.get(number)
-        if info is None:
-            if len(self._info) > 50_000:
-                self._info.clear()
-            info = self._info[number] = describe_number(number, self.region)
-        return info
+        return _remembered(self._info, number, describe_number, number, self.region)
 
     def _write_details(self, session: Session, calls: list[tuple[int, CallSnapshot]]) -> None:
         """Legs and timeline of live and ended calls alike: a live call shows who is on it.

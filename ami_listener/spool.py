@@ -38,15 +38,14 @@ def encode(ev: StoredEvent) -> bytes:
     return orjson.dumps({"seq": ev.seq, "key": ev.key, "at": ev.received_at, "payload": ev.payload}) + b"\n"
 
 
-def decode(line: bytes, times: dict[str, dt.datetime] | None = None) -> StoredEvent:
-    """The event of a spool line; *times*, when given, keeps the arrival times read so far (the
-    events of one read share theirs)."""
+def decode(line: bytes, times: dict[str, dt.datetime]) -> StoredEvent:
+    """The event of a spool line; *times* keeps the arrival times read so far (the events of one
+    read share theirs)."""
     obj = orjson.loads(line)
     at = obj["at"]
-    if times is None:
-        received = dt.datetime.fromisoformat(at)
-    else:
-        received = times.get(at) or times.setdefault(at, dt.datetime.fromisoformat(at))
+    received = times.get(at)
+    if received is None:
+        received = times[at] = dt.datetime.fromisoformat(at)
     return make_event(obj["seq"], obj["key"], received, obj["payload"])
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from schema.models import Call, utcnow
+from schema.types import UTCDateTime
 
 _COLUMNS = {c.name for c in Call.__table__.columns} - {"id", "system", "linkedid", "created_at"}
 BLOCKED = "blocked"
@@ -109,22 +110,32 @@ def upsert_calls(
     table: Any = Call.__table__
     if dialect == "postgresql":
         return _pg_upsert_calls(session, params, sorted(columns), keep_existing, keep_when_null)
-    stmt: Any = sqlite.insert(table)
-    updates: dict[str, Any] = {"updated_at": stmt.excluded.updated_at}
-    for key in columns:
-        updates[key] = _update(table, stmt.excluded, key, keep_existing, keep_when_null)
-    stmt = stmt.on_conflict_do_update(index_elements=["system", "linkedid"], set_=updates).returning(
+    stmt = _on_conflict(sqlite.insert(table), sorted(columns), keep_existing, keep_when_null).returning(
         table.c.linkedid, table.c.id, sort_by_parameter_order=True
     )
     return {linkedid: call_id for linkedid, call_id in session.execute(stmt, params)}
 
 
+_UTC = UTCDateTime()
+
+
 def _json_cell(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        return value.astimezone(dt.UTC).replace(tzinfo=None)  # stored as naive UTC, as UTCDateTime does
-    return value
+    # a time as its UTC column binds it (naive UTC; a naive one is refused)
+    return _UTC.process_bind_param(value, None) if isinstance(value, dt.datetime) else value
+
+
+def _on_conflict(
+    stmt: Any,
+    columns: Sequence[str],
+    keep_existing: frozenset[str] | set[str],
+    keep_when_null: frozenset[str] | set[str],
+) -> Any:
+    """*stmt* (an insert into calls) with the upsert's conflict rules (:func:`_update` per column)."""
+    table: Any = Call.__table__
+    updates: dict[str, Any] = {"updated_at": stmt.excluded.updated_at}
+    for key in columns:
+        updates[key] = _update(table, stmt.excluded, key, keep_existing, keep_when_null)
+    return stmt.on_conflict_do_update(index_elements=["system", "linkedid"], set_=updates)
 
 
 def _pg_upsert_calls(
@@ -148,11 +159,6 @@ def _pg_upsert_calls(
         .table_valued(*(column(name, table.c[name].type) for name in names))
         .render_derived(name="r", with_types=True)
     )
-    stmt: Any = postgresql.insert(table).from_select(names, select(*(record.c[name] for name in names)))
-    updates: dict[str, Any] = {"updated_at": stmt.excluded.updated_at}
-    for key in columns:
-        updates[key] = _update(table, stmt.excluded, key, keep_existing, keep_when_null)
-    stmt = stmt.on_conflict_do_update(index_elements=["system", "linkedid"], set_=updates).returning(
-        table.c.linkedid, table.c.id
-    )
+    insert = postgresql.insert(table).from_select(names, select(*(record.c[name] for name in names)))
+    stmt = _on_conflict(insert, columns, keep_existing, keep_when_null).returning(table.c.linkedid, table.c.id)
     return {linkedid: call_id for linkedid, call_id in session.execute(stmt, {"rows": rows})}

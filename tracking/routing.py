@@ -511,19 +511,10 @@ def _pg_sql(sql: str) -> str:
     return re.sub(r"(?<!:):([a-z_]+)", r"%(\1)s", sql.replace("%", "%%"))
 
 
-#: schedules as SQLite returns them (JSON text) and as parsed, for the lookup of every call; read only
-_SCHEDULES: dict[str, Any] = {}
-
-
+@functools.lru_cache(maxsize=1024)
 def _schedule(text: str) -> Any:
-    try:
-        return _SCHEDULES[text]
-    except KeyError:
-        pass
-    if len(_SCHEDULES) >= 1024:
-        _SCHEDULES.clear()
-    parsed = _SCHEDULES[text] = json.loads(text) if text else None
-    return parsed
+    """A schedule as SQLite returns it (JSON text), parsed once for the lookups of every call: read only."""
+    return json.loads(text) if text else None
 
 
 def _row_to_number(row: tuple[Any, ...], announces_start: bool = False) -> NumberInfo:
