@@ -43,6 +43,7 @@ from sqlalchemy import func, select  # noqa: E402
 
 from ami_listener.listener import AmiListener  # noqa: E402
 from ami_listener.parser import StreamParser  # noqa: E402
+from calltrack.services import loop_factory  # noqa: E402
 from config import AmiServer, AmiSettings, DatabaseSettings, GeneralSettings, Settings  # noqa: E402
 from schema import migrate  # noqa: E402
 from schema.db import make_engine, make_session_factory  # noqa: E402
@@ -196,15 +197,6 @@ def end_to_end(url: str, calls: int, workdir: Path, queue_size: int) -> tuple[fl
     finally:
         stop.set()
         proc.join(10)
-
-
-def loop_factory() -> Any:
-    """uvloop's loop when it is installed, as the product uses; else asyncio's (None)."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 def default_settings(queue_size: int) -> str:

@@ -94,14 +94,17 @@ def serve_blocking(services: Sequence[Service]) -> int:
 
     # systemd's watchdog kills a stalled service with SIGABRT: say where every thread was
     faulthandler.enable()
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(run_services(services))
+
+
+def loop_factory() -> Any:
+    """The event loop the services run on: uvloop's where it is installed, else asyncio's (None)."""
     try:
         import uvloop
-
-        loop_factory: Any = uvloop.new_event_loop
     except ImportError:  # not on every platform
-        loop_factory = None
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(run_services(services))
+        return None
+    return uvloop.new_event_loop
 
 
 def _reload_all(services: Sequence[Service]) -> None:
