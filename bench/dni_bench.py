@@ -9,8 +9,9 @@ HTTP/1.1 connection and loops: a new visitor's session, then one heartbeat for
 it (a second run sends sessions only).  Time runs *speed* times faster inside
 the service so the pool's one-minute hold ends within the run and numbers are
 leased again (leases/s).  After each run the database is checked: no number may
-have two leases that overlap.  The server runs on uvloop, as `calltrack web
-serve` does where uvloop is installed.
+have two leases that overlap.  The server runs as `calltrack web serve` runs it
+(calltrack.services.serve_blocking: uvloop where installed, the heap settled once
+it serves).
 
 The baseline, measured in the same run with the same client: the same
 framework and server answering a static JSON response.
@@ -46,17 +47,22 @@ HOLD_MINUTES = 1
 
 
 def serve(database_url: str, port: int, speed: float, static: bool) -> None:
-    """Run in the child process: the DNI app (or the static baseline) under uvicorn."""
-    import uvicorn
+    """Run in the child process: the DNI app (or the static baseline) as `calltrack web serve` runs it."""
     from starlette.applications import Starlette
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from config import DatabaseSettings, Settings, WebSettings
+    from calltrack.services import serve_blocking
+    from config import DatabaseSettings, GeneralSettings, Settings, WebSettings
     from schema.db import make_engine
     from web.app import create_app
-    from web.service import uvicorn_config
+    from web.service import WebService
 
+    settings = Settings(
+        general=GeneralSettings(log_level="WARNING"),
+        database=DatabaseSettings(url=database_url),
+        web=WebSettings(rate_limit_per_minute=10_000_000),
+    )
     if static:
         body = json.dumps({"number": "+14045550100", "display": "(404) 555-0100", "session": "x" * 22}).encode()
 
@@ -65,21 +71,21 @@ def serve(database_url: str, port: int, speed: float, static: bool) -> None:
 
         app: object = Starlette(routes=[Route("/dni/v1/session", answer, methods=["POST"])])
     else:
-        settings = Settings(
-            database=DatabaseSettings(url=database_url),
-            web=WebSettings(rate_limit_per_minute=10_000_000),
-        )
         start_real = time.monotonic()
         start = max(dt.datetime.now(dt.UTC), latest_lease_end(database_url))  # after the previous run's leases
 
         def clock() -> dt.datetime:
             return start + dt.timedelta(seconds=(time.monotonic() - start_real) * speed)
 
-        # as `calltrack web serve` runs it: the only service in its process
         app = create_app(settings, make_engine(database_url), clock=clock, sqlite_inline=True)
-    config = uvicorn_config(app, f"127.0.0.1:{port}", log_level="warning")
-    config.loop = "uvloop"
-    uvicorn.Server(config).run()
+
+    class Service(WebService):
+        def build_app(self) -> object:
+            return app
+
+    # as `calltrack web serve` runs it: the only service in its process, on the same event loop
+    # (uvloop where installed) and with the same start-up (calltrack.services.serve_blocking)
+    raise SystemExit(serve_blocking([Service(settings, None, f"127.0.0.1:{port}", alone=True)]))
 
 
 # --- the client ---------------------------------------------------------------------------------

@@ -39,11 +39,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Connection, Integer, String, Table, and_, bindparam, func, insert, or_, select, text, update
+from sqlalchemy import Connection, Integer, String, Table, and_, bindparam, func, select, text, update
 from sqlalchemy.orm import Session, aliased
 
 from schema.models import Account, NumberPool, PoolLease, Source, TrackingNumber, VisitorSession, utcnow
-from schema.types import UTCDateTime
+from schema.types import UTCDateTime, from_sqlite_time, sqlite_time
 from tracking.accounts import get_account
 from tracking.pools import overflow_counts, pool_sizes
 
@@ -85,47 +85,37 @@ _pools = cast(Table, NumberPool.__table__)
 _numbers = cast(Table, TrackingNumber.__table__)
 _leases = cast(Table, PoolLease.__table__)
 
-# Built once: these run on every page view, and building a statement costs more than running it.
-_LOCK_POOL = (
-    select(_pools.c.id, _pools.c.name, _pools.c.hold_minutes, _pools.c.overflow_number, _pools.c.peak_leases)
-    .where(_pools.c.id == bindparam("pool_id"))
-    .with_for_update()
-)
-# Free: active, and the end of its latest lease (last_leased_at, kept under the pool lock) has passed.
-_FREE_NUMBER = (
-    select(_numbers.c.id, _numbers.c.number)
-    .where(
-        _numbers.c.pool_id == bindparam("pool_id"),
-        _numbers.c.status == "active",
-        or_(_numbers.c.last_leased_at.is_(None), _numbers.c.last_leased_at <= bindparam("now")),
-    )
-    .order_by(_numbers.c.last_leased_at.asc().nulls_first(), _numbers.c.id)
-    .limit(1)
-)
-_COUNT_OVERFLOW = (
-    update(_pools).where(_pools.c.id == bindparam("pool_id")).values(overflow_count=_pools.c.overflow_count + 1)
-)
-_INSERT_LEASE = insert(_leases)
+# SQLite: the lease statements go straight to the driver's cursor.  Through SQLAlchemy each cost
+# 25-60 µs of its statement machinery (parameters matched to the compiled statement, every value's
+# type processed, a result object built) around the 3-14 µs SQLite spends on it, and a page view
+# runs three to six of them under the one write lock.  Times are written as SQLAlchemy's SQLite
+# DateTime writes them (schema.types.sqlite_time), so they compare with the rows it wrote.
+# Free: active, and the end of its latest lease (last_leased_at, kept under the write lock) has passed;
+# the pool's hold and peak come with it.
+_SQ_FREE = """SELECT n.id, n.number, p.hold_minutes, p.peak_leases
+FROM tracking_numbers n JOIN number_pools p ON p.id = n.pool_id
+WHERE n.pool_id = :pool_id AND n.status = 'active' AND (n.last_leased_at IS NULL OR n.last_leased_at <= :now)
+ORDER BY n.last_leased_at ASC NULLS FIRST, n.id
+LIMIT 1"""
+_SQ_COUNT_OVERFLOW = "UPDATE number_pools SET overflow_count = overflow_count + 1 WHERE id = :pool_id"
+_SQ_INSERT_LEASE = """INSERT INTO pool_leases (pool_id, number_id, session_id, leased_at, expires_at)
+VALUES (:pool_id, :number_id, :session_id, :now, :until)"""
+_SQ_SET_NUMBER_END = "UPDATE tracking_numbers SET last_leased_at = :until, updated_at = :updated WHERE id = :number_id"
+_SQ_LIVE_IN_POOL = "SELECT count(*) FROM tracking_numbers WHERE pool_id = :pool_id AND last_leased_at > :now"
+_SQ_SET_PEAK = "UPDATE number_pools SET peak_leases = :peak WHERE id = :pool_id"
+# the session's latest lease, its number's latest lease end and its pool's hold
+_SQ_SESSION_LEASE = """SELECT l.id, l.number_id, l.expires_at, n.number, n.last_leased_at, p.hold_minutes
+FROM pool_leases l
+JOIN tracking_numbers n ON n.id = l.number_id
+JOIN number_pools p ON p.id = l.pool_id
+WHERE l.session_id = :visit_id
+ORDER BY l.leased_at DESC, l.id DESC
+LIMIT 1"""
+_SQ_SET_LEASE_END = "UPDATE pool_leases SET expires_at = :until WHERE id = :lease_id"
+
+# PostgreSQL's heartbeat (_pg_extend): the lease's end and the number's
 _SET_NUMBER_END = (
     update(_numbers).where(_numbers.c.id == bindparam("number_id")).values(last_leased_at=bindparam("until"))
-)
-_LIVE_IN_POOL = select(func.count()).where(
-    _numbers.c.pool_id == bindparam("pool_id"), _numbers.c.last_leased_at > bindparam("now")
-)
-_SET_PEAK = update(_pools).where(_pools.c.id == bindparam("pool_id")).values(peak_leases=bindparam("peak"))
-_SESSION_LEASE = (
-    select(
-        _leases.c.id,
-        _leases.c.pool_id,
-        _leases.c.number_id,
-        _leases.c.expires_at,
-        _numbers.c.number,
-        _numbers.c.last_leased_at,
-    )
-    .join(_numbers, _numbers.c.id == _leases.c.number_id)
-    .where(_leases.c.session_id == bindparam("visit_id"))
-    .order_by(_leases.c.leased_at.desc(), _leases.c.id.desc())
-    .limit(1)
 )
 _SET_LEASE_END = update(_leases).where(_leases.c.id == bindparam("lease_id")).values(expires_at=bindparam("until"))
 
@@ -380,24 +370,6 @@ def pg_heartbeat(conn: Connection, account_id: int, session_key: str, clock: Clo
     return KeptSession(row.visit_id, row.key, row.visitor_id, row.source_id, lease)
 
 
-@dataclass(frozen=True)
-class PoolRow:
-    id: int
-    name: str
-    hold_minutes: int
-    overflow_number: str | None
-    peak_leases: int
-
-
-def lock_pool(conn: Connection, pool_id: int) -> PoolRow | None:
-    """The pool row; on PostgreSQL locked until the transaction ends (SQLite holds its write lock already).
-
-    The lease paths call it on SQLite only: on PostgreSQL the number's row is the lock.
-    """
-    row = conn.execute(_LOCK_POOL, {"pool_id": pool_id}).first()
-    return PoolRow(*row) if row is not None else None
-
-
 def lease_number(
     conn: Connection, pool_id: int, visit_id: int, clock: Clock = utcnow, *, count_overflow: bool = True
 ) -> Lease:
@@ -412,27 +384,32 @@ def lease_number(
         return _pg_lease_number(conn, pool_id, visit_id, clock, count_overflow)
     # SQLite: begin_write() holds the database's write lock already, so the clock is read under it
     now = clock()
-    free = conn.execute(_FREE_NUMBER, {"pool_id": pool_id, "now": now}).first()
+    at = sqlite_time(now)
+    cur = _driver(conn).cursor()
+    free = cur.execute(_SQ_FREE, {"pool_id": pool_id, "now": at}).fetchone()
     if free is None:
         if count_overflow:
-            conn.execute(_COUNT_OVERFLOW, {"pool_id": pool_id})
+            cur.execute(_SQ_COUNT_OVERFLOW, {"pool_id": pool_id})
         logger.debug("pool %s exhausted: overflow number shown", pool_id)
         return Lease(None, None, None, None, overflow=True)
-    pool = lock_pool(conn, pool_id)
-    if pool is None:
-        return Lease(None, None, None, None, overflow=True)
-    number_id, e164 = free
-    expires = now + dt.timedelta(minutes=pool.hold_minutes)
-    result = conn.execute(
-        _INSERT_LEASE,
-        {"pool_id": pool_id, "number_id": number_id, "session_id": visit_id, "leased_at": now, "expires_at": expires},
+    number_id, e164, hold_minutes, peak = free
+    expires = now + dt.timedelta(minutes=hold_minutes)
+    until = sqlite_time(expires)
+    cur.execute(
+        _SQ_INSERT_LEASE,
+        {"pool_id": pool_id, "number_id": number_id, "session_id": visit_id, "now": at, "until": until},
     )
-    conn.execute(_SET_NUMBER_END, {"number_id": number_id, "until": expires})
-    in_use = conn.execute(_LIVE_IN_POOL, {"pool_id": pool_id, "now": now}).scalar() or 0
-    if in_use > pool.peak_leases:
-        conn.execute(_SET_PEAK, {"pool_id": pool_id, "peak": in_use})
-    lease_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+    lease_id = cur.lastrowid
+    cur.execute(_SQ_SET_NUMBER_END, {"number_id": number_id, "until": until, "updated": sqlite_time(utcnow())})
+    in_use = cur.execute(_SQ_LIVE_IN_POOL, {"pool_id": pool_id, "now": at}).fetchone()[0]
+    if in_use > peak:
+        cur.execute(_SQ_SET_PEAK, {"pool_id": pool_id, "peak": in_use})
     return Lease(e164, number_id, lease_id, expires)
+
+
+def _driver(conn: Connection) -> Any:
+    """The SQLite driver's own connection under *conn* (its transaction is *conn*'s)."""
+    return conn.connection.driver_connection
 
 
 def _pg_lease_number(conn: Connection, pool_id: int, visit_id: int, clock: Clock, count_overflow: bool) -> Lease:
@@ -457,20 +434,21 @@ def extend(conn: Connection, visit_id: int, clock: Clock = utcnow) -> Lease | No
     """
     if conn.dialect.name == "postgresql":
         return _pg_extend(conn, visit_id, clock)
-    latest = conn.execute(_SESSION_LEASE, {"visit_id": visit_id}).first()
+    cur = _driver(conn).cursor()  # SQLite: begin_write() holds the write lock already
+    latest = cur.execute(_SQ_SESSION_LEASE, {"visit_id": visit_id}).fetchone()
     if latest is None:
         return None
-    pool = lock_pool(conn, latest.pool_id)  # SQLite: begin_write() holds the write lock already
-    if pool is None:
-        return None
+    lease_id, number_id, ends_text, e164, number_end, hold_minutes = latest
+    ends = from_sqlite_time(ends_text)
     now = clock()
-    if latest.expires_at <= now or latest.last_leased_at != latest.expires_at:
-        return Lease(latest.number, latest.number_id, latest.id, latest.expires_at, ended=True)
-    expires = max(latest.expires_at, now + dt.timedelta(minutes=pool.hold_minutes))
-    if expires > latest.expires_at:
-        conn.execute(_SET_LEASE_END, {"lease_id": latest.id, "until": expires})
-        conn.execute(_SET_NUMBER_END, {"number_id": latest.number_id, "until": expires})
-    return Lease(latest.number, latest.number_id, latest.id, expires)
+    if ends <= now or number_end != ends_text:
+        return Lease(e164, number_id, lease_id, ends, ended=True)
+    expires = max(ends, now + dt.timedelta(minutes=hold_minutes))
+    if expires > ends:
+        until = sqlite_time(expires)
+        cur.execute(_SQ_SET_LEASE_END, {"lease_id": lease_id, "until": until})
+        cur.execute(_SQ_SET_NUMBER_END, {"number_id": number_id, "until": until, "updated": sqlite_time(utcnow())})
+    return Lease(e164, number_id, lease_id, expires)
 
 
 def _pg_extend(conn: Connection, visit_id: int, clock: Clock) -> Lease | None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 from urllib.parse import urlsplit
+
+import orjson
 
 MAX_BODY = 16 * 1024
 MAX_URL = 4096
@@ -33,7 +34,8 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     if len(raw) > MAX_BODY:
         raise BadRequest(413, None, f"request body too large ({len(raw)} bytes, at most {MAX_BODY})")
     try:
-        data = json.loads(raw)
+        # orjson: strict JSON (no NaN, no lone surrogates, integers of 64 bits), 4x json's speed
+        data = orjson.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise BadRequest(400, None, "request body is not valid JSON") from None
     if not isinstance(data, dict):

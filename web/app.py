@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 from anyio import to_thread
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
@@ -50,6 +51,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 COOKIE_NAME = "_ctv"
 #: worker threads running PostgreSQL transactions (at most this many connections busy at once)
 DB_THREADS = 12
+#: seconds between WAL checkpoints when SQLite runs on the event loop (`calltrack web serve`)
+CHECKPOINT_EVERY = 1.0
 
 
 def render_script(settings: Settings, name: str = "dni.js") -> str:
@@ -94,7 +97,7 @@ class Script:
 
 
 def _json(data: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    body = orjson.dumps(data)  # compact, UTF-8 as it is
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
@@ -166,6 +169,17 @@ class DniApi:
     def close(self) -> None:
         self.writer.shutdown(wait=True)
 
+    async def checkpoints(self) -> None:
+        """SQLite on the event loop: the WAL checkpoints, every CHECKPOINT_EVERY seconds on the writer thread."""
+        assert self.group is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(CHECKPOINT_EVERY)
+            try:
+                await loop.run_in_executor(self.writer, self.group.checkpoint)
+            except Exception as exc:  # a locked or vanished database: the next one tries again
+                logger.debug("checkpoint skipped: %s", exc)
+
     @staticmethod
     def cors(origin: str | None) -> dict[str, str]:
         if not origin:
@@ -182,10 +196,11 @@ class DniApi:
             headers["Retry-After"] = str(exc.retry_after)
         return _json(exc.as_json(), exc.status, headers)
 
-    async def _prelude(self, request: Request) -> tuple[dict[str, Any], str | None]:
-        """Rate limit, body, JSON: the checks every API call shares."""
+    async def _prelude(self, request: Request) -> tuple[dict[str, Any], str | None, str]:
+        """Rate limit, body, JSON: the checks every API call shares.  (body, Origin, client address)"""
         origin = request.headers.get("origin")
-        wait = self.limiter.allow(self.client(request))
+        client = self.client(request)
+        wait = self.limiter.allow(client)
         if wait > 0:
             retry = max(1, math.ceil(wait))
             raise api.BadRequest(429, None, "too many requests from this address; slow down", retry_after=retry)
@@ -200,7 +215,7 @@ class DniApi:
             body += chunk
             if len(body) > api.MAX_BODY:
                 raise api.BadRequest(413, None, f"request body too large (at most {api.MAX_BODY} bytes)")
-        return api.parse_body(body), origin
+        return api.parse_body(body), origin, client
 
     async def _account(self, public_key: str, origin: str | None) -> AccountInfo:
         fresh, info = self.accounts.cached(public_key)
@@ -246,11 +261,10 @@ class DniApi:
         origin: str | None = request.headers.get("origin")
         allowed: str | None = None
         try:
-            data, origin = await self._prelude(request)
+            data, origin, ip = await self._prelude(request)
             fields = api.session_request(data)
             info = await self._account(fields["account"], origin)
             allowed = origin
-            ip = self.client(request)
             view = PageView(
                 account=fields["account"],
                 visitor=fields["visitor"],
@@ -282,7 +296,7 @@ class DniApi:
         origin: str | None = request.headers.get("origin")
         allowed: str | None = None
         try:
-            data, origin = await self._prelude(request)
+            data, origin, _ = await self._prelude(request)
             fields = api.heartbeat_request(data)
             info = await self._account(fields["account"], origin)
             allowed = origin
@@ -309,7 +323,7 @@ class DniApi:
         origin: str | None = request.headers.get("origin")
         allowed: str | None = None
         try:
-            data, origin = await self._prelude(request)
+            data, origin, _ = await self._prelude(request)
             fields = form_request(data)
             info = await self._account(fields["account"], origin)
             allowed = origin
@@ -390,7 +404,12 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        checkpoints = asyncio.create_task(handlers.checkpoints()) if handlers.inline else None
         yield
+        if checkpoints is not None:
+            checkpoints.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checkpoints
         handlers.close()
         if dni_engine is not engine:
             dni_engine.dispose()

@@ -18,16 +18,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from config import Settings
-from schema.models import Account, NumberPool, Site, Source, TrackingNumber, VisitorSession, utcnow
+from schema.models import Account, NumberPool, Site, Source, TrackingNumber, utcnow
 from tracking import leases, phone
 from tracking.source_rules import Rule, Visit, classify, has_campaign_signal, load_rules, read_visit
+from web import session_rows as rows
 
 logger = logging.getLogger(__name__)
 
@@ -236,7 +237,7 @@ class Dni:
         source_id, continues = self._choose(previous, now, visit, rule)
         if continues:
             assert previous is not None
-            conn.execute(_SEEN_AGAIN, {"visit_id": previous.id, "now": now})
+            rows.seen_again(conn, previous.id, now)
             visit_row = _VisitRow(previous.id, previous.key, previous.visitor_id, source_id)
             counted = False
             if source_id in info.pools:
@@ -247,8 +248,7 @@ class Dni:
                 counted = lease is None
             return self._number_for(conn, info, visit_row, count_overflow=not counted)
         params = self._new_visit(info, view, visit, source_id, now)
-        result = conn.execute(_INSERT_SESSION, params)
-        visit_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+        visit_id = rows.insert_session(conn, params)
         row = _VisitRow(visit_id, params["key"], params["visitor_id"], source_id)
         return self._number_for(conn, info, row)
 
@@ -275,16 +275,18 @@ class Dni:
                 return self._answer(info, row, self._overflow_number(info, source_id), None)
             return self._answer(info, row, lease.number, lease.expires_at)
 
-    def _previous(self, conn: Connection, info: AccountInfo, view: PageView, now: dt.datetime) -> Any:
+    def _previous(self, conn: Connection, info: AccountInfo, view: PageView, now: dt.datetime) -> rows.Previous | None:
         """The visitor's latest session, unless it is older than the cookie's lifetime."""
         if not view.visitor:
             return None
-        previous = conn.execute(_PREVIOUS, {"account_id": info.id, "visitor_id": view.visitor}).first()
+        previous = rows.previous(conn, info.id, view.visitor)
         if previous is not None and previous.last_seen_at < now - dt.timedelta(days=self.settings.web.cookie_days):
             return None
         return previous
 
-    def _choose(self, previous: Any, now: dt.datetime, visit: Visit, rule: Rule | None) -> tuple[int | None, bool]:
+    def _choose(
+        self, previous: rows.Previous | None, now: dt.datetime, visit: Visit, rule: Rule | None
+    ) -> tuple[int | None, bool]:
         """(the visit's source id, whether it continues the visitor's *previous* session)."""
         settings = self.settings.web
         source_id = rule.source_id if rule else None
@@ -366,7 +368,7 @@ class Dni:
 
         SessionEnded is raised before anything is written.
         """
-        found = conn.execute(_BY_KEY, {"key": session_key, "account_id": info.id}).first()
+        found = rows.by_key(conn, session_key, info.id)
         if found is None:
             raise SessionEnded("unknown session")
         row = _VisitRow(found.id, found.key, found.visitor_id, found.source_id)
@@ -382,7 +384,7 @@ class Dni:
                 number, expires = lease.number, lease.expires_at
         else:
             number = self._source_number(info, row.source_id)
-        conn.execute(_SEEN, {"visit_id": row.id, "now": self.clock()})
+        rows.seen(conn, row.id, self.clock())
         return self._answer(info, row, number, expires)
 
 
@@ -401,7 +403,6 @@ def _once_more_if_disconnected(func: Callable[..., Answer], *args: object) -> An
         return func(*args)
 
 
-_sessions = cast(Table, VisitorSession.__table__)
 _VISIT_PARAMS = (
     "utm_source",
     "utm_medium",
@@ -413,22 +414,6 @@ _VISIT_PARAMS = (
     "wbraid",
     "msclkid",
 )
-_PREVIOUS = (
-    select(_sessions.c.id, _sessions.c.key, _sessions.c.visitor_id, _sessions.c.source_id, _sessions.c.last_seen_at)
-    .where(_sessions.c.account_id == bindparam("account_id"), _sessions.c.visitor_id == bindparam("visitor_id"))
-    .order_by(_sessions.c.last_seen_at.desc(), _sessions.c.id.desc())
-    .limit(1)
-)
-_BY_KEY = select(_sessions.c.id, _sessions.c.key, _sessions.c.visitor_id, _sessions.c.source_id).where(
-    _sessions.c.key == bindparam("key"), _sessions.c.account_id == bindparam("account_id")
-)
-_INSERT_SESSION = insert(_sessions)
-_SEEN_AGAIN = (
-    update(_sessions)
-    .where(_sessions.c.id == bindparam("visit_id"))
-    .values(pages_seen=_sessions.c.pages_seen + 1, last_seen_at=bindparam("now"))
-)
-_SEEN = update(_sessions).where(_sessions.c.id == bindparam("visit_id")).values(last_seen_at=bindparam("now"))
 
 
 @dataclass(frozen=True)

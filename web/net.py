@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -20,7 +21,14 @@ def parse_networks(entries: Iterable[str], setting: str = "web.trusted_proxies")
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=65536)
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """*text* as an address (a port or brackets around it dropped), or None.
+
+    Remembered: every request reads its peer's address, and parsing one costs 10 µs
+    or more; the cache is bounded, so a flood of forged X-Forwarded-For values only
+    pushes older entries out.
+    """
     text = text.strip()
     if text.startswith("[") and "]" in text:  # [2001:db8::1]:443
         text = text[1 : text.index("]")]
@@ -75,6 +83,7 @@ class ProxyPolicy:
         return (str(client), proto)
 
 
+@functools.lru_cache(maxsize=65536)
 def truncate(address: str) -> str:
     """/24 of an IPv4 address, /48 of an IPv6 address; other text unchanged."""
     addr = _address(address)

@@ -65,6 +65,8 @@ class WebService:
         self.alone = alone
         self.server: _Server | None = None
         self.sock: socket.socket | None = None
+        #: set once uvicorn serves (its application built and started)
+        self.started = asyncio.Event()
 
     def build_app(self) -> Any:
         from web.app import create_app
@@ -96,6 +98,10 @@ class WebService:
         config = uvicorn_config(self.build_app(), self.listen, log_level=self.settings.general.log_level)
         self.server = _Server(config)
         task = asyncio.create_task(self.server.serve(sockets=[sock]), name="web-uvicorn")
+        while not self.server.started and not task.done() and not stop.is_set():
+            await asyncio.sleep(0.02)
+        if self.server.started:
+            self.started.set()
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if stopper in done:

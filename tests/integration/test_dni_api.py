@@ -610,6 +610,28 @@ async def test_database_away_answers_503(settings: Settings) -> None:
     engine.dispose()
 
 
+async def test_a_database_that_cannot_be_written_answers_503_not_500(
+    engine: Engine, settings: Settings, database_url: str
+) -> None:
+    """A write the database itself refuses mid-transaction (on SQLite the DNI statements go to the
+    driver, below SQLAlchemy) is 'temporarily unavailable', as a database that is away is."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("the driver-level statements are SQLite's")
+    async for site in _make_site(engine, settings)():
+        # a trigger whose table is gone: every new session's insert fails with an OperationalError
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE doomed (x INTEGER)")
+            conn.exec_driver_sql(
+                "CREATE TRIGGER no_writes BEFORE INSERT ON visitor_sessions BEGIN INSERT INTO doomed VALUES (1); END"
+            )
+            conn.exec_driver_sql("DROP TABLE doomed")
+        response = await site.session(f"{SITE}/?utm_source=google")
+        assert response.status_code == 503, response.text
+        assert response.json() == {"error": "temporarily unavailable", "field": None}
+        with site.factory() as s:
+            assert s.scalar(select(func.count()).select_from(VisitorSession)) == 0
+
+
 # --- the script ----------------------------------------------------------------------------------
 
 

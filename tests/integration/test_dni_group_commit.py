@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import datetime as dt
 import threading
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Engine, event, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from config import Settings
@@ -115,14 +117,17 @@ async def test_a_request_that_fails_in_a_batch_costs_the_others_nothing(
     dni = Dni(settings, dni_engine, lambda: NOW, lock)
     group = GroupCommit(dni_engine, None, lock)
     seen = statements(dni_engine)
-
-    @event.listens_for(dni_engine, "before_cursor_execute")
-    def _break_one(conn: Any, cursor: Any, statement: str, params: Any, *args: Any) -> None:
-        if isinstance(params, (tuple, list)) and f"{SITE}/?n=3" in params:
-            raise RuntimeError("this request's insert fails")
+    # the database itself refuses request 3's session (its statements go to SQLite's driver directly)
+    with dni_engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TRIGGER break_one BEFORE INSERT ON visitor_sessions"
+            f" WHEN NEW.landing_url = '{SITE}/?n=3' BEGIN SELECT RAISE(ABORT, 'this request''s insert fails'); END"
+        )
+    seen.clear()
 
     outcomes = await asyncio.gather(*(group.run(visit(dni, site, i)) for i in range(8)), return_exceptions=True)
-    assert isinstance(outcomes[3], RuntimeError)
+    # SQLite's error reaches the caller as SQLAlchemy's, as every other database error does
+    assert isinstance(outcomes[3], IntegrityError) and "this request's insert fails" in str(outcomes[3].orig)
     answers = [o for i, o in enumerate(outcomes) if i != 3]
     assert all(isinstance(a, Answer) for a in answers)
     # the batch was rolled back, then each request ran alone: the numbers go in order of arrival
@@ -153,3 +158,51 @@ async def test_an_ended_session_in_a_batch_is_its_answer_alone(
     assert isinstance(unknown, SessionEnded)
     assert isinstance(second, Answer) and second.number == POOL[1]
     assert sum("BEGIN IMMEDIATE" in s for s in seen) == 1
+
+
+async def test_on_the_event_loop_the_log_is_copied_back_by_the_checkpoint_thread(
+    site: AccountInfo, sqlite_url: str, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`calltrack web serve` runs SQLite on its event loop, where a checkpoint (20-40 ms with fsync)
+    would stall every request: the batches leave them to a thread that runs one every second."""
+    import sqlite3
+
+    import httpx
+
+    from schema.db import sqlite_path
+    from web import app as web_app
+
+    monkeypatch.setattr(web_app, "CHECKPOINT_EVERY", 0.05)
+    engine = make_engine(sqlite_url)
+    app = web_app.create_app(settings, engine, clock=lambda: NOW, sqlite_inline=True)
+    path = sqlite_path(sqlite_url)
+    assert path is not None
+
+    def in_the_file() -> int:
+        # immutable: the database file alone, without the write-ahead log
+        with contextlib.closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as conn:
+            return int(conn.execute("SELECT count(*) FROM visitor_sessions").fetchone()[0])
+
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app, client=("198.51.100.7", 40000))
+            async with httpx.AsyncClient(transport=transport, base_url="http://dni.test") as client:
+                for i in range(30):
+                    body = {"account": site_key(site, engine), "url": f"{SITE}/?n={i}"}
+                    response = await client.post("/dni/v1/session", json=body, headers={"Origin": SITE})
+                    assert response.status_code == 200, response.text
+            deadline = asyncio.get_running_loop().time() + 10
+            while in_the_file() < 30:
+                assert asyncio.get_running_loop().time() < deadline, "no checkpoint copied the log back"
+                await asyncio.sleep(0.05)
+    finally:
+        engine.dispose()
+
+
+def site_key(info: AccountInfo, engine: Engine) -> str:
+    from schema.models import Account
+
+    with Session(engine) as s:
+        key = s.scalar(select(Account.public_key).where(Account.id == info.id))
+    assert key is not None
+    return key
