@@ -43,7 +43,7 @@ from sqlalchemy import func, select  # noqa: E402
 
 from ami_listener.listener import AmiListener  # noqa: E402
 from ami_listener.parser import StreamParser  # noqa: E402
-from calltrack.services import loop_factory  # noqa: E402
+from calltrack.services import loop_factory, run_services  # noqa: E402
 from config import AmiServer, AmiSettings, DatabaseSettings, GeneralSettings, Settings  # noqa: E402
 from schema import migrate  # noqa: E402
 from schema.db import make_engine, make_session_factory  # noqa: E402
@@ -163,7 +163,8 @@ async def run_listener(
     sink = listener.connections[0].sink
     stop = asyncio.Event()
     started = time.perf_counter()
-    task = asyncio.create_task(listener.run(stop))
+    # as `calltrack ami listen` runs it (calltrack.services.serve_blocking runs run_services)
+    task = asyncio.create_task(run_services([listener], stop))
     while True:
         await asyncio.sleep(0.02)
         if (
