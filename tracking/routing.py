@@ -37,6 +37,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tracking.dbapi import DriverConnections
+
 if TYPE_CHECKING:
     from config import Settings
 
@@ -47,8 +49,6 @@ STATUS_UNKNOWN = "unknown-number"
 STATUS_BLOCKED = "blocked"
 STATUS_FALLBACK = "fallback"
 
-#: PostgreSQL: the longest a statement of the route may run (a lock wait, say)
-STATEMENT_TIMEOUT_MS = 30_000
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
@@ -507,10 +507,6 @@ _MARK_FALLBACK_SQL = (
 )
 
 
-def _pg_sql(sql: str) -> str:
-    return re.sub(r"(?<!:):([a-z_]+)", r"%(\1)s", sql.replace("%", "%%"))
-
-
 @functools.lru_cache(maxsize=1024)
 def _schedule(text: str) -> Any:
     """A schedule as SQLite returns it (JSON text), parsed once for the lookups of every call: read only."""
@@ -549,119 +545,13 @@ class CallerFacts:
     seen_before: bool
 
 
-class RouteStore:
+class RouteStore(DriverConnections):
     """The route's database access: one DB-API connection per thread, plain SQL, both dialects.
 
     *url* is the SQLAlchemy-style URL of the settings (``sqlite:///path``,
     ``postgresql://...``). A connection that failed is dropped and opened anew on
-    the next call, so a database that comes back is used again.
+    the next call, so a database that comes back is used again (tracking/dbapi.py).
     """
-
-    def __init__(self, url: str, *, connect_timeout: float = 5.0, inline: bool = False) -> None:
-        self.url = url
-        self.connect_timeout = connect_timeout
-        #: SQLite only: never wait for a lock and leave checkpoints to others (see CallRouter.try_inline)
-        self.inline = inline
-        scheme = url.split(":", 1)[0]
-        self.dialect = scheme.split("+", 1)[0]
-        if self.dialect not in ("sqlite", "postgresql"):
-            raise ValueError(f"unsupported database URL {url.split(':', 1)[0]}: (use sqlite or postgresql)")
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._all: list[Any] = []
-        #: bumped by close(): a thread's connection from before is not used again
-        self._generation = 0
-        self._sql: dict[str, str] = {}
-
-    # connections
-
-    def _connect(self) -> Any:
-        if self.dialect == "sqlite":
-            import sqlite3
-
-            rest = self.url.split(":///", 1)[1] if ":///" in self.url else ""
-            path = rest.split("?", 1)[0]
-            if not path or path == ":memory:":
-                raise ValueError("the AGI route needs a database file, not an in-memory SQLite database")
-            # mode=rw: a missing file is an error, not a new empty database.
-            quoted = path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
-            conn = sqlite3.connect(
-                f"file:{quoted}?mode=rw",
-                uri=True,
-                timeout=0 if self.inline else max(self.connect_timeout, 0.1),
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            if self.inline:
-                # a checkpoint writes the WAL back with fsync: not on the event loop
-                conn.execute("PRAGMA wal_autocheckpoint=0")
-            return conn
-        import psycopg
-
-        conninfo = "postgresql" + self.url[self.url.index(":") :]
-        # a lock held elsewhere must not keep a routing thread forever: the job errors, and
-        # its call row goes to the spool
-        return psycopg.connect(
-            conninfo,
-            autocommit=True,
-            connect_timeout=max(int(self.connect_timeout), 1),
-            options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
-        )
-
-    def connection(self) -> Any:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or getattr(self._local, "generation", -1) != self._generation:
-            conn = self._connect()
-            self._local.conn, self._local.generation = conn, self._generation
-            with self._lock:
-                self._all.append(conn)
-        return conn
-
-    def discard(self) -> None:
-        """Drop this thread's connection (after an error)."""
-        conn = getattr(self._local, "conn", None)
-        self._local.conn = None
-        if conn is not None:
-            with self._lock:
-                if conn in self._all:
-                    self._all.remove(conn)
-            try:
-                conn.close()
-            except Exception:  # closing a broken connection may fail too
-                pass
-
-    def close(self) -> None:
-        """Close every thread's connection (each opens a new one on its next use)."""
-        with self._lock:
-            conns, self._all = self._all, []
-            self._generation += 1
-        for conn in conns:
-            try:
-                conn.close()
-            except Exception:
-                pass
-
-    def _q(self, sql: str) -> str:
-        if self.dialect == "sqlite":
-            return sql
-        out = self._sql.get(sql)
-        if out is None:
-            out = self._sql[sql] = _pg_sql(sql)
-        return out
-
-    def _ts(self, value: dt.datetime) -> Any:
-        naive = value.astimezone(dt.UTC).replace(tzinfo=None)
-        if self.dialect == "sqlite":
-            # the format SQLAlchemy's SQLite DateTime stores, so comparisons agree
-            return naive.isoformat(" ", "microseconds")
-        return naive
-
-    def execute(self, sql: str, params: dict[str, Any] | None = None) -> Any:
-        cur = self.connection().cursor()
-        cur.execute(self._q(sql), params or {})
-        return cur
 
     # queries
 
