@@ -94,6 +94,11 @@ class DriverConnections:
                 self._all.append(conn)
         return conn
 
+    def current(self) -> Any:
+        """This thread's open connection, or None (none is opened)."""
+        conn = getattr(self._local, "conn", None)
+        return conn if getattr(self._local, "generation", -1) == self._generation else None
+
     def discard(self) -> None:
         """Drop this thread's connection (after an error)."""
         conn = getattr(self._local, "conn", None)
@@ -126,7 +131,8 @@ class DriverConnections:
             out = self._sql[sql] = _pg_sql(sql)
         return out
 
-    def _ts(self, value: dt.datetime) -> Any:
+    def ts(self, value: dt.datetime) -> Any:
+        """An aware time as a parameter: naive UTC (PostgreSQL), the text SQLAlchemy writes (SQLite)."""
         naive = value.astimezone(dt.UTC).replace(tzinfo=None)
         if self.dialect == "sqlite":
             # the format SQLAlchemy's SQLite DateTime stores, so comparisons agree

@@ -418,7 +418,7 @@ class TextStore:
         (``("out"|"in", account_id, number)``) in one transaction. (row id, whether it is new)."""
         params = {c: values.get(c) for c in TEXT_COLUMNS}
         now = dt.datetime.now(dt.UTC)
-        params["received_at"] = self.store._ts(params["received_at"] or now)
+        params["received_at"] = self.store.ts(params["received_at"] or now)
         conn = self.store.connection()
         cur = conn.cursor()
         q = self.store._q
@@ -428,7 +428,7 @@ class TextStore:
                 "opt": what,
                 "opt_account": account_id,
                 "opt_number": number,
-                "now": self.store._ts(now),
+                "now": self.store.ts(now),
                 "event_id": "evt_" + uuid.uuid4().hex,
                 "pattern": _RECEIVED_PATTERN,
             }
@@ -451,7 +451,7 @@ class TextStore:
                 what, account_id, number = opt
                 opt_params = {"account_id": account_id, "number": number, "keyword": params["keyword"]}
                 if what == "out":
-                    cur.execute(q(_OPT_OUT_SQL), {**opt_params, "now": self.store._ts(now)})
+                    cur.execute(q(_OPT_OUT_SQL), {**opt_params, "now": self.store.ts(now)})
                 else:
                     cur.execute(q(_OPT_IN_SQL), {"account_id": account_id, "number": number})
             if new and params["direction"] == "in":
@@ -459,7 +459,7 @@ class TextStore:
                     q(_ANNOUNCE_SQL),
                     {
                         "event_id": "evt_" + uuid.uuid4().hex,
-                        "now": self.store._ts(now),
+                        "now": self.store.ts(now),
                         "sms_id": text_id,
                     },
                 )

@@ -584,7 +584,7 @@ class RouteStore(DriverConnections):
 
     def visit(self, number_id: int, at: dt.datetime, grace: dt.timedelta) -> Visit | None:
         row = self.execute(
-            _VISIT_SQL, {"number_id": number_id, "at": self._ts(at), "earliest": self._ts(at - grace)}
+            _VISIT_SQL, {"number_id": number_id, "at": self.ts(at), "earliest": self.ts(at - grace)}
         ).fetchone()
         return Visit(*row) if row is not None else None
 
@@ -608,9 +608,9 @@ class RouteStore(DriverConnections):
         params["system"] = system
         params["linkedid"] = linkedid
         now = dt.datetime.now(dt.UTC)
-        params["now"] = self._ts(now)
+        params["now"] = self.ts(now)
         if isinstance(params["started_at"], dt.datetime):
-            params["started_at"] = self._ts(params["started_at"])
+            params["started_at"] = self.ts(params["started_at"])
         params["recording_dir"] = None if recording_dir is None else recording_dir.rstrip("/")
         cur = self.connection().cursor()
         if self.dialect == "postgresql":
@@ -665,7 +665,7 @@ class RouteStore(DriverConnections):
                 "dial": decision.dial,
                 "file": decision.recording_file if decision.record else None,
                 "id": call_id,
-                "now": self._ts(dt.datetime.now(dt.UTC)),
+                "now": self.ts(dt.datetime.now(dt.UTC)),
             },
         )
 

@@ -130,7 +130,7 @@ class DniApi:
         self.inline = sqlite and sqlite_inline
         self.writer = concurrent.futures.ThreadPoolExecutor(1 if sqlite else DB_THREADS, thread_name_prefix="dni-db")
         write_lock = threading.Lock() if sqlite else None
-        self.dni = Dni(settings, engine, clock, write_lock)
+        self.dni = Dni(settings, engine, clock, write_lock, settings.database.connect_timeout)
         # SQLite: the sessions and heartbeats waiting for the writer share one transaction (group commit)
         self.group = GroupCommit(engine, None if self.inline else self.writer, write_lock) if sqlite else None
         self.accounts = AccountCache(factory, cache_seconds)
@@ -168,6 +168,7 @@ class DniApi:
 
     def close(self) -> None:
         self.writer.shutdown(wait=True)
+        self.dni.close()
 
     async def checkpoints(self) -> None:
         """SQLite on the event loop: the WAL checkpoints, every CHECKPOINT_EVERY seconds on the writer thread."""

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from config import Settings
 from schema.models import Account, NumberPool, Site, Source, TrackingNumber, utcnow
 from tracking import leases, phone
+from tracking.dbapi import DriverConnections
 from tracking.source_rules import Rule, Visit, classify, has_campaign_signal, load_rules, read_visit
 from web import session_rows as rows
 
@@ -180,6 +182,9 @@ class Dni:
     clock: Clock = utcnow
     #: SQLite has one writer at a time; queueing our own writers here avoids its busy-wait back-off
     write_lock: threading.Lock | None = field(default=None)
+    connect_timeout: float = 5.0
+    #: PostgreSQL: made on first use (:meth:`_driver`)
+    driver: DriverConnections | None = field(default=None, init=False)
 
     def _display(self, number: str | None) -> str | None:
         return _display(number, self.settings.numbers.default_region) if number else None
@@ -255,31 +260,64 @@ class Dni:
     def _pg_start(self, info: AccountInfo, view: PageView, visit: Visit, rule: Rule | None) -> Answer | None:
         """PostgreSQL, a new session: one statement in autocommit (tracking.leases.start_session).
 
-        None when the visitor's recent session continues instead: that runs as a transaction.
+        On this thread's driver connection (tracking/dbapi.py), once more on a new one when the
+        server had dropped it.  None when the visitor's recent session continues instead: that
+        runs as a transaction.
         """
-        with self.engine.connect() as conn:
-            conn.execution_options(isolation_level="AUTOCOMMIT")
-            now = self.clock()
-            previous = self._previous(conn, info, view, now)
-            source_id, continues = self._choose(previous, now, visit, rule)
-            if continues:
-                return None
-            params = self._new_visit(info, view, visit, source_id, now)
-            pool = info.pools.get(source_id) if source_id is not None else None
-            visit_id, lease = leases.start_session(conn, params, pool[0] if pool else None, now)
-            row = _VisitRow(visit_id, params["key"], params["visitor_id"], source_id)
-            if lease is None:
-                return self._answer(info, row, self._source_number(info, source_id), None)
-            if lease.overflow:
-                assert source_id is not None
-                return self._answer(info, row, self._overflow_number(info, source_id), None)
-            return self._answer(info, row, lease.number, lease.expires_at)
+        try:
+            return self._pg_start_once(info, view, visit, rule)
+        except psycopg.Error as exc:
+            db = self._driver()
+            conn = db.current()
+            if conn is None or not conn.broken:  # the statement failed, or no connection could be opened
+                raise DBAPIError.instance(None, None, exc, psycopg.Error) from exc
+            db.discard()
+            logger.warning("database connection lost; the request runs again on a new one: %s", exc)
+            try:
+                return self._pg_start_once(info, view, visit, rule)
+            except psycopg.Error as again:
+                db.discard()
+                raise DBAPIError.instance(None, None, again, psycopg.Error) from again
+
+    def _pg_start_once(self, info: AccountInfo, view: PageView, visit: Visit, rule: Rule | None) -> Answer | None:
+        db = self._driver()
+        now = self.clock()
+        previous = rows.previous_by_driver(db, info.id, view.visitor) if view.visitor else None
+        previous = self._recent(previous, now)
+        source_id, continues = self._choose(previous, now, visit, rule)
+        if continues:
+            return None
+        params = self._new_visit(info, view, visit, source_id, now)
+        pool = info.pools.get(source_id) if source_id is not None else None
+        visit_id, lease = leases.start_session(db, params, pool[0] if pool else None, now)
+        row = _VisitRow(visit_id, params["key"], params["visitor_id"], source_id)
+        if lease is None:
+            return self._answer(info, row, self._source_number(info, source_id), None)
+        if lease.overflow:
+            assert source_id is not None
+            return self._answer(info, row, self._overflow_number(info, source_id), None)
+        return self._answer(info, row, lease.number, lease.expires_at)
+
+    def _driver(self) -> DriverConnections:
+        """PostgreSQL: the driver-level connections (one per thread) of the new-session statement."""
+        if self.driver is None:
+            url = self.engine.url.render_as_string(hide_password=False)
+            self.driver = DriverConnections(url, connect_timeout=self.connect_timeout)
+        return self.driver
+
+    def close(self) -> None:
+        """Close the driver-level connections (the engine's are the engine's)."""
+        if self.driver is not None:
+            self.driver.close()
 
     def _previous(self, conn: Connection, info: AccountInfo, view: PageView, now: dt.datetime) -> rows.Previous | None:
         """The visitor's latest session, unless it is older than the cookie's lifetime."""
         if not view.visitor:
             return None
-        previous = rows.previous(conn, info.id, view.visitor)
+        return self._recent(rows.previous(conn, info.id, view.visitor), now)
+
+    def _recent(self, previous: rows.Previous | None, now: dt.datetime) -> rows.Previous | None:
+        """*previous*, unless it is older than the cookie's lifetime."""
         if previous is not None and previous.last_seen_at < now - dt.timedelta(days=self.settings.web.cookie_days):
             return None
         return previous

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Table, bindparam, insert, select, update
 
 from schema.models import VisitorSession
 from schema.types import from_sqlite_time, sqlite_time
+from tracking.dbapi import DriverConnections
 
 
 class Previous(NamedTuple):
@@ -109,6 +110,14 @@ def previous(conn: Connection, account_id: int, visitor_id: str) -> Previous | N
     if found is None:
         return None
     return Previous(found[0], found[1], found[2], found[3], from_sqlite_time(found[4]))
+
+
+def previous_by_driver(db: DriverConnections, account_id: int, visitor_id: str) -> Previous | None:
+    """:func:`previous` on this thread's driver connection (PostgreSQL's new sessions, web/dni.py)."""
+    found = db.execute(_SQ_PREVIOUS, {"account_id": account_id, "visitor_id": visitor_id}).fetchone()
+    if found is None:
+        return None
+    return Previous(found[0], found[1], found[2], found[3], found[4].replace(tzinfo=dt.UTC))
 
 
 def insert_session(conn: Connection, values: dict[str, Any]) -> int:

@@ -13,6 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -305,7 +306,7 @@ def test_a_request_on_a_dead_database_connection_runs_again_on_a_new_one(
     "a new visit on PostgreSQL is one statement in autocommit (tracking/leases.py start_session)"
 )
 def test_a_new_visit_on_postgresql_is_one_statement_also_when_the_pool_is_full(
-    database_url: str, session_factory: sessionmaker[Session], settings: Settings
+    database_url: str, session_factory: sessionmaker[Session], settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A new visitor costs the DNI API one round trip: the session, the lease (or the counted
     overflow) and the pool's peak in one statement, run as its own transaction (autocommit)."""
@@ -316,11 +317,14 @@ def test_a_new_visit_on_postgresql_is_one_statement_also_when_the_pool_is_full(
     assert info is not None
     dni_engine = make_engine(database_url, pre_ping=False)
     statements: list[str] = []
+    # every statement psycopg sends, SQLAlchemy's or not (the new visit goes to the driver directly)
+    sent = psycopg.Cursor.execute
 
-    @event.listens_for(dni_engine, "before_cursor_execute")
-    def _count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
+    def _count(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        statements.append(str(query))
+        return sent(cursor, query, *args, **kwargs)
 
+    monkeypatch.setattr(psycopg.Cursor, "execute", _count)
     try:
         dni = Dni(settings, dni_engine, write_lock=None)
         first = dni.start(info, PageView(key, None, f"{SITE}/", ""))
@@ -331,6 +335,7 @@ def test_a_new_visit_on_postgresql_is_one_statement_also_when_the_pool_is_full(
         second = dni.start(info, PageView(key, None, f"{SITE}/?again=1", ""))
         assert second.number == OVERFLOW and second.session and len(statements) == 1
     finally:
+        dni.close()
         dni_engine.dispose()
     with session_factory() as s:
         assert s.scalar(select(func.count()).select_from(VisitorSession)) == 2
