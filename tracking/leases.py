@@ -20,8 +20,8 @@ visitors of one pool do not wait for each other:
   pool's overflow is counted in a slot row of ``pool_overflow_counts`` picked by
   the database connection (:func:`tracking.pools.overflow_counts` adds them up),
   so visitors of a full pool do not queue for one row either.  A new visitor's session is written with its lease in that same
-  statement (:func:`start_session`), run on its own in autocommit: one round
-  trip, and no lock is held beyond it.
+  statement (:func:`start_sessions`, for every new session of a batch), run on its own in
+  autocommit: one round trip and one commit, and no lock is held beyond it.
 - SQLite: an immediate transaction (``BEGIN IMMEDIATE``, one writer at a time)
   started by :func:`begin_write`.
 
@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
+import orjson
 from sqlalchemy import Connection, Integer, String, Table, and_, bindparam, func, select, text, update
 from sqlalchemy.orm import Session, aliased
 
@@ -136,16 +137,6 @@ _PG_TAKE_FREE = """free AS (
     FROM free, pool WHERE n.id = free.id
     RETURNING n.id, n.number, n.last_leased_at
 )"""
-# A new visitor session's row (the session API's column values), returning its id.
-_PG_INSERT_VISIT = """
-    INSERT INTO visitor_sessions (key, account_id, visitor_id, source_id, landing_url, referrer,
-        utm_source, utm_medium, utm_campaign, utm_term, utm_content, gclid, gbraid, wbraid, msclkid,
-        pages_seen, user_agent, ip, started_at, last_seen_at)
-    VALUES (:key, :account_id, :visitor_id, :source_id, :landing_url, :referrer,
-        :utm_source, :utm_medium, :utm_campaign, :utm_term, :utm_content, :gclid, :gbraid, :wbraid, :msclkid,
-        :pages_seen, :user_agent, :ip, :started_at, :last_seen_at)
-    RETURNING id
-"""
 
 # PostgreSQL: the whole lease in one round trip.  The free number is locked with SKIP LOCKED, so a
 # number that another transaction is leasing is passed over instead of waited for; READ COMMITTED
@@ -222,65 +213,140 @@ FOR UPDATE OF n
 )
 
 
-# PostgreSQL: a new visitor session and its lease in one statement, run on its own (autocommit), so a
-# session costs one round trip and holds no lock across round trips.  The session row, the number
-# (picked as in _PG_LEASE, FOR UPDATE SKIP LOCKED) and the lease are written together; the pool row
-# is written only when the peak grows.  A full pool's overflow is counted in the slot of this
-# database connection (pool_overflow_counts), so full-pool visitors on different connections write
-# different rows instead of queueing for the pool row's lock.  Every CTE sees the statement's snapshot: ``live`` counts the pool's live
-# leases as committed plus the one taken here.
+# PostgreSQL: new visitor sessions and their leases in one statement, run on its own (autocommit), so
+# a batch of sessions costs one round trip and one commit, and holds no lock across round trips.
+# The sessions come as one JSON parameter (``requests``, numbered by ``ord`` from 1).  The pool's
+# least recently used free numbers, as many as there are sessions, are locked with SKIP LOCKED (a
+# number another transaction is leasing is passed over, not waited for; READ COMMITTED re-checks a
+# row that changed since the snapshot, so a number leased and committed meanwhile is never taken
+# twice), taken until the pool's hold ends and paired with the sessions in order of arrival; the
+# sessions beyond the free numbers get none and are counted as overflows in this connection's slot
+# of pool_overflow_counts, so full-pool visitors on different connections write different rows
+# instead of queueing for the pool row's lock.  The pool row is written only when the peak grows.
+# Every CTE sees the statement's snapshot: ``live`` counts the pool's live leases as committed plus
+# the ones taken here.
+_PG_VISIT_COLUMNS = (
+    "key",
+    "account_id",
+    "visitor_id",
+    "source_id",
+    "landing_url",
+    "referrer",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+    "gclid",
+    "gbraid",
+    "wbraid",
+    "msclkid",
+    "pages_seen",
+    "user_agent",
+    "ip",
+    "started_at",
+    "last_seen_at",
+)
+_PG_VISIT_TYPES = {"account_id": "int", "source_id": "int", "pages_seen": "int"}
+# (S608: this module's constants only, here and below)
+_PG_REQUESTS = (
+    "requests AS (SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS r(ord int, "  # noqa: S608
+    + ", ".join(
+        f"{c} {'timestamp' if c.endswith('_at') else _PG_VISIT_TYPES.get(c, 'text')}" for c in _PG_VISIT_COLUMNS
+    )
+    + ")), visit AS (INSERT INTO visitor_sessions ("
+    + ", ".join(_PG_VISIT_COLUMNS)
+    + ") SELECT "
+    + ", ".join(_PG_VISIT_COLUMNS)
+    + " FROM requests ORDER BY ord RETURNING id, key)"
+)
 _PG_START = (
-    """
-WITH visit AS ("""  # noqa: S608 (this module's constants only)
-    + _PG_INSERT_VISIT
-    + """), pool AS (
+    "WITH "  # noqa: S608
+    + _PG_REQUESTS
+    + """, pool AS (
     SELECT id, hold_minutes FROM number_pools WHERE id = :pool_id
-), """
-    + _PG_TAKE_FREE
-    + """, lease AS (
+), free AS (
+    SELECT n.id, n.last_leased_at FROM tracking_numbers n
+    WHERE n.pool_id = :pool_id AND n.status = 'active'
+      AND (n.last_leased_at IS NULL OR n.last_leased_at <= :now)
+    ORDER BY n.last_leased_at ASC NULLS FIRST, n.id
+    LIMIT :wanted
+    FOR UPDATE SKIP LOCKED
+), ranked AS (
+    SELECT id, row_number() OVER (ORDER BY last_leased_at ASC NULLS FIRST, id) AS rn FROM free
+), took AS (
+    UPDATE tracking_numbers n SET last_leased_at = :now + make_interval(mins => pool.hold_minutes)
+    FROM ranked, pool WHERE n.id = ranked.id
+    RETURNING n.id, n.number, n.last_leased_at, ranked.rn
+), paired AS (
+    SELECT r.ord, visit.id AS visit_id, took.id AS number_id, took.number, took.last_leased_at AS expires_at
+    FROM requests r JOIN visit ON visit.key = r.key LEFT JOIN took ON took.rn = r.ord
+), lease AS (
     INSERT INTO pool_leases (pool_id, number_id, session_id, leased_at, expires_at)
-    SELECT :pool_id, took.id, visit.id, :now, took.last_leased_at FROM took, visit
-    RETURNING id
+    SELECT :pool_id, number_id, visit_id, :now, expires_at FROM paired WHERE number_id IS NOT NULL
+    RETURNING id, session_id
 ), live AS (
     SELECT (SELECT count(*) FROM tracking_numbers c WHERE c.pool_id = :pool_id AND c.last_leased_at > :now)
            + (SELECT count(*) FROM took) AS n,
-           NOT EXISTS (SELECT 1 FROM took) AS full
+           (SELECT count(*) FROM requests) - (SELECT count(*) FROM took) AS overflows
 ), peak AS (
     UPDATE number_pools p SET peak_leases = live.n FROM live WHERE p.id = :pool_id AND p.peak_leases < live.n
     RETURNING p.id
 ), overflow AS (
     INSERT INTO pool_overflow_counts AS o (pool_id, slot, count)
-    SELECT pool.id, pg_backend_pid() % 16, 1 FROM pool, live WHERE live.full AND :count_overflow
-    ON CONFLICT (pool_id, slot) DO UPDATE SET count = o.count + 1
+    SELECT pool.id, pg_backend_pid() % 16, live.overflows FROM pool, live WHERE live.overflows > 0
+    ON CONFLICT (pool_id, slot) DO UPDATE SET count = o.count + EXCLUDED.count
     RETURNING o.pool_id
 )
-SELECT visit.id AS visit_id, took.id AS number_id, took.number, took.last_leased_at AS expires_at,
-       lease.id AS lease_id
-FROM visit LEFT JOIN took ON true LEFT JOIN lease ON true
+SELECT paired.ord, paired.visit_id, paired.number_id, paired.number, paired.expires_at, lease.id
+FROM paired LEFT JOIN lease ON lease.session_id = paired.visit_id
+ORDER BY paired.ord
 """
+)
+# Sessions of a source without a pool: the rows alone.
+_PG_START_UNPOOLED = (
+    "WITH "  # noqa: S608
+    + _PG_REQUESTS
+    + " SELECT r.ord, visit.id FROM requests r JOIN visit ON visit.key = r.key ORDER BY r.ord"
 )
 
 
-def start_session(
-    db: DriverConnections, visit: dict[str, Any], pool_id: int | None, now: dt.datetime, *, count_overflow: bool = True
-) -> tuple[int, Lease | None]:
-    """PostgreSQL: insert visitor session *visit* (its column values) and lease it a number of *pool_id*, at once.
+def start_sessions(
+    db: DriverConnections, visits: list[dict[str, Any]], pool_id: int | None, now: dt.datetime
+) -> list[tuple[int, Lease | None]]:
+    """PostgreSQL: insert visitor sessions *visits* (their column values) and lease each a number of *pool_id*.
 
     One statement on this thread's driver connection, in autocommit: the whole
-    transaction in one round trip, without SQLAlchemy (its checkout, isolation
-    level and statement machinery cost twice the driver's own work here).
-    Returns the session's id and its Lease (None without a pool; ``overflow``
-    set when the pool is full, counted unless *count_overflow* is false).
+    transaction in one round trip and one commit for every session of the batch,
+    without SQLAlchemy (its checkout, isolation level and statement machinery cost
+    twice the driver's own work here).  The numbers go in order: the first
+    session gets the least recently used free number.  Per session, in order:
+    its id and its Lease (None without a pool; ``overflow`` set, and counted, when
+    the pool had no number left for it).
     """
-    params = {**visit, "started_at": db.ts(visit["started_at"]), "last_seen_at": db.ts(visit["last_seen_at"])}
+    rows = orjson.dumps(
+        [
+            {"ord": i, **{c: _json_time(v[c]) if c.endswith("_at") else v[c] for c in _PG_VISIT_COLUMNS}}
+            for i, v in enumerate(visits, 1)
+        ]
+    ).decode()
     if pool_id is None:
-        return int(db.execute(_PG_INSERT_VISIT, params).fetchone()[0]), None
-    params.update(pool_id=pool_id, now=db.ts(now), count_overflow=count_overflow)
-    visit_id, number_id, number, expires_at, lease_id = db.execute(_PG_START, params).fetchone()
-    if number_id is None:
+        return [(int(visit_id), None) for _, visit_id in db.execute(_PG_START_UNPOOLED, {"rows": rows}).fetchall()]
+    params = {"rows": rows, "pool_id": pool_id, "now": db.ts(now), "wanted": len(visits)}
+    out: list[tuple[int, Lease | None]] = []
+    for _, visit_id, number_id, number, expires_at, lease_id in db.execute(_PG_START, params).fetchall():
+        if number_id is None:
+            out.append((int(visit_id), Lease(None, None, None, None, overflow=True)))
+        else:
+            out.append((int(visit_id), Lease(number, number_id, lease_id, expires_at.replace(tzinfo=dt.UTC))))
+    if out and out[-1][1] is not None and out[-1][1].overflow:
         logger.debug("pool %s exhausted: overflow number shown", pool_id)
-        return int(visit_id), Lease(None, None, None, None, overflow=True)
-    return int(visit_id), Lease(number, number_id, lease_id, expires_at.replace(tzinfo=dt.UTC))
+    return out
+
+
+def _json_time(value: dt.datetime) -> str:
+    """An aware time as naive UTC text, for a ``timestamp`` column of json_to_recordset."""
+    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 # A heartbeat on PostgreSQL: the session found by its key with its latest lease, the number's row

@@ -22,7 +22,7 @@ import math
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from anyio import to_thread
@@ -43,9 +43,11 @@ from web.dni import AccountCache, AccountInfo, Answer, Dni, PageView, SessionEnd
 from web.group_commit import GroupCommit
 from web.net import ProxyPolicy, in_networks, parse_networks, truncate
 from web.ratelimit import RateLimiter
+from web.session_batch import NewSessions
 from web.swaps import swap_fields
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 STATIC = Path(__file__).resolve().parent / "static"
 COOKIE_NAME = "_ctv"
@@ -133,6 +135,8 @@ class DniApi:
         self.dni = Dni(settings, engine, clock, write_lock, settings.database.connect_timeout)
         # SQLite: the sessions and heartbeats waiting for the writer share one transaction (group commit)
         self.group = GroupCommit(engine, None if self.inline else self.writer, write_lock) if sqlite else None
+        # PostgreSQL: the new sessions waiting at one moment share one statement and one commit
+        self.sessions = NewSessions(self.dni, self.writer) if engine.dialect.name == "postgresql" else None
         self.accounts = AccountCache(factory, cache_seconds)
         self.forms = factory
         self.proxies = ProxyPolicy(parse_networks(settings.web.trusted_proxies))
@@ -150,6 +154,14 @@ class DniApi:
         return self.proxies.client(peer, request.headers)[0]
 
     async def start(self, info: AccountInfo, view: PageView) -> Answer:
+        if self.sessions is not None:  # PostgreSQL: new sessions are written in batches (web/session_batch.py)
+            # only a visitor who brought an id needs a read first (its latest session): on a thread
+            planned = (
+                await self.run(self.dni.plan_start, info, view) if view.visitor else self.dni.plan_start(info, view)
+            )
+            if isinstance(planned, Answer):
+                return planned
+            return await self.sessions.run(planned)
         if self.group is None:
             return await self.run(self.dni.start, info, view)
         if view.privacy:  # nothing is stored
@@ -161,7 +173,7 @@ class DniApi:
             return await self.run(self.dni.heartbeat, info, session_key)
         return await self.group.run(lambda conn: self.dni.heartbeat_in(conn, info, session_key))
 
-    async def run(self, func: Callable[..., Answer], *args: Any) -> Answer:
+    async def run(self, func: Callable[..., _T], *args: Any) -> _T:
         if self.inline:
             return func(*args)
         return await asyncio.get_running_loop().run_in_executor(self.writer, func, *args)

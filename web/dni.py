@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from sqlalchemy import Connection, Engine, select
@@ -35,6 +35,7 @@ from web import session_rows as rows
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], dt.datetime]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,18 @@ class Answer:
             "expires_at": self.expires_at.isoformat().replace("+00:00", "Z") if self.expires_at else None,
             "source": self.source,
         }
+
+
+@dataclass(frozen=True)
+class NewSession:
+    """A page view that starts a new session (PostgreSQL), to be written with the others of its batch."""
+
+    info: AccountInfo
+    #: the session's column values
+    visit: dict[str, Any]
+    source_id: int | None
+    #: the pool the session leases from, if its source has one
+    pool_id: int | None
 
 
 class SessionEnded(Exception):
@@ -258,45 +271,93 @@ class Dni:
         return self._number_for(conn, info, row)
 
     def _pg_start(self, info: AccountInfo, view: PageView, visit: Visit, rule: Rule | None) -> Answer | None:
-        """PostgreSQL, a new session: one statement in autocommit (tracking.leases.start_session).
+        """PostgreSQL, a new session: one statement in autocommit (tracking.leases.start_sessions).
 
-        On this thread's driver connection (tracking/dbapi.py), once more on a new one when the
-        server had dropped it.  None when the visitor's recent session continues instead: that
-        runs as a transaction.
+        None when the visitor's recent session continues instead: that runs as a transaction.
         """
+        planned = self._plan(info, view, visit, rule)
+        return None if planned is None else self.write_new_sessions([planned])[0]
+
+    def plan_start(self, info: AccountInfo, view: PageView) -> Answer | NewSession:
+        """PostgreSQL: a page view's answer when it continues the visitor's session (or is private),
+        else the new session to write (:meth:`write_new_sessions`, with the others of its batch).
+
+        Reads the database only when the visitor brought an id (its latest session): call it on a
+        thread then.  A continuing session runs its transaction here.
+        """
+        if view.privacy:
+            return self.private_answer(info, view)
+        visit = read_visit(view.url, view.referrer)
+        rule = classify(info.rules, visit)
+        planned = self._plan(info, view, visit, rule)
+        if planned is not None:
+            return planned
+
+        def go_on() -> Answer:
+            with self.engine.connect() as conn:
+                return self._commit(conn, self._start_in(conn, info, view, visit, rule))
+
+        return _once_more_if_disconnected(go_on)
+
+    def _plan(self, info: AccountInfo, view: PageView, visit: Visit, rule: Rule | None) -> NewSession | None:
+        now = self.clock()
+        previous = None
+        if view.visitor:
+            visitor = view.visitor
+            previous = self._on_driver(lambda db: rows.previous_by_driver(db, info.id, visitor))
+        source_id, continues = self._choose(self._recent(previous, now), now, visit, rule)
+        if continues:
+            return None
+        pool = info.pools.get(source_id) if source_id is not None else None
+        return NewSession(
+            info, self._new_visit(info, view, visit, source_id, now), source_id, pool[0] if pool else None
+        )
+
+    def write_new_sessions(self, batch: list[NewSession]) -> list[Answer]:
+        """PostgreSQL: write the new sessions of *batch*, all of one pool (or of none), and their answers.
+
+        One statement (tracking.leases.start_sessions): all are written, or none.  Numbers go in
+        the batch's order.  On this thread's driver connection (tracking/dbapi.py), once more on a
+        new one when the server had dropped it.
+        """
+        pool_id = batch[0].pool_id
+        if any(new.pool_id != pool_id for new in batch):
+            raise ValueError("a batch of new sessions leases from one pool")
+        visits = [new.visit for new in batch]
+        write = functools.partial(leases.start_sessions, visits=visits, pool_id=pool_id, now=self.clock())
+        answers = []
+        for new, (visit_id, lease) in zip(batch, self._on_driver(write), strict=True):
+            row = _VisitRow(visit_id, new.visit["key"], new.visit["visitor_id"], new.source_id)
+            if lease is None:
+                answers.append(self._answer(new.info, row, self._source_number(new.info, new.source_id), None))
+            elif lease.overflow:
+                assert new.source_id is not None
+                answers.append(self._answer(new.info, row, self._overflow_number(new.info, new.source_id), None))
+            else:
+                answers.append(self._answer(new.info, row, lease.number, lease.expires_at))
+        return answers
+
+    def _on_driver(self, func: Callable[[DriverConnections], _T]) -> _T:
+        """*func* on the driver connections; once more on a new connection when the server had dropped this one.
+
+        psycopg's errors are raised as SQLAlchemy's (an OperationalError, a database away, is a 503).
+        """
+        db = self._driver()
         try:
-            return self._pg_start_once(info, view, visit, rule)
+            return func(db)
         except psycopg.Error as exc:
-            db = self._driver()
             conn = db.current()
             if conn is None or not conn.broken:  # the statement failed, or no connection could be opened
                 raise DBAPIError.instance(None, None, exc, psycopg.Error) from exc
             db.discard()
             logger.warning("database connection lost; the request runs again on a new one: %s", exc)
-            try:
-                return self._pg_start_once(info, view, visit, rule)
-            except psycopg.Error as again:
+        try:
+            return func(db)
+        except psycopg.Error as again:
+            conn = db.current()
+            if conn is not None and conn.broken:
                 db.discard()
-                raise DBAPIError.instance(None, None, again, psycopg.Error) from again
-
-    def _pg_start_once(self, info: AccountInfo, view: PageView, visit: Visit, rule: Rule | None) -> Answer | None:
-        db = self._driver()
-        now = self.clock()
-        previous = rows.previous_by_driver(db, info.id, view.visitor) if view.visitor else None
-        previous = self._recent(previous, now)
-        source_id, continues = self._choose(previous, now, visit, rule)
-        if continues:
-            return None
-        params = self._new_visit(info, view, visit, source_id, now)
-        pool = info.pools.get(source_id) if source_id is not None else None
-        visit_id, lease = leases.start_session(db, params, pool[0] if pool else None, now)
-        row = _VisitRow(visit_id, params["key"], params["visitor_id"], source_id)
-        if lease is None:
-            return self._answer(info, row, self._source_number(info, source_id), None)
-        if lease.overflow:
-            assert source_id is not None
-            return self._answer(info, row, self._overflow_number(info, source_id), None)
-        return self._answer(info, row, lease.number, lease.expires_at)
+            raise DBAPIError.instance(None, None, again, psycopg.Error) from again
 
     def _driver(self) -> DriverConnections:
         """PostgreSQL: the driver-level connections (one per thread) of the new-session statement."""
@@ -350,7 +411,7 @@ class Dni:
             "source_id": source_id,
             "landing_url": view.url,
             "referrer": view.referrer or None,
-            **{name: _param(visit, name) for name in _VISIT_PARAMS},
+            **{name: _param(visit, name) for name in rows.VISIT_PARAMS},
             "pages_seen": 1,
             "user_agent": view.user_agent[:500] if view.user_agent else None,
             "ip": view.ip,
@@ -439,19 +500,6 @@ def _once_more_if_disconnected(func: Callable[..., Answer], *args: object) -> An
             raise
         logger.warning("database connection lost; the request runs again on a new one: %s", exc.orig)
         return func(*args)
-
-
-_VISIT_PARAMS = (
-    "utm_source",
-    "utm_medium",
-    "utm_campaign",
-    "utm_term",
-    "utm_content",
-    "gclid",
-    "gbraid",
-    "wbraid",
-    "msclkid",
-)
 
 
 @dataclass(frozen=True)

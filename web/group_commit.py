@@ -29,7 +29,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -39,38 +39,35 @@ from web.dni import Answer, SessionEnded
 
 logger = logging.getLogger(__name__)
 
+Item = TypeVar("Item")
 #: a job: one request's reads and writes on the batch's connection, inside its transaction
 Job = Callable[[Connection], Answer]
 #: at most this many requests in one transaction (a longer queue is served by the next one)
 MAX_BATCH = 256
 
 
-class GroupCommit:
-    """Gathers the DNI requests waiting for SQLite's writer into one transaction each time it is free."""
+class Batcher(Generic[Item]):
+    """Gathers the requests waiting at one moment and runs them together, on the event loop or a thread.
 
-    def __init__(
-        self,
-        engine: Engine,
-        executor: concurrent.futures.Executor | None,
-        write_lock: threading.Lock | None = None,
-        max_batch: int = MAX_BATCH,
-    ) -> None:
-        self.engine = engine
+    While a batch runs, the requests that arrive wait; when it is done they form the
+    next one, at once.  Each request gets its own outcome: its answer, or the
+    exception :meth:`_outcomes` gave it.
+    """
+
+    def __init__(self, executor: concurrent.futures.Executor | None, max_batch: int = MAX_BATCH) -> None:
         #: None: run the batch on the event loop itself
         self.executor = executor
-        #: shared with the other SQLite writers of this process (form leads)
-        self.write_lock = write_lock
         self.max_batch = max_batch
-        self._pending: list[tuple[Job, asyncio.Future[Answer]]] = []
+        self._pending: list[tuple[Item, asyncio.Future[Answer]]] = []
         self._busy = False
         #: sizes of the batches run, for the benchmark and the tests
         self.batches = 0
         self.jobs = 0
 
-    async def run(self, job: Job) -> Answer:
+    async def run(self, item: Item) -> Answer:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Answer] = loop.create_future()
-        self._pending.append((job, future))
+        self._pending.append((item, future))
         if not self._busy:
             self._busy = True
             # not now: the requests that became ready with this one reach run() first, and join it
@@ -82,14 +79,15 @@ class GroupCommit:
         if not batch:
             self._busy = False
             return
+        items = [item for item, _ in batch]
         if self.executor is None:
-            self._done(loop, batch, self._outcomes(batch))
+            self._done(loop, batch, self._counted(items))
             return
-        work = loop.run_in_executor(self.executor, self._outcomes, batch)
+        work = loop.run_in_executor(self.executor, self._counted, items)
         work.add_done_callback(lambda f: self._done(loop, batch, f))
 
     def _done(
-        self, loop: asyncio.AbstractEventLoop, batch: list[tuple[Job, asyncio.Future[Answer]]], result: Any
+        self, loop: asyncio.AbstractEventLoop, batch: list[tuple[Item, asyncio.Future[Answer]]], result: Any
     ) -> None:
         try:
             outcomes = result.result() if isinstance(result, asyncio.Future) else result
@@ -107,20 +105,43 @@ class GroupCommit:
         else:
             self._busy = False
 
-    def _outcomes(self, batch: list[tuple[Job, asyncio.Future[Answer]]]) -> list[Answer | BaseException]:
+    def _counted(self, items: list[Item]) -> list[Answer | BaseException]:
+        self.batches += 1
+        self.jobs += len(items)
+        return self._outcomes(items)
+
+    def _outcomes(self, items: list[Item]) -> list[Answer | BaseException]:
+        """Run *items* together: each one's answer, or the exception its request is to raise."""
+        raise NotImplementedError
+
+
+class GroupCommit(Batcher[Job]):
+    """Gathers the DNI requests waiting for SQLite's writer into one transaction each time it is free."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        executor: concurrent.futures.Executor | None,
+        write_lock: threading.Lock | None = None,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        super().__init__(executor, max_batch)
+        self.engine = engine
+        #: shared with the other SQLite writers of this process (form leads)
+        self.write_lock = write_lock
+
+    def _outcomes(self, items: list[Job]) -> list[Answer | BaseException]:
         """Run the batch in one transaction: each job's answer, or the exception it is to raise."""
         lock = self.write_lock or contextlib.nullcontext()
         with lock:
-            self.batches += 1
-            self.jobs += len(batch)
             try:
-                return self._together([job for job, _ in batch])
+                return self._together(items)
             except OperationalError as exc:
                 logger.error("DNI: the database cannot be written: %s", exc.orig or exc)
-                return [exc] * len(batch)
+                return [exc] * len(items)
             except Exception as exc:  # a job failed: the batch was rolled back, each runs alone
-                logger.warning("DNI: a request of a batch of %d failed (%s); each runs alone", len(batch), exc)
-                return [self._alone(job) for job, _ in batch]
+                logger.warning("DNI: a request of a batch of %d failed (%s); each runs alone", len(items), exc)
+                return [self._alone(job) for job in items]
 
     def _together(self, jobs: list[Job]) -> list[Answer | BaseException]:
         outcomes: list[Answer | BaseException] = []

@@ -42,14 +42,8 @@ class Found(NamedTuple):
     source_id: int | None
 
 
-#: the column values of a new session, in the order of _SQ_INSERT
-COLUMNS = (
-    "key",
-    "account_id",
-    "visitor_id",
-    "source_id",
-    "landing_url",
-    "referrer",
+#: the page view's campaign parameters a session keeps, each in its own column
+VISIT_PARAMS = (
     "utm_source",
     "utm_medium",
     "utm_campaign",
@@ -59,6 +53,16 @@ COLUMNS = (
     "gbraid",
     "wbraid",
     "msclkid",
+)
+#: the column values of a new session, in the order of _SQ_INSERT
+COLUMNS = (
+    "key",
+    "account_id",
+    "visitor_id",
+    "source_id",
+    "landing_url",
+    "referrer",
+    *VISIT_PARAMS,
     "pages_seen",
     "user_agent",
     "ip",

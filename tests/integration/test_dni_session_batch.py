@@ -1,0 +1,168 @@
+"""PostgreSQL: the new visitor sessions waiting at one moment share one statement (web/session_batch.py).
+
+Every request gets its own answer after the statement has committed, numbers go in order of
+arrival and are never leased twice, and a request the database refuses costs the others a
+retry, never their answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from config import Settings
+from schema.db import make_engine
+from schema.models import PoolLease, VisitorSession
+from tracking.accounts import add_account, add_source
+from tracking.leases import find_double_leases
+from tracking.pools import add_numbers, create_pool, overflow_counts
+from tracking.sites import add_site
+from tracking.source_rules import add_rule
+from web.dni import AccountCache, AccountInfo, Answer, Dni, NewSession, PageView
+from web.session_batch import NewSessions
+
+SITE = "https://shop.example"
+POOL = [f"+1404555{n:04d}" for n in range(170, 175)]
+OVERFLOW = "+14045550199"
+VISITS = 20
+NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def pg_url(database_url: str) -> str:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has its own group commit (web/group_commit.py)")
+    return database_url
+
+
+@pytest.fixture
+def site(pg_url: str, session_factory: sessionmaker[Session], settings: Settings) -> AccountInfo:
+    with session_factory.begin() as s:
+        account = add_account(s, "Shop")
+        add_source(s, "Shop", "Ads")
+        create_pool(s, settings, "p", "Shop", 30, source="Ads", overflow=OVERFLOW)
+        add_numbers(s, settings, "p", "Shop", POOL, "PJSIP/1")
+        add_site(s, "Shop", SITE)
+        add_rule(s, "Shop", "default", "", "Ads")
+        key = account.public_key
+    info = AccountCache(session_factory).get(key)
+    assert info is not None
+    return info
+
+
+@pytest.fixture
+def dni(pg_url: str, settings: Settings) -> Iterator[Dni]:
+    engine = make_engine(pg_url, pre_ping=False)
+    dni = Dni(settings, engine, lambda: NOW)
+    yield dni
+    dni.close()
+    engine.dispose()
+
+
+def new_session(dni: Dni, info: AccountInfo, i: int) -> NewSession:
+    planned = dni.plan_start(info, PageView("Shop", None, f"{SITE}/?n={i}", ""))
+    assert isinstance(planned, NewSession)
+    return planned
+
+
+def sent_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every statement psycopg sends from now on."""
+    sent: list[str] = []
+    execute = psycopg.Cursor.execute
+
+    def counting(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(str(query))
+        return execute(cursor, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", counting)
+    return sent
+
+
+async def test_new_sessions_arriving_together_are_one_statement_and_never_share_a_number(
+    site: AccountInfo, dni: Dni, session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with concurrent.futures.ThreadPoolExecutor(2) as executor:
+        batch = NewSessions(dni, executor)
+        await batch.run(new_session(dni, site, -1))  # the thread's connection is open
+        sent = sent_statements(monkeypatch)
+        answers = await asyncio.gather(*(batch.run(new_session(dni, site, i)) for i in range(VISITS)))
+    assert len(sent) == 1, "the waiting sessions were written by one statement"
+    assert (batch.batches, batch.jobs) == (2, VISITS + 1)
+    leased = [a.number for a in answers if a.number != OVERFLOW]
+    assert leased == POOL[1:], "the free numbers go in order of arrival, least recently used first"
+    assert all(a.number == OVERFLOW and a.expires_at is None for a in answers[len(POOL) - 1 :])
+    assert all(a.session and a.visitor for a in answers) and len({a.session for a in answers}) == VISITS
+    with session_factory() as s:  # committed before the answers were given
+        assert s.scalar(select(func.count()).select_from(VisitorSession)) == VISITS + 1
+        assert s.scalar(select(func.count()).select_from(PoolLease)) == len(POOL)
+        assert find_double_leases(s) == []
+        assert sum(overflow_counts(s).values()) == VISITS + 1 - len(POOL)
+        urls = dict(s.execute(select(VisitorSession.key, VisitorSession.landing_url)).all())
+    assert [urls[a.session or ""] for a in answers] == [f"{SITE}/?n={i}" for i in range(VISITS)]
+
+
+async def test_a_session_the_database_refuses_costs_the_others_of_its_batch_nothing(
+    site: AccountInfo, dni: Dni, session_factory: sessionmaker[Session], engine: Engine
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE FUNCTION refuse_n3() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                f" IF NEW.landing_url = '{SITE}/?n=3' THEN RAISE EXCEPTION 'this session is refused'; END IF;"
+                " RETURN NEW; END $$"
+            )
+        )
+        conn.execute(
+            text("CREATE TRIGGER refuse_n3 BEFORE INSERT ON visitor_sessions FOR EACH ROW EXECUTE FUNCTION refuse_n3()")
+        )
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as executor:
+            batch = NewSessions(dni, executor)
+            outcomes = await asyncio.gather(
+                *(batch.run(new_session(dni, site, i)) for i in range(8)), return_exceptions=True
+            )
+        refused = outcomes[3]
+        assert isinstance(refused, DBAPIError) and "this session is refused" in str(refused.orig)
+        answers = [o for i, o in enumerate(outcomes) if i != 3]
+        assert all(isinstance(a, Answer) for a in answers)
+        # the batch's statement wrote nothing; then each ran alone, in order of arrival
+        assert [a.number for a in answers if isinstance(a, Answer)] == [*POOL, OVERFLOW, OVERFLOW]
+        with session_factory() as s:
+            assert s.scalar(select(func.count()).select_from(VisitorSession)) == 7
+            assert find_double_leases(s) == []
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("DROP TRIGGER refuse_n3 ON visitor_sessions"))
+            conn.execute(text("DROP FUNCTION refuse_n3()"))
+
+
+async def test_a_database_away_fails_the_batch_as_unavailable(site: AccountInfo, settings: Settings) -> None:
+    engine = make_engine("postgresql://postgres@127.0.0.1:1/none", connect_timeout=1, pre_ping=False)
+    dni = Dni(settings, engine, lambda: NOW)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as executor:
+            batch = NewSessions(dni, executor)
+            planned = [
+                NewSession(site, new_visit, None, None)
+                for new_visit in (dni._new_visit(site, PageView("Shop", None, f"{SITE}/", ""), _visit(), None, NOW),)
+            ]
+            outcomes = await asyncio.gather(*(batch.run(p) for p in planned * 3), return_exceptions=True)
+        assert all(isinstance(o, OperationalError) for o in outcomes), outcomes
+    finally:
+        dni.close()
+        engine.dispose()
+
+
+def _visit() -> Any:
+    from tracking.source_rules import read_visit
+
+    return read_visit(f"{SITE}/", "")
