@@ -80,6 +80,7 @@ CALLTRACK_PROTO_SERVER = textwrap.dedent(
     import asyncio, sys
     sys.path.insert(0, {root!r})
     from asterisk_agi.fastagi import FastAGIServer, Router
+    from calltrack.services import settle_heap
     from config import Settings
     VARIABLES = {variables!r}
 
@@ -93,6 +94,7 @@ CALLTRACK_PROTO_SERVER = textwrap.dedent(
         router.add("route", proto)
         server = FastAGIServer(Settings(), router)
         host, port = await server.start("127.0.0.1", 0)
+        settle_heap()  # as calltrack.services.run_services does once the route's server has started
         print(port, flush=True)
         await asyncio.Event().wait()
 
