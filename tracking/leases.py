@@ -15,7 +15,7 @@ visitors of one pool do not wait for each other:
   is skipped, not waited for), moves its ``last_leased_at`` to the lease's end,
   inserts the lease and returns the number.  A heartbeat locks its number's row
   (``FOR UPDATE``) before it reads the clock, and extends only the number's
-  latest lease (:func:`pg_heartbeat`: the session found by its key with the
+  latest lease (:func:`pg_heartbeats`, a batch at a time: the sessions found by their keys with the
   lock, then one statement of writes).  The pool row is written only when the peak grows; a full
   pool's overflow is counted in a slot row of ``pool_overflow_counts`` picked by
   the database connection (:func:`tracking.pools.overflow_counts` adds them up),
@@ -349,84 +349,106 @@ def _json_time(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-# A heartbeat on PostgreSQL: the session found by its key with its latest lease, the number's row
-# locked (before the clock is read), in one statement; then the lease's end, the number's end and
-# the session's last_seen_at in one more.
-_PG_KEY_LEASE = text(
-    """
-SELECT v.id AS visit_id, v.key, v.visitor_id, v.source_id,
+# Heartbeats on PostgreSQL, a batch at a time, in one transaction of two statements: each session
+# found by its key with its latest lease, the numbers' rows locked (in the order of their ids, so
+# that two batches never wait for each other in a circle) before the clock is read; then the leases'
+# ends, the numbers' ends and the sessions' last visits written together.
+_PG_LOCK_BEATS = """
+WITH requests AS (
+    SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS r(ord int, key text, account_id int)
+)
+SELECT r.ord, v.id, v.key, v.visitor_id, v.source_id,
        l.id, l.number_id, l.expires_at, n.number, n.last_leased_at, p.hold_minutes
-FROM visitor_sessions v
-JOIN pool_leases l ON l.session_id = v.id
+FROM requests r
+JOIN visitor_sessions v ON v.key = r.key AND v.account_id = r.account_id
+CROSS JOIN LATERAL (
+    SELECT id, number_id, pool_id, expires_at FROM pool_leases
+    WHERE session_id = v.id ORDER BY leased_at DESC, id DESC LIMIT 1
+) l
 JOIN tracking_numbers n ON n.id = l.number_id
 JOIN number_pools p ON p.id = l.pool_id
-WHERE v.key = :key AND v.account_id = :account_id
-ORDER BY l.leased_at DESC, l.id DESC
-LIMIT 1
+ORDER BY n.id
 FOR UPDATE OF n
 """
-).columns(
-    visit_id=Integer(),
-    key=String(),
-    visitor_id=String(),
-    source_id=Integer(),
-    id=Integer(),
-    number_id=Integer(),
-    expires_at=UTCDateTime(),
-    number=String(),
-    last_leased_at=UTCDateTime(),
-    hold_minutes=Integer(),
+# The sessions of a batch that have no lease, by key (the statement above finds only those with one).
+_PG_BEAT_SESSIONS = """
+WITH requests AS (
+    SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS r(ord int, key text, account_id int)
 )
-_PG_EXTEND_SEEN = text(
-    """
-WITH lease AS (
-    UPDATE pool_leases SET expires_at = :until WHERE id = :lease_id AND :extend RETURNING id
-), number AS (
-    UPDATE tracking_numbers SET last_leased_at = :until WHERE id = :number_id AND :extend RETURNING id
-)
-UPDATE visitor_sessions SET last_seen_at = :now WHERE id = :visit_id
+SELECT r.ord, v.id, v.key, v.visitor_id, v.source_id
+FROM requests r JOIN visitor_sessions v ON v.key = r.key AND v.account_id = r.account_id
 """
-).bindparams(bindparam("until", type_=UTCDateTime()), bindparam("now", type_=UTCDateTime()))
+_PG_EXTEND_BEATS = """
+WITH w AS (
+    SELECT * FROM json_to_recordset(CAST(:rows AS json))
+        AS r(lease_id int, number_id int, visit_id int, until timestamp)
+), lease AS (
+    UPDATE pool_leases l SET expires_at = w.until FROM w WHERE l.id = w.lease_id RETURNING l.id
+), number AS (
+    UPDATE tracking_numbers n SET last_leased_at = w.until FROM w WHERE n.id = w.number_id RETURNING n.id
+)
+UPDATE visitor_sessions v SET last_seen_at = :now FROM w WHERE v.id = w.visit_id
+"""
 
 
 @dataclass(frozen=True)
 class KeptSession:
-    """What a PostgreSQL heartbeat found: the session (by its key) and its lease, extended unless ended."""
+    """What a PostgreSQL heartbeat found: the session (by its key) and its lease, extended unless ended.
+
+    ``lease`` is None when the session has none to keep: it never had one (its pool was full when
+    it began), or its source has no pool (any more).
+    """
 
     visit_id: int
     key: str
     visitor_id: str
     source_id: int | None
-    lease: Lease
+    lease: Lease | None
 
 
-def pg_heartbeat(conn: Connection, account_id: int, session_key: str, clock: Clock = utcnow) -> KeptSession | None:
-    """PostgreSQL: :func:`extend` for the session with *session_key*, and its last_seen_at, in two statements.
+def pg_heartbeats(
+    db: DriverConnections, beats: list[tuple[int, str, frozenset[int]]], clock: Clock = utcnow
+) -> list[KeptSession | None]:
+    """PostgreSQL: the heartbeats of *beats*, each (account id, session key, the account's pool sources).
 
-    None when the session is unknown or never had a lease (the caller reads it by its key).  An
-    ended lease is returned with ``ended`` set and nothing written.  Call inside a transaction.
+    One transaction on this thread's driver connection for the whole batch: the sessions with
+    their latest leases, the numbers' rows locked before the clock is read; the sessions without
+    one, by key (only when some were not found); then one statement of writes.  A lease of a pool
+    source is extended (:func:`extend`) only while it is its number's latest.  Per heartbeat, in
+    order: None for an unknown session, else what was found, its lease with ``ended`` set (and
+    nothing written for it) when it has ended.  Every other session found is marked seen.
     """
-    row = conn.execute(_PG_KEY_LEASE, {"key": session_key, "account_id": account_id}).first()  # locks the number
-    if row is None:
-        return None
-    now = clock()
-    if row.expires_at <= now or row.last_leased_at != row.expires_at:
-        ended = Lease(row.number, row.number_id, row.id, row.expires_at, ended=True)
-        return KeptSession(row.visit_id, row.key, row.visitor_id, row.source_id, ended)
-    expires = max(row.expires_at, now + dt.timedelta(minutes=row.hold_minutes))
-    conn.execute(
-        _PG_EXTEND_SEEN,
-        {
-            "until": expires,
-            "lease_id": row.id,
-            "number_id": row.number_id,
-            "extend": expires > row.expires_at,
-            "visit_id": row.visit_id,
-            "now": clock(),
-        },
-    )
-    lease = Lease(row.number, row.number_id, row.id, expires)
-    return KeptSession(row.visit_id, row.key, row.visitor_id, row.source_id, lease)
+    requests = [{"ord": i, "key": key, "account_id": account} for i, (account, key, _) in enumerate(beats, 1)]
+    out: list[KeptSession | None] = [None] * len(beats)
+    with db.connection().transaction():
+        rows = orjson.dumps(requests).decode()
+        found = db.execute(_PG_LOCK_BEATS, {"rows": rows}).fetchall()  # locks the numbers
+        now = clock()
+        writes: list[dict[str, Any]] = []
+        for ord_, visit_id, key, visitor_id, source_id, lease_id, number_id, ends, e164, number_end, hold in found:
+            lease: Lease | None = None
+            write: dict[str, Any] = {"lease_id": None, "number_id": None, "visit_id": visit_id, "until": None}
+            if source_id in beats[ord_ - 1][2]:
+                ends_at = ends.replace(tzinfo=dt.UTC)
+                if ends_at <= now or number_end != ends:  # a later lease of the number has ended this one too
+                    out[ord_ - 1] = KeptSession(
+                        visit_id, key, visitor_id, source_id, Lease(e164, number_id, lease_id, ends_at, ended=True)
+                    )
+                    continue
+                expires = max(ends_at, now + dt.timedelta(minutes=hold))
+                if expires > ends_at:
+                    write.update(lease_id=lease_id, number_id=number_id, until=_json_time(expires))
+                lease = Lease(e164, number_id, lease_id, expires)
+            writes.append(write)
+            out[ord_ - 1] = KeptSession(visit_id, key, visitor_id, source_id, lease)
+        if len(found) < len(beats):
+            for ord_, visit_id, key, visitor_id, source_id in db.execute(_PG_BEAT_SESSIONS, {"rows": rows}).fetchall():
+                if out[ord_ - 1] is None:
+                    writes.append({"lease_id": None, "number_id": None, "visit_id": visit_id, "until": None})
+                    out[ord_ - 1] = KeptSession(visit_id, key, visitor_id, source_id, None)
+        if writes:
+            db.execute(_PG_EXTEND_BEATS, {"rows": orjson.dumps(writes).decode(), "now": db.ts(clock())})
+    return out
 
 
 def lease_number(

@@ -43,7 +43,7 @@ from web.dni import AccountCache, AccountInfo, Answer, Dni, PageView, SessionEnd
 from web.group_commit import GroupCommit
 from web.net import ProxyPolicy, in_networks, parse_networks, truncate
 from web.ratelimit import RateLimiter
-from web.session_batch import NewSessions
+from web.session_batch import Heartbeats, NewSessions
 from web.swaps import swap_fields
 
 logger = logging.getLogger(__name__)
@@ -136,7 +136,9 @@ class DniApi:
         # SQLite: the sessions and heartbeats waiting for the writer share one transaction (group commit)
         self.group = GroupCommit(engine, None if self.inline else self.writer, write_lock) if sqlite else None
         # PostgreSQL: the new sessions waiting at one moment share one statement and one commit
-        self.sessions = NewSessions(self.dni, self.writer) if engine.dialect.name == "postgresql" else None
+        postgresql = engine.dialect.name == "postgresql"
+        self.sessions = NewSessions(self.dni, self.writer) if postgresql else None
+        self.heartbeats = Heartbeats(self.dni, self.writer) if postgresql else None
         self.accounts = AccountCache(factory, cache_seconds)
         self.forms = factory
         self.proxies = ProxyPolicy(parse_networks(settings.web.trusted_proxies))
@@ -169,6 +171,8 @@ class DniApi:
         return await self.group.run(lambda conn: self.dni.start_in(conn, info, view))
 
     async def beat(self, info: AccountInfo, session_key: str) -> Answer:
+        if self.heartbeats is not None:  # PostgreSQL: heartbeats in batches (web/session_batch.py)
+            return await self.heartbeats.run((info, session_key))
         if self.group is None:
             return await self.run(self.dni.heartbeat, info, session_key)
         return await self.group.run(lambda conn: self.dni.heartbeat_in(conn, info, session_key))

@@ -451,15 +451,41 @@ class Dni:
         return _once_more_if_disconnected(self._heartbeat, info, session_key)
 
     def _heartbeat(self, info: AccountInfo, session_key: str) -> Answer:
+        if self.engine.dialect.name == "postgresql":
+            outcome = self.beat_batch([(info, session_key)])[0]
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome
+        return self._heartbeat_transaction(info, session_key)
+
+    def beat_batch(self, beats: list[tuple[AccountInfo, str]]) -> list[Answer | BaseException]:
+        """PostgreSQL: the heartbeats of *beats* ((account, session key) each) together, their outcomes in order.
+
+        One transaction on the driver connection (tracking.leases.pg_heartbeats).  An outcome is
+        the answer, or the SessionEnded to raise (an unknown session, or its lease has ended).
+        """
+        requests = [(info.id, key, frozenset(info.pools)) for info, key in beats]
+        beat = functools.partial(leases.pg_heartbeats, beats=requests, clock=self.clock)
+        outcomes: list[Answer | BaseException] = []
+        for (info, _), kept in zip(beats, self._on_driver(beat), strict=True):
+            if kept is None:
+                outcomes.append(SessionEnded("unknown session"))
+                continue
+            row = _VisitRow(kept.visit_id, kept.key, kept.visitor_id, kept.source_id)
+            if kept.source_id is not None and kept.source_id in info.pools:
+                if kept.lease is None:  # the pool was full when the session began: it keeps the number it was shown
+                    outcomes.append(self._answer(info, row, self._overflow_number(info, kept.source_id), None))
+                elif kept.lease.ended:
+                    outcomes.append(SessionEnded("the session's number lease has ended"))
+                else:
+                    outcomes.append(self._answer(info, row, kept.lease.number, kept.lease.expires_at))
+            else:
+                outcomes.append(self._answer(info, row, self._source_number(info, kept.source_id), None))
+        return outcomes
+
+    def _heartbeat_transaction(self, info: AccountInfo, session_key: str) -> Answer:
         with self.engine.connect() as conn:
             leases.begin_write(conn)
-            if conn.dialect.name == "postgresql":
-                kept = leases.pg_heartbeat(conn, info.id, session_key, self.clock)
-                if kept is not None and kept.source_id in info.pools:
-                    if kept.lease.ended:
-                        raise SessionEnded("the session's number lease has ended")
-                    row = _VisitRow(kept.visit_id, kept.key, kept.visitor_id, kept.source_id)
-                    return self._commit(conn, self._answer(info, row, kept.lease.number, kept.lease.expires_at))
             return self._commit(conn, self.heartbeat_in(conn, info, session_key))
 
     def heartbeat_in(self, conn: Connection, info: AccountInfo, session_key: str) -> Answer:

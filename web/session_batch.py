@@ -10,7 +10,8 @@ previous batch is being written are written together, one statement per pool
 One request's values that the database refuses (the statement then wrote nothing) cost
 the others of its pool a retry, each alone, never their answer.  A database that is away
 (``OperationalError``) fails the pool's requests with that error: the API answers 503.
-Continuing sessions and heartbeats do not come here: they lock rows across statements.
+Heartbeats are batched too (:class:`Heartbeats`), in one transaction that locks their numbers'
+rows before the clock is read.  Continuing sessions run alone: they lock rows across statements.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import logging
 
 from sqlalchemy.exc import OperationalError
 
-from web.dni import Answer, Dni, NewSession
+from web.dni import AccountInfo, Answer, Dni, NewSession
 from web.group_commit import MAX_BATCH, Batcher
 
 logger = logging.getLogger(__name__)
@@ -54,5 +55,34 @@ class NewSessions(Batcher[NewSession]):
     def _alone(self, item: NewSession) -> Answer | BaseException:
         try:
             return self.dni.write_new_sessions([item])[0]
+        except Exception as exc:
+            return exc
+
+
+class Heartbeats(Batcher[tuple[AccountInfo, str]]):
+    """The heartbeats waiting at one moment in one transaction (tracking.leases.pg_heartbeats).
+
+    Each heartbeat of PostgreSQL was a transaction of its own, locking its number's row: under
+    load they ran at 0.025 of the static JSON rate.  A batch locks its numbers in the order of
+    their ids, so two batches (two web workers) never wait for each other in a circle.
+    """
+
+    def __init__(self, dni: Dni, executor: concurrent.futures.Executor, max_batch: int = MAX_BATCH) -> None:
+        super().__init__(executor, max_batch)
+        self.dni = dni
+
+    def _outcomes(self, items: list[tuple[AccountInfo, str]]) -> list[Answer | BaseException]:
+        try:
+            return self.dni.beat_batch(items)
+        except OperationalError as exc:
+            logger.error("DNI: heartbeats cannot be written: %s", exc.orig or exc)
+            return [exc] * len(items)
+        except Exception as exc:  # the transaction was rolled back: each heartbeat runs alone
+            logger.warning("DNI: a heartbeat of a batch of %d failed (%s); each runs alone", len(items), exc)
+            return [self._alone(item) for item in items]
+
+    def _alone(self, item: tuple[AccountInfo, str]) -> Answer | BaseException:
+        try:
+            return self.dni.beat_batch([item])[0]
         except Exception as exc:
             return exc

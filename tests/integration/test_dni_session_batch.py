@@ -166,3 +166,56 @@ def _visit() -> Any:
     from tracking.source_rules import read_visit
 
     return read_visit(f"{SITE}/", "")
+
+
+async def test_heartbeats_arriving_together_are_one_transaction_each_with_its_own_outcome(
+    site: AccountInfo,
+    pg_url: str,
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Kept, shown the overflow number (no lease), unknown and ended, in one batch: each heartbeat
+    gets its own answer, and the batch costs three statements whatever its size."""
+    from web.dni import SessionEnded
+    from web.session_batch import Heartbeats
+
+    clock = [NOW]
+    engine = make_engine(pg_url, pre_ping=False)
+    dni = Dni(settings, engine, lambda: clock[0])
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as executor:
+            sessions = NewSessions(dni, executor)
+            started = await asyncio.gather(*(sessions.run(new_session(dni, site, i)) for i in range(len(POOL) + 2)))
+            leased, unleased = started[: len(POOL)], started[len(POOL) :]
+            assert all(a.number in POOL for a in leased) and all(a.number == OVERFLOW for a in unleased)
+            beats = Heartbeats(dni, executor)
+            clock[0] = NOW + dt.timedelta(minutes=20)  # the second visitor's page beats: kept until minute 50
+            kept = await beats.run((site, leased[1].session or ""))
+            assert kept.number == leased[1].number and kept.expires_at == NOW + dt.timedelta(minutes=50)
+            # the other leases end (30-minute hold); the first one's number goes to a new visitor
+            clock[0] = NOW + dt.timedelta(minutes=31)
+            taker = await sessions.run(new_session(dni, site, 99))
+            assert taker.number == leased[0].number
+            clock[0] = NOW + dt.timedelta(minutes=31, seconds=1)
+            sent = sent_statements(monkeypatch)
+            keys = [a.session or "" for a in [*leased, *unleased]] + ["no-such-session"]
+            outcomes = await asyncio.gather(*(beats.run((site, key)) for key in keys), return_exceptions=True)
+    finally:
+        dni.close()
+        engine.dispose()
+    assert len(sent) == 3, sent  # the locked leases, the sessions without one, the writes
+    assert isinstance(outcomes[0], SessionEnded), "its number is someone else's now"
+    second = outcomes[1]
+    assert isinstance(second, Answer) and second.number == leased[1].number
+    assert second.expires_at == NOW + dt.timedelta(minutes=61, seconds=1), "kept a hold from now"
+    assert all(isinstance(o, SessionEnded) for o in outcomes[2 : len(POOL)]), "their holds had ended"
+    for answer in outcomes[len(POOL) : len(POOL) + 2]:
+        assert isinstance(answer, Answer) and answer.number == OVERFLOW and answer.expires_at is None
+    assert isinstance(outcomes[-1], SessionEnded)
+    with session_factory() as s:
+        seen = dict(s.execute(select(VisitorSession.key, VisitorSession.last_seen_at)).all())
+        assert find_double_leases(s) == []
+    assert seen[unleased[0].session] == NOW + dt.timedelta(minutes=31, seconds=1), "marked seen"
+    assert seen[leased[0].session] == NOW, "an ended session is not"
+    assert seen[leased[1].session] == NOW + dt.timedelta(minutes=31, seconds=1)
