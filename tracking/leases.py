@@ -224,14 +224,10 @@ FOR UPDATE OF n
 # of pool_overflow_counts, so full-pool visitors on different connections write different rows
 # instead of queueing for the pool row's lock.  The pool row is written only when the peak grows.
 # Every CTE sees the statement's snapshot: ``live`` counts the pool's live leases as committed plus
-# the ones taken here.
-_PG_VISIT_COLUMNS = (
-    "key",
-    "account_id",
-    "visitor_id",
-    "source_id",
-    "landing_url",
-    "referrer",
+# the ones taken here, or, when a session of the batch got no number, the pool's active numbers (a
+# count from the snapshot alone missed leases committed meanwhile: the peak fell short of the pool).
+#: the page view's campaign parameters a visitor session keeps, each in its own column
+VISIT_PARAMS = (
     "utm_source",
     "utm_medium",
     "utm_campaign",
@@ -241,6 +237,16 @@ _PG_VISIT_COLUMNS = (
     "gbraid",
     "wbraid",
     "msclkid",
+)
+#: a new visitor session's column values, as the DNI API writes them
+SESSION_COLUMNS = (
+    "key",
+    "account_id",
+    "visitor_id",
+    "source_id",
+    "landing_url",
+    "referrer",
+    *VISIT_PARAMS,
     "pages_seen",
     "user_agent",
     "ip",
@@ -251,13 +257,11 @@ _PG_VISIT_TYPES = {"account_id": "int", "source_id": "int", "pages_seen": "int"}
 # (S608: this module's constants only, here and below)
 _PG_REQUESTS = (
     "requests AS (SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS r(ord int, "  # noqa: S608
-    + ", ".join(
-        f"{c} {'timestamp' if c.endswith('_at') else _PG_VISIT_TYPES.get(c, 'text')}" for c in _PG_VISIT_COLUMNS
-    )
+    + ", ".join(f"{c} {'timestamp' if c.endswith('_at') else _PG_VISIT_TYPES.get(c, 'text')}" for c in SESSION_COLUMNS)
     + ")), visit AS (INSERT INTO visitor_sessions ("
-    + ", ".join(_PG_VISIT_COLUMNS)
+    + ", ".join(SESSION_COLUMNS)
     + ") SELECT "
-    + ", ".join(_PG_VISIT_COLUMNS)
+    + ", ".join(SESSION_COLUMNS)
     + " FROM requests ORDER BY ord RETURNING id, key)"
 )
 _PG_START = (
@@ -285,10 +289,19 @@ _PG_START = (
     INSERT INTO pool_leases (pool_id, number_id, session_id, leased_at, expires_at)
     SELECT :pool_id, number_id, visit_id, :now, expires_at FROM paired WHERE number_id IS NOT NULL
     RETURNING id, session_id
+), counts AS (
+    SELECT (SELECT count(*) FROM requests) - (SELECT count(*) FROM took) AS overflows
 ), live AS (
-    SELECT (SELECT count(*) FROM tracking_numbers c WHERE c.pool_id = :pool_id AND c.last_leased_at > :now)
-           + (SELECT count(*) FROM took) AS n,
-           (SELECT count(*) FROM requests) - (SELECT count(*) FROM took) AS overflows
+    -- a session left without a number means that every active number of the pool was live or being
+    -- leased at this moment (the free scan skips only rows other statements are leasing), so the
+    -- pool's size is its peak; else the leases committed before this statement, and its own
+    SELECT CASE WHEN counts.overflows > 0
+                THEN (SELECT count(*) FROM tracking_numbers c WHERE c.pool_id = :pool_id AND c.status = 'active')
+                ELSE (SELECT count(*) FROM tracking_numbers c WHERE c.pool_id = :pool_id AND c.last_leased_at > :now)
+                     + (SELECT count(*) FROM took)
+           END AS n,
+           counts.overflows
+    FROM counts
 ), peak AS (
     UPDATE number_pools p SET peak_leases = live.n FROM live WHERE p.id = :pool_id AND p.peak_leases < live.n
     RETURNING p.id
@@ -326,7 +339,7 @@ def start_sessions(
     """
     rows = orjson.dumps(
         [
-            {"ord": i, **{c: _json_time(v[c]) if c.endswith("_at") else v[c] for c in _PG_VISIT_COLUMNS}}
+            {"ord": i, **{c: _json_time(v[c]) if c.endswith("_at") else v[c] for c in SESSION_COLUMNS}}
             for i, v in enumerate(visits, 1)
         ]
     ).decode()

@@ -411,7 +411,7 @@ class Dni:
             "source_id": source_id,
             "landing_url": view.url,
             "referrer": view.referrer or None,
-            **{name: _param(visit, name) for name in rows.VISIT_PARAMS},
+            **{name: _param(visit, name) for name in leases.VISIT_PARAMS},
             "pages_seen": 1,
             "user_agent": view.user_agent[:500] if view.user_agent else None,
             "ip": view.ip,

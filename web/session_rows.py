@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from schema.models import VisitorSession
 from schema.types import from_sqlite_time, sqlite_time
 from tracking.dbapi import DriverConnections
+from tracking.leases import SESSION_COLUMNS
 
 
 class Previous(NamedTuple):
@@ -42,33 +43,8 @@ class Found(NamedTuple):
     source_id: int | None
 
 
-#: the page view's campaign parameters a session keeps, each in its own column
-VISIT_PARAMS = (
-    "utm_source",
-    "utm_medium",
-    "utm_campaign",
-    "utm_term",
-    "utm_content",
-    "gclid",
-    "gbraid",
-    "wbraid",
-    "msclkid",
-)
 #: the column values of a new session, in the order of _SQ_INSERT
-COLUMNS = (
-    "key",
-    "account_id",
-    "visitor_id",
-    "source_id",
-    "landing_url",
-    "referrer",
-    *VISIT_PARAMS,
-    "pages_seen",
-    "user_agent",
-    "ip",
-    "started_at",
-    "last_seen_at",
-)
+COLUMNS = SESSION_COLUMNS
 
 _SQ_PREVIOUS = """SELECT id, key, visitor_id, source_id, last_seen_at FROM visitor_sessions
 WHERE account_id = :account_id AND visitor_id = :visitor_id

@@ -23,17 +23,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from config import Settings
 from schema.db import make_engine
 from schema.models import PoolLease, VisitorSession
-from tracking.accounts import add_account, add_source
+from tests.integration.dni_helpers import OVERFLOW, POOL, SITE, shop
 from tracking.leases import find_double_leases
-from tracking.pools import add_numbers, create_pool, overflow_counts
-from tracking.sites import add_site
-from tracking.source_rules import add_rule
-from web.dni import AccountCache, AccountInfo, Answer, Dni, PageView, SessionEnded
+from tracking.pools import overflow_counts
+from web.dni import AccountInfo, Answer, Dni, PageView, SessionEnded
 from web.group_commit import GroupCommit
 
-SITE = "https://shop.example"
-POOL = [f"+1404555{n:04d}" for n in range(170, 175)]
-OVERFLOW = "+14045550199"
 VISITS = 20
 NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -47,17 +42,7 @@ def sqlite_url(database_url: str) -> str:
 
 @pytest.fixture
 def site(sqlite_url: str, session_factory: sessionmaker[Session], settings: Settings) -> AccountInfo:
-    with session_factory.begin() as s:
-        account = add_account(s, "Shop")
-        add_source(s, "Shop", "Ads")
-        create_pool(s, settings, "p", "Shop", 30, source="Ads", overflow=OVERFLOW)
-        add_numbers(s, settings, "p", "Shop", POOL, "PJSIP/1")
-        add_site(s, "Shop", SITE)
-        add_rule(s, "Shop", "default", "", "Ads")
-        key = account.public_key
-    info = AccountCache(session_factory).get(key)
-    assert info is not None
-    return info
+    return shop(session_factory, settings)
 
 
 @pytest.fixture
