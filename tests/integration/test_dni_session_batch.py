@@ -23,9 +23,11 @@ from config import Settings
 from schema.db import make_engine
 from schema.models import PoolLease, VisitorSession
 from tests.integration.dni_helpers import OVERFLOW, POOL, SITE, shop
+from tracking.accounts import add_source
 from tracking.leases import find_double_leases
-from tracking.pools import overflow_counts
-from web.dni import AccountInfo, Answer, Dni, NewSession, PageView
+from tracking.pools import add_numbers, create_pool, overflow_counts
+from tracking.source_rules import add_rule
+from web.dni import AccountCache, AccountInfo, Answer, Dni, NewSession, PageView
 from web.session_batch import NewSessions
 
 VISITS = 20
@@ -204,3 +206,53 @@ async def test_heartbeats_arriving_together_are_one_transaction_each_with_its_ow
     assert seen[unleased[0].session] == NOW + dt.timedelta(minutes=31, seconds=1), "marked seen"
     assert seen[leased[0].session] == NOW, "an ended session is not"
     assert seen[leased[1].session] == NOW + dt.timedelta(minutes=31, seconds=1)
+
+
+async def test_a_batch_of_two_pools_and_a_source_without_one_answers_each_from_its_own(
+    site: AccountInfo, dni: Dni, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    """One statement per pool, and one for the sessions of sources without a pool: each visitor
+    is shown a number of its own source, in order of arrival within its pool."""
+    from tracking.numbers import NumberFields, add_number
+
+    other_pool = ["+14045550180", "+14045550181"]
+    with session_factory.begin() as s:
+        add_source(s, "Shop", "Email")
+        add_number(s, settings, NumberFields("+14045550190", account="Shop", source="Email", forward_to="PJSIP/1"))
+        add_rule(s, "Shop", "param", "utm_source=email", "Email", priority=10)
+        add_source(s, "Shop", "Social")
+        create_pool(s, settings, "q", "Shop", 30, source="Social", overflow="+14045550198")
+        add_numbers(s, settings, "q", "Shop", other_pool, "PJSIP/1")
+        add_rule(s, "Shop", "param", "utm_source=social", "Social", priority=10)
+    info = AccountCache(session_factory).get(site_key(session_factory))
+    assert info is not None
+    urls = [f"{SITE}/?utm_source={kind}&n={i}" for i in range(3) for kind in ("ads", "email", "social")]
+    planned = []
+    for url in urls:
+        new = dni.plan_start(info, PageView("Shop", None, url, ""))
+        assert isinstance(new, NewSession)
+        planned.append(new)
+    with concurrent.futures.ThreadPoolExecutor(1) as executor:
+        batch = NewSessions(dni, executor)
+        answers = await asyncio.gather(*(batch.run(p) for p in planned))
+    assert batch.batches == 1
+    by_kind: dict[str, list[str | None]] = {"ads": [], "email": [], "social": []}
+    for url, answer in zip(urls, answers, strict=True):
+        by_kind[url.split("utm_source=")[1].split("&")[0]].append(answer.number)
+    assert by_kind["ads"] == POOL[:3]
+    assert by_kind["email"] == ["+14045550190"] * 3
+    assert by_kind["social"] == [*other_pool, "+14045550198"]  # the third finds its pool full
+    assert [a.source for a in answers[:3]] == ["Ads", "Email", "Social"]
+    with session_factory() as s:
+        assert s.scalar(select(func.count()).select_from(VisitorSession)) == len(urls)
+        assert s.scalar(select(func.count()).select_from(PoolLease)) == 5
+        assert find_double_leases(s) == []
+
+
+def site_key(session_factory: sessionmaker[Session]) -> str:
+    from schema.models import Account
+
+    with session_factory() as s:
+        key = s.scalar(select(Account.public_key).where(Account.name == "Shop"))
+    assert key is not None
+    return key
