@@ -196,8 +196,13 @@ class Dni:
     #: SQLite has one writer at a time; queueing our own writers here avoids its busy-wait back-off
     write_lock: threading.Lock | None = field(default=None)
     connect_timeout: float = 5.0
-    #: PostgreSQL: made on first use (:meth:`_driver`)
+    #: PostgreSQL: the driver-level connections (one per thread, each opened on its first use)
     driver: DriverConnections | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if self.engine.dialect.name == "postgresql":
+            url = self.engine.url.render_as_string(hide_password=False)
+            self.driver = DriverConnections(url, connect_timeout=self.connect_timeout)
 
     def _display(self, number: str | None) -> str | None:
         return _display(number, self.settings.numbers.default_region) if number else None
@@ -360,10 +365,9 @@ class Dni:
             raise DBAPIError.instance(None, None, again, psycopg.Error) from again
 
     def _driver(self) -> DriverConnections:
-        """PostgreSQL: the driver-level connections (one per thread) of the new-session statement."""
+        """PostgreSQL: the driver-level connections of the new sessions and the heartbeats."""
         if self.driver is None:
-            url = self.engine.url.render_as_string(hide_password=False)
-            self.driver = DriverConnections(url, connect_timeout=self.connect_timeout)
+            raise RuntimeError("the driver-level connections are PostgreSQL's")
         return self.driver
 
     def close(self) -> None:
