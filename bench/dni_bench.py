@@ -157,7 +157,8 @@ def pct(values: list[float], q: float) -> float:
 # --- set-up and checks --------------------------------------------------------------------------
 
 
-def prepare(database_url: str, pool_size: int = POOL_SIZE, account: str = "Bench") -> str:
+def prepare(database_url: str, pool_size: int = POOL_SIZE, account: str = "Bench", first: int = 5550200) -> str:
+    """Account *account* with a site, a rule and a pool "bench" of *pool_size* numbers from +1404{first}; its key."""
     from sqlalchemy.orm import sessionmaker
 
     from config import Settings
@@ -176,7 +177,7 @@ def prepare(database_url: str, pool_size: int = POOL_SIZE, account: str = "Bench
         add_source(s, account, "Ads")
         create_pool(s, settings, "bench", account, HOLD_MINUTES, source="Ads", overflow="+14045550199")
         add_numbers(
-            s, settings, "bench", account, [f"+1404{n:07d}" for n in range(5550200, 5550200 + pool_size)], "PJSIP/1"
+            s, settings, "bench", account, [f"+1404{n:07d}" for n in range(first, first + pool_size)], "PJSIP/1"
         )
         add_site(s, account, ORIGIN)
         add_rule(s, account, "param", "utm_source=google", "Ads")
@@ -198,22 +199,26 @@ def latest_lease_end(database_url: str) -> dt.datetime:
     return latest or dt.datetime.now(dt.UTC)
 
 
-def check(database_url: str) -> tuple[int, int, int, int]:
-    """(leases, overlapping pairs, overflow count, peak) after a run."""
+def check(database_url: str, account: str = "Bench") -> tuple[int, int, int, int]:
+    """(leases, overlapping pairs, overflow count, peak) of *account*'s pool after a run."""
     from sqlalchemy import func, select
     from sqlalchemy.orm import Session
 
     from schema.db import make_engine
-    from schema.models import NumberPool, PoolLease
+    from schema.models import Account, NumberPool, PoolLease
     from tracking.leases import find_double_leases
     from tracking.pools import overflow_counts
 
     engine = make_engine(database_url)
     with Session(engine) as s:
-        leases = s.scalar(select(func.count()).select_from(PoolLease)) or 0
-        doubles = len(find_double_leases(s))
-        pool = s.scalars(select(NumberPool).where(NumberPool.name == "bench")).one()
-        result = (leases, doubles, overflow_counts(s)[pool.id], pool.peak_leases)
+        pool = s.scalars(
+            select(NumberPool)
+            .join(Account, Account.id == NumberPool.account_id)
+            .where(NumberPool.name == "bench", Account.name == account)
+        ).one()
+        leases = s.scalar(select(func.count()).select_from(PoolLease).where(PoolLease.pool_id == pool.id)) or 0
+        doubles = len(find_double_leases(s, pool.id))
+        result = (leases, doubles, overflow_counts(s).get(pool.id, 0), pool.peak_leases)
     engine.dispose()
     return result
 

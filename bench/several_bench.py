@@ -241,15 +241,18 @@ def main() -> None:
         )
         env = {**os.environ, "CALLTRACK_CONFIG": str(config), "CALLTRACK_DATABASE_URL": url, "PYTHONPATH": str(ROOT)}
         _, numbers = make_database(folder, url=url)
-        key = prepare(url, pool_size=3000, account="Site")
-
-        print("DNI sessions, 50 clients, `calltrack web serve` workers (real-time holds, pool of 3000):")
+        print(
+            "DNI sessions, 50 clients, `calltrack web serve` workers (real-time holds; each run its own account"
+            " and a fresh pool of 3000, so both lease the same numbers' worth):"
+        )
         dni_rates = []
         for count in (1, 2):
-            before = check(url)
+            account = f"Site{count}"
+            key = prepare(url, pool_size=3000, account=account, first=5550200 + 10_000 * count)
+            before = check(url, account)
             with servers([["web", "serve"]] * count, env, folder) as ports:
                 stats, elapsed = asyncio.run(dni_load(ports, key, 50, args.seconds))
-            leases, doubles, overflows, _ = check(url)
+            leases, doubles, overflows, _ = check(url, account)
             rate = len(stats.session) / elapsed
             dni_rates.append(rate)
             print(
