@@ -27,17 +27,18 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         return value.replace(tzinfo=dt.UTC)
 
 
-def sqlite_time(value: dt.datetime) -> str:
-    """An aware time as SQLAlchemy's SQLite DateTime stores it (naive UTC, microseconds), for the driver.
+def utc_text(value: dt.datetime) -> str:
+    """An aware time as naive UTC text with microseconds (``2026-03-02 15:30:00.000000``).
 
-    Statements that go to SQLite's driver directly write and compare their times in this
-    form, so they agree with the rows SQLAlchemy wrote.
+    The form SQLAlchemy's SQLite DateTime stores, so statements that go to SQLite's driver
+    directly write and compare times that agree with the rows SQLAlchemy wrote; and a
+    ``timestamp`` that PostgreSQL's json_to_recordset reads.
     """
     if value.tzinfo is None:
         raise ValueError("naive datetime given to a UTC column")
     return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-def from_sqlite_time(text: str) -> dt.datetime:
-    """A time SQLite's driver read back (:func:`sqlite_time`'s form), as aware UTC."""
+def from_utc_text(text: str) -> dt.datetime:
+    """A time :func:`utc_text` wrote, as SQLite's driver reads it back: aware UTC."""
     return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)

@@ -44,7 +44,7 @@ from sqlalchemy import Connection, Integer, String, Table, and_, bindparam, func
 from sqlalchemy.orm import Session, aliased
 
 from schema.models import Account, NumberPool, PoolLease, Source, TrackingNumber, VisitorSession, utcnow
-from schema.types import UTCDateTime, from_sqlite_time, sqlite_time
+from schema.types import UTCDateTime, from_utc_text, utc_text
 from tracking.accounts import get_account
 from tracking.dbapi import DriverConnections
 from tracking.pools import overflow_counts, pool_sizes
@@ -91,7 +91,7 @@ _leases = cast(Table, PoolLease.__table__)
 # 25-60 µs of its statement machinery (parameters matched to the compiled statement, every value's
 # type processed, a result object built) around the 3-14 µs SQLite spends on it, and a page view
 # runs three to six of them under the one write lock.  Times are written as SQLAlchemy's SQLite
-# DateTime writes them (schema.types.sqlite_time), so they compare with the rows it wrote.
+# DateTime writes them (schema.types.utc_text), so they compare with the rows it wrote.
 # Free: active, and the end of its latest lease (last_leased_at, kept under the write lock) has passed;
 # the pool's hold and peak come with it.
 _SQ_FREE = """SELECT n.id, n.number, p.hold_minutes, p.peak_leases
@@ -115,7 +115,7 @@ ORDER BY l.leased_at DESC, l.id DESC
 LIMIT 1"""
 _SQ_SET_LEASE_END = "UPDATE pool_leases SET expires_at = :until WHERE id = :lease_id"
 
-# PostgreSQL's heartbeat (_pg_extend): the lease's end and the number's
+# PostgreSQL, a continuing visit's lease (_pg_extend): the lease's end and the number's
 _SET_NUMBER_END = (
     update(_numbers).where(_numbers.c.id == bindparam("number_id")).values(last_leased_at=bindparam("until"))
 )
@@ -339,7 +339,7 @@ def start_sessions(
     """
     rows = orjson.dumps(
         [
-            {"ord": i, **{c: _json_time(v[c]) if c.endswith("_at") else v[c] for c in SESSION_COLUMNS}}
+            {"ord": i, **{c: utc_text(v[c]) if c.endswith("_at") else v[c] for c in SESSION_COLUMNS}}
             for i, v in enumerate(visits, 1)
         ]
     ).decode()
@@ -357,20 +357,18 @@ def start_sessions(
     return out
 
 
-def _json_time(value: dt.datetime) -> str:
-    """An aware time as naive UTC text, for a ``timestamp`` column of json_to_recordset."""
-    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
 # Heartbeats on PostgreSQL, a batch at a time, in one transaction of two statements: each session
 # found by its key with its latest lease, the numbers' rows locked (in the order of their ids, so
 # that two batches never wait for each other in a circle) before the clock is read; then the leases'
 # ends, the numbers' ends and the sessions' last visits written together.
-_PG_LOCK_BEATS = """
+_PG_BEAT_REQUESTS = """
 WITH requests AS (
     SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS r(ord int, key text, account_id int)
 )
-SELECT r.ord, v.id, v.key, v.visitor_id, v.source_id,
+"""
+_PG_LOCK_BEATS = (
+    _PG_BEAT_REQUESTS  # noqa: S608 (this module's constants only)
+    + """SELECT r.ord, v.id, v.key, v.visitor_id, v.source_id,
        l.id, l.number_id, l.expires_at, n.number, n.last_leased_at, p.hold_minutes
 FROM requests r
 JOIN visitor_sessions v ON v.key = r.key AND v.account_id = r.account_id
@@ -383,14 +381,14 @@ JOIN number_pools p ON p.id = l.pool_id
 ORDER BY n.id
 FOR UPDATE OF n
 """
-# The sessions of a batch that have no lease, by key (the statement above finds only those with one).
-_PG_BEAT_SESSIONS = """
-WITH requests AS (
-    SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS r(ord int, key text, account_id int)
 )
-SELECT r.ord, v.id, v.key, v.visitor_id, v.source_id
+# The sessions of a batch that have no lease, by key (the statement above finds only those with one).
+_PG_BEAT_SESSIONS = (
+    _PG_BEAT_REQUESTS
+    + """SELECT r.ord, v.id, v.key, v.visitor_id, v.source_id
 FROM requests r JOIN visitor_sessions v ON v.key = r.key AND v.account_id = r.account_id
 """
+)
 _PG_EXTEND_BEATS = """
 WITH w AS (
     SELECT * FROM json_to_recordset(CAST(:rows AS json))
@@ -450,7 +448,7 @@ def pg_heartbeats(
                     continue
                 expires = max(ends_at, now + dt.timedelta(minutes=hold))
                 if expires > ends_at:
-                    write.update(lease_id=lease_id, number_id=number_id, until=_json_time(expires))
+                    write.update(lease_id=lease_id, number_id=number_id, until=utc_text(expires))
                 lease = Lease(e164, number_id, lease_id, expires)
             writes.append(write)
             out[ord_ - 1] = KeptSession(visit_id, key, visitor_id, source_id, lease)
@@ -478,7 +476,7 @@ def lease_number(
         return _pg_lease_number(conn, pool_id, visit_id, clock, count_overflow)
     # SQLite: begin_write() holds the database's write lock already, so the clock is read under it
     now = clock()
-    at = sqlite_time(now)
+    at = utc_text(now)
     cur = _driver(conn).cursor()
     free = cur.execute(_SQ_FREE, {"pool_id": pool_id, "now": at}).fetchone()
     if free is None:
@@ -488,13 +486,13 @@ def lease_number(
         return Lease(None, None, None, None, overflow=True)
     number_id, e164, hold_minutes, peak = free
     expires = now + dt.timedelta(minutes=hold_minutes)
-    until = sqlite_time(expires)
+    until = utc_text(expires)
     cur.execute(
         _SQ_INSERT_LEASE,
         {"pool_id": pool_id, "number_id": number_id, "session_id": visit_id, "now": at, "until": until},
     )
     lease_id = cur.lastrowid
-    cur.execute(_SQ_SET_NUMBER_END, {"number_id": number_id, "until": until, "updated": sqlite_time(utcnow())})
+    cur.execute(_SQ_SET_NUMBER_END, {"number_id": number_id, "until": until, "updated": utc_text(utcnow())})
     in_use = cur.execute(_SQ_LIVE_IN_POOL, {"pool_id": pool_id, "now": at}).fetchone()[0]
     if in_use > peak:
         cur.execute(_SQ_SET_PEAK, {"pool_id": pool_id, "peak": in_use})
@@ -533,15 +531,15 @@ def extend(conn: Connection, visit_id: int, clock: Clock = utcnow) -> Lease | No
     if latest is None:
         return None
     lease_id, number_id, ends_text, e164, number_end, hold_minutes = latest
-    ends = from_sqlite_time(ends_text)
+    ends = from_utc_text(ends_text)
     now = clock()
     if ends <= now or number_end != ends_text:
         return Lease(e164, number_id, lease_id, ends, ended=True)
     expires = max(ends, now + dt.timedelta(minutes=hold_minutes))
     if expires > ends:
-        until = sqlite_time(expires)
+        until = utc_text(expires)
         cur.execute(_SQ_SET_LEASE_END, {"lease_id": lease_id, "until": until})
-        cur.execute(_SQ_SET_NUMBER_END, {"number_id": number_id, "until": until, "updated": sqlite_time(utcnow())})
+        cur.execute(_SQ_SET_NUMBER_END, {"number_id": number_id, "until": until, "updated": utc_text(utcnow())})
     return Lease(e164, number_id, lease_id, expires)
 
 

@@ -229,6 +229,9 @@ class Dni:
         return Answer(number, self._display(number), None, None, None, info.source_names.get(source_id or -1))
 
     def start(self, info: AccountInfo, view: PageView) -> Answer:
+        if self.engine.dialect.name == "postgresql":  # a batch of one (web/session_batch.py batches many)
+            planned = self.plan_start(info, view)
+            return planned if isinstance(planned, Answer) else self.write_new_sessions([planned])[0]
         if view.privacy:
             return self.private_answer(info, view)
         visit = read_visit(view.url, view.referrer)
@@ -239,10 +242,6 @@ class Dni:
         return _once_more_if_disconnected(self._start, info, view, visit, rule)
 
     def _start(self, info: AccountInfo, view: PageView, visit: Visit, rule: Rule | None) -> Answer:
-        if self.engine.dialect.name == "postgresql":
-            answer = self._pg_start(info, view, visit, rule)
-            if answer is not None:
-                return answer
         with self.engine.connect() as conn:
             leases.begin_write(conn)
             return self._commit(conn, self._start_in(conn, info, view, visit, rule))
@@ -274,14 +273,6 @@ class Dni:
         visit_id = rows.insert_session(conn, params)
         row = _VisitRow(visit_id, params["key"], params["visitor_id"], source_id)
         return self._number_for(conn, info, row)
-
-    def _pg_start(self, info: AccountInfo, view: PageView, visit: Visit, rule: Rule | None) -> Answer | None:
-        """PostgreSQL, a new session: one statement in autocommit (tracking.leases.start_sessions).
-
-        None when the visitor's recent session continues instead: that runs as a transaction.
-        """
-        planned = self._plan(info, view, visit, rule)
-        return None if planned is None else self.write_new_sessions([planned])[0]
 
     def plan_start(self, info: AccountInfo, view: PageView) -> Answer | NewSession:
         """PostgreSQL: a page view's answer when it continues the visitor's session (or is private),

@@ -7,7 +7,7 @@ around the few µs SQLite spends on it, and they run one after another under the
 database's one write lock (web/group_commit.py).  On PostgreSQL they stay
 SQLAlchemy statements: there they run on worker threads, beside the round trip.
 
-Times are written and compared in :func:`schema.types.sqlite_time`'s form on
+Times are written and compared in :func:`schema.types.utc_text`'s form on
 SQLite, the form SQLAlchemy writes, so rows from both agree.
 """
 
@@ -19,7 +19,7 @@ from typing import Any, NamedTuple, cast
 from sqlalchemy import Connection, Table, bindparam, insert, select, update
 
 from schema.models import VisitorSession
-from schema.types import from_sqlite_time, sqlite_time
+from schema.types import from_utc_text, utc_text
 from tracking.dbapi import DriverConnections
 from tracking.leases import SESSION_COLUMNS
 
@@ -89,7 +89,7 @@ def previous(conn: Connection, account_id: int, visitor_id: str) -> Previous | N
     found = raw.execute(_SQ_PREVIOUS, params).fetchone()
     if found is None:
         return None
-    return Previous(found[0], found[1], found[2], found[3], from_sqlite_time(found[4]))
+    return Previous(found[0], found[1], found[2], found[3], from_utc_text(found[4]))
 
 
 def previous_by_driver(db: DriverConnections, account_id: int, visitor_id: str) -> Previous | None:
@@ -106,8 +106,8 @@ def insert_session(conn: Connection, values: dict[str, Any]) -> int:
     if raw is None:
         return int(conn.execute(_INSERT, values).inserted_primary_key[0])  # type: ignore[index]
     params = dict(values)
-    params["started_at"] = sqlite_time(values["started_at"])
-    params["last_seen_at"] = sqlite_time(values["last_seen_at"])
+    params["started_at"] = utc_text(values["started_at"])
+    params["last_seen_at"] = utc_text(values["last_seen_at"])
     return int(raw.execute(_SQ_INSERT, params).lastrowid)
 
 
@@ -117,7 +117,7 @@ def seen_again(conn: Connection, visit_id: int, now: dt.datetime) -> None:
     if raw is None:
         conn.execute(_SEEN_AGAIN, {"visit_id": visit_id, "now": now})
     else:
-        raw.execute(_SQ_SEEN_AGAIN, {"visit_id": visit_id, "now": sqlite_time(now)})
+        raw.execute(_SQ_SEEN_AGAIN, {"visit_id": visit_id, "now": utc_text(now)})
 
 
 def by_key(conn: Connection, key: str, account_id: int) -> Found | None:
@@ -134,4 +134,4 @@ def seen(conn: Connection, visit_id: int, now: dt.datetime) -> None:
     if raw is None:
         conn.execute(_SEEN, {"visit_id": visit_id, "now": now})
     else:
-        raw.execute(_SQ_SEEN, {"visit_id": visit_id, "now": sqlite_time(now)})
+        raw.execute(_SQ_SEEN, {"visit_id": visit_id, "now": utc_text(now)})
