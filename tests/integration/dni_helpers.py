@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import psycopg
+import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from config import Settings
@@ -16,8 +20,8 @@ POOL = [f"+1404555{n:04d}" for n in range(170, 175)]
 OVERFLOW = "+14045550199"
 
 
-def shop(session_factory: sessionmaker[Session], settings: Settings) -> AccountInfo:
-    """Account "Shop": every page view of SITE is source "Ads", which leases from POOL (30-minute hold)."""
+def shop_key(session_factory: sessionmaker[Session], settings: Settings) -> str:
+    """Account "Shop": every page view of SITE is source "Ads", which leases from POOL (30-minute hold).  Its key."""
     with session_factory.begin() as s:
         account = add_account(s, "Shop")
         add_source(s, "Shop", "Ads")
@@ -25,7 +29,24 @@ def shop(session_factory: sessionmaker[Session], settings: Settings) -> AccountI
         add_numbers(s, settings, "p", "Shop", POOL, "PJSIP/1")
         add_site(s, "Shop", SITE)
         add_rule(s, "Shop", "default", "", "Ads")
-        key = account.public_key
-    info = AccountCache(session_factory).get(key)
+        return account.public_key
+
+
+def shop(session_factory: sessionmaker[Session], settings: Settings) -> AccountInfo:
+    """:func:`shop_key`'s account as the API reads it."""
+    info = AccountCache(session_factory).get(shop_key(session_factory, settings))
     assert info is not None
     return info
+
+
+def sent_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every statement psycopg sends from now on, SQLAlchemy's or not (the DNI API's go to the driver directly)."""
+    sent: list[str] = []
+    execute = psycopg.Cursor.execute
+
+    def counting(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(str(query))
+        return execute(cursor, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", counting)
+    return sent

@@ -13,7 +13,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import psycopg
 import pytest
 from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from config import Settings
 from schema.db import make_engine
 from schema.models import NumberPool, PoolLease, VisitorSession
+from tests.integration.dni_helpers import OVERFLOW, POOL, SITE, sent_statements, shop_key
 from tracking.accounts import add_account, add_source
 from tracking.leases import find_double_leases, pool_status
 from tracking.pools import add_numbers, create_pool, overflow_counts
@@ -28,9 +28,6 @@ from tracking.sites import add_site
 from tracking.source_rules import add_rule
 from web.dni import AccountCache, Answer, Dni, PageView, SessionEnded
 
-SITE = "https://shop.example"
-POOL = [f"+1404555{n:04d}" for n in range(170, 175)]
-OVERFLOW = "+14045550199"
 WORKERS = 12
 SESSIONS = 60
 
@@ -43,17 +40,6 @@ class SharedClock:
     def __call__(self) -> dt.datetime:
         with self.lock:
             return self.now
-
-
-def setup(factory: sessionmaker[Session], settings: Settings) -> str:
-    with factory.begin() as s:
-        account = add_account(s, "Shop")
-        add_source(s, "Shop", "Ads")
-        create_pool(s, settings, "p", "Shop", 30, source="Ads", overflow=OVERFLOW)
-        add_numbers(s, settings, "p", "Shop", POOL, "PJSIP/1")
-        add_site(s, "Shop", SITE)
-        add_rule(s, "Shop", "default", "", "Ads")
-        return account.public_key
 
 
 def run_wave(database_url: str, settings: Settings, key: str, clock: SharedClock, count: int) -> list[Answer]:
@@ -103,7 +89,7 @@ FOR_UPDATE = "FOR UPDATE SKIP LOCKED of the free number and FOR UPDATE of a hear
 def test_many_sessions_at_once_never_share_a_number(
     database_url: str, session_factory: sessionmaker[Session], settings: Settings
 ) -> None:
-    key = setup(session_factory, settings)
+    key = shop_key(session_factory, settings)
     clock = SharedClock()
     answers = run_wave(database_url, settings, key, clock, SESSIONS)
 
@@ -125,7 +111,7 @@ def test_many_sessions_at_once_never_share_a_number(
 def test_numbers_released_by_time_are_leased_again_under_concurrency(
     database_url: str, session_factory: sessionmaker[Session], settings: Settings
 ) -> None:
-    key = setup(session_factory, settings)
+    key = shop_key(session_factory, settings)
     clock = SharedClock()
     first = run_wave(database_url, settings, key, clock, 20)
     holders = [a for a in first if a.number != OVERFLOW]
@@ -316,15 +302,7 @@ def test_a_new_visit_on_postgresql_is_one_statement_also_when_the_pool_is_full(
     info = AccountCache(session_factory).get(key)
     assert info is not None
     dni_engine = make_engine(database_url, pre_ping=False)
-    statements: list[str] = []
-    # every statement psycopg sends, SQLAlchemy's or not (the new visit goes to the driver directly)
-    sent = psycopg.Cursor.execute
-
-    def _count(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
-        statements.append(str(query))
-        return sent(cursor, query, *args, **kwargs)
-
-    monkeypatch.setattr(psycopg.Cursor, "execute", _count)
+    statements = sent_statements(monkeypatch)
     try:
         dni = Dni(settings, dni_engine, write_lock=None)
         first = dni.start(info, PageView(key, None, f"{SITE}/", ""))
@@ -409,15 +387,7 @@ def test_a_heartbeat_on_postgresql_is_two_statements_and_keeps_the_number(
     start = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
     now = [start]
     dni_engine = make_engine(database_url, pre_ping=False)
-    statements: list[str] = []
-    # every statement psycopg sends, SQLAlchemy's or not (the heartbeat goes to the driver directly)
-    sent = psycopg.Cursor.execute
-
-    def _count(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
-        statements.append(str(query))
-        return sent(cursor, query, *args, **kwargs)
-
-    monkeypatch.setattr(psycopg.Cursor, "execute", _count)
+    statements = sent_statements(monkeypatch)
     try:
         dni = Dni(settings, dni_engine, lambda: now[0], write_lock=None)
         first = dni.start(info, PageView(key, None, f"{SITE}/", ""))

@@ -13,7 +13,6 @@ import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -22,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from config import Settings
 from schema.db import make_engine
 from schema.models import PoolLease, VisitorSession
-from tests.integration.dni_helpers import OVERFLOW, POOL, SITE, shop
+from tests.integration.dni_helpers import OVERFLOW, POOL, SITE, sent_statements, shop
 from tracking.accounts import add_source
 from tracking.leases import find_double_leases
 from tracking.pools import add_numbers, create_pool, overflow_counts
@@ -59,19 +58,6 @@ def new_session(dni: Dni, info: AccountInfo, i: int) -> NewSession:
     planned = dni.plan_start(info, PageView("Shop", None, f"{SITE}/?n={i}", ""))
     assert isinstance(planned, NewSession)
     return planned
-
-
-def sent_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every statement psycopg sends from now on."""
-    sent: list[str] = []
-    execute = psycopg.Cursor.execute
-
-    def counting(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
-        sent.append(str(query))
-        return execute(cursor, query, *args, **kwargs)
-
-    monkeypatch.setattr(psycopg.Cursor, "execute", counting)
-    return sent
 
 
 async def test_new_sessions_arriving_together_are_one_statement_and_never_share_a_number(
