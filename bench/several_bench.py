@@ -224,7 +224,13 @@ def main() -> None:
         "--postgres", default=os.environ.get("CALLTRACK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
     )
     parser.add_argument("--ami-calls", type=int, default=1000, help="calls per Asterisk system in the AMI part")
+    parser.add_argument(
+        "--parts", default="dni,routes,ami", help="which parts to run, comma-separated (default: dni,routes,ami)"
+    )
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    if not parts or parts - {"dni", "routes", "ami"}:
+        parser.error(f"--parts: choose from dni, routes, ami (got {args.parts!r})")
     print(f"several processes on one PostgreSQL: {args.seconds:g} s per run, {os.cpu_count()} CPUs, product defaults")
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         folder = Path(tmp)
@@ -241,56 +247,69 @@ def main() -> None:
         )
         env = {**os.environ, "CALLTRACK_CONFIG": str(config), "CALLTRACK_DATABASE_URL": url, "PYTHONPATH": str(ROOT)}
         _, numbers = make_database(folder, url=url)
+        if "dni" in parts:
+            dni_part(url, env, folder, args.seconds)
+        if "routes" in parts:
+            routes_part(numbers, env, folder, args.seconds)
+        if "ami" in parts:
+            ami_part(url, env, folder, args.ami_calls)
+
+
+def dni_part(url: str, env: dict[str, str], folder: Path, seconds: float) -> None:
+    print(
+        "DNI sessions, 50 clients, `calltrack web serve` workers (real-time holds; each run its own account"
+        " and a fresh pool of 3000, so both lease the same numbers' worth):"
+    )
+    dni_rates = []
+    for count in (1, 2):
+        account = f"Site{count}"
+        key = prepare(url, pool_size=3000, account=account, first=5550200 + 10_000 * count)
+        before = check(url, account)
+        with servers([["web", "serve"]] * count, env, folder) as ports:
+            stats, elapsed = asyncio.run(dni_load(ports, key, 50, seconds))
+        leases, doubles, overflows, _ = check(url, account)
+        rate = len(stats.session) / elapsed
+        dni_rates.append(rate)
         print(
-            "DNI sessions, 50 clients, `calltrack web serve` workers (real-time holds; each run its own account"
-            " and a fresh pool of 3000, so both lease the same numbers' worth):"
+            f"  {count} worker{'s' if count > 1 else ' '}: {rate:6.0f} sessions/s  p50 {pct(stats.session, 0.5):6.1f} ms"
+            f"  p99 {pct(stats.session, 0.99):6.1f} ms  leases {leases - before[0]} (warm-up included), overflows"
+            f" {overflows - before[2]}; numbers leased twice at once: {doubles}; statuses {stats.statuses}"
         )
-        dni_rates = []
-        for count in (1, 2):
-            account = f"Site{count}"
-            key = prepare(url, pool_size=3000, account=account, first=5550200 + 10_000 * count)
-            before = check(url, account)
-            with servers([["web", "serve"]] * count, env, folder) as ports:
-                stats, elapsed = asyncio.run(dni_load(ports, key, 50, args.seconds))
-            leases, doubles, overflows, _ = check(url, account)
-            rate = len(stats.session) / elapsed
-            dni_rates.append(rate)
-            print(
-                f"  {count} worker{'s' if count > 1 else ' '}: {rate:6.0f} sessions/s  p50 {pct(stats.session, 0.5):6.1f} ms"
-                f"  p99 {pct(stats.session, 0.99):6.1f} ms  leases {leases - before[0]} (warm-up included), overflows"
-                f" {overflows - before[2]}; numbers leased twice at once: {doubles}; statuses {stats.statuses}"
-            )
-        print(f"  two workers / one: {dni_rates[1] / dni_rates[0]:.2f}x")
+    print(f"  two workers / one: {dni_rates[1] / dni_rates[0]:.2f}x")
 
-        print("routes, 20 clients, `calltrack agi serve` servers (address form, 250 numbers):")
-        route_rates = []
-        for count in (1, 2):
-            with servers([["agi", "serve"]] * count, env, folder) as ports:
-                results = asyncio.run(route_load(ports, numbers, 20, args.seconds))
-            rate = sum(float(r["rate"]) for r in results)  # type: ignore[arg-type]
-            route_rates.append(rate)
-            statuses: dict[str, int] = {}
-            for r in results:
-                for status, n in r["statuses"].items():  # type: ignore[attr-defined]
-                    statuses[status] = statuses.get(status, 0) + n
-            p99 = max(float(r["p99"]) for r in results)  # type: ignore[arg-type]
-            print(
-                f"  {count} server{'s' if count > 1 else ' '}: {rate:6.0f} routes/s  worst p99 {p99:6.1f} ms  statuses {statuses}"
-            )
-        print(f"  two servers / one: {route_rates[1] / route_rates[0]:.2f}x")
 
-        print(f"AMI listeners, `calltrack ami listen`, one per Asterisk system, {args.ami_calls:,} calls each:")
-        ami_rates = []
-        for count in (1, 2):
-            got = ami_run(count, args.ami_calls, url, env, folder, count)
-            ami_rates.append(got.sent / got.elapsed)
-            print(
-                f"  {count} listener{'s' if count > 1 else ' '}: {got.sent / got.elapsed:6.0f} events/s in all"
-                f" ({got.sent:,} events in {got.elapsed:.1f} s)  calls closed per system {got.closed},"
-                f" call rows (all, distinct) {got.rows}, raw events stored {got.stored};"
-                f" every call closed once: {'yes' if got.whole else 'NO'}; exit codes {got.codes}"
-            )
-        print(f"  two listeners / one: {ami_rates[1] / ami_rates[0]:.2f}x")
+def routes_part(numbers: list[str], env: dict[str, str], folder: Path, seconds: float) -> None:
+    print("routes, 20 clients, `calltrack agi serve` servers (address form, 250 numbers):")
+    route_rates = []
+    for count in (1, 2):
+        with servers([["agi", "serve"]] * count, env, folder) as ports:
+            results = asyncio.run(route_load(ports, numbers, 20, seconds))
+        rate = sum(float(r["rate"]) for r in results)  # type: ignore[arg-type]
+        route_rates.append(rate)
+        statuses: dict[str, int] = {}
+        for r in results:
+            for status, n in r["statuses"].items():  # type: ignore[attr-defined]
+                statuses[status] = statuses.get(status, 0) + n
+        p99 = max(float(r["p99"]) for r in results)  # type: ignore[arg-type]
+        print(
+            f"  {count} server{'s' if count > 1 else ' '}: {rate:6.0f} routes/s  worst p99 {p99:6.1f} ms  statuses {statuses}"
+        )
+    print(f"  two servers / one: {route_rates[1] / route_rates[0]:.2f}x")
+
+
+def ami_part(url: str, env: dict[str, str], folder: Path, calls: int) -> None:
+    print(f"AMI listeners, `calltrack ami listen`, one per Asterisk system, {calls:,} calls each:")
+    ami_rates = []
+    for count in (1, 2):
+        got = ami_run(count, calls, url, env, folder, count)
+        ami_rates.append(got.sent / got.elapsed)
+        print(
+            f"  {count} listener{'s' if count > 1 else ' '}: {got.sent / got.elapsed:6.0f} events/s in all"
+            f" ({got.sent:,} events in {got.elapsed:.1f} s)  calls closed per system {got.closed},"
+            f" call rows (all, distinct) {got.rows}, raw events stored {got.stored};"
+            f" every call closed once: {'yes' if got.whole else 'NO'}; exit codes {got.codes}"
+        )
+    print(f"  two listeners / one: {ami_rates[1] / ami_rates[0]:.2f}x")
 
 
 if __name__ == "__main__":

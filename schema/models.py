@@ -25,9 +25,14 @@ from sqlalchemy import (
     UniqueConstraint,
     true,
 )
+from sqlalchemy import text as sql_text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from schema.types import UTCDateTime
+
+#: a number's lease end with "never leased" first: the order of ix_tracking_numbers_pool_free, which
+#: the lease statements write the same way (each database uses the index only for this expression)
+LEASE_END_ORDER = "coalesce(last_leased_at, '1970-01-01 00:00:00')"
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -135,6 +140,17 @@ class TrackingNumber(Base):
         CheckConstraint("status IN ('active', 'released')", name="status"),
         CheckConstraint("ring_timeout > 0", name="ring_timeout_positive"),
         Index("ix_tracking_numbers_account_status", "account_id", "status"),
+        # a pool's active numbers in the order they are leased (never leased first, then the least
+        # recently used): the free number is the index's first entry past the pool's live ones, and
+        # the pool's live leases one range of it, however large the pool (tracking.leases)
+        Index(
+            "ix_tracking_numbers_pool_free",
+            "pool_id",
+            sql_text(LEASE_END_ORDER),
+            "id",
+            sqlite_where=sql_text("status = 'active'"),
+            postgresql_where=sql_text("status = 'active'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -93,17 +93,20 @@ _leases = cast(Table, PoolLease.__table__)
 # runs three to six of them under the one write lock.  Times are written as SQLAlchemy's SQLite
 # DateTime writes them (schema.types.utc_text), so they compare with the rows it wrote.
 # Free: active, and the end of its latest lease (last_leased_at, kept under the write lock) has passed;
-# the pool's hold and peak come with it.
+# the pool's hold and peak come with it.  Here and on PostgreSQL the lease end is written as
+# coalesce(last_leased_at, '1970-01-01 00:00:00') (schema.models.LEASE_END_ORDER), the expression of the index
+# ix_tracking_numbers_pool_free: the free number is its first entry, the live leases one range of it.
 _SQ_FREE = """SELECT n.id, n.number, p.hold_minutes, p.peak_leases
 FROM tracking_numbers n JOIN number_pools p ON p.id = n.pool_id
-WHERE n.pool_id = :pool_id AND n.status = 'active' AND (n.last_leased_at IS NULL OR n.last_leased_at <= :now)
-ORDER BY n.last_leased_at ASC NULLS FIRST, n.id
+WHERE n.pool_id = :pool_id AND n.status = 'active' AND coalesce(n.last_leased_at, '1970-01-01 00:00:00') <= :now
+ORDER BY coalesce(n.last_leased_at, '1970-01-01 00:00:00'), n.id
 LIMIT 1"""
 _SQ_COUNT_OVERFLOW = "UPDATE number_pools SET overflow_count = overflow_count + 1 WHERE id = :pool_id"
 _SQ_INSERT_LEASE = """INSERT INTO pool_leases (pool_id, number_id, session_id, leased_at, expires_at)
 VALUES (:pool_id, :number_id, :session_id, :now, :until)"""
 _SQ_SET_NUMBER_END = "UPDATE tracking_numbers SET last_leased_at = :until, updated_at = :updated WHERE id = :number_id"
-_SQ_LIVE_IN_POOL = "SELECT count(*) FROM tracking_numbers WHERE pool_id = :pool_id AND last_leased_at > :now"
+_SQ_LIVE_IN_POOL = """SELECT count(*) FROM tracking_numbers
+WHERE pool_id = :pool_id AND status = 'active' AND coalesce(last_leased_at, '1970-01-01 00:00:00') > :now"""
 _SQ_SET_PEAK = "UPDATE number_pools SET peak_leases = :peak WHERE id = :pool_id"
 # the session's latest lease, its number's latest lease end and its pool's hold
 _SQ_SESSION_LEASE = """SELECT l.id, l.number_id, l.expires_at, n.number, n.last_leased_at, p.hold_minutes
@@ -128,8 +131,8 @@ _SET_LEASE_END = update(_leases).where(_leases.c.id == bindparam("lease_id")).va
 _PG_TAKE_FREE = """free AS (
     SELECT n.id FROM tracking_numbers n
     WHERE n.pool_id = :pool_id AND n.status = 'active'
-      AND (n.last_leased_at IS NULL OR n.last_leased_at <= :now)
-    ORDER BY n.last_leased_at ASC NULLS FIRST, n.id
+      AND coalesce(n.last_leased_at, '1970-01-01 00:00:00') <= :now
+    ORDER BY coalesce(n.last_leased_at, '1970-01-01 00:00:00'), n.id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
 ), took AS (
@@ -158,7 +161,7 @@ WITH pool AS (
 SELECT took.id AS number_id, took.number, took.last_leased_at AS expires_at, lease.id AS lease_id,
        pool.peak_leases,
        (SELECT count(*) FROM tracking_numbers c
-        WHERE c.pool_id = :pool_id AND c.last_leased_at > :now) + 1 AS live
+        WHERE c.pool_id = :pool_id AND c.status = 'active' AND coalesce(c.last_leased_at, '1970-01-01 00:00:00') > :now) + 1 AS live
 FROM took, lease, pool
 """
     )
@@ -177,7 +180,7 @@ FROM took, lease, pool
 _PG_OVERFLOW = text(
     """
 WITH live AS (
-    SELECT count(*) AS n FROM tracking_numbers c WHERE c.pool_id = :pool_id AND c.last_leased_at > :now
+    SELECT count(*) AS n FROM tracking_numbers c WHERE c.pool_id = :pool_id AND c.status = 'active' AND coalesce(c.last_leased_at, '1970-01-01 00:00:00') > :now
 ), peak AS (
     UPDATE number_pools p SET peak_leases = live.n FROM live WHERE p.id = :pool_id AND p.peak_leases < live.n
     RETURNING p.id
@@ -272,8 +275,8 @@ _PG_START = (
 ), free AS (
     SELECT n.id, n.last_leased_at FROM tracking_numbers n
     WHERE n.pool_id = :pool_id AND n.status = 'active'
-      AND (n.last_leased_at IS NULL OR n.last_leased_at <= :now)
-    ORDER BY n.last_leased_at ASC NULLS FIRST, n.id
+      AND coalesce(n.last_leased_at, '1970-01-01 00:00:00') <= :now
+    ORDER BY coalesce(n.last_leased_at, '1970-01-01 00:00:00'), n.id
     LIMIT :wanted
     FOR UPDATE SKIP LOCKED
 ), ranked AS (
@@ -297,7 +300,7 @@ _PG_START = (
     -- pool's size is its peak; else the leases committed before this statement, and its own
     SELECT CASE WHEN counts.overflows > 0
                 THEN (SELECT count(*) FROM tracking_numbers c WHERE c.pool_id = :pool_id AND c.status = 'active')
-                ELSE (SELECT count(*) FROM tracking_numbers c WHERE c.pool_id = :pool_id AND c.last_leased_at > :now)
+                ELSE (SELECT count(*) FROM tracking_numbers c WHERE c.pool_id = :pool_id AND c.status = 'active' AND coalesce(c.last_leased_at, '1970-01-01 00:00:00') > :now)
                      + (SELECT count(*) FROM took)
            END AS n,
            counts.overflows

@@ -21,7 +21,9 @@ from config import Settings
 from schema.db import make_engine
 from schema.models import NumberPool, PoolLease, VisitorSession
 from tests.integration.dni_helpers import OVERFLOW, POOL, SITE, sent_statements, shop_key
+from tracking import leases
 from tracking.accounts import add_account, add_source
+from tracking.dbapi import _pg_sql
 from tracking.leases import find_double_leases, pool_status
 from tracking.pools import add_numbers, create_pool, overflow_counts
 from tracking.sites import add_site
@@ -408,3 +410,58 @@ def test_a_heartbeat_on_postgresql_is_two_statements_and_keeps_the_number(
         seen = s.scalars(select(VisitorSession.last_seen_at).order_by(VisitorSession.id)).first()
         assert seen == start + dt.timedelta(minutes=20)
         assert find_double_leases(s) == []
+
+
+def test_a_large_pool_is_leased_least_recently_used_first_from_its_index(
+    database_url: str, engine: Engine, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    """A pool of 400 numbers, some never leased, some leased at different times, some live, some
+    released: new visitors get the never-leased numbers first (in the pool's order), then the least
+    recently used, never a live or a released one; and the database finds them through the index
+    ix_tracking_numbers_pool_free (the pool in lease order), not by reading and sorting the pool."""
+    now = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
+    numbers = [f"+1404556{n:04d}" for n in range(400)]
+    with session_factory.begin() as s:
+        account = add_account(s, "Big")
+        add_source(s, "Big", "Ads")
+        pool = create_pool(s, settings, "big", "Big", 30, source="Ads", overflow=OVERFLOW)
+        members = add_numbers(s, settings, "big", "Big", numbers, "PJSIP/1")
+        s.flush()
+        key, pool_id = account.public_key, pool.id
+        for i, number in enumerate(m.number for m in members):
+            if i % 4 == 1:  # ended, the later in the list the earlier
+                number.last_leased_at = now - dt.timedelta(minutes=1000 - i)
+            elif i % 4 == 2:  # live
+                number.last_leased_at = now + dt.timedelta(minutes=5)
+            elif i % 4 == 3:  # released long ago, or ended last
+                number.last_leased_at = now - dt.timedelta(minutes=2000 if i % 8 == 3 else 1)
+                number.status = "released" if i % 8 == 3 else "active"
+        add_site(s, "Big", SITE)
+        add_rule(s, "Big", "default", "", "Ads")
+    never = [n for i, n in enumerate(numbers) if i % 4 == 0]
+    ended = [n for i, n in enumerate(numbers) if i % 4 == 1] + [n for i, n in enumerate(numbers) if i % 8 == 7]
+    info = AccountCache(session_factory).get(key)
+    assert info is not None
+    dni = Dni(settings, engine, lambda: now, write_lock=None)
+    try:
+        got = [dni.start(info, PageView(key, None, f"{SITE}/?v={i}", "")).number for i in range(len(never) + 60)]
+    finally:
+        dni.close()
+    assert got == never + ended[:60]
+    with session_factory() as s:
+        assert pool_status(s, "Big", clock=lambda: now)[0]["live"] == len(got)
+
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            driver = conn.connection.driver_connection
+            at = {"pool_id": pool_id, "now": "2026-05-01 12:00:00.000000"}
+            for statement in (leases._SQ_FREE, leases._SQ_LIVE_IN_POOL):
+                plan = " / ".join(r[3] for r in driver.execute("EXPLAIN QUERY PLAN " + statement, at))
+                assert "USING INDEX ix_tracking_numbers_pool_free" in plan and "TEMP B-TREE" not in plan, plan
+        else:
+            conn.execute(text("ANALYZE tracking_numbers"))
+            driver = conn.connection.driver_connection
+            params = {"rows": "[]", "pool_id": pool_id, "now": now.replace(tzinfo=None), "wanted": 10}
+            plan = "\n".join(r[0] for r in driver.execute("EXPLAIN " + _pg_sql(leases._PG_START), params))
+            free = plan.split("CTE free")[1].split("  CTE ")[0]  # up to the next CTE
+            assert "ix_tracking_numbers_pool_free" in free and "Sort" not in free, plan
