@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from asterisk_agi.fastagi import FastAGIServer, PeerPolicy, Router, Stats, parse_listen
 from asterisk_agi.handlers import route, sms
 from tracking.messages import TextRouter
+from tracking.route_async import AsyncRouteStore
 from tracking.routing import CallRouter, RouteStore
 
 if TYPE_CHECKING:
@@ -31,6 +32,10 @@ CHECKPOINT_EVERY = 1.0
 SWITCH_INTERVAL = 0.0002
 #: the longest the server waits for the database while warming up before it listens anyway
 WARM_LIMIT = 10.0
+
+
+async def _warm_lookup(store: AsyncRouteStore) -> None:
+    await store.lookup("+10000000000", "+10000000000", "+10000000000", "", "")
 
 
 def check_settings(settings: Settings) -> None:
@@ -81,8 +86,14 @@ class AgiService:
             self.inline = RouteStore(
                 settings.database_url, connect_timeout=settings.database.connect_timeout, inline=True
             )
+        #: PostgreSQL: the route's statements go from the event loop, not the threads (tracking/route_async.py)
+        self.on_loop: AsyncRouteStore | None = None
+        if self.store.dialect == "postgresql":
+            self.on_loop = AsyncRouteStore(
+                settings.database_url, size=db_threads(settings), connect_timeout=settings.database.connect_timeout
+            )
         self.router = Router()
-        route.register(self.router, self.call_router, self.executor, self.inline)
+        self.route_handler = route.register(self.router, self.call_router, self.executor, self.inline, self.on_loop)
         self.text_router = TextRouter(settings, self.store)
         sms.register(self.router, self.text_router, self.executor, self.inline)
         self.stats = Stats()
@@ -137,6 +148,11 @@ class AgiService:
             await asyncio.wait_for(asyncio.gather(*jobs), WARM_LIMIT)
         except TimeoutError:
             logger.warning("FastAGI: database threads still connecting after %g s", WARM_LIMIT)
+        if self.on_loop is not None:
+            try:
+                await asyncio.wait_for(self.on_loop.warm(_warm_lookup), WARM_LIMIT)
+            except Exception as exc:
+                logger.warning("FastAGI: the route's database connections not warmed: %s", exc or "timeout")
         if self.inline is not None:
             try:
                 self.inline.warm()
@@ -178,6 +194,10 @@ class AgiService:
         finally:
             ticker.cancel()
             # the sessions are done; let jobs that outlived their deadline write their rows
+            if self.route_handler.pending:
+                await asyncio.wait(set(self.route_handler.pending))
+            if self.on_loop is not None:
+                await self.on_loop.close()
             await asyncio.get_running_loop().run_in_executor(None, self.executor.shutdown, True)
             await asyncio.get_running_loop().run_in_executor(None, self.call_router.replay_spool_quietly)
             self.store.close()

@@ -32,12 +32,12 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from tracking.dbapi import DriverConnections
+from tracking.dbapi import DriverConnections, _pg_sql
 
 if TYPE_CHECKING:
     from config import Settings
@@ -471,7 +471,7 @@ _SQLITE_UPSERT_SQL = (
 )
 # PostgreSQL: the same upsert, naming the recording file in the same statement (on the
 # insert path from the fresh id, on the conflict path from the existing row's id).
-_PG_UPSERT_SQL = (
+PG_UPSERT_SQL = (
     "WITH n AS (SELECT nextval(pg_get_serial_sequence('calls', 'id')) AS id), c AS ("  # noqa: S608
     "INSERT INTO calls (id, system, linkedid, created_at, updated_at, recording_file, "
     + ", ".join(CALL_COLUMNS)
@@ -505,6 +505,73 @@ _RECORDING_SQL = "UPDATE calls SET recording_file = :file WHERE id = :id AND rec
 _MARK_FALLBACK_SQL = (
     "UPDATE calls SET route_status = :status, dial = :dial, recording_file = :file, updated_at = :now WHERE id = :id"
 )
+#: the statements as psycopg takes them (tracking/route_async.py sends them from the event loop)
+PG_NUMBER_SQL = _pg_sql(_NUMBER_SQL)
+PG_VISIT_SQL = _pg_sql(_VISIT_SQL)
+PG_RECORDING_SQL = _pg_sql(_RECORDING_SQL)
+PG_MARK_FALLBACK_SQL = _pg_sql(_MARK_FALLBACK_SQL)
+
+# The statements' parameters and the lookup's result, shared by RouteStore (a thread's connection,
+# both databases) and tracking.route_async.AsyncRouteStore (PostgreSQL on the event loop); *ts* is
+# the store's time-to-parameter conversion (DriverConnections.ts).
+Ts = Callable[[dt.datetime], Any]
+
+
+def lookup_params(number: str, caller: str | None, caller_raw: str, system: str, linkedid: str) -> dict[str, Any]:
+    return {
+        "number": number,
+        "caller": caller or "",
+        "caller_raw": caller_raw or "",
+        "system": system,
+        "linkedid": linkedid,
+    }
+
+
+def lookup_result(
+    row: tuple[Any, ...] | None, caller: str | None, caller_raw: str
+) -> tuple[NumberInfo, CallerFacts] | None:
+    if row is None:
+        return None
+    facts = CallerFacts(
+        blocked=bool(caller_raw or caller) and row[16] > 0,
+        do_not_track=bool(caller_raw or caller) and row[17] > 0,
+        seen_before=caller is not None and bool(row[18]),
+    )
+    return _row_to_number(row, bool(row[19])), facts
+
+
+def visit_params(ts: Ts, number_id: int, at: dt.datetime, grace: dt.timedelta) -> dict[str, Any]:
+    return {"number_id": number_id, "at": ts(at), "earliest": ts(at - grace)}
+
+
+def call_params(
+    ts: Ts, system: str, linkedid: str, values: dict[str, Any], recording_dir: str | None
+) -> dict[str, Any]:
+    params = {c: values.get(c) for c in CALL_COLUMNS}
+    params["system"] = system
+    params["linkedid"] = linkedid
+    params["now"] = ts(dt.datetime.now(dt.UTC))
+    if isinstance(params["started_at"], dt.datetime):
+        params["started_at"] = ts(params["started_at"])
+    params["recording_dir"] = None if recording_dir is None else recording_dir.rstrip("/")
+    return params
+
+
+def pg_call_params(params: dict[str, Any]) -> dict[str, Any]:
+    """*params* (call_params) with what PG_UPSERT_SQL adds: its call.started event's id and pattern."""
+    params["event_id"] = "evt_" + uuid.uuid4().hex
+    params["started"] = _STARTED_PATTERN
+    return params
+
+
+def mark_fallback_params(ts: Ts, call_id: int, decision: Decision) -> dict[str, Any]:
+    return {
+        "status": decision.status,
+        "dial": decision.dial,
+        "file": decision.recording_file if decision.record else None,
+        "id": call_id,
+        "now": ts(dt.datetime.now(dt.UTC)),
+    }
 
 
 @functools.lru_cache(maxsize=1024)
@@ -558,22 +625,8 @@ class RouteStore(DriverConnections):
     def lookup(
         self, number: str, caller: str | None, caller_raw: str, system: str, linkedid: str
     ) -> tuple[NumberInfo, CallerFacts] | None:
-        params = {
-            "number": number,
-            "caller": caller or "",
-            "caller_raw": caller_raw or "",
-            "system": system,
-            "linkedid": linkedid,
-        }
-        row = self.execute(_NUMBER_SQL, params).fetchone()
-        if row is None:
-            return None
-        facts = CallerFacts(
-            blocked=bool(caller_raw or caller) and row[16] > 0,
-            do_not_track=bool(caller_raw or caller) and row[17] > 0,
-            seen_before=caller is not None and bool(row[18]),
-        )
-        return _row_to_number(row, bool(row[19])), facts
+        row = self.execute(_NUMBER_SQL, lookup_params(number, caller, caller_raw, system, linkedid)).fetchone()
+        return lookup_result(row, caller, caller_raw)
 
     def not_tracked(self) -> set[tuple[int | None, str]]:
         rows = self.execute("SELECT account_id, number FROM caller_lists WHERE kind = 'do-not-track'").fetchall()
@@ -583,9 +636,7 @@ class RouteStore(DriverConnections):
         return [_row_to_number(row) for row in self.execute(_ALL_NUMBERS_SQL).fetchall()]
 
     def visit(self, number_id: int, at: dt.datetime, grace: dt.timedelta) -> Visit | None:
-        row = self.execute(
-            _VISIT_SQL, {"number_id": number_id, "at": self.ts(at), "earliest": self.ts(at - grace)}
-        ).fetchone()
+        row = self.execute(_VISIT_SQL, visit_params(self.ts, number_id, at, grace)).fetchone()
         return Visit(*row) if row is not None else None
 
     def save_call(
@@ -604,24 +655,15 @@ class RouteStore(DriverConnections):
         With *announce* False (the lookup found no endpoint of the account taking call.started),
         SQLite skips the outbox statement, and the row is one statement, committed on its own.
         """
-        params = {c: values.get(c) for c in CALL_COLUMNS}
-        params["system"] = system
-        params["linkedid"] = linkedid
-        now = dt.datetime.now(dt.UTC)
-        params["now"] = self.ts(now)
-        if isinstance(params["started_at"], dt.datetime):
-            params["started_at"] = self.ts(params["started_at"])
-        params["recording_dir"] = None if recording_dir is None else recording_dir.rstrip("/")
+        params = call_params(self.ts, system, linkedid, values, recording_dir)
         cur = self.connection().cursor()
         if self.dialect == "postgresql":
             # one statement, one round trip: the id comes from the sequence first, so the
             # recording's name can be written with the row (autocommit makes it atomic)
-            params["event_id"] = "evt_" + uuid.uuid4().hex
-            params["started"] = _STARTED_PATTERN
-            cur.execute(_PG_UPSERT_SQL, params)
+            cur.execute(PG_UPSERT_SQL, pg_call_params(params))
             pg_id: int = cur.fetchone()[0]
             if recording_file:  # only spooled fallback rows: a second statement is fine
-                cur.execute(self._q(_RECORDING_SQL), {"file": recording_file, "id": pg_id})
+                cur.execute(PG_RECORDING_SQL, {"file": recording_file, "id": pg_id})
             return pg_id
         params["recording_file"] = recording_file
         if not announce:
@@ -658,16 +700,7 @@ class RouteStore(DriverConnections):
             self.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def mark_fallback(self, call_id: int, decision: Decision) -> None:
-        self.execute(
-            _MARK_FALLBACK_SQL,
-            {
-                "status": decision.status,
-                "dial": decision.dial,
-                "file": decision.recording_file if decision.record else None,
-                "id": call_id,
-                "now": self.ts(dt.datetime.now(dt.UTC)),
-            },
-        )
+        self.execute(_MARK_FALLBACK_SQL, mark_fallback_params(self.ts, call_id, decision))
 
 
 # --- the spool of call rows not yet written ----------------------------------------------
@@ -804,6 +837,26 @@ def spool_folder(settings: Settings) -> Path:
 # --- the router: one call's database work, with its fallback --------------------------------
 
 
+#: a routing step: a store method's name, its positional and keyword arguments
+Step = tuple[str, tuple[Any, ...], dict[str, Any]]
+
+
+class AsyncStore(Protocol):
+    """The route's store with coroutine methods (tracking.route_async.AsyncRouteStore)."""
+
+    async def lookup(
+        self, number: str, caller: str | None, caller_raw: str, system: str, linkedid: str
+    ) -> tuple[NumberInfo, CallerFacts] | None: ...
+
+    async def visit(self, number_id: int, at: dt.datetime, grace: dt.timedelta) -> Visit | None: ...
+
+    async def save_call(
+        self, system: str, linkedid: str, values: dict[str, Any], recording_dir: str | None, *, announce: bool = True
+    ) -> int: ...
+
+    async def mark_fallback(self, call_id: int, decision: Decision) -> None: ...
+
+
 @dataclass
 class RouteJob:
     """One call's routing, run in a worker thread; the caller may give up on it at a deadline.
@@ -829,21 +882,10 @@ class RouteJob:
             decision = router.route(self.request, self)
         except Exception as exc:
             router.store.discard()
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            if type(exc).__module__.split(".")[0] in ("sqlite3", "psycopg"):
-                reason = f"database error: {type(exc).__name__}: {detail}"
-            else:  # a bug: keep its traceback
-                logger.exception("routing %s/%s failed", self.request.system, self.request.linkedid)
-                reason = f"routing error: {type(exc).__name__}: {detail}"
-            decision = router.fallback(self.request, self.number or router.cached(self.request), reason, self.facts)
-            with self._lock:
-                self._finished = decision
-                told = self._abandoned or decision
+            decision, told = self._failed(exc)
             router.spool(self.request, told)
             return decision
-        with self._lock:
-            self._finished = decision
-            abandoned = self._abandoned
+        abandoned = self._done(decision)
         if abandoned is not None and decision.call_id is not None:
             try:
                 router.store.mark_fallback(decision.call_id, abandoned)
@@ -851,6 +893,47 @@ class RouteJob:
                 router.store.discard()
                 logger.error("call %s: cannot mark it as routed by fallback: %s", decision.call_id, exc)
         return decision
+
+    async def run_async(self, store: AsyncStore) -> Decision:
+        """:meth:`run` on the event loop, its statements sent by *store* (tracking/route_async.py)."""
+        import asyncio
+
+        router = self.router
+        try:
+            decision = await router.route_async(self.request, self, store)
+        except Exception as exc:
+            decision, told = self._failed(exc)
+            # the spool's fsync: not on the event loop
+            await asyncio.get_running_loop().run_in_executor(None, router.spool, self.request, told)
+            return decision
+        abandoned = self._done(decision)
+        if abandoned is not None and decision.call_id is not None:
+            try:
+                await store.mark_fallback(decision.call_id, abandoned)
+            except Exception as exc:
+                logger.error("call %s: cannot mark it as routed by fallback: %s", decision.call_id, exc)
+        return decision
+
+    def _failed(self, exc: Exception) -> tuple[Decision, Decision]:
+        """The fallback decision for a routing that raised *exc*, and what Asterisk was told (to spool)."""
+        router = self.router
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if type(exc).__module__.split(".")[0] in ("sqlite3", "psycopg"):
+            reason = f"database error: {type(exc).__name__}: {detail}"
+        else:  # a bug: keep its traceback
+            logger.exception("routing %s/%s failed", self.request.system, self.request.linkedid)
+            reason = f"routing error: {type(exc).__name__}: {detail}"
+        decision = router.fallback(self.request, self.number or router.cached(self.request), reason, self.facts)
+        with self._lock:
+            self._finished = decision
+            told = self._abandoned or decision
+        return decision, told
+
+    def _done(self, decision: Decision) -> Decision | None:
+        """Record *decision* as finished; the fallback given meanwhile, if the job was abandoned."""
+        with self._lock:
+            self._finished = decision
+            return self._abandoned
 
     def abandon(self, reason: str) -> Decision:
         """The decision to give now: the job's own if it just finished, else the fallback."""
@@ -956,15 +1039,38 @@ class CallRouter:
 
     def route(self, request: RouteRequest, job: RouteJob | None = None, store: RouteStore | None = None) -> Decision:
         """The database work of one call. Raises on database errors (see :meth:`run`)."""
-        settings = self.settings
         store = store or self.store
+        steps = self._route_steps(request, job)
+        try:
+            name, args, kwargs = next(steps)
+            while True:
+                name, args, kwargs = steps.send(getattr(store, name)(*args, **kwargs))
+        except StopIteration as done:
+            decision: Decision = done.value
+            return decision
+
+    async def route_async(self, request: RouteRequest, job: RouteJob | None, store: AsyncStore) -> Decision:
+        """:meth:`route` on a store whose methods are coroutines (tracking/route_async.py)."""
+        steps = self._route_steps(request, job)
+        try:
+            name, args, kwargs = next(steps)
+            while True:
+                name, args, kwargs = steps.send(await getattr(store, name)(*args, **kwargs))
+        except StopIteration as done:
+            decision: Decision = done.value
+            return decision
+
+    def _route_steps(self, request: RouteRequest, job: RouteJob | None) -> Generator[Step, Any, Decision]:
+        """One call's routing, its database work as the steps it yields (a store method's name and
+        arguments), each sent back its result: :meth:`route` and :meth:`route_async` run them."""
+        settings = self.settings
         number = self.e164(request.dialled)
         caller = caller_key(request.caller_number, settings.numbers.default_region)
         found = None
         if number is not None:
             # lists keep phone numbers as E.164 and other caller IDs lowercased ("anonymous")
             raw = request.caller_number.strip().lower()
-            found = store.lookup(number, caller, raw, request.system, request.linkedid)
+            found = yield ("lookup", (number, caller, raw, request.system, request.linkedid), {})
         if found is None:
             decision = unknown(settings, f"{request.dialled!r} is not a tracking number")
             info = None
@@ -981,7 +1087,7 @@ class CallRouter:
                 visit = None
                 if info.pool_id is not None:
                     grace = dt.timedelta(seconds=settings.tracking.attribution_grace_seconds)
-                    visit = store.visit(info.id, request.at, grace)
+                    visit = yield ("visit", (info.id, request.at, grace), {})
                 first = None if caller is None or facts.do_not_track else not facts.seen_before
                 decision = decide(info, request.at, blocked=facts.blocked, first_time=first, visit=visit)
                 if facts.do_not_track:
@@ -1000,12 +1106,10 @@ class CallRouter:
                     )
         values = self.call_values(request, decision, number, caller, do_not_track=facts.do_not_track)
         record_dir = str(settings.recorder.spool_dir) if decision.record and decision.status == STATUS_OK else None
-        call_id = store.save_call(
-            _clip(request.system, "system") or "",
-            _clip(request.linkedid, "linkedid") or "",
-            values,
-            record_dir,
-            announce=info is not None and info.announces_start,
+        call_id = yield (
+            "save_call",
+            (_clip(request.system, "system") or "", _clip(request.linkedid, "linkedid") or "", values, record_dir),
+            {"announce": info is not None and info.announces_start},
         )
         recording = recording_path(settings, call_id) if record_dir is not None else ""
         return replace(decision, call_id=call_id, recording_file=recording, record=bool(recording))

@@ -29,9 +29,11 @@ from asterisk_agi.protocol import AGIEnv
 from tracking.routing import STATUS_FALLBACK, CallRouter, Decision, RouteRequest, RouteStore
 
 if TYPE_CHECKING:
+    import asyncio
     from concurrent.futures import Executor
 
     from asterisk_agi.fastagi import AsyncAGI, Router, SessionInfo
+    from tracking.routing import AsyncStore
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +116,10 @@ class RouteHandler:
     the threads, with their deadline, take every call. (One slow call alone, such as
     the first one opening the database, is not enough; nor are the few milliseconds a
     busy machine takes the CPU away, which the threads would suffer more.)
+
+    With an *on_loop* store (PostgreSQL, tracking/route_async.py) the database work runs
+    on the event loop instead of the threads, with the same deadline: a call the database
+    does not answer in time gets the fallback, and its row, written later, says so.
     """
 
     def __init__(
@@ -122,6 +128,7 @@ class RouteHandler:
         executor: Executor,
         inline: RouteStore | None = None,
         *,
+        on_loop: AsyncStore | None = None,
         inline_slow: float = 0.1,
         inline_strikes: int = 3,
         inline_window: float = 10.0,
@@ -130,6 +137,9 @@ class RouteHandler:
         self.router = router
         self.executor = executor
         self.inline = inline
+        self.on_loop = on_loop
+        #: on-loop jobs still running (a call past its deadline writes its row after its answer)
+        self.pending: set[asyncio.Future[Decision]] = set()
         self.inline_slow = inline_slow
         self.inline_strikes = inline_strikes
         self.inline_window = inline_window
@@ -181,7 +191,13 @@ class RouteHandler:
                 return decision.status, "error"
         job = self.router.job(request)
         deadline = self.router.settings.agi.db_deadline_ms / 1000
-        future = asyncio.get_running_loop().run_in_executor(self.executor, job.run)
+        future: asyncio.Future[Decision]
+        if self.on_loop is not None:
+            future = asyncio.ensure_future(job.run_async(self.on_loop))
+            self.pending.add(future)
+            future.add_done_callback(self.pending.discard)
+        else:
+            future = asyncio.get_running_loop().run_in_executor(self.executor, job.run)
         cause = "error"
         try:
             # shield: on timeout the job still runs, writes the row and marks it as fallback
@@ -195,5 +211,13 @@ class RouteHandler:
         return decision.status, cause
 
 
-def register(router: Router, call_router: CallRouter, executor: Executor, inline: RouteStore | None = None) -> None:
-    router.add("route", RouteHandler(call_router, executor, inline))
+def register(
+    router: Router,
+    call_router: CallRouter,
+    executor: Executor,
+    inline: RouteStore | None = None,
+    on_loop: AsyncStore | None = None,
+) -> RouteHandler:
+    handler = RouteHandler(call_router, executor, inline, on_loop=on_loop)
+    router.add("route", handler)
+    return handler

@@ -441,9 +441,7 @@ async def test_do_not_track_caller_routed_by_fallback_is_not_recorded_either(
     world.block("+14045551234", acme["account"], kind="do-not-track")
     server.service.reload()  # the caches, loaded again with the list
     assert await wait_for(lambda: bool(server.service.call_router._not_tracked))
-    for store in [s for s in (server.service.store, server.service.inline) if s is not None]:
-        store.url = unreachable(database_url, tmp_path)
-        store.close()
+    await point_stores_at(server.service, unreachable(database_url, tmp_path))
     tracked = await server.call(linkedid="t", callerid="+14045559999")
     untracked = await server.call(linkedid="u")
     assert [r.status for r in (tracked, untracked)] == ["fallback", "fallback"]
@@ -498,7 +496,7 @@ async def test_first_time_caller_flag(server: Running, world: World, acme: dict[
 
 @pytest.mark.postgresql_protection(
     "the route's one-statement call upsert on PostgreSQL (ON CONFLICT ... COALESCE): what was written first is kept, "
-    "two AGI runs for one linkedid are one call (tracking/routing.py _PG_UPSERT_SQL)"
+    "two AGI runs for one linkedid are one call (tracking/routing.py PG_UPSERT_SQL)"
 )
 async def test_two_agi_runs_for_one_linkedid_make_one_call(server: Running, world: World, acme: dict[str, int]) -> None:
     world.number(acme["account"], "+18005550100", source_id=acme["google"])
@@ -509,6 +507,47 @@ async def test_two_agi_runs_for_one_linkedid_make_one_call(server: Running, worl
     assert call.uniqueid == "1795915078.1"  # the first run's decision stays
     assert call.first_time is True
     assert second.side.set_vars["CALLTRACK_FIRST_TIME"] == "1"  # the call itself is not "a previous call"
+
+
+@pytest.mark.postgresql_protection(
+    "the route on PostgreSQL sends its statements from the event loop, and a connection found dead is replaced "
+    "and the statement sent again (tracking/route_async.py)"
+)
+async def test_postgresql_routes_from_the_event_loop_also_after_its_connections_were_cut(
+    server: Running, world: World, acme: dict[str, int], database_url: str
+) -> None:
+    """Every database thread busy (a long replay, say): calls on PostgreSQL still route, the database
+    work going from the event loop. Then PostgreSQL ends the route's idle connections (a restart,
+    a network cut): the next call is routed on new ones, not by fallback."""
+    import threading
+
+    import psycopg
+
+    from asterisk_agi.service import db_threads
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite routes on the event loop's own connection or on the database thread")
+    world.number(acme["account"], "+18005550100", source_id=acme["google"], forward_to="PJSIP/100")
+    service = server.service
+    assert service.on_loop is not None
+    gate = threading.Event()
+    busy = [service.executor.submit(gate.wait, 30) for _ in range(db_threads(service.settings))]
+    try:
+        first = await server.call(linkedid="on-loop")
+        assert first.side.set_vars["CALLTRACK_STATUS"] == "ok"
+        pids = [conn.info.backend_pid for conn in service.on_loop._idle]
+        assert pids
+        with psycopg.connect("postgresql" + database_url[database_url.index(":") :], autocommit=True) as admin:
+            for pid in pids:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        again = await server.call(linkedid="after-cut")
+        assert again.side.set_vars["CALLTRACK_STATUS"] == "ok"
+        assert service.on_loop.reconnects == 1
+    finally:
+        gate.set()
+        for job in busy:
+            job.result(10)
+    assert sorted((c.linkedid, c.route_status) for c in world.calls()) == [("after-cut", "ok"), ("on-loop", "ok")]
 
 
 async def test_ami_listener_row_first_then_route(server: Running, world: World, acme: dict[str, int]) -> None:
@@ -600,6 +639,16 @@ async def test_sighup_reload_takes_new_settings(server: Running, world: World, a
 # --- the database away or slow: fail open -------------------------------------------------------
 
 
+async def point_stores_at(service: AgiService, url: str) -> None:
+    """Every connection of the route's stores closed, and the new ones opened to *url*."""
+    for store in [s for s in (service.store, service.inline) if s is not None]:
+        store.url = url
+        store.close()
+    if service.on_loop is not None:
+        service.on_loop.url = url
+        await service.on_loop.reset()
+
+
 def unreachable(database_url: str, tmp_path: Path) -> str:
     if database_url.startswith("sqlite"):
         return f"sqlite:///{tmp_path / 'gone' / 'calltrack.sqlite3'}"
@@ -665,10 +714,7 @@ async def test_database_lost_after_start_routes_known_numbers_to_their_destinati
         acme["account"], "+18005550100", source_id=acme["google"], forward_to="PJSIP/100&PJSIP/101", ring_timeout=21
     )
     assert (await server.call(linkedid="ok")).status == "ok"  # the number is now cached
-    stores = [s for s in (server.service.store, server.service.inline) if s is not None]
-    for store in stores:
-        store.url = unreachable(database_url, tmp_path)
-        store.close()
+    await point_stores_at(server.service, unreachable(database_url, tmp_path))
     for n in range(2):
         result = await server.call(linkedid=f"away{n}")
         assert result.status == "fallback"
@@ -683,8 +729,7 @@ async def test_database_lost_after_start_routes_known_numbers_to_their_destinati
     unknown = await server.call(linkedid="away-unknown", extension="8005559999")
     assert (unknown.status, unknown.side.set_vars["CALLTRACK_DIAL"]) == ("fallback", "PJSIP/operator")
     # back again: the server writes the spooled rows itself
-    for store in stores:
-        store.url = database_url
+    await point_stores_at(server.service, database_url)
     # a replay after the database is back writes them (the service's own, every 10 s, may come first: once all the same)
     await server.service.replay_spool()
     assert server.service.call_router.spool_.pending() == 0
@@ -984,9 +1029,7 @@ async def test_the_server_warms_up_before_it_accepts_calls(
         assert service.call_router._numbers
         assert len(service.store._all) == db_threads(agi_settings)  # a connection in every database thread
         # the database goes away at once: the first call still rings the number and records
-        for store in [s for s in (service.store, service.inline) if s is not None]:
-            store.url = unreachable(database_url, tmp_path)
-            store.close()
+        await point_stores_at(service, unreachable(database_url, tmp_path))
         assert service.address is not None
         result = await FakeFastAGIPeer(*service.address).dialplan(linkedid="first")
         got = result.side.set_vars
