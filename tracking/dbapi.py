@@ -24,7 +24,7 @@ from typing import Any
 STATEMENT_TIMEOUT_MS = 30_000
 
 
-def _pg_sql(sql: str) -> str:
+def pg_sql(sql: str) -> str:
     """*sql*'s ``:name`` parameters as psycopg's ``%(name)s`` (a literal ``%`` doubled)."""
     return re.sub(r"(?<!:):([a-z_]+)", r"%(\1)s", sql.replace("%", "%%"))
 
@@ -128,7 +128,7 @@ class DriverConnections:
             return sql
         out = self._sql.get(sql)
         if out is None:
-            out = self._sql[sql] = _pg_sql(sql)
+            out = self._sql[sql] = pg_sql(sql)
         return out
 
     def ts(self, value: dt.datetime) -> Any:

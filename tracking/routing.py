@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tracking.dbapi import DriverConnections, _pg_sql
+from tracking.dbapi import DriverConnections, pg_sql
 
 if TYPE_CHECKING:
     from config import Settings
@@ -506,10 +506,10 @@ _MARK_FALLBACK_SQL = (
     "UPDATE calls SET route_status = :status, dial = :dial, recording_file = :file, updated_at = :now WHERE id = :id"
 )
 #: the statements as psycopg takes them (tracking/route_async.py sends them from the event loop)
-PG_NUMBER_SQL = _pg_sql(_NUMBER_SQL)
-PG_VISIT_SQL = _pg_sql(_VISIT_SQL)
-PG_RECORDING_SQL = _pg_sql(_RECORDING_SQL)
-PG_MARK_FALLBACK_SQL = _pg_sql(_MARK_FALLBACK_SQL)
+PG_NUMBER_SQL = pg_sql(_NUMBER_SQL)
+PG_VISIT_SQL = pg_sql(_VISIT_SQL)
+PG_RECORDING_SQL = pg_sql(_RECORDING_SQL)
+PG_MARK_FALLBACK_SQL = pg_sql(_MARK_FALLBACK_SQL)
 
 # The statements' parameters and the lookup's result, shared by RouteStore (a thread's connection,
 # both databases) and tracking.route_async.AsyncRouteStore (PostgreSQL on the event loop); *ts* is

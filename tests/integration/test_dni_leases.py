@@ -23,7 +23,7 @@ from schema.models import NumberPool, PoolLease, VisitorSession
 from tests.integration.dni_helpers import OVERFLOW, POOL, SITE, sent_statements, shop_key
 from tracking import leases
 from tracking.accounts import add_account, add_source
-from tracking.dbapi import _pg_sql
+from tracking.dbapi import pg_sql
 from tracking.leases import find_double_leases, pool_status
 from tracking.pools import add_numbers, create_pool, overflow_counts
 from tracking.sites import add_site
@@ -462,6 +462,6 @@ def test_a_large_pool_is_leased_least_recently_used_first_from_its_index(
             conn.execute(text("ANALYZE tracking_numbers"))
             driver = conn.connection.driver_connection
             params = {"rows": "[]", "pool_id": pool_id, "now": now.replace(tzinfo=None), "wanted": 10}
-            plan = "\n".join(r[0] for r in driver.execute("EXPLAIN " + _pg_sql(leases._PG_START), params))
+            plan = "\n".join(r[0] for r in driver.execute("EXPLAIN " + pg_sql(leases._PG_START), params))
             free = plan.split("CTE free")[1].split("  CTE ")[0]  # up to the next CTE
             assert "ix_tracking_numbers_pool_free" in free and "Sort" not in free, plan
