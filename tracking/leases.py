@@ -297,8 +297,11 @@ _PG_START = (
 ), live AS (
     -- a session left without a number means that every active number of the pool was live or being
     -- leased at this moment (the free scan skips only rows other statements are leasing), so the
-    -- pool's size is its peak; else the leases committed before this statement, and its own
-    SELECT CASE WHEN counts.overflows > 0
+    -- pool's size is its peak (count_peak false: the caller counted it so a moment ago, and a batch
+    -- that leased no number cannot have raised it); else the leases committed before this statement,
+    -- and its own
+    SELECT CASE WHEN counts.overflows > 0 AND NOT :count_peak AND NOT EXISTS (SELECT 1 FROM took) THEN 0
+                WHEN counts.overflows > 0
                 THEN (SELECT count(*) FROM tracking_numbers c WHERE c.pool_id = :pool_id AND c.status = 'active')
                 ELSE (SELECT count(*) FROM tracking_numbers c WHERE c.pool_id = :pool_id AND c.status = 'active' AND coalesce(c.last_leased_at, '1970-01-01 00:00:00') > :now)
                      + (SELECT count(*) FROM took)
@@ -328,7 +331,12 @@ _PG_START_UNPOOLED = (
 
 
 def start_sessions(
-    db: DriverConnections, visits: list[dict[str, Any]], pool_id: int | None, now: dt.datetime
+    db: DriverConnections,
+    visits: list[dict[str, Any]],
+    pool_id: int | None,
+    now: dt.datetime,
+    *,
+    count_peak: bool = True,
 ) -> list[tuple[int, Lease | None]]:
     """PostgreSQL: insert visitor sessions *visits* (their column values) and lease each a number of *pool_id*.
 
@@ -338,7 +346,10 @@ def start_sessions(
     twice the driver's own work here).  The numbers go in order: the first
     session gets the least recently used free number.  Per session, in order:
     its id and its Lease (None without a pool; ``overflow`` set, and counted, when
-    the pool had no number left for it).
+    the pool had no number left for it).  A pool that had none left raises its peak
+    to its size, which reads every number of the pool; *count_peak* false skips that
+    for a batch that leased no number (the caller counted the pool full a moment ago:
+    web.dni.Dni, PEAK_RECHECK_SECONDS).
     """
     rows = orjson.dumps(
         [
@@ -348,7 +359,7 @@ def start_sessions(
     ).decode()
     if pool_id is None:
         return [(int(visit_id), None) for _, visit_id in db.execute(_PG_START_UNPOOLED, {"rows": rows}).fetchall()]
-    params = {"rows": rows, "pool_id": pool_id, "now": db.ts(now), "wanted": len(visits)}
+    params = {"rows": rows, "pool_id": pool_id, "now": db.ts(now), "wanted": len(visits), "count_peak": count_peak}
     out: list[tuple[int, Lease | None]] = []
     for _, visit_id, number_id, number, expires_at, lease_id in db.execute(_PG_START, params).fetchall():
         if number_id is None:

@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 Clock = Callable[[], dt.datetime]
 _T = TypeVar("_T")
+#: PostgreSQL: how long a pool found full is taken to be still at its peak (its size) before it is counted again
+PEAK_RECHECK_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,8 @@ class Dni:
     connect_timeout: float = 5.0
     #: PostgreSQL: the driver-level connections (one per thread, each opened on its first use)
     driver: DriverConnections | None = field(default=None, init=False)
+    #: PostgreSQL: pools found full, and until when (monotonic) their peak is known to be their size
+    _full_pools: dict[int, float] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         if self.engine.dialect.name == "postgresql":
@@ -320,9 +324,17 @@ class Dni:
         if any(new.pool_id != pool_id for new in batch):
             raise ValueError("a batch of new sessions leases from one pool")
         visits = [new.visit for new in batch]
-        write = functools.partial(leases.start_sessions, visits=visits, pool_id=pool_id, now=self.clock())
+        # a full pool's peak is its size: counted at its first overflow, then again after a while (numbers
+        # added meanwhile), not at every batch of visitors it turns away (each would read the whole pool)
+        count_peak = pool_id is None or self._full_pools.get(pool_id, 0.0) <= time.monotonic()
+        write = functools.partial(
+            leases.start_sessions, visits=visits, pool_id=pool_id, now=self.clock(), count_peak=count_peak
+        )
+        written = self._on_driver(write)
+        if count_peak and pool_id is not None and any(lease is not None and lease.overflow for _, lease in written):
+            self._full_pools[pool_id] = time.monotonic() + PEAK_RECHECK_SECONDS
         answers = []
-        for new, (visit_id, lease) in zip(batch, self._on_driver(write), strict=True):
+        for new, (visit_id, lease) in zip(batch, written, strict=True):
             row = _VisitRow(visit_id, new.visit["key"], new.visit["visitor_id"], new.source_id)
             if lease is None:
                 answers.append(self._answer(new.info, row, self._source_number(new.info, new.source_id), None))

@@ -60,6 +60,48 @@ def new_session(dni: Dni, info: AccountInfo, i: int) -> NewSession:
     return planned
 
 
+def test_a_full_pool_is_counted_once_not_for_every_visitor_it_turns_away(
+    site: AccountInfo,
+    dni: Dni,
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A full pool's peak is its size: counted (which reads every number of the pool) when it first
+    turns a visitor away, not again for each batch it turns away after that; a batch that leases
+    numbers added meanwhile, and turns one away, raises the peak to the new size at once."""
+    from schema.models import NumberPool
+    from tracking import leases
+
+    def peak() -> int:
+        with session_factory() as s:
+            return s.scalars(select(NumberPool.peak_leases)).one()
+
+    counted: list[bool] = []
+    start_sessions = leases.start_sessions
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        counted.append(kwargs["count_peak"])
+        return start_sessions(*args, **kwargs)
+
+    monkeypatch.setattr(leases, "start_sessions", spy)
+    first = dni.write_new_sessions([new_session(dni, site, i) for i in range(len(POOL) + 2)])
+    assert [a.number for a in first] == [*POOL, OVERFLOW, OVERFLOW]
+    assert (counted, peak()) == ([True], len(POOL))
+    turned_away = dni.write_new_sessions([new_session(dni, site, 10 + i) for i in range(3)])
+    assert [a.number for a in turned_away] == [OVERFLOW] * 3
+    assert (counted, peak()) == ([True, False], len(POOL))
+
+    more = [f"+1404555{n:04d}" for n in range(180, 183)]
+    with session_factory.begin() as s:
+        add_numbers(s, settings, "p", "Shop", more, "PJSIP/1")
+    answers = dni.write_new_sessions([new_session(dni, site, 20 + i) for i in range(4)])
+    assert [a.number for a in answers] == [*more, OVERFLOW]
+    assert (counted, peak()) == ([True, False, False], len(POOL) + len(more))
+    with session_factory() as s:
+        assert sum(overflow_counts(s).values()) == 2 + 3 + 1  # every visitor turned away is counted
+
+
 async def test_new_sessions_arriving_together_are_one_statement_and_never_share_a_number(
     site: AccountInfo, dni: Dni, session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
 ) -> None:
