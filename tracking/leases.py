@@ -175,12 +175,14 @@ FROM took, lease, pool
         live=Integer(),
     )
 )
-# A full pool: counted in this connection's slot, and the peak is at least what is live now (every
-# number, unless one is being leased this moment); the pool row is written only when that is more.
+# A full pool: counted in this connection's slot, and its peak is its size: the free scan found no
+# number, so every active one was live or being leased by another transaction (which this
+# statement's snapshot does not see: counting the live leases fell short of the pool).  The pool
+# row is written only when that is more than the peak.
 _PG_OVERFLOW = text(
     """
 WITH live AS (
-    SELECT count(*) AS n FROM tracking_numbers c WHERE c.pool_id = :pool_id AND c.status = 'active' AND coalesce(c.last_leased_at, '1970-01-01 00:00:00') > :now
+    SELECT count(*) AS n FROM tracking_numbers c WHERE c.pool_id = :pool_id AND c.status = 'active'
 ), peak AS (
     UPDATE number_pools p SET peak_leases = live.n FROM live WHERE p.id = :pool_id AND p.peak_leases < live.n
     RETURNING p.id
@@ -189,7 +191,7 @@ INSERT INTO pool_overflow_counts AS o (pool_id, slot, count)
 SELECT p.id, pg_backend_pid() % 16, 1 FROM number_pools p WHERE p.id = :pool_id
 ON CONFLICT (pool_id, slot) DO UPDATE SET count = o.count + 1
 """
-).bindparams(bindparam("now", type_=UTCDateTime()))
+)
 # Only when the peak grows, so the pool row stays unlocked in the usual case.
 _PG_RAISE_PEAK = text("UPDATE number_pools SET peak_leases = :peak WHERE id = :pool_id AND peak_leases < :peak")
 # The session's latest lease, its number's row locked (before the clock is read), and the number's
@@ -523,7 +525,7 @@ def _pg_lease_number(conn: Connection, pool_id: int, visit_id: int, clock: Clock
     row = conn.execute(_PG_LEASE, {"pool_id": pool_id, "visit_id": visit_id, "now": now}).first()
     if row is None:
         if count_overflow:
-            conn.execute(_PG_OVERFLOW, {"pool_id": pool_id, "now": now})
+            conn.execute(_PG_OVERFLOW, {"pool_id": pool_id})
         logger.debug("pool %s exhausted: overflow number shown", pool_id)
         return Lease(None, None, None, None, overflow=True)
     if row.live > row.peak_leases:

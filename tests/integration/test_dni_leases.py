@@ -375,6 +375,42 @@ def test_visitors_of_a_full_pool_do_not_wait_for_the_pool_row(
     assert counts(session_factory) == (1, 1, 1)
 
 
+def test_a_full_pools_peak_counts_a_number_another_transaction_is_leasing(
+    database_url: str, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    """A visit back on a full pool (its own lease over) gets the overflow number while another
+    transaction is leasing the pool's last number: the pool was full, so its peak is its size,
+    though the lease in flight is not committed yet (and is rolled back here: no lease stays)."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time: no lease is in flight while another visit looks")
+    from schema.models import NumberPool
+    from tracking.leases import lease_number
+
+    one_number_site(session_factory, settings)
+    with session_factory.begin() as s:
+        pool = s.scalars(select(NumberPool)).one()
+        pool_id, account_id, source_id = pool.id, pool.account_id, pool.source_id
+        visit = VisitorSession(key="back-again", account_id=account_id, source_id=source_id)
+        s.add(visit)
+        s.flush()
+        visit_id = visit.id
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as leasing, engine.connect() as turned_away:
+            # the pool's one number as a lease statement holds it midway: locked and taken, not committed
+            taken = leasing.execute(
+                text("UPDATE tracking_numbers SET last_leased_at = :until WHERE pool_id = :pool_id RETURNING number"),
+                {"until": dt.datetime(2099, 1, 1), "pool_id": pool_id},
+            ).scalar_one()
+            assert taken == POOL[0]
+            assert lease_number(turned_away, pool_id, visit_id).overflow  # passed over (SKIP LOCKED), not waited for
+            turned_away.commit()
+            leasing.rollback()
+    finally:
+        engine.dispose()
+    assert counts(session_factory) == (0, 1, 1)  # no lease, one overflow, the peak the pool's size
+
+
 @pytest.mark.postgresql_protection("a heartbeat on PostgreSQL: its lease locked by the session key, then one update")
 def test_a_heartbeat_on_postgresql_is_two_statements_and_keeps_the_number(
     database_url: str, session_factory: sessionmaker[Session], settings: Settings, monkeypatch: pytest.MonkeyPatch
