@@ -34,10 +34,6 @@ SWITCH_INTERVAL = 0.0002
 WARM_LIMIT = 10.0
 
 
-async def _warm_lookup(store: AsyncRouteStore) -> None:
-    await store.lookup("+10000000000", "+10000000000", "+10000000000", "", "")
-
-
 def check_settings(settings: Settings) -> None:
     """Refuse settings the server could not work with (ValueError naming the key)."""
     from tracking.dialstring import validate
@@ -150,7 +146,7 @@ class AgiService:
             logger.warning("FastAGI: database threads still connecting after %g s", WARM_LIMIT)
         if self.on_loop is not None:
             try:
-                await asyncio.wait_for(self.on_loop.warm(_warm_lookup), WARM_LIMIT)
+                await asyncio.wait_for(self.on_loop.warm(), WARM_LIMIT)
             except Exception as exc:
                 logger.warning("FastAGI: the route's database connections not warmed: %s", exc or "timeout")
         if self.inline is not None:

@@ -29,6 +29,11 @@ def pg_sql(sql: str) -> str:
     return re.sub(r"(?<!:):([a-z_]+)", r"%(\1)s", sql.replace("%", "%%"))
 
 
+def pg_ts(value: dt.datetime) -> dt.datetime:
+    """An aware time as PostgreSQL's parameter: naive UTC."""
+    return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+
 class DriverConnections:
     """One DB-API connection per thread to the database of *url* (SQLAlchemy-style, as in the settings)."""
 
@@ -133,7 +138,7 @@ class DriverConnections:
 
     def ts(self, value: dt.datetime) -> Any:
         """An aware time as a parameter: naive UTC (PostgreSQL), the text SQLAlchemy writes (SQLite)."""
-        naive = value.astimezone(dt.UTC).replace(tzinfo=None)
+        naive = pg_ts(value)
         if self.dialect == "sqlite":
             # the format SQLAlchemy's SQLite DateTime stores, so comparisons agree
             return naive.isoformat(" ", "microseconds")

@@ -43,7 +43,16 @@ import orjson
 from sqlalchemy import Connection, Integer, String, Table, and_, bindparam, func, select, text, update
 from sqlalchemy.orm import Session, aliased
 
-from schema.models import Account, NumberPool, PoolLease, Source, TrackingNumber, VisitorSession, utcnow
+from schema.models import (
+    LEASE_END_ORDER,
+    Account,
+    NumberPool,
+    PoolLease,
+    Source,
+    TrackingNumber,
+    VisitorSession,
+    utcnow,
+)
 from schema.types import UTCDateTime, from_utc_text, utc_text
 from tracking.accounts import get_account
 from tracking.dbapi import DriverConnections
@@ -87,26 +96,39 @@ _pools = cast(Table, NumberPool.__table__)
 _numbers = cast(Table, TrackingNumber.__table__)
 _leases = cast(Table, PoolLease.__table__)
 
+# Both databases, every lease statement: a pool's free numbers (``n``: active, the end of the latest
+# lease passed), in the order they are leased, and the count of its live leases (``c``).  The lease
+# end is schema.models.LEASE_END_ORDER, the expression of the index ix_tracking_numbers_pool_free
+# (each database uses the index only for that very expression): the free number is the index's
+# first entry, the live leases one range of it, however large the pool.
+_FREE_IN_LEASE_ORDER = (
+    "n.pool_id = :pool_id AND n.status = 'active' AND "
+    + LEASE_END_ORDER.replace("last_leased_at", "n.last_leased_at")
+    + " <= :now ORDER BY "
+    + LEASE_END_ORDER.replace("last_leased_at", "n.last_leased_at")
+    + ", n.id"
+)
+_LIVE_IN_POOL = (
+    "SELECT count(*) FROM tracking_numbers c WHERE c.pool_id = :pool_id AND c.status = 'active' AND "  # noqa: S608
+    + LEASE_END_ORDER.replace("last_leased_at", "c.last_leased_at")
+    + " > :now"
+)
+
 # SQLite: the lease statements go straight to the driver's cursor.  Through SQLAlchemy each cost
 # 25-60 µs of its statement machinery (parameters matched to the compiled statement, every value's
 # type processed, a result object built) around the 3-14 µs SQLite spends on it, and a page view
 # runs three to six of them under the one write lock.  Times are written as SQLAlchemy's SQLite
 # DateTime writes them (schema.types.utc_text), so they compare with the rows it wrote.
-# Free: active, and the end of its latest lease (last_leased_at, kept under the write lock) has passed;
-# the pool's hold and peak come with it.  Here and on PostgreSQL the lease end is written as
-# coalesce(last_leased_at, '1970-01-01 00:00:00') (schema.models.LEASE_END_ORDER), the expression of the index
-# ix_tracking_numbers_pool_free: the free number is its first entry, the live leases one range of it.
-_SQ_FREE = """SELECT n.id, n.number, p.hold_minutes, p.peak_leases
-FROM tracking_numbers n JOIN number_pools p ON p.id = n.pool_id
-WHERE n.pool_id = :pool_id AND n.status = 'active' AND coalesce(n.last_leased_at, '1970-01-01 00:00:00') <= :now
-ORDER BY coalesce(n.last_leased_at, '1970-01-01 00:00:00'), n.id
-LIMIT 1"""
+# Free: the end of its latest lease (last_leased_at, kept under the write lock) has passed; the pool's
+# hold and peak come with it.
+_SQ_FREE = (
+    "SELECT n.id, n.number, p.hold_minutes, p.peak_leases "
+    "FROM tracking_numbers n JOIN number_pools p ON p.id = n.pool_id WHERE " + _FREE_IN_LEASE_ORDER + " LIMIT 1"
+)
 _SQ_COUNT_OVERFLOW = "UPDATE number_pools SET overflow_count = overflow_count + 1 WHERE id = :pool_id"
 _SQ_INSERT_LEASE = """INSERT INTO pool_leases (pool_id, number_id, session_id, leased_at, expires_at)
 VALUES (:pool_id, :number_id, :session_id, :now, :until)"""
 _SQ_SET_NUMBER_END = "UPDATE tracking_numbers SET last_leased_at = :until, updated_at = :updated WHERE id = :number_id"
-_SQ_LIVE_IN_POOL = """SELECT count(*) FROM tracking_numbers
-WHERE pool_id = :pool_id AND status = 'active' AND coalesce(last_leased_at, '1970-01-01 00:00:00') > :now"""
 _SQ_SET_PEAK = "UPDATE number_pools SET peak_leases = :peak WHERE id = :pool_id"
 # the session's latest lease, its number's latest lease end and its pool's hold
 _SQ_SESSION_LEASE = """SELECT l.id, l.number_id, l.expires_at, n.number, n.last_leased_at, p.hold_minutes
@@ -128,11 +150,10 @@ _SET_LEASE_END = update(_leases).where(_leases.c.id == bindparam("lease_id")).va
 # PostgreSQL, shared by the lease statements below: the pool's least recently used free number, locked
 # with SKIP LOCKED (a number another transaction is leasing is passed over, not waited for), taken
 # until the pool's hold ends (CTEs ``free`` and ``took``; the statement's ``pool`` CTE gives hold_minutes).
-_PG_TAKE_FREE = """free AS (
-    SELECT n.id FROM tracking_numbers n
-    WHERE n.pool_id = :pool_id AND n.status = 'active'
-      AND coalesce(n.last_leased_at, '1970-01-01 00:00:00') <= :now
-    ORDER BY coalesce(n.last_leased_at, '1970-01-01 00:00:00'), n.id
+_PG_TAKE_FREE = (
+    "free AS (SELECT n.id FROM tracking_numbers n WHERE "  # noqa: S608 (this module's constants only)
+    + _FREE_IN_LEASE_ORDER
+    + """
     LIMIT 1
     FOR UPDATE SKIP LOCKED
 ), took AS (
@@ -140,6 +161,7 @@ _PG_TAKE_FREE = """free AS (
     FROM free, pool WHERE n.id = free.id
     RETURNING n.id, n.number, n.last_leased_at
 )"""
+)
 
 # PostgreSQL: the whole lease in one round trip.  The free number is locked with SKIP LOCKED, so a
 # number that another transaction is leasing is passed over instead of waited for; READ COMMITTED
@@ -160,8 +182,9 @@ WITH pool AS (
 )
 SELECT took.id AS number_id, took.number, took.last_leased_at AS expires_at, lease.id AS lease_id,
        pool.peak_leases,
-       (SELECT count(*) FROM tracking_numbers c
-        WHERE c.pool_id = :pool_id AND c.status = 'active' AND coalesce(c.last_leased_at, '1970-01-01 00:00:00') > :now) + 1 AS live
+       ("""
+        + _LIVE_IN_POOL
+        + """) + 1 AS live
 FROM took, lease, pool
 """
     )
@@ -275,10 +298,9 @@ _PG_START = (
     + """, pool AS (
     SELECT id, hold_minutes FROM number_pools WHERE id = :pool_id
 ), free AS (
-    SELECT n.id, n.last_leased_at FROM tracking_numbers n
-    WHERE n.pool_id = :pool_id AND n.status = 'active'
-      AND coalesce(n.last_leased_at, '1970-01-01 00:00:00') <= :now
-    ORDER BY coalesce(n.last_leased_at, '1970-01-01 00:00:00'), n.id
+    SELECT n.id, n.last_leased_at FROM tracking_numbers n WHERE """
+    + _FREE_IN_LEASE_ORDER
+    + """
     LIMIT :wanted
     FOR UPDATE SKIP LOCKED
 ), ranked AS (
@@ -305,8 +327,9 @@ _PG_START = (
     SELECT CASE WHEN counts.overflows > 0 AND NOT :count_peak AND NOT EXISTS (SELECT 1 FROM took) THEN 0
                 WHEN counts.overflows > 0
                 THEN (SELECT count(*) FROM tracking_numbers c WHERE c.pool_id = :pool_id AND c.status = 'active')
-                ELSE (SELECT count(*) FROM tracking_numbers c WHERE c.pool_id = :pool_id AND c.status = 'active' AND coalesce(c.last_leased_at, '1970-01-01 00:00:00') > :now)
-                     + (SELECT count(*) FROM took)
+                ELSE ("""
+    + _LIVE_IN_POOL
+    + """) + (SELECT count(*) FROM took)
            END AS n,
            counts.overflows
     FROM counts
@@ -509,7 +532,7 @@ def lease_number(
     )
     lease_id = cur.lastrowid
     cur.execute(_SQ_SET_NUMBER_END, {"number_id": number_id, "until": until, "updated": utc_text(utcnow())})
-    in_use = cur.execute(_SQ_LIVE_IN_POOL, {"pool_id": pool_id, "now": at}).fetchone()[0]
+    in_use = cur.execute(_LIVE_IN_POOL, {"pool_id": pool_id, "now": at}).fetchone()[0]
     if in_use > peak:
         cur.execute(_SQ_SET_PEAK, {"pool_id": pool_id, "peak": in_use})
     return Lease(e164, number_id, lease_id, expires)

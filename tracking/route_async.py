@@ -23,7 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tracking.dbapi import STATEMENT_TIMEOUT_MS
+from tracking.dbapi import STATEMENT_TIMEOUT_MS, pg_ts
 from tracking.routing import (
     PG_MARK_FALLBACK_SQL,
     PG_NUMBER_SQL,
@@ -48,11 +48,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-def _ts(value: dt.datetime) -> dt.datetime:
-    """An aware time as PostgreSQL's parameter: naive UTC (as DriverConnections.ts gives it)."""
-    return value.astimezone(dt.UTC).replace(tzinfo=None)
 
 
 class AsyncRouteStore:
@@ -142,7 +137,7 @@ class AsyncRouteStore:
         return lookup_result(row, caller, caller_raw)
 
     async def visit(self, number_id: int, at: dt.datetime, grace: dt.timedelta) -> Visit | None:
-        row = await self._fetchone(PG_VISIT_SQL, visit_params(_ts, number_id, at, grace))
+        row = await self._fetchone(PG_VISIT_SQL, visit_params(pg_ts, number_id, at, grace))
         return Visit(*row) if row is not None else None
 
     async def save_call(
@@ -156,7 +151,7 @@ class AsyncRouteStore:
         announce: bool = True,
     ) -> int:
         """RouteStore.save_call on PostgreSQL: the upsert (and its call.started event) in one statement."""
-        params = pg_call_params(call_params(_ts, system, linkedid, values, recording_dir))
+        params = pg_call_params(call_params(pg_ts, system, linkedid, values, recording_dir))
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> int:
             cur = await conn.execute(PG_UPSERT_SQL, params)
@@ -170,7 +165,7 @@ class AsyncRouteStore:
         return await self._run(work)
 
     async def mark_fallback(self, call_id: int, decision: Decision) -> None:
-        params = mark_fallback_params(_ts, call_id, decision)
+        params = mark_fallback_params(pg_ts, call_id, decision)
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> None:
             await conn.execute(PG_MARK_FALLBACK_SQL, params)
@@ -179,9 +174,11 @@ class AsyncRouteStore:
 
     # start and stop
 
-    async def warm(self, lookup: Callable[[AsyncRouteStore], Awaitable[Any]]) -> None:
-        """Open every connection and run *lookup* on each (its statements prepared, pages read)."""
-        await asyncio.gather(*(lookup(self) for _ in range(self.size)))
+    async def warm(self) -> None:
+        """Open every connection and run a lookup on each (RouteStore.warm, for the loop's connections)."""
+        await asyncio.gather(
+            *(self.lookup("+10000000000", "+10000000000", "+10000000000", "", "") for _ in range(self.size))
+        )
 
     async def reset(self) -> None:
         """Close the idle connections: the next statements open new ones (to ``url``, which may have changed)."""
@@ -192,10 +189,6 @@ class AsyncRouteStore:
     async def close(self) -> None:
         """Close every connection; statements after this raise."""
         self._closed = True
-        conns, self._idle = list(self._open), []
-        self._open.clear()
-        for conn in conns:
-            try:
-                await conn.close()
-            except Exception:
-                pass
+        self._idle = []
+        for conn in list(self._open):
+            await self._drop(conn)

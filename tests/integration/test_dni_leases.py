@@ -491,7 +491,7 @@ def test_a_large_pool_is_leased_least_recently_used_first_from_its_index(
         if engine.dialect.name == "sqlite":
             driver = conn.connection.driver_connection
             at = {"pool_id": pool_id, "now": "2026-05-01 12:00:00.000000"}
-            for statement in (leases._SQ_FREE, leases._SQ_LIVE_IN_POOL):
+            for statement in (leases._SQ_FREE, leases._LIVE_IN_POOL):
                 plan = " / ".join(r[3] for r in driver.execute("EXPLAIN QUERY PLAN " + statement, at))
                 assert "USING INDEX ix_tracking_numbers_pool_free" in plan and "TEMP B-TREE" not in plan, plan
         else:
